@@ -1,0 +1,182 @@
+using System.Net;
+using System.Text.Json;
+
+namespace NativeRelay.Config;
+
+/// <summary>
+/// The validated configuration the relay runs on. Built once from <see cref="RelayOptions"/> (file
+/// and flags merged); every value here has been checked, so the stages never re-validate.
+/// </summary>
+public sealed class RelaySettings
+{
+    public required string Hostname { get; init; }
+    public required IReadOnlyList<IPEndPoint> Listen { get; init; }
+    public required string SpoolDirectory { get; init; }
+    public required NextHop? RelayTo { get; init; }
+    public required IReadOnlyList<IPNetwork> RelayNetworks { get; init; }
+    public required LimitsOptions Limits { get; init; }
+    public required DeliveryOptions Delivery { get; init; }
+    public required SpoolOptions SpoolTuning { get; init; }
+
+    /// <summary>Reads a configuration file. Any problem becomes a one-line <see cref="ConfigException"/>.</summary>
+    public static RelayOptions LoadFile(string path)
+    {
+        string text;
+        try
+        {
+            text = File.ReadAllText(path);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new ConfigException($"cannot read config file {path}: {e.Message}");
+        }
+        try
+        {
+            return JsonSerializer.Deserialize(text, RelayOptionsJsonContext.Default.RelayOptions)
+                   ?? throw new ConfigException($"config file {path} is empty (null)");
+        }
+        catch (JsonException e)
+        {
+            throw new ConfigException($"config file {path}: {OneLine(e.Message)}");
+        }
+    }
+
+    public static RelaySettings Validate(RelayOptions o)
+    {
+        var listen = new List<IPEndPoint>();
+        foreach (var text in o.Listen)
+            listen.Add(ParseEndPoint(text, "listen"));
+        if (listen.Count == 0)
+            throw new ConfigException("listen: at least one address is needed");
+
+        var networks = new List<IPNetwork>();
+        foreach (var text in o.RelayNetworks)
+        {
+            if (!IPNetwork.TryParse(text, out var network))
+                throw new ConfigException($"relayNetworks: '{text}' is not a CIDR network (e.g. 192.0.2.0/24)");
+            networks.Add(network);
+        }
+
+        var hostname = string.IsNullOrWhiteSpace(o.Hostname) ? DefaultHostname() : o.Hostname.Trim();
+        if (!IsValidHostname(hostname))
+            throw new ConfigException($"hostname: '{hostname}' is not a valid host name");
+
+        if (string.IsNullOrWhiteSpace(o.Spool))
+            throw new ConfigException("spool: a directory is needed");
+
+        var l = o.Limits;
+        Positive(l.MaxMessageSize, "limits.maxMessageSize");
+        if (l.MaxMessageSize > 1L << 30)
+            throw new ConfigException("limits.maxMessageSize: at most 1 GiB");
+        Positive(l.MaxRecipients, "limits.maxRecipients");
+        Positive(l.MaxConnections, "limits.maxConnections");
+        Positive(l.MaxConnectionsPerIp, "limits.maxConnectionsPerIp");
+        Positive(l.MaxErrors, "limits.maxErrors");
+        Positive(l.MaxReceivedHeaders, "limits.maxReceivedHeaders");
+        Positive(l.CommandTimeoutSeconds, "limits.commandTimeoutSeconds");
+        Positive(l.DataTimeoutSeconds, "limits.dataTimeoutSeconds");
+
+        var d = o.Delivery;
+        if (d.Loops < 0 || d.Loops > 256)
+            throw new ConfigException("delivery.loops: 0 (one per core) to 256");
+        Positive(d.ConnectionsPerDestination, "delivery.connectionsPerDestination");
+        Positive(d.MessagesPerConnection, "delivery.messagesPerConnection");
+        Positive(d.IdleConnectionSeconds, "delivery.idleConnectionSeconds");
+        Positive(d.RetryInitialSeconds, "delivery.retryInitialSeconds");
+        Positive(d.RetryMaxSeconds, "delivery.retryMaxSeconds");
+        if (d.RetryMaxSeconds < d.RetryInitialSeconds)
+            throw new ConfigException("delivery.retryMaxSeconds must not be below delivery.retryInitialSeconds");
+        if (!(d.MaxLifetimeHours > 0))
+            throw new ConfigException("delivery.maxLifetimeHours must be positive");
+        Positive(d.ConnectTimeoutSeconds, "delivery.connectTimeoutSeconds");
+        Positive(d.CommandTimeoutSeconds, "delivery.commandTimeoutSeconds");
+
+        var s = o.SpoolTuning;
+        if (s.PageSizeBits is < 16 or > 28)
+            throw new ConfigException("spoolTuning.pageSizeBits: 16 to 28");
+        if (s.MemorySizeBits < s.PageSizeBits + 1 || s.MemorySizeBits > 34)
+            throw new ConfigException("spoolTuning.memorySizeBits: at least pageSizeBits + 1, at most 34");
+        if (s.SegmentSizeBits < s.PageSizeBits || s.SegmentSizeBits > 36)
+            throw new ConfigException("spoolTuning.segmentSizeBits: at least pageSizeBits, at most 36");
+
+        return new RelaySettings
+        {
+            Hostname = hostname,
+            Listen = listen,
+            SpoolDirectory = Path.GetFullPath(o.Spool),
+            RelayTo = o.RelayTo is null ? null : NextHop.Parse(o.RelayTo, "relayTo"),
+            RelayNetworks = networks,
+            Limits = l,
+            Delivery = d,
+            SpoolTuning = s,
+        };
+    }
+
+    public static IPEndPoint ParseEndPoint(string text, string what)
+    {
+        if (IPEndPoint.TryParse(text, out var ep) && ep.Port != 0 && HasExplicitPort(text))
+            return ep;
+        throw new ConfigException($"{what}: '{text}' is not IP:PORT (e.g. 127.0.0.1:2525 or [::1]:2525)");
+    }
+
+    // IPEndPoint.TryParse accepts a bare address with port 0; a listener needs an explicit port.
+    private static bool HasExplicitPort(string text)
+    {
+        int colon = text.LastIndexOf(':');
+        int bracket = text.LastIndexOf(']');
+        return colon > 0 && colon > bracket && (bracket >= 0 || text.IndexOf(':') == colon);
+    }
+
+    internal static bool IsValidHostname(string name)
+    {
+        if (name.Length is 0 or > 253)
+            return false;
+        foreach (var label in name.Split('.'))
+        {
+            if (label.Length is 0 or > 63 || label[0] == '-' || label[^1] == '-')
+                return false;
+            foreach (char c in label)
+                if (!(char.IsAsciiLetterOrDigit(c) || c == '-' || c == '_'))
+                    return false;
+        }
+        return true;
+    }
+
+    private static string DefaultHostname()
+    {
+        try
+        {
+            var name = Dns.GetHostName();
+            return IsValidHostname(name) ? name : "localhost";
+        }
+        catch (System.Net.Sockets.SocketException)
+        {
+            return "localhost";
+        }
+    }
+
+    private static void Positive(long value, string name)
+    {
+        if (value <= 0)
+            throw new ConfigException($"{name} must be positive (got {value})");
+    }
+
+    private static string OneLine(string s) => s.ReplaceLineEndings(" ");
+}
+
+/// <summary>A configured next hop: a host name or IP literal and a port.</summary>
+public sealed record NextHop(string Host, int Port)
+{
+    public static NextHop Parse(string text, string what)
+    {
+        if (IPEndPoint.TryParse(text, out var ep) && ep.Port != 0)
+            return new NextHop(ep.Address.ToString(), ep.Port);
+        int colon = text.LastIndexOf(':');
+        if (colon > 0 && int.TryParse(text.AsSpan(colon + 1), out int port) && port is > 0 and < 65536
+            && RelaySettings.IsValidHostname(text[..colon]))
+            return new NextHop(text[..colon], port);
+        throw new ConfigException($"{what}: '{text}' is not HOST:PORT (e.g. smtp.example.com:25 or 127.0.0.1:2526)");
+    }
+
+    public override string ToString() => Host.Contains(':') ? $"[{Host}]:{Port}" : $"{Host}:{Port}";
+}

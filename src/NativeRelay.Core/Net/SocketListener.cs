@@ -1,0 +1,129 @@
+using System.Collections.Concurrent;
+using System.Net;
+using System.Net.Sockets;
+using NativeRelay.Telemetry;
+
+namespace NativeRelay.Net;
+
+/// <summary>
+/// Accepts TCP connections on one endpoint and runs a session per connection, enforcing the
+/// total and per-client-IP connection limits before any protocol work is done.
+/// </summary>
+public sealed class SocketListener : IAsyncDisposable
+{
+    private readonly ListenerInfo _info;
+    private readonly IConnectionHandler _handler;
+    private readonly ConnectionLimiter _limiter;
+    private readonly Log _log;
+    private readonly Socket _socket;
+    private readonly ConcurrentDictionary<Task, bool> _sessions = new();
+    private readonly CancellationTokenSource _stopAccepting = new();
+    private Task? _acceptLoop;
+
+    public SocketListener(IPEndPoint endPoint, IConnectionHandler handler, ConnectionLimiter limiter, Log log)
+    {
+        _handler = handler;
+        _limiter = limiter;
+        _log = log;
+        _socket = new Socket(endPoint.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
+        if (endPoint.AddressFamily == AddressFamily.InterNetworkV6)
+            _socket.DualMode = endPoint.Address.Equals(IPAddress.IPv6Any);
+        _socket.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.ReuseAddress, true);
+        _socket.Bind(endPoint);
+        _socket.Listen(1024);
+        _info = new ListenerInfo((IPEndPoint)_socket.LocalEndPoint!);
+    }
+
+    public IPEndPoint EndPoint => _info.EndPoint;
+
+    public void Start(CancellationToken stopping)
+    {
+        _acceptLoop = AcceptLoopAsync(stopping);
+    }
+
+    private async Task AcceptLoopAsync(CancellationToken stopping)
+    {
+        while (!_stopAccepting.IsCancellationRequested)
+        {
+            Socket client;
+            try
+            {
+                client = await _socket.AcceptAsync(_stopAccepting.Token);
+            }
+            catch (OperationCanceledException)
+            {
+                break;
+            }
+            catch (ObjectDisposedException)
+            {
+                break;
+            }
+            catch (SocketException e)
+            {
+                // EMFILE and friends: log and keep accepting rather than let the listener die.
+                _log.Warn($"accept on {_info.EndPoint} failed: {e.SocketErrorCode}");
+                await Task.Delay(50, CancellationToken.None);
+                continue;
+            }
+
+            var task = RunSessionAsync(client, stopping);
+            _sessions.TryAdd(task, true);
+            _ = task.ContinueWith(static (t, state) => ((ConcurrentDictionary<Task, bool>)state!).TryRemove(t, out _),
+                _sessions, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+        }
+    }
+
+    private async Task RunSessionAsync(Socket client, CancellationToken stopping)
+    {
+        await Task.Yield(); // leave the accept loop at once
+        var remote = client.RemoteEndPoint as IPEndPoint;
+        var address = remote?.Address ?? IPAddress.None;
+        var connection = new SocketConnection(client);
+        connection.Start();
+        var admitted = _limiter.TryAcquire(address);
+        try
+        {
+            if (admitted != ConnectionLimiter.Admission.Admitted)
+            {
+                _log.Info($"refused {remote}: {(admitted == ConnectionLimiter.Admission.TooManyTotal ? "connection limit" : "per-IP connection limit")}");
+                await connection.Transport.Output.WriteAsync(_handler.TooManyConnectionsReply, CancellationToken.None);
+                return;
+            }
+            await _handler.HandleAsync(connection, _info, stopping);
+        }
+        catch (Exception e)
+        {
+            // A session bug must cost one connection, never the listener.
+            _log.Error($"session from {remote} ended with an error: {e.GetType().Name}: {e.Message}");
+        }
+        finally
+        {
+            if (admitted == ConnectionLimiter.Admission.Admitted)
+                _limiter.Release(address);
+            await connection.DisposeAsync();
+        }
+    }
+
+    /// <summary>Stops accepting; sessions in progress continue.</summary>
+    public void StopAccepting()
+    {
+        _stopAccepting.Cancel();
+        _socket.Dispose();
+    }
+
+    /// <summary>Waits for the sessions in progress, up to the deadline.</summary>
+    public async Task DrainAsync(TimeSpan deadline)
+    {
+        if (_acceptLoop is not null)
+            await _acceptLoop;
+        var all = Task.WhenAll(_sessions.Keys);
+        await Task.WhenAny(all, Task.Delay(deadline));
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        StopAccepting();
+        await DrainAsync(TimeSpan.FromSeconds(1));
+        _stopAccepting.Dispose();
+    }
+}

@@ -1,0 +1,247 @@
+using System.Buffers.Binary;
+using System.Text;
+using FASTER.core;
+using NativeRelay.Message;
+
+namespace NativeRelay.Spool;
+
+/// <summary>
+/// The kinds of record in the log. Every record starts with the same 12 bytes: kind (1), format
+/// version (1), reserved (2), message id (8), all little-endian. FasterLog adds its own length and
+/// per-entry checksum around each record, so a torn write is caught there.
+/// </summary>
+public enum RecordKind : byte
+{
+    /// <summary>The envelope and the last part of a message's bytes; written last, so it is the commit point of the message.</summary>
+    MessageHead = 1,
+    /// <summary>An earlier part of a large message's bytes, written before its head.</summary>
+    MessageChunk = 2,
+    /// <summary>A delivery outcome or schedule change for some of a message's recipients.</summary>
+    Status = 3,
+}
+
+public enum RecipientState : byte
+{
+    Pending = 0,
+    Delivered = 1,
+    Failed = 2,
+}
+
+[Flags]
+public enum StatusFlags : byte
+{
+    None = 0,
+    /// <summary>Every recipient has a final state: the message leaves the queue.</summary>
+    Done = 1,
+}
+
+internal static class RecordFormat
+{
+    public const byte Version = 1;
+    public const int CommonHeaderSize = 12;
+
+    public static void WriteCommonHeader(Span<byte> dest, RecordKind kind, ulong id)
+    {
+        dest[0] = (byte)kind;
+        dest[1] = Version;
+        dest[2] = 0;
+        dest[3] = 0;
+        BinaryPrimitives.WriteUInt64LittleEndian(dest[4..], id);
+    }
+
+    public static bool TryReadCommonHeader(ReadOnlySpan<byte> record, out RecordKind kind, out ulong id)
+    {
+        kind = default;
+        id = 0;
+        if (record.Length < CommonHeaderSize || record[1] != Version)
+            return false;
+        kind = (RecordKind)record[0];
+        id = BinaryPrimitives.ReadUInt64LittleEndian(record[4..]);
+        return kind is RecordKind.MessageHead or RecordKind.MessageChunk or RecordKind.Status;
+    }
+}
+
+/// <summary>
+/// A message head record: envelope, the addresses of its chunk records, and inline the bytes
+/// that follow the last chunk. Serialized straight into the log page (no intermediate copy).
+/// Layout after the common header: arrival ms (8), flags (4), total length (8), client (2+n),
+/// helo (2+n), sender (2+n), recipient count (4) and each (2+n), chunk count (4) and each
+/// address (8), inline length (4) and bytes.
+/// </summary>
+internal sealed class MessageHeadEntry : ILogEnqueueEntry
+{
+    public ulong Id;
+    public Envelope Envelope = null!;
+    public MessageBuffer Body = null!;
+    public long InlineOffset;
+    public int InlineLength;
+    public List<long> ChunkAddresses = new();
+    private int _envelopeLength;
+
+    public void Prepare(ulong id, Envelope envelope, MessageBuffer body, long inlineOffset)
+    {
+        Id = id;
+        Envelope = envelope;
+        Body = body;
+        InlineOffset = inlineOffset;
+        InlineLength = checked((int)(body.ContentLength - inlineOffset));
+        _envelopeLength = 8 + 4 + 8
+            + 2 + Encoding.UTF8.GetByteCount(envelope.ClientAddress)
+            + 2 + Encoding.UTF8.GetByteCount(envelope.HeloName)
+            + 2 + envelope.Sender.Length
+            + 4;
+        foreach (var r in envelope.Recipients)
+            _envelopeLength += 2 + r.Length;
+        _envelopeLength += 4 + 8 * ChunkAddresses.Count + 4;
+    }
+
+    public int SerializedLength => RecordFormat.CommonHeaderSize + _envelopeLength + InlineLength;
+
+    public void SerializeTo(Span<byte> dest)
+    {
+        RecordFormat.WriteCommonHeader(dest, RecordKind.MessageHead, Id);
+        var w = new SpanWriter(dest[RecordFormat.CommonHeaderSize..]);
+        w.I64(Envelope.ArrivalUnixMs);
+        w.U32((uint)Envelope.Flags);
+        w.I64(Body.ContentLength);
+        w.Utf8(Envelope.ClientAddress);
+        w.Utf8(Envelope.HeloName);
+        w.Bytes16(Envelope.Sender);
+        w.U32((uint)Envelope.Recipients.Length);
+        foreach (var r in Envelope.Recipients)
+            w.Bytes16(r);
+        w.U32((uint)ChunkAddresses.Count);
+        foreach (var a in ChunkAddresses)
+            w.I64(a);
+        w.U32((uint)InlineLength);
+        Body.CopyTo(InlineOffset, w.Take(InlineLength));
+    }
+}
+
+/// <summary>A chunk record: common header, offset in the message (8), then the bytes.</summary>
+internal sealed class MessageChunkEntry : ILogEnqueueEntry
+{
+    public ulong Id;
+    public MessageBuffer Body = null!;
+    public long Offset;
+    public int Length;
+
+    public int SerializedLength => RecordFormat.CommonHeaderSize + 8 + Length;
+
+    public void SerializeTo(Span<byte> dest)
+    {
+        RecordFormat.WriteCommonHeader(dest, RecordKind.MessageChunk, Id);
+        BinaryPrimitives.WriteInt64LittleEndian(dest[RecordFormat.CommonHeaderSize..], Offset);
+        Body.CopyTo(Offset, dest.Slice(RecordFormat.CommonHeaderSize + 8, Length));
+    }
+}
+
+/// <summary>
+/// A status record. Layout after the common header: time ms (8), flags (1), attempts (4), next
+/// attempt ms (8), count (2), then per recipient index (2) and state (1).
+/// </summary>
+public readonly struct StatusRecord
+{
+    public required ulong Id { get; init; }
+    public required long TimeUnixMs { get; init; }
+    public required StatusFlags Flags { get; init; }
+    public required int Attempts { get; init; }
+    public required long NextAttemptUnixMs { get; init; }
+    /// <summary>Recipients whose state changed, as (index, state) pairs.</summary>
+    public required (ushort Index, RecipientState State)[] Changes { get; init; }
+
+    public int SerializedLength => RecordFormat.CommonHeaderSize + 8 + 1 + 4 + 8 + 2 + 3 * Changes.Length;
+
+    public void SerializeTo(Span<byte> dest)
+    {
+        RecordFormat.WriteCommonHeader(dest, RecordKind.Status, Id);
+        var w = new SpanWriter(dest[RecordFormat.CommonHeaderSize..]);
+        w.I64(TimeUnixMs);
+        w.U8((byte)Flags);
+        w.U32((uint)Attempts);
+        w.I64(NextAttemptUnixMs);
+        w.U16((ushort)Changes.Length);
+        foreach (var (index, state) in Changes)
+        {
+            w.U16(index);
+            w.U8((byte)state);
+        }
+    }
+
+    public static bool TryParse(ReadOnlySpan<byte> record, out StatusRecord status)
+    {
+        status = default;
+        if (!RecordFormat.TryReadCommonHeader(record, out var kind, out ulong id) || kind != RecordKind.Status)
+            return false;
+        var r = new SpanReader(record[RecordFormat.CommonHeaderSize..]);
+        if (!r.I64(out long time) || !r.U8(out byte flags) || !r.U32(out uint attempts) || !r.I64(out long next) || !r.U16(out ushort n))
+            return false;
+        var changes = new (ushort, RecipientState)[n];
+        for (int i = 0; i < n; i++)
+        {
+            if (!r.U16(out ushort index) || !r.U8(out byte state))
+                return false;
+            changes[i] = (index, (RecipientState)state);
+        }
+        status = new StatusRecord
+        {
+            Id = id, TimeUnixMs = time, Flags = (StatusFlags)flags, Attempts = (int)attempts,
+            NextAttemptUnixMs = next, Changes = changes,
+        };
+        return true;
+    }
+}
+
+internal sealed class StatusEntry : ILogEnqueueEntry
+{
+    public StatusRecord Record;
+    public int SerializedLength => Record.SerializedLength;
+    public void SerializeTo(Span<byte> dest) => Record.SerializeTo(dest);
+}
+
+/// <summary>The parsed head of a message as read back from the log.</summary>
+internal sealed class MessageHead
+{
+    public required ulong Id { get; init; }
+    public required Envelope Envelope { get; init; }
+    public required long TotalLength { get; init; }
+    public required long[] ChunkAddresses { get; init; }
+    public required int InlineOffset { get; init; }   // offset of the inline bytes within the record
+    public required int InlineLength { get; init; }
+
+    public static MessageHead? TryParse(ReadOnlySpan<byte> record)
+    {
+        if (!RecordFormat.TryReadCommonHeader(record, out var kind, out ulong id) || kind != RecordKind.MessageHead)
+            return null;
+        var r = new SpanReader(record[RecordFormat.CommonHeaderSize..]);
+        if (!r.I64(out long arrival) || !r.U32(out uint flags) || !r.I64(out long total)
+            || !r.Utf8(out string client) || !r.Utf8(out string helo) || !r.Bytes16(out byte[] sender)
+            || !r.U32(out uint rcptCount) || rcptCount > 100_000)
+            return null;
+        var recipients = new byte[rcptCount][];
+        for (int i = 0; i < recipients.Length; i++)
+            if (!r.Bytes16(out recipients[i]))
+                return null;
+        if (!r.U32(out uint chunkCount) || chunkCount > 1_000_000)
+            return null;
+        var chunks = new long[chunkCount];
+        for (int i = 0; i < chunks.Length; i++)
+            if (!r.I64(out chunks[i]))
+                return null;
+        if (!r.U32(out uint inline) || inline != r.Remaining)
+            return null;
+        return new MessageHead
+        {
+            Id = id,
+            Envelope = new Envelope
+            {
+                Sender = sender, Recipients = recipients, ClientAddress = client, HeloName = helo,
+                ArrivalUnixMs = arrival, Flags = (EnvelopeFlags)flags,
+            },
+            TotalLength = total,
+            ChunkAddresses = chunks,
+            InlineOffset = record.Length - (int)inline,
+            InlineLength = (int)inline,
+        };
+    }
+}

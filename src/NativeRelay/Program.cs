@@ -1,0 +1,60 @@
+using NativeRelay.Cli;
+using NativeRelay.Config;
+
+// The executable only parses the command line and wires the library together; every verb lives
+// in its own file under Cli/.
+return await Entry.RunAsync(args);
+
+namespace NativeRelay.Cli
+{
+    internal static class Entry
+    {
+        public static async Task<int> RunAsync(string[] args)
+        {
+            try
+            {
+                if (args.Length == 0)
+                    return Usage(Console.Error, 2);
+                switch (args[0])
+                {
+                    case "--version":
+                    case "version":
+                        Console.WriteLine($"nativerelay {Version}");
+                        return 0;
+                    case "--help":
+                    case "-h":
+                    case "help":
+                        return Usage(Console.Out, 0);
+                    case "serve":
+                        return await ServeCommand.RunAsync(args.AsSpan(1).ToArray());
+                    default:
+                        throw new ConfigException($"unknown command '{args[0]}' (try --help)");
+                }
+            }
+            catch (ConfigException e)
+            {
+                Console.Error.WriteLine($"nativerelay: {e.Message}");
+                return 2;
+            }
+        }
+
+        public static string Version =>
+            typeof(Entry).Assembly.GetName().Version?.ToString(3) ?? "0.0.0";
+
+        private static int Usage(TextWriter w, int code)
+        {
+            w.WriteLine($"""
+                nativerelay {Version}: a mail transfer agent
+
+                usage:
+                  nativerelay serve [--listen IP:PORT]... [--spool DIR] [--hostname NAME]
+                                    [--relay-to HOST:PORT] [--config FILE]
+                  nativerelay --version
+
+                serve with no arguments listens on 127.0.0.1:2525, spools under ./var/spool and
+                relays for loopback clients only. See docs/CONFIG.md for the configuration file.
+                """);
+            return code;
+        }
+    }
+}
