@@ -26,8 +26,11 @@ public sealed class SpoolLog : IAsyncDisposable
     private readonly ConcurrentBag<MessageHeadEntry> _headEntries = new();
     private readonly ConcurrentBag<MessageChunkEntry> _chunkEntries = new();
 
-    private SpoolLog(FasterLog log, IDevice device, FileStream lockFile, Log logger, int pageSizeBits)
+    private readonly ILogCommitManager _commitManager;
+
+    private SpoolLog(FasterLog log, IDevice device, ILogCommitManager commitManager, FileStream lockFile, Log logger, int pageSizeBits)
     {
+        _commitManager = commitManager;
         _log = log;
         _device = device;
         _lock = lockFile;
@@ -65,13 +68,23 @@ public sealed class SpoolLog : IAsyncDisposable
 
         var device = Devices.CreateLogDevice(Path.Combine(directory, "queue.log"),
             preallocateFile: false, deleteOnClose: false, recoverDevice: true);
+        // In FastCommitMode every commit is a record in the log itself, and recovery scans forward
+        // from the last metadata file for them. So the metadata file need not be rewritten on every
+        // commit (a second synchronous write on the commit path): once per 1000 commits, as
+        // Garnet's AOF does, bounds the forward scan at recovery while halving the commit cost.
+        const int MetadataEveryCommits = 1000;
+        var commitManager = new DeviceLogCommitCheckpointManager(
+            new LocalStorageNamedDeviceFactory(),
+            new DefaultCheckpointNamingScheme(Path.Combine(directory, "commits")),
+            removeOutdated: true,
+            fastCommitThrottleFreq: MetadataEveryCommits);
         var settings = new FasterLogSettings
         {
+            LogCommitManager = commitManager,
             LogDevice = device,
             PageSizeBits = options.PageSizeBits,
             MemorySizeBits = options.MemorySizeBits,
             SegmentSizeBits = options.SegmentSizeBits,
-            LogCommitDir = Path.Combine(directory, "commits"),
             // Per-entry checksums catch a torn or corrupted tail; they also allow FastCommitMode,
             // which puts commit metadata in the log itself: one O_SYNC write per group commit
             // instead of a log write plus a new commit file.
@@ -82,7 +95,7 @@ public sealed class SpoolLog : IAsyncDisposable
             AutoRefreshSafeTailAddress = true,
         };
         var log = new FasterLog(settings);
-        return new SpoolLog(log, device, lockFile, logger, options.PageSizeBits) { Directory = directory };
+        return new SpoolLog(log, device, commitManager, lockFile, logger, options.PageSizeBits) { Directory = directory };
     }
 
     /// <summary>
@@ -240,6 +253,7 @@ public sealed class SpoolLog : IAsyncDisposable
             _logger.Error($"final spool commit failed: {e.Message}");
         }
         _log.Dispose();
+        _commitManager.Dispose();
         _device.Dispose();
         _lock.Dispose();
     }

@@ -1,9 +1,11 @@
 using System.Net;
 using System.Net.Sockets;
-using NativeRelay.Tests.Support;
 using Xunit.Abstractions;
 
 namespace NativeRelay.Tests.EndToEnd;
+
+// Inside the namespace, so these test helpers win over any same-named type brought in by a global using.
+using NativeRelay.Tests.Support;
 
 /// <summary>The command line of the published binary: verbs, flags, usage errors, signals.</summary>
 [Trait("Category", "EndToEnd")]

@@ -1,8 +1,10 @@
 using System.Net.Sockets;
-using NativeRelay.Tests.Support;
 using Xunit.Abstractions;
 
 namespace NativeRelay.Tests.EndToEnd;
+
+// Inside the namespace, so these test helpers win over any same-named type brought in by a global using.
+using NativeRelay.Tests.Support;
 
 /// <summary>What the spool promises across kill -9, SIGTERM and restarts.</summary>
 [Trait("Category", "EndToEnd")]

@@ -1,8 +1,10 @@
 using System.Text;
-using NativeRelay.Tests.Support;
 using Xunit.Abstractions;
 
 namespace NativeRelay.Tests.EndToEnd;
+
+// Inside the namespace, so these test helpers win over any same-named type brought in by a global using.
+using NativeRelay.Tests.Support;
 
 /// <summary>Messages go through the relay to the next hop (the test sink), intact.</summary>
 [Trait("Category", "EndToEnd")]

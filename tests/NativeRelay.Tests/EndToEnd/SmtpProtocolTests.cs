@@ -1,7 +1,9 @@
-using NativeRelay.Tests.Support;
 using Xunit.Abstractions;
 
 namespace NativeRelay.Tests.EndToEnd;
+
+// Inside the namespace, so these test helpers win over any same-named type brought in by a global using.
+using NativeRelay.Tests.Support;
 
 /// <summary>The relay's SMTP server as a client sees it (RFC 5321, 2920, 1870, 6152, 2034).</summary>
 [Trait("Category", "EndToEnd")]
