@@ -1,0 +1,46 @@
+using NativeRelay.Message;
+
+namespace NativeRelay.Tests.Spool;
+
+public class MessageBufferTests
+{
+    [Fact]
+    public void Content_spans_blocks_and_copies_back_exactly()
+    {
+        var data = new byte[200_000];
+        new Random(3).NextBytes(data);
+        var buffer = MessageBuffer.Rent();
+        buffer.Write(data.AsSpan(0, 5));
+        buffer.Write(data.AsSpan(5));
+        Assert.Equal(data.Length, buffer.ContentLength);
+        var copy = new byte[data.Length];
+        Assert.Equal(data.Length, buffer.CopyTo(0, copy));
+        Assert.Equal(data, copy);
+
+        var tail = new byte[1000];
+        buffer.CopyTo(data.Length - 1000, tail);
+        Assert.Equal(data.AsSpan(data.Length - 1000).ToArray(), tail);
+
+        long total = 0;
+        foreach (var segment in buffer.GetSegments())
+            total += segment.Length;
+        Assert.Equal(data.Length, total);
+        buffer.Release();
+    }
+
+    [Fact]
+    public void Reserved_front_holds_a_header_written_after_the_body()
+    {
+        var buffer = MessageBuffer.Rent();
+        buffer.Reserve(100);
+        buffer.Write("body\r\n"u8);
+        var header = "X-Test: 1\r\n"u8;
+        var reserved = buffer.GetReservedSpan();
+        header.CopyTo(reserved[(reserved.Length - header.Length)..]);
+        buffer.TrimReservedFront(reserved.Length - header.Length);
+        var copy = new byte[buffer.ContentLength];
+        buffer.CopyTo(0, copy);
+        Assert.Equal("X-Test: 1\r\nbody\r\n", System.Text.Encoding.ASCII.GetString(copy));
+        buffer.Release();
+    }
+}

@@ -1,0 +1,207 @@
+using System.Text;
+using NativeRelay.Config;
+using NativeRelay.Message;
+using NativeRelay.Spool;
+using NativeRelay.Telemetry;
+
+namespace NativeRelay.Tests.Spool;
+
+/// <summary>The spool against real FasterLog files in a temporary directory.</summary>
+public sealed class SpoolLogTests : IDisposable
+{
+    private readonly string _dir = Path.Combine(Path.GetTempPath(), "nr-spool-" + Guid.NewGuid().ToString("N"));
+
+    public void Dispose()
+    {
+        try { Directory.Delete(_dir, recursive: true); } catch (DirectoryNotFoundException) { }
+    }
+
+    private SpoolLog Open(SpoolOptions? options = null) => SpoolLog.Open(_dir, options ?? new SpoolOptions(), Log.Null);
+
+    private static Envelope MakeEnvelope(int recipients = 2) => new()
+    {
+        Sender = "alice@example.com"u8.ToArray(),
+        Recipients = Enumerable.Range(0, recipients).Select(i => Encoding.ASCII.GetBytes($"rcpt{i}@example.org")).ToArray(),
+        ClientAddress = "127.0.0.1",
+        HeloName = "client.example",
+        ArrivalUnixMs = 1_700_000_000_000,
+        Flags = EnvelopeFlags.EightBitMime,
+    };
+
+    private static MessageBuffer MakeBody(byte[] bytes)
+    {
+        var body = MessageBuffer.Rent();
+        body.Write(bytes);
+        return body;
+    }
+
+    private static byte[] RandomMessage(int size, int seed)
+    {
+        var random = new Random(seed);
+        var bytes = new byte[size];
+        for (int i = 0; i < size; i++)
+            bytes[i] = (byte)('A' + random.Next(26));
+        for (int i = 76; i < size; i += 78)
+        {
+            bytes[i] = (byte)'\r';
+            if (i + 1 < size) bytes[i + 1] = (byte)'\n';
+        }
+        return bytes;
+    }
+
+    private static byte[] Content(MessageBuffer body)
+    {
+        var copy = new byte[body.ContentLength];
+        body.CopyTo(0, copy);
+        return copy;
+    }
+
+    [Fact]
+    public async Task A_committed_message_reads_back_identical_with_its_envelope()
+    {
+        var bytes = RandomMessage(5000, 1);
+        await using (var spool = Open())
+        {
+            var body = MakeBody(bytes);
+            var (head, first) = await spool.AppendMessageAsync(42, MakeEnvelope(), body);
+            await spool.WaitForCommitAsync(head);
+            Assert.True(spool.CommittedUntilAddress > head);
+            Assert.Equal(head, first); // a small message is a single record
+
+            var (envelope, read) = await spool.ReadMessageAsync(head);
+            Assert.Equal(bytes, Content(read));
+            Assert.Equal("alice@example.com", envelope.SenderText);
+            Assert.Equal(2, envelope.Recipients.Length);
+            Assert.Equal("rcpt1@example.org", envelope.RecipientText(1));
+            Assert.Equal(EnvelopeFlags.EightBitMime, envelope.Flags);
+            Assert.Equal("client.example", envelope.HeloName);
+            read.Release();
+            body.Release();
+        }
+    }
+
+    [Fact]
+    public async Task A_message_larger_than_a_page_is_split_into_chunks_and_reassembled()
+    {
+        // 64 KiB pages: a 1 MiB message needs many chunk records.
+        var options = new SpoolOptions { PageSizeBits = 16, MemorySizeBits = 20, SegmentSizeBits = 22 };
+        var bytes = RandomMessage(1024 * 1024 + 333, 2);
+        long head, first;
+        await using (var spool = Open(options))
+        {
+            var body = MakeBody(bytes);
+            (head, first) = await spool.AppendMessageAsync(7, MakeEnvelope(1), body);
+            await spool.WaitForCommitAsync(head);
+            body.Release();
+            Assert.True(first < head, "chunks are written before the head");
+        }
+        // Read it back after a reopen, from disk.
+        await using (var spool = Open(options))
+        {
+            var (_, read) = await spool.ReadMessageAsync(head);
+            Assert.Equal(bytes.Length, read.ContentLength);
+            Assert.True(bytes.AsSpan().SequenceEqual(Content(read)));
+            read.Release();
+        }
+    }
+
+    [Fact]
+    public async Task Recovery_keeps_pending_messages_and_drops_finished_ones()
+    {
+        await using (var spool = Open())
+        {
+            for (ulong id = 1; id <= 3; id++)
+            {
+                var body = MakeBody(RandomMessage(300, (int)id));
+                var (head, _) = await spool.AppendMessageAsync(id, MakeEnvelope(2), body);
+                await spool.WaitForCommitAsync(head);
+                body.Release();
+            }
+            // 1: done. 2: one recipient delivered, one pending, deferred. 3: untouched.
+            await spool.AppendStatusAsync(Status(1, StatusFlags.Done, 1, (0, RecipientState.Delivered), (1, RecipientState.Failed)));
+            await spool.AppendStatusAsync(Status(2, StatusFlags.None, 3, (0, RecipientState.Delivered)));
+        }
+
+        await using (var spool = Open())
+        {
+            var ids = new QueueIdGenerator();
+            var recovered = SpoolRecovery.Recover(spool, ids, Log.Null);
+            Assert.Equal(new ulong[] { 2, 3 }, recovered.Select(m => m.Id).ToArray());
+            var two = recovered[0];
+            Assert.Equal(RecipientState.Delivered, two.Recipients[0]);
+            Assert.Equal(RecipientState.Pending, two.Recipients[1]);
+            Assert.Equal(3, two.Attempts);
+            Assert.All(recovered[1].Recipients, s => Assert.Equal(RecipientState.Pending, s));
+            // New ids never collide with recovered ones.
+            Assert.True(ids.Next() > 3);
+        }
+    }
+
+    [Fact]
+    public async Task Concurrent_appenders_share_commits()
+    {
+        await using var spool = Open();
+        const int writers = 32;
+        var tasks = Enumerable.Range(0, writers).Select(async i =>
+        {
+            var body = MakeBody(RandomMessage(1000, i));
+            var (head, _) = await spool.AppendMessageAsync((ulong)(i + 1), MakeEnvelope(1), body);
+            await spool.WaitForCommitAsync(head);
+            body.Release();
+            return head;
+        }).ToArray();
+        var heads = await Task.WhenAll(tasks);
+        Assert.All(heads, h => Assert.True(spool.CommittedUntilAddress > h));
+        Assert.Equal(writers, spool.CommittedWaiters);
+        // Group commit: fewer commits than writers (they overlap); never more than one per writer.
+        Assert.InRange(spool.Commits, 1, writers);
+    }
+
+    [Fact]
+    public async Task A_second_relay_cannot_open_a_spool_in_use()
+    {
+        await using var spool = Open();
+        var e = Assert.Throws<ConfigException>(() => Open());
+        Assert.Contains("in use", e.Message);
+    }
+
+    [Fact]
+    public async Task Truncation_releases_the_log_before_the_oldest_live_record()
+    {
+        var options = new SpoolOptions { PageSizeBits = 16, MemorySizeBits = 20, SegmentSizeBits = 17 };
+        long keepHead;
+        await using (var spool = Open(options))
+        {
+            long lastHead = 0;
+            for (ulong id = 1; id <= 100; id++)
+            {
+                var body = MakeBody(RandomMessage(2000, (int)id));
+                (lastHead, _) = await spool.AppendMessageAsync(id, MakeEnvelope(1), body);
+                body.Release();
+                if (id < 100)
+                    await spool.AppendStatusAsync(Status(id, StatusFlags.Done, 1, (0, RecipientState.Delivered)));
+            }
+            await spool.WaitForCommitAsync(lastHead);
+            keepHead = lastHead;
+            spool.TruncateUntil(keepHead);
+            Assert.Equal(keepHead, spool.BeginAddress);
+            await spool.WaitForCommitAsync(spool.TailAddress - 1);
+        }
+        await using (var spool = Open(options))
+        {
+            Assert.True(spool.BeginAddress >= keepHead, $"begin {spool.BeginAddress} should have moved to {keepHead}");
+            var recovered = SpoolRecovery.Recover(spool, new QueueIdGenerator(), Log.Null);
+            Assert.Equal(100UL, Assert.Single(recovered).Id);
+        }
+    }
+
+    private static StatusRecord Status(ulong id, StatusFlags flags, int attempts, params (ushort, RecipientState)[] changes) => new()
+    {
+        Id = id,
+        TimeUnixMs = 1_700_000_000_000,
+        Flags = flags,
+        Attempts = attempts,
+        NextAttemptUnixMs = 1_700_000_060_000,
+        Changes = changes,
+    };
+}
