@@ -50,6 +50,11 @@ public sealed class DeliveryOptions
     /// <summary>Delivery loops; 0 means one per core.</summary>
     public int Loops { get; set; }
     public int ConnectionsPerDestination { get; set; } = 20;
+    /// <summary>
+    /// Slow start (as Postfix's initial_destination_concurrency): a destination begins with this
+    /// many connections at most and gains one per successful delivery, up to the limit above.
+    /// </summary>
+    public int InitialConnectionsPerDestination { get; set; } = 5;
     public int MessagesPerConnection { get; set; } = 1000;
     public int IdleConnectionSeconds { get; set; } = 10;
     /// <summary>Delay before the first retry of a deferred message; later retries back off exponentially.</summary>

@@ -80,6 +80,7 @@ public sealed class RelaySettings
         if (d.Loops < 0 || d.Loops > 256)
             throw new ConfigException("delivery.loops: 0 (one per core) to 256");
         Positive(d.ConnectionsPerDestination, "delivery.connectionsPerDestination");
+        Positive(d.InitialConnectionsPerDestination, "delivery.initialConnectionsPerDestination");
         Positive(d.MessagesPerConnection, "delivery.messagesPerConnection");
         Positive(d.IdleConnectionSeconds, "delivery.idleConnectionSeconds");
         Positive(d.RetryInitialSeconds, "delivery.retryInitialSeconds");

@@ -7,11 +7,14 @@ using NativeRelay.Spool;
 namespace NativeRelay.Delivery;
 
 /// <summary>
-/// One next-hop destination inside its loop: a FIFO of messages and up to
-/// <c>connectionsPerDestination</c> connections draining it. A connection delivers message after
-/// message, then waits idle for more (reuse) until the idle timeout. If the destination cannot be
-/// reached, everything queued for it is deferred at once rather than each message paying its own
-/// connect timeout; other destinations are unaffected because each has its own workers.
+/// One next-hop destination inside its loop: a FIFO of messages and the connections draining it.
+/// A connection delivers message after message, then waits idle for more (reuse) until the idle
+/// timeout. How many connections may be open follows a slow-start window, as in Postfix: it begins
+/// at <c>initialConnectionsPerDestination</c>, grows by one per successful delivery up to
+/// <c>connectionsPerDestination</c>, and falls back to one when a connection attempt fails, so a
+/// burst does not open a connection per message and a struggling host is not hammered. If the
+/// destination cannot be reached, everything queued for it is deferred at once rather than each
+/// message paying its own connect timeout; other destinations are unaffected.
 /// </summary>
 internal sealed class Destination
 {
@@ -19,12 +22,18 @@ internal sealed class Destination
     private readonly DeliveryLoop _loop;
     private readonly Queue<QueuedMessage> _queue = new();
     private readonly List<TaskCompletionSource<bool>> _idle = new();
+    private readonly int _maxConnections;
     private int _connections;
+    private int _connecting;   // opened but not yet ready to take a message
+    private int _window;
 
     public Destination(Route route, DeliveryLoop loop)
     {
         _route = route;
         _loop = loop;
+        var options = loop.Context.Settings.Delivery;
+        _maxConnections = options.ConnectionsPerDestination;
+        _window = Math.Min(options.InitialConnectionsPerDestination, _maxConnections);
     }
 
     public int ActiveConnections => _connections;
@@ -39,11 +48,17 @@ internal sealed class Destination
             waiter.TrySetResult(true);
             return;
         }
-        var options = _loop.Context.Settings.Delivery;
-        // Open another connection only if the ones already open have more than they can take now.
-        if (_connections < options.ConnectionsPerDestination && _queue.Count > 0)
+        TryOpenConnection();
+    }
+
+    // Another connection only helps if more messages wait than the connections still being set
+    // up will take, and only within the slow-start window.
+    private void TryOpenConnection()
+    {
+        if (_connections < _window && _queue.Count > _connecting)
         {
             _connections++;
+            _connecting++;
             _ = RunConnectionAsync();
         }
     }
@@ -53,40 +68,61 @@ internal sealed class Destination
         var context = _loop.Context;
         var options = context.Settings.Delivery;
         SmtpClientSession? session = null;
-        string remote = "";
         try
         {
+            // Connect before taking a message: while this runs, the message stays queued for
+            // whichever connection is ready first.
+            try
+            {
+                session = await ConnectAsync();
+            }
+            catch (SmtpSessionException e)
+            {
+                _window = 1;
+                await DeferQueuedAsync(e.Reply.ToString());
+                return;
+            }
+            finally
+            {
+                _connecting--;
+            }
+            string remote = session.RemoteEndPoint.ToString();
+
             while (!context.Stopping.IsCancellationRequested)
             {
                 if (!_queue.TryDequeue(out var message))
                 {
-                    if (session is null || !await WaitForWorkAsync(TimeSpan.FromSeconds(options.IdleConnectionSeconds)))
+                    if (!await WaitForWorkAsync(TimeSpan.FromSeconds(options.IdleConnectionSeconds)))
                         break;
                     continue;
                 }
-
-                if (session is not null && (!session.IsUsable || session.TransactionsDone >= options.MessagesPerConnection))
+                if (!session.IsUsable || session.TransactionsDone >= options.MessagesPerConnection)
                 {
-                    if (session.IsUsable)
-                        await session.QuitAsync();
-                    await session.DisposeAsync();
+                    await CloseAsync(session);
                     session = null;
-                }
-                if (session is null)
-                {
                     try
                     {
                         session = await ConnectAsync();
-                        remote = $"{session.RemoteEndPoint}";
+                        remote = session.RemoteEndPoint.ToString();
                     }
                     catch (SmtpSessionException e)
                     {
-                        await DeferAllAsync(message, e.Reply.ToString());
-                        break;
+                        _window = 1;
+                        await _loop.DeferAsync(message, e.Reply.ToString());
+                        await DeferQueuedAsync(e.Reply.ToString());
+                        return;
                     }
                 }
-                await DeliverAsync(session, message, remote);
+                if (await DeliverAsync(session, message, remote))
+                {
+                    _window = Math.Min(_window + 1, _maxConnections);
+                    TryOpenConnection();
+                }
             }
+        }
+        catch (OperationCanceledException) when (context.Stopping.IsCancellationRequested)
+        {
+            // Shutdown: whatever was not delivered stays in the spool for the next start.
         }
         catch (Exception e)
         {
@@ -94,14 +130,21 @@ internal sealed class Destination
         }
         finally
         {
+            // Give the slot back before the (slow) goodbye, and look at the queue again: a
+            // message that arrived while this connection was leaving must not wait for the next one.
             _connections--;
+            if (!context.Stopping.IsCancellationRequested)
+                TryOpenConnection();
             if (session is not null)
-            {
-                if (session.IsUsable)
-                    await session.QuitAsync();
-                await session.DisposeAsync();
-            }
+                await CloseAsync(session);
         }
+    }
+
+    private static async Task CloseAsync(SmtpClientSession session)
+    {
+        if (session.IsUsable)
+            await session.QuitAsync();
+        await session.DisposeAsync();
     }
 
     /// <summary>Parks an open connection until a message arrives (true) or the idle time passes (false).</summary>
@@ -156,7 +199,8 @@ internal sealed class Destination
         throw last ?? new SmtpSessionException(SmtpReply.Local(451, "4.4.4 no address to connect to"));
     }
 
-    private async Task DeliverAsync(SmtpClientSession session, QueuedMessage message, string remote)
+    /// <summary>Returns true when the next hop accepted the message for at least one recipient.</summary>
+    private async Task<bool> DeliverAsync(SmtpClientSession session, QueuedMessage message, string remote)
     {
         var context = _loop.Context;
         if (message.Body is null)
@@ -170,7 +214,7 @@ internal sealed class Destination
             {
                 context.Log.Error($"{message.IdText}: cannot read from the spool: {e.Message}");
                 await _loop.DeferAsync(message, $"4.3.0 spool read failed: {e.Message}");
-                return;
+                return false;
             }
         }
 
@@ -207,12 +251,15 @@ internal sealed class Destination
             }
         }
         await _loop.RecordOutcomeAsync(message, results, remote);
+        foreach (var r in results)
+            if (r.IsPositive)
+                return true;
+        return false;
     }
 
-    /// <summary>The destination is unreachable now: defer this message and everything waiting behind it.</summary>
-    private async Task DeferAllAsync(QueuedMessage first, string reason)
+    /// <summary>The destination is unreachable now: defer everything waiting for it.</summary>
+    private async Task DeferQueuedAsync(string reason)
     {
-        await _loop.DeferAsync(first, reason);
         while (_queue.TryDequeue(out var message))
             await _loop.DeferAsync(message, reason);
     }
