@@ -2,7 +2,7 @@ using NativeRelay.Cli;
 using NativeRelay.Config;
 
 // The executable only parses the command line and wires the library together; every verb lives
-// in its own file under Cli/.
+// in its own file under Cli/ and is listed in Verbs.
 return await Entry.RunAsync(args);
 
 namespace NativeRelay.Cli
@@ -25,11 +25,11 @@ namespace NativeRelay.Cli
                     case "-h":
                     case "help":
                         return Usage(Console.Out, 0);
-                    case "serve":
-                        return await ServeCommand.RunAsync(args.AsSpan(1).ToArray());
-                    default:
-                        throw new ConfigException($"unknown command '{args[0]}' (try --help)");
                 }
+                foreach (var verb in Verbs.All)
+                    if (verb.Name == args[0])
+                        return await verb.Run(args.AsSpan(1).ToArray());
+                throw new ConfigException($"unknown command '{args[0]}' (try --help)");
             }
             catch (ConfigException e)
             {
@@ -43,17 +43,15 @@ namespace NativeRelay.Cli
 
         private static int Usage(TextWriter w, int code)
         {
-            w.WriteLine($"""
-                nativerelay {Version}: a mail transfer agent
-
-                usage:
-                  nativerelay serve [--listen IP:PORT]... [--spool DIR] [--hostname NAME]
-                                    [--relay-to HOST:PORT] [--config FILE]
-                  nativerelay --version
-
-                serve with no arguments listens on 127.0.0.1:2525, spools under ./var/spool and
-                relays for loopback clients only. See docs/CONFIG.md for the configuration file.
-                """);
+            w.WriteLine($"nativerelay {Version}: a mail transfer agent");
+            w.WriteLine();
+            w.WriteLine("usage:");
+            foreach (var verb in Verbs.All)
+                w.WriteLine($"  nativerelay {verb.Usage}");
+            w.WriteLine("  nativerelay --version");
+            w.WriteLine();
+            w.WriteLine("serve with no arguments listens on 127.0.0.1:2525, spools under ./var/spool and");
+            w.WriteLine("relays for loopback clients only. See docs/CONFIG.md for the configuration file.");
             return code;
         }
     }

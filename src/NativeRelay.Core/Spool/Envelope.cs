@@ -8,6 +8,25 @@ public enum EnvelopeFlags : uint
     EightBitMime = 1,
     /// <summary>MAIL ... SMTPUTF8 (RFC 6531).</summary>
     SmtpUtf8 = 2,
+    /// <summary>MAIL ... RET=HDRS (RFC 3461 4.3): a bounce returns only the headers.</summary>
+    ReturnHeadersOnly = 4,
+    /// <summary>MAIL ... RET=FULL (RFC 3461 4.3): a bounce returns the whole message.</summary>
+    ReturnFull = 8,
+    /// <summary>Received over an authenticated submission session (RFC 4954).</summary>
+    Authenticated = 16,
+    /// <summary>This message is itself a bounce (DSN) made by this relay; it never causes another.</summary>
+    IsBounce = 32,
+}
+
+/// <summary>RCPT ... NOTIFY= (RFC 3461 4.1). None means the client gave no NOTIFY (default: FAILURE).</summary>
+[Flags]
+public enum DsnNotify : byte
+{
+    None = 0,
+    Never = 1,
+    Success = 2,
+    Failure = 4,
+    Delay = 8,
 }
 
 /// <summary>
@@ -19,6 +38,18 @@ public sealed class Envelope
     /// <summary>The reverse-path without angle brackets; empty for the null sender (&lt;&gt;).</summary>
     public required byte[] Sender { get; init; }
     public required byte[][] Recipients { get; init; }
+
+    /// <summary>Per recipient NOTIFY (RFC 3461); null when no recipient had one.</summary>
+    public DsnNotify[]? Notify { get; init; }
+
+    /// <summary>Per recipient ORCPT as given ("rfc822;user@example.com", xtext decoded); null when none had one.</summary>
+    public byte[]?[]? OriginalRecipients { get; init; }
+
+    /// <summary>MAIL ... ENVID (RFC 3461 4.4), xtext decoded; null when absent.</summary>
+    public byte[]? EnvelopeId { get; init; }
+
+    /// <summary>The authenticated user (submission), or null.</summary>
+    public string? AuthenticatedUser { get; init; }
     public required string ClientAddress { get; init; }
     public required string HeloName { get; init; }
     public required long ArrivalUnixMs { get; init; }

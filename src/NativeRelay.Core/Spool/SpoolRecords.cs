@@ -92,10 +92,15 @@ internal sealed class MessageHeadEntry : ILogEnqueueEntry
             + 4;
         foreach (var r in envelope.Recipients)
             _envelopeLength += 2 + r.Length;
+        _envelopeLength += DsnExtensionLength(envelope);
         _envelopeLength += 4 + 8 * ChunkAddresses.Count + 4;
     }
 
     public int SerializedLength => RecordFormat.CommonHeaderSize + _envelopeLength + InlineLength;
+
+    private static int DsnExtensionLength(Envelope e) => DsnExtension.Length(e);
+
+    private static void WriteDsnExtension(ref SpanWriter w, Envelope e) => DsnExtension.Write(ref w, e);
 
     public void SerializeTo(Span<byte> dest)
     {
@@ -110,11 +115,80 @@ internal sealed class MessageHeadEntry : ILogEnqueueEntry
         w.U32((uint)Envelope.Recipients.Length);
         foreach (var r in Envelope.Recipients)
             w.Bytes16(r);
+        WriteDsnExtension(ref w, Envelope);
         w.U32((uint)ChunkAddresses.Count);
         foreach (var a in ChunkAddresses)
             w.I64(a);
         w.U32((uint)InlineLength);
         Body.CopyTo(InlineOffset, w.Take(InlineLength));
+    }
+}
+
+/// <summary>
+/// The DSN and submission extension of a head record (after the recipients): ENVID (2+n), auth
+/// user (2+n), then a flag byte (bit 0: NOTIFY present, bit 1: ORCPT present) and, per recipient,
+/// NOTIFY (1) and/or ORCPT (2+n).
+/// </summary>
+internal static class DsnExtension
+{
+    public static int Length(Envelope e)
+    {
+        int n = 2 + (e.EnvelopeId?.Length ?? 0) + 2 + System.Text.Encoding.UTF8.GetByteCount(e.AuthenticatedUser ?? "") + 1;
+        if (e.Notify is not null)
+            n += e.Recipients.Length;
+        if (e.OriginalRecipients is not null)
+            foreach (var o in e.OriginalRecipients)
+                n += 2 + (o?.Length ?? 0);
+        return n;
+    }
+
+    public static void Write(ref SpanWriter w, Envelope e)
+    {
+        w.Bytes16(e.EnvelopeId ?? []);
+        w.Utf8(e.AuthenticatedUser ?? "");
+        w.U8((byte)((e.Notify is not null ? 1 : 0) | (e.OriginalRecipients is not null ? 2 : 0)));
+        if (e.Notify is not null)
+            foreach (var n in e.Notify)
+                w.U8((byte)n);
+        if (e.OriginalRecipients is not null)
+            foreach (var o in e.OriginalRecipients)
+                w.Bytes16(o ?? []);
+    }
+
+    public static bool TryRead(ref SpanReader r, int recipients, out byte[]? envId, out string? user,
+        out DsnNotify[]? notify, out byte[]?[]? orcpt)
+    {
+        notify = null;
+        orcpt = null;
+        user = null;
+        if (!r.Bytes16(out var id) || !r.Utf8(out var u) || !r.U8(out byte flags))
+        {
+            envId = null;
+            return false;
+        }
+        envId = id.Length == 0 ? null : id;
+        user = u.Length == 0 ? null : u;
+        if ((flags & 1) != 0)
+        {
+            notify = new DsnNotify[recipients];
+            for (int i = 0; i < recipients; i++)
+            {
+                if (!r.U8(out byte b))
+                    return false;
+                notify[i] = (DsnNotify)b;
+            }
+        }
+        if ((flags & 2) != 0)
+        {
+            orcpt = new byte[]?[recipients];
+            for (int i = 0; i < recipients; i++)
+            {
+                if (!r.Bytes16(out var o))
+                    return false;
+                orcpt[i] = o.Length == 0 ? null : o;
+            }
+        }
+        return true;
     }
 }
 
@@ -222,6 +296,8 @@ internal sealed class MessageHead
         for (int i = 0; i < recipients.Length; i++)
             if (!r.Bytes16(out recipients[i]))
                 return null;
+        if (!DsnExtension.TryRead(ref r, recipients.Length, out var envId, out var user, out var notify, out var orcpt))
+            return null;
         if (!r.U32(out uint chunkCount) || chunkCount > 1_000_000)
             return null;
         var chunks = new long[chunkCount];
@@ -237,6 +313,7 @@ internal sealed class MessageHead
             {
                 Sender = sender, Recipients = recipients, ClientAddress = client, HeloName = helo,
                 ArrivalUnixMs = arrival, Flags = (EnvelopeFlags)flags,
+                EnvelopeId = envId, AuthenticatedUser = user, Notify = notify, OriginalRecipients = orcpt,
             },
             TotalLength = total,
             ChunkAddresses = chunks,

@@ -205,3 +205,51 @@ public sealed class SpoolLogTests : IDisposable
         Changes = changes,
     };
 }
+
+public sealed class SpoolDsnFieldsTests : IDisposable
+{
+    private readonly string _dir = Path.Combine(Path.GetTempPath(), "nr-spool-dsn-" + Guid.NewGuid().ToString("N"));
+
+    public void Dispose()
+    {
+        try { Directory.Delete(_dir, recursive: true); } catch (DirectoryNotFoundException) { }
+    }
+
+    [Fact]
+    public async Task Dsn_parameters_and_the_authenticated_user_survive_the_spool()
+    {
+        var envelope = new Envelope
+        {
+            Sender = "a@example.com"u8.ToArray(),
+            Recipients = ["b@example.org"u8.ToArray(), "c@example.org"u8.ToArray()],
+            ClientAddress = "::1",
+            HeloName = "h",
+            ArrivalUnixMs = 1,
+            Flags = EnvelopeFlags.ReturnHeadersOnly | EnvelopeFlags.Authenticated,
+            EnvelopeId = "env-42"u8.ToArray(),
+            AuthenticatedUser = "alice",
+            Notify = [DsnNotify.Failure | DsnNotify.Delay, DsnNotify.Never],
+            OriginalRecipients = ["rfc822;B@example.org"u8.ToArray(), null],
+        };
+        long head;
+        await using (var spool = SpoolLog.Open(_dir, new NativeRelay.Config.SpoolOptions(), NativeRelay.Telemetry.Log.Null))
+        {
+            var body = NativeRelay.Message.MessageBuffer.Rent();
+            body.Write("Subject: x\r\n\r\nbody\r\n"u8);
+            (head, _) = await spool.AppendMessageAsync(9, envelope, body);
+            await spool.WaitForCommitAsync(head);
+            body.Release();
+        }
+        await using (var spool = SpoolLog.Open(_dir, new NativeRelay.Config.SpoolOptions(), NativeRelay.Telemetry.Log.Null))
+        {
+            var recovered = Assert.Single(SpoolRecovery.Recover(spool, new QueueIdGenerator(), NativeRelay.Telemetry.Log.Null));
+            var e = recovered.Envelope;
+            Assert.Equal(envelope.Flags, e.Flags);
+            Assert.Equal("env-42"u8.ToArray(), e.EnvelopeId);
+            Assert.Equal("alice", e.AuthenticatedUser);
+            Assert.Equal(envelope.Notify, e.Notify);
+            Assert.Equal("rfc822;B@example.org"u8.ToArray(), e.OriginalRecipients![0]);
+            Assert.Null(e.OriginalRecipients[1]);
+        }
+    }
+}
