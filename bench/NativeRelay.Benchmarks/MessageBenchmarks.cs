@@ -78,7 +78,7 @@ public class MessageBenchmarks
             status = _unstuffer.Process(wire.AsSpan(offset, length), _output, out int consumed);
             offset += consumed;
         }
-        while (status == DataStatus.NeedMoreData);
+        while (status == DataStatus.NeedMoreData && offset < wire.Length);
 
         return _unstuffer.MessageSize;
     }

@@ -317,7 +317,7 @@ public class DotUnstufferTests
                 status = unstuffer.Process(input.AsSpan(offset, length), output, out consumed);
                 offset += consumed;
             }
-            while (status == DataStatus.NeedMoreData);
+            while (status == DataStatus.NeedMoreData && offset < input.Length);
 
             Assert.Equal(DataStatus.Complete, status);
             Assert.True(unstuffer.SizeExceeded);
@@ -388,7 +388,7 @@ public class DotUnstufferTests
                 status = unstuffer.Process(input.AsSpan(offset, length), output, out int consumed);
                 offset += consumed;
             }
-            while (status == DataStatus.NeedMoreData);
+            while (status == DataStatus.NeedMoreData && offset < input.Length);
 
             return status;
         }
