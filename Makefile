@@ -11,7 +11,7 @@ export DOTNET_CLI_TELEMETRY_OPTOUT=1
 export DOTNET_NOLOGO=1
 export DOTNET_SKIP_FIRST_TIME_EXPERIENCE=1
 
-.PHONY: all build publish run test unit-test e2e-test bench perf clean
+.PHONY: all build publish run test unit-test e2e-test bench perf crash-test backlog-test clean
 
 all: build
 
@@ -39,11 +39,21 @@ e2e-test:
 
 test: build unit-test publish e2e-test
 
+# All benchmarks by default; narrow with e.g. BENCH_ARGS="--filter '*Spool*'" or add "--job Dry".
+BENCH_ARGS ?= --filter '*'
 bench:
-	$(DOTNET) run -c Release --project bench/NativeRelay.Benchmarks -- --filter '*' $(BENCH_ARGS)
+	$(DOTNET) run -c Release --project bench/NativeRelay.Benchmarks -- $(BENCH_ARGS)
 
 perf: publish
 	bash perf/compare.sh
+
+# The spool under stress (long: see perf/RESULTS.md): 100,000 messages while the relay is
+# killed and restarted; a 1,000,000-message backlog (memory, restart time, drain).
+crash-test: publish
+	bash perf/crash-test.sh
+
+backlog-test: publish
+	bash perf/backlog-test.sh
 
 clean:
 	rm -rf $(OUT)

@@ -11,6 +11,9 @@ namespace NativeRelay.Cli
     {
         public static async Task<int> RunAsync(string[] args)
         {
+            // Installed as /usr/sbin/sendmail (a symlink): behave as "nativerelay sendmail".
+            if (SendmailCommand.InvokedAsSendmail())
+                return await SendmailCommand.RunAsync(args);
             try
             {
                 if (args.Length == 0)

@@ -22,11 +22,47 @@ public sealed class RelayOptions
     /// <summary>Clients in these networks may relay to any domain. Default: loopback only.</summary>
     public List<string> RelayNetworks { get; set; } = ["127.0.0.0/8", "::1/128"];
 
+    /// <summary>Listeners with a kind ("smtp", "submission", "implicit-tls"), beside the plain SMTP ones of <see cref="Listen"/>.</summary>
+    public List<ListenerOptions> Listeners { get; set; } = [];
+
+    /// <summary>Certificate and key for STARTTLS and implicit TLS; without them no TLS is offered.</summary>
+    public TlsOptions Tls { get; set; } = new();
+
+    /// <summary>Password file for AUTH (lines written by <c>nativerelay passwd</c>).</summary>
+    public string? UsersFile { get; set; }
+
+    /// <summary>Offer AUTH on connections that are not encrypted (off: AUTH only after STARTTLS or on implicit TLS).</summary>
+    public bool AllowPlaintextAuth { get; set; }
+
+    /// <summary>Domains whose mail is accepted from anyone; ".example.com" also matches every subdomain.</summary>
+    public List<string> AcceptedDomains { get; set; } = [];
+
+    /// <summary>Known recipients of the accepted domains ("user@domain", or "@domain" for all of a domain); when any is given, others get 550 5.1.1.</summary>
+    public List<string> LocalRecipients { get; set; } = [];
+
+    /// <summary>A file of more local recipients, one per line, read at start and on reload.</summary>
+    public string? LocalRecipientsFile { get; set; }
+
+    /// <summary>How often the certificate, users and recipient files are checked for changes (SIGHUP reloads at once).</summary>
+    public int ReloadCheckSeconds { get; set; } = 30;
+
     public LimitsOptions Limits { get; set; } = new();
 
     public DeliveryOptions Delivery { get; set; } = new();
 
+    /// <summary>Next-hop selection: DNS servers, remote port, static routes, address literals (see RoutingOptions.cs).</summary>
+    public RoutingOptions Routing { get; set; } = new();
+
+    /// <summary>Delivery status notifications: how much of the message a bounce returns, delay warnings.</summary>
+    public BounceOptions Bounces { get; set; } = new();
+
     public SpoolOptions SpoolTuning { get; set; } = new();
+
+    /// <summary>Domains delivered on this host (Maildir or LMTP) instead of relayed (see LocalDomainOptions.cs).</summary>
+    public List<LocalDomainOptions> LocalDomains { get; set; } = [];
+
+    /// <summary>The Prometheus endpoint (off unless metrics.listen is set; see MetricsOptions.cs).</summary>
+    public MetricsOptions Metrics { get; set; } = new();
 }
 
 /// <summary>Resource limits of the receiving side. Defaults follow RFC 5321 4.5.3 where it sets one.</summary>
@@ -42,6 +78,34 @@ public sealed class LimitsOptions
     public int CommandTimeoutSeconds { get; set; } = 300;
     /// <summary>RFC 5321 4.5.3.2.6: the server waits at least 10 minutes after the data terminator... and between data blocks.</summary>
     public int DataTimeoutSeconds { get; set; } = 600;
+    /// <summary>Commands in one session before 421 and disconnect.</summary>
+    public int MaxCommands { get; set; } = 100_000;
+    /// <summary>Longest time from MAIL to the end of the message data.</summary>
+    public int TransactionTimeoutSeconds { get; set; } = 3600;
+    /// <summary>Longest line of message data, CRLF excluded (RFC 5322 2.1.1: 998).</summary>
+    public int MaxLineLength { get; set; } = 998;
+    /// <summary>Failed AUTH attempts in one session before 421 and disconnect.</summary>
+    public int MaxAuthFailures { get; set; } = 3;
+    /// <summary>The n-th failed AUTH of a session is answered after n times this delay.</summary>
+    public double AuthFailureDelaySeconds { get; set; } = 2;
+}
+
+/// <summary>One listener of <see cref="RelayOptions.Listeners"/>.</summary>
+public sealed class ListenerOptions
+{
+    /// <summary>IP:PORT.</summary>
+    public string Address { get; set; } = "";
+    /// <summary>"smtp" (MTA, STARTTLS offered), "submission" (RFC 6409, AUTH required), "implicit-tls" (submission over TLS from the first byte, RFC 8314).</summary>
+    public string Kind { get; set; } = "smtp";
+}
+
+/// <summary>The server certificate (PEM files), reloaded on SIGHUP or when the files change.</summary>
+public sealed class TlsOptions
+{
+    /// <summary>PEM file with the certificate, intermediates after it.</summary>
+    public string? Certificate { get; set; }
+    /// <summary>PEM file with the private key (PKCS#8, RSA or EC).</summary>
+    public string? Key { get; set; }
 }
 
 /// <summary>How queued mail is moved on.</summary>
@@ -65,6 +129,12 @@ public sealed class DeliveryOptions
     public int ConnectTimeoutSeconds { get; set; } = 30;
     /// <summary>Applies to every reply from the next hop; RFC 5321 4.5.3.2 gives 2-10 minutes per stage.</summary>
     public int CommandTimeoutSeconds { get; set; } = 300;
+    /// <summary>STARTTLS to next hops: none, opportunistic (when offered) or required (routes may override).</summary>
+    public string TlsPolicy { get; set; } = "opportunistic";
+    /// <summary>Messages per second to one destination at most; 0: no rate limit (routes may override).</summary>
+    public double MaxMessagesPerSecond { get; set; }
+    /// <summary>The JSON delivery log: a file (default: delivery.log in the spool directory), "-" for standard output, "none" for off.</summary>
+    public string? LogFile { get; set; }
 }
 
 /// <summary>FasterLog sizing. The defaults suit a small edge relay; a bulk gateway may raise them.</summary>
@@ -76,4 +146,9 @@ public sealed class SpoolOptions
     public int MemorySizeBits { get; set; } = 24;
     /// <summary>log2 of one log file's size; space is reclaimed a whole file at a time.</summary>
     public int SegmentSizeBits { get; set; } = 28;
+    /// <summary>
+    /// Free space the spool keeps on its disk: a new message is refused (452 4.3.1) when taking it
+    /// would leave less, so the status records of mail already queued still fit and delivery goes on.
+    /// </summary>
+    public long MinFreeBytes { get; set; } = 64L * 1024 * 1024;
 }

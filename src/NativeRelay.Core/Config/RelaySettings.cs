@@ -18,6 +18,25 @@ public sealed class RelaySettings
     public required DeliveryOptions Delivery { get; init; }
     public required SpoolOptions SpoolTuning { get; init; }
 
+    /// <summary>Every listener: those of <c>listen</c> (kind smtp), then those of <c>listeners</c>.</summary>
+    public IReadOnlyList<NativeRelay.Net.ListenerSettings> Listeners { get; init; } = [];
+
+    /// <summary>Next hops (DNS, remote port, static routes), TLS policy to them, bounces, the delivery log.</summary>
+    public NativeRelay.Routing.RoutingSettings Routing { get; init; } = NativeRelay.Routing.RoutingSettings.Default;
+    /// <summary>Null when no certificate is configured (no STARTTLS, no implicit TLS).</summary>
+    public NativeRelay.Net.TlsSettings? Tls { get; init; }
+    public string? UsersFile { get; init; }
+    public bool AllowPlaintextAuth { get; init; }
+    /// <summary>Lower-case; ".example.com" entries match subdomains.</summary>
+    public IReadOnlyList<string> AcceptedDomains { get; init; } = [];
+    public IReadOnlyList<string> LocalRecipients { get; init; } = [];
+    public string? LocalRecipientsFile { get; init; }
+    public int ReloadCheckSeconds { get; init; } = 30;
+    /// <summary>Local domains (Maildir/LMTP); empty when none. Aliases files are loaded by LocalDeliveryAgent.Create.</summary>
+    public NativeRelay.Local.LocalDeliverySettings LocalDelivery { get; init; } = NativeRelay.Local.LocalDeliverySettings.Empty;
+    /// <summary>Null when the metrics endpoint is off.</summary>
+    public NativeRelay.Telemetry.MetricsSettings? Metrics { get; init; }
+
     /// <summary>Reads a configuration file. Any problem becomes a one-line <see cref="ConfigException"/>.</summary>
     public static RelayOptions LoadFile(string path)
     {
@@ -46,8 +65,9 @@ public sealed class RelaySettings
         var listen = new List<IPEndPoint>();
         foreach (var text in o.Listen)
             listen.Add(ParseEndPoint(text, "listen"));
-        if (listen.Count == 0)
+        if (listen.Count == 0 && o.Listeners.Count == 0)
             throw new ConfigException("listen: at least one address is needed");
+        var receiving = NativeRelay.Net.ReceivingSettings.Validate(o, listen);
 
         var networks = new List<IPNetwork>();
         foreach (var text in o.RelayNetworks)
@@ -75,6 +95,13 @@ public sealed class RelaySettings
         Positive(l.MaxReceivedHeaders, "limits.maxReceivedHeaders");
         Positive(l.CommandTimeoutSeconds, "limits.commandTimeoutSeconds");
         Positive(l.DataTimeoutSeconds, "limits.dataTimeoutSeconds");
+        Positive(l.MaxCommands, "limits.maxCommands");
+        Positive(l.TransactionTimeoutSeconds, "limits.transactionTimeoutSeconds");
+        if (l.MaxLineLength is < 78 or > 65536)
+            throw new ConfigException("limits.maxLineLength: 78 to 65536 (RFC 5322 2.1.1 says 998)");
+        Positive(l.MaxAuthFailures, "limits.maxAuthFailures");
+        if (!(l.AuthFailureDelaySeconds >= 0 && l.AuthFailureDelaySeconds <= 60))
+            throw new ConfigException("limits.authFailureDelaySeconds: 0 to 60");
 
         var d = o.Delivery;
         if (d.Loops < 0 || d.Loops > 256)
@@ -99,6 +126,11 @@ public sealed class RelaySettings
             throw new ConfigException("spoolTuning.memorySizeBits: at least pageSizeBits + 1, at most 34");
         if (s.SegmentSizeBits < s.PageSizeBits || s.SegmentSizeBits > 36)
             throw new ConfigException("spoolTuning.segmentSizeBits: at least pageSizeBits, at most 36");
+        if (s.MinFreeBytes < 0)
+            throw new ConfigException("spoolTuning.minFreeBytes must not be negative");
+        // A message's head lists the address of each of its chunks (half a page each); the list must fit in the head's page.
+        if (l.MaxMessageSize / ((1L << s.PageSizeBits) / 2 - 64) * 8 > (1L << s.PageSizeBits) / 4)
+            throw new ConfigException($"limits.maxMessageSize: {l.MaxMessageSize} bytes is too large for spoolTuning.pageSizeBits {s.PageSizeBits} (raise pageSizeBits)");
 
         return new RelaySettings
         {
@@ -110,6 +142,17 @@ public sealed class RelaySettings
             Limits = l,
             Delivery = d,
             SpoolTuning = s,
+            Routing = NativeRelay.Routing.RoutingSettings.Validate(o, Path.GetFullPath(o.Spool)),
+            Listeners = receiving.Listeners,
+            Tls = receiving.Tls,
+            UsersFile = receiving.UsersFile,
+            AllowPlaintextAuth = o.AllowPlaintextAuth,
+            AcceptedDomains = receiving.AcceptedDomains,
+            LocalRecipients = receiving.LocalRecipients,
+            LocalRecipientsFile = receiving.LocalRecipientsFile,
+            ReloadCheckSeconds = receiving.ReloadCheckSeconds,
+            LocalDelivery = NativeRelay.Local.LocalDeliverySettings.Validate(o.LocalDomains),
+            Metrics = NativeRelay.Telemetry.MetricsSettings.Validate(o.Metrics),
         };
     }
 

@@ -1,4 +1,5 @@
 using NativeRelay.Config;
+using NativeRelay.Routing;
 using NativeRelay.Spool;
 using NativeRelay.Telemetry;
 
@@ -8,8 +9,10 @@ namespace NativeRelay.Delivery;
 internal sealed class DeliveryContext
 {
     public required RelaySettings Settings { get; init; }
+    public required RoutingSettings Routing { get; init; }
     public required SpoolLog Spool { get; init; }
     public required Log Log { get; init; }
+    public required DeliveryLog DeliveryLog { get; init; }
     public required RetryPolicy Retry { get; init; }
     public required DeliveryScheduler Scheduler { get; init; }
     public required CancellationToken Stopping { get; init; }

@@ -1,18 +1,17 @@
 using System.Threading.Channels;
-using NativeRelay.Routing;
-using NativeRelay.Smtp;
-using NativeRelay.Spool;
 
 namespace NativeRelay.Delivery;
 
 /// <summary>
 /// One delivery loop: a thread of its own running a <see cref="LoopSynchronizationContext"/>.
-/// It owns the destinations hashed to it, their queues and connections, and the retry heap of
-/// the messages deferred from them. Other threads reach it only through its bounded inbox.
+/// It owns the destinations hashed to it, their queues, connections and throttles; other threads
+/// reach it only through its bounded inbox. Everything here runs on the loop's thread, so none of
+/// it is locked; a destination that hangs only holds its own connections' awaits, never the thread.
 /// </summary>
 internal sealed class DeliveryLoop
 {
     private const int InboxCapacity = 16 * 1024;
+    private static readonly TimeSpan SweepInterval = TimeSpan.FromSeconds(30);
 
     private readonly int _index;
     private readonly DeliveryContext _context;
@@ -20,7 +19,6 @@ internal sealed class DeliveryLoop
     private readonly Channel<DeliveryJob> _inbox = Channel.CreateBounded<DeliveryJob>(
         new BoundedChannelOptions(InboxCapacity) { SingleReader = true, FullMode = BoundedChannelFullMode.Wait });
     private readonly Dictionary<string, Destination> _destinations = new();
-    private readonly PriorityQueue<QueuedMessage, long> _retries = new();
     private readonly TaskCompletionSource _stopped = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private Thread? _thread;
 
@@ -31,6 +29,11 @@ internal sealed class DeliveryLoop
     }
 
     internal DeliveryContext Context => _context;
+
+    public int Index => _index;
+
+    /// <summary>Destinations this loop knows (approximate when read from another thread; for stats).</summary>
+    public int DestinationCount => _destinations.Count;
 
     public void Start()
     {
@@ -53,14 +56,14 @@ internal sealed class DeliveryLoop
     {
         try
         {
-            var retryTicker = RetryTickerAsync();
+            var sweeper = SweepAsync();
             var reader = _inbox.Reader;
             while (await reader.WaitToReadAsync())
             {
                 while (reader.TryRead(out var job))
                     Accept(job);
             }
-            await retryTicker;
+            await sweeper;
         }
         catch (Exception e)
         {
@@ -74,16 +77,9 @@ internal sealed class DeliveryLoop
 
     private void Accept(DeliveryJob job)
     {
-        var message = job.Message;
-        long now = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
-        if (message.NextAttemptUnixMs > now)
+        if (job.Message.IsStopped)
         {
-            _retries.Enqueue(message, message.NextAttemptUnixMs);
-            return;
-        }
-        if (job.Route.IsNone)
-        {
-            _ = DeferAsync(message, job.Route.NoRouteReason ?? "no route");
+            _ = _context.Scheduler.CompleteJobAsync(job, null, null);
             return;
         }
         if (!_destinations.TryGetValue(job.Route.Key, out var destination))
@@ -91,128 +87,35 @@ internal sealed class DeliveryLoop
             destination = new Destination(job.Route, this);
             _destinations.Add(job.Route.Key, destination);
         }
-        destination.Enqueue(message);
+        destination.Enqueue(job);
     }
 
-    private async Task RetryTickerAsync()
+    /// <summary>Forgets destinations that have been idle for a while (their slow-start state goes with them).</summary>
+    private async Task SweepAsync()
     {
         var stopping = _context.Stopping;
+        List<string>? idle = null;
         while (!stopping.IsCancellationRequested)
         {
             try
             {
-                await Task.Delay(250, stopping);
+                await Task.Delay(SweepInterval, stopping);
             }
             catch (OperationCanceledException)
             {
                 break;
             }
-            long now = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
-            while (_retries.TryPeek(out var message, out long due) && due <= now)
-            {
-                _retries.Dequeue();
-                message.NextAttemptUnixMs = 0;
-                // Back through the scheduler: the route may have changed, and with it the owning loop.
-                await _context.Scheduler.DispatchAsync(message);
-            }
+            long now = Environment.TickCount64;
+            foreach (var (key, destination) in _destinations)
+                if (destination.IsIdleSince(now - (long)SweepInterval.TotalMilliseconds * 2))
+                    (idle ??= new()).Add(key);
+            if (idle is null)
+                continue;
+            foreach (var key in idle)
+                _destinations.Remove(key);
+            idle.Clear();
         }
         _inbox.Writer.TryComplete();
-    }
-
-    /// <summary>A message could not be attempted at all (no route, destination unreachable).</summary>
-    internal async Task DeferAsync(QueuedMessage message, string reason)
-    {
-        var results = new SmtpReply[message.Recipients.Length];
-        for (int i = 0; i < results.Length; i++)
-            results[i] = SmtpReply.Local(451, reason);
-        await RecordOutcomeAsync(message, results, remote: null);
-    }
-
-    /// <summary>
-    /// Applies the replies of one attempt (indexed like the envelope's recipients; only pending
-    /// recipients are looked at), logs them, writes the status record, and then finishes the
-    /// message or schedules its retry.
-    /// </summary>
-    internal async Task RecordOutcomeAsync(QueuedMessage message, SmtpReply[] results, string? remote)
-    {
-        var log = _context.Log;
-        var changes = new List<(ushort, RecipientState)>();
-        long now = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
-        string? lastError = null;
-        for (int i = 0; i < message.Recipients.Length; i++)
-        {
-            if (message.Recipients[i] != RecipientState.Pending)
-                continue;
-            var reply = results[i];
-            string status;
-            if (reply.IsPositive)
-            {
-                message.Recipients[i] = RecipientState.Delivered;
-                changes.Add(((ushort)i, RecipientState.Delivered));
-                status = "sent";
-            }
-            else if (reply.IsPermanent)
-            {
-                message.Recipients[i] = RecipientState.Failed;
-                changes.Add(((ushort)i, RecipientState.Failed));
-                status = "bounced";
-                lastError = reply.ToString();
-            }
-            else
-            {
-                status = "deferred";
-                lastError = reply.ToString();
-            }
-            if (log.IsEnabled(Telemetry.LogLevel.Info))
-                log.Info($"{message.IdText}: to=<{message.Envelope.RecipientText(i)}> relay={remote ?? "none"} attempt={message.Attempts + 1} status={status} ({reply})");
-        }
-
-        message.Attempts++;
-        message.LastError = lastError;
-        int pending = message.PendingRecipients;
-        if (pending > 0 && _context.Retry.IsExpired(message.Envelope.ArrivalUnixMs, now))
-        {
-            for (int i = 0; i < message.Recipients.Length; i++)
-            {
-                if (message.Recipients[i] != RecipientState.Pending)
-                    continue;
-                message.Recipients[i] = RecipientState.Failed;
-                changes.Add(((ushort)i, RecipientState.Failed));
-                log.Info($"{message.IdText}: to=<{message.Envelope.RecipientText(i)}> status=expired (gave up after {message.Attempts} attempts: {lastError})");
-            }
-            pending = 0;
-        }
-
-        bool done = pending == 0;
-        long next = done ? 0 : _context.Retry.NextAttemptUnixMs(message.Attempts, now);
-        try
-        {
-            await _context.Spool.AppendStatusAsync(new StatusRecord
-            {
-                Id = message.Id,
-                TimeUnixMs = now,
-                Flags = done ? StatusFlags.Done : StatusFlags.None,
-                Attempts = message.Attempts,
-                NextAttemptUnixMs = next,
-                Changes = changes.ToArray(),
-            });
-        }
-        catch (Exception e)
-        {
-            // The outcome is not recorded, so after a restart the message is tried again: at
-            // least once, never lost.
-            log.Error($"{message.IdText}: could not record delivery status: {e.Message}");
-        }
-
-        message.ReleaseBody();
-        if (done)
-        {
-            _context.Scheduler.Completed(message);
-            log.Info($"{message.IdText}: removed");
-            return;
-        }
-        message.NextAttemptUnixMs = next;
-        _retries.Enqueue(message, next);
     }
 
     public async Task StopAsync(TimeSpan deadline)

@@ -1,39 +1,67 @@
 using System.Collections.Concurrent;
 using NativeRelay.Config;
+using NativeRelay.Message;
 using NativeRelay.Routing;
+using NativeRelay.Smtp;
 using NativeRelay.Spool;
 using NativeRelay.Telemetry;
 
 namespace NativeRelay.Delivery;
 
 /// <summary>
-/// The front of the delivery side. It keeps the index of every live message, resolves where a
-/// message goes, and hands it to the one loop that owns that destination (hash of the
-/// destination key), so a destination's queue, connections and limits live on one thread.
-/// Retries come back through here, so a changed route lands on the right loop.
+/// The front of the delivery side. It keeps the index of every live message and runs each
+/// attempt at a message as a round: route every pending recipient (cached DNS answers on the
+/// spot, lookups asynchronously), split the recipients into one job per destination, hand each
+/// job to the one loop that owns its destination (hash of the destination key), and, when the
+/// last job reports, settle the round once: one status record, at most one DSN (failures,
+/// expiry, delay warning, relayed notices together), and the next retry time. Deferred messages
+/// wait in one retry heap and come back through here, so a changed route lands on the right loop.
 /// </summary>
-public sealed class DeliveryScheduler : IQueueIntake, IAsyncDisposable
+public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
 {
+    /// <summary>Messages waiting for a DNS answer at once, before new mail waits (backpressure).</summary>
+    private const int MaxPendingResolutions = 4096;
+    private static readonly TimeSpan TickInterval = TimeSpan.FromMilliseconds(250);
+    private static readonly int[] FirstRecipient = [0];
+
+    private readonly RelaySettings _settings;
+    private readonly byte[] _hostnameBytes;
+    private readonly RoutingSettings _routing;
     private readonly IRouter _router;
     private readonly Log _log;
+    private readonly DeliveryLog _deliveryLog;
     private readonly DeliveryLoop[] _loops;
     private readonly ConcurrentDictionary<ulong, QueuedMessage> _live = new();
     // Messages being appended right now, with a floor below which their records cannot be.
     private readonly ConcurrentDictionary<ulong, long> _reservations = new();
     private readonly SpoolLog _spool;
     private readonly CancellationTokenSource _stopping = new();
+    private readonly DeferredQueue _deferred = new();
+    private readonly RetryPolicy _retry;
+    private readonly Bouncer _bouncer;
+    private readonly SemaphoreSlim _resolving = new(MaxPendingResolutions, MaxPendingResolutions);
+    private Task? _ticker;
 
-    public DeliveryScheduler(RelaySettings settings, SpoolLog spool, IRouter router, Log log)
+    public DeliveryScheduler(RelaySettings settings, SpoolLog spool, IRouter router, Log log, QueueIdGenerator ids,
+        DeliveryLog? deliveryLog = null)
     {
+        _settings = settings;
+        _hostnameBytes = System.Text.Encoding.UTF8.GetBytes(settings.Hostname);
+        _routing = settings.Routing;
         _router = router;
         _log = log;
         _spool = spool;
+        _deliveryLog = deliveryLog ?? DeliveryLog.Null;
+        _retry = new RetryPolicy(settings.Delivery);
+        _bouncer = new Bouncer(settings, spool, ids, this, log);
         var context = new DeliveryContext
         {
             Settings = settings,
+            Routing = settings.Routing,
             Spool = spool,
             Log = log,
-            Retry = new RetryPolicy(settings.Delivery),
+            DeliveryLog = _deliveryLog,
+            Retry = _retry,
             Scheduler = this,
             Stopping = _stopping.Token,
         };
@@ -42,6 +70,14 @@ public sealed class DeliveryScheduler : IQueueIntake, IAsyncDisposable
         for (int i = 0; i < count; i++)
             _loops[i] = new DeliveryLoop(i, context);
     }
+
+    private static readonly RouteResult LocalRoute = RouteResult.To(Route.Local);
+
+    /// <summary>
+    /// The local delivery agent (Maildir, LMTP): recipients of the domains it calls local, and of
+    /// static routes marked local, go to it instead of SMTP. Null: such recipients are deferred.
+    /// </summary>
+    public NativeRelay.Local.ILocalDeliveryAgent? LocalAgent { get; set; }
 
     public int LoopCount => _loops.Length;
 
@@ -52,6 +88,7 @@ public sealed class DeliveryScheduler : IQueueIntake, IAsyncDisposable
     {
         foreach (var loop in _loops)
             loop.Start();
+        _ticker = Task.Run(RetryTickerAsync);
     }
 
     public void ReserveSpool(ulong id)
@@ -66,12 +103,14 @@ public sealed class DeliveryScheduler : IQueueIntake, IAsyncDisposable
 
     public ValueTask EnqueueAsync(QueuedMessage message)
     {
+        if (message.Size == 0 && message.Body is { } body)
+            message.Size = body.ContentLength;
         _live[message.Id] = message;
         _reservations.TryRemove(message.Id, out _);
         return DispatchAsync(message);
     }
 
-    /// <summary>Puts recovered messages back in the queue, each at its scheduled time.</summary>
+    /// <summary>Puts recovered messages back in the queue: held ones stay held, the others are tried now.</summary>
     public async Task EnqueueRecoveredAsync(IEnumerable<RecoveredMessage> recovered)
     {
         foreach (var r in recovered)
@@ -81,43 +120,719 @@ public sealed class DeliveryScheduler : IQueueIntake, IAsyncDisposable
                 Id = r.Id,
                 HeadAddress = r.HeadAddress,
                 FirstAddress = r.FirstAddress,
-                Envelope = r.Envelope,
                 Recipients = r.Recipients,
                 Attempts = r.Attempts,
+                Size = r.Size,
+                Held = r.Held,
+                DelayWarned = r.DelayWarned,
                 // A restart is a good moment to try again: deliver recovered mail now.
                 NextAttemptUnixMs = 0,
             };
+            if (r.Envelope is not null)
+                message.Envelope = r.Envelope; // otherwise read from the spool when it is dispatched
             await EnqueueAsync(message);
         }
     }
 
-    /// <summary>Routes a live message to its loop (first time and every retry).</summary>
+    // ---- Routing a round ------------------------------------------------------------------
+
+    /// <summary>Starts a round for a live message (first time, every retry, flush, release).</summary>
     internal ValueTask DispatchAsync(QueuedMessage message)
     {
-        var route = Resolve(message);
-        var loop = _loops[LoopIndex(route.Key)];
-        return loop.EnqueueAsync(new DeliveryJob(message, route));
+        DeliveryRound round;
+        lock (message)
+        {
+            if (message.Round is not null || message.IsStopped)
+                return ValueTask.CompletedTask;
+            round = new DeliveryRound(message.Recipients.Length) { Outstanding = 1, StartedUnixMs = NowMs() };
+            message.Round = round;
+            message.ScheduleVersion++; // any entry in the retry heap is now stale
+        }
+        if (!message.HasEnvelope)
+            return LoadEnvelopeThenRouteAsync(message, round);
+        return RouteRound(message, round);
     }
 
-    private Route Resolve(QueuedMessage message)
+    /// <summary>A recovered or retried message: its envelope is read back from the spool first.</summary>
+    private async ValueTask LoadEnvelopeThenRouteAsync(QueuedMessage message, DeliveryRound round)
     {
-        var recipients = message.Envelope.Recipients;
-        for (int i = 0; i < recipients.Length; i++)
+        try
+        {
+            message.Envelope = await _spool.ReadEnvelopeAsync(message.Id, message.HeadAddress);
+        }
+        catch (Exception e)
+        {
+            // Keep it queued (it may be a passing I/O error) and try again in a minute.
+            _log.Error($"{message.IdText}: cannot read its envelope from the spool ({e.Message}); trying again in a minute");
+            lock (message)
+                message.Round = null;
+            _deferred.Schedule(message, NowMs() + 60_000);
+            return;
+        }
+        await RouteRound(message, round);
+    }
+
+    private ValueTask RouteRound(QueuedMessage message, DeliveryRound round)
+    {
+        // Fast path: every pending recipient's domain has a fresh answer (the steady state of a
+        // bulk sender): route on the spot, no allocation beyond the job.
+        var addresses = message.Envelope.Recipients;
+        RouteResult? only = null;
+        RouteResult?[]? each = null;
+        for (int i = 0; i < addresses.Length; i++)
         {
             if (message.Recipients[i] != RecipientState.Pending)
                 continue;
-            var address = recipients[i].AsSpan();
-            int at = address.LastIndexOf((byte)'@');
-            return _router.Resolve(at < 0 ? default : address[(at + 1)..]);
+            var domain = RoutingDomain(addresses[i]);
+            if (IsLocal(domain))
+                Collect(ref only, ref each, message, i, LocalRoute);
+            else if (_router.TryResolveCached(domain, out var result))
+                Collect(ref only, ref each, message, i, result);
+            else
+                return WaitForRoutesAsync(message, round);
         }
-        return Route.None("no pending recipients");
+        return SubmitAsync(message, round, only, each);
     }
 
-    // Ownership only has to be stable within this process, so the (per-process randomised)
-    // string hash is enough.
-    private int LoopIndex(string key) => (int)((uint)StringComparer.Ordinal.GetHashCode(key) % (uint)_loops.Length);
+    private static void Collect(ref RouteResult? only, ref RouteResult?[]? each, QueuedMessage message, int i, RouteResult result)
+    {
+        if (each is null)
+        {
+            if (only is null || ReferenceEquals(only, result) || (only.Route is not null && result.Route is not null && only.Route.Key == result.Route.Key))
+            {
+                only ??= result;
+                return;
+            }
+            each = new RouteResult?[message.Recipients.Length];
+            for (int j = 0; j < i; j++)
+                if (message.Recipients[j] == RecipientState.Pending)
+                    each[j] = only;
+        }
+        each[i] = result;
+    }
 
-    internal void Completed(QueuedMessage message) => _live.TryRemove(message.Id, out _);
+    private bool IsLocal(ReadOnlySpan<byte> domain) => LocalAgent is { } agent && agent.IsLocal(domain);
+
+    /// <summary>
+    /// The domain a recipient is routed by: the part after the '@', or for an address without
+    /// one ("postmaster", RFC 5321 4.5.1) this relay's own name, as Postfix qualifies it with
+    /// myorigin (the address itself is sent on unchanged).
+    /// </summary>
+    private ReadOnlySpan<byte> RoutingDomain(byte[] address)
+    {
+        var domain = DomainOf(address);
+        return domain.IsEmpty ? _hostnameBytes : domain;
+    }
+
+    private async ValueTask WaitForRoutesAsync(QueuedMessage message, DeliveryRound round)
+    {
+        // Bounded: when DNS is slow and many messages wait for it, new mail waits here too.
+        await _resolving.WaitAsync();
+        _ = ResolveThenSubmitAsync(message, round);
+    }
+
+    private async Task ResolveThenSubmitAsync(QueuedMessage message, DeliveryRound round)
+    {
+        RouteResult? only = null;
+        RouteResult?[]? each = null;
+        try
+        {
+            var addresses = message.Envelope.Recipients;
+            var lookups = new ValueTask<RouteResult>[addresses.Length];
+            for (int i = 0; i < addresses.Length; i++)
+            {
+                if (message.Recipients[i] != RecipientState.Pending)
+                    continue;
+                lookups[i] = IsLocal(RoutingDomain(addresses[i]))
+                    ? ValueTask.FromResult(LocalRoute)
+                    : _router.ResolveAsync(RoutingDomain(addresses[i]));
+            }
+            for (int i = 0; i < addresses.Length; i++)
+                if (message.Recipients[i] == RecipientState.Pending)
+                    Collect(ref only, ref each, message, i, await lookups[i]);
+        }
+        catch (Exception e)
+        {
+            _log.Error($"{message.IdText}: routing failed: {e}");
+            only = RouteResult.Fail(451, $"4.4.3 routing failed: {e.Message}");
+            each = null;
+        }
+        finally
+        {
+            _resolving.Release();
+        }
+        try
+        {
+            await SubmitAsync(message, round, only, each);
+        }
+        catch (Exception e)
+        {
+            _log.Error($"{message.IdText}: dispatch failed: {e}");
+        }
+    }
+
+    /// <summary>
+    /// Splits the pending recipients into jobs by destination and hands them to their loops;
+    /// recipients whose domain cannot be routed get their (DNS) failure as this round's reply.
+    /// </summary>
+    private async ValueTask SubmitAsync(QueuedMessage message, DeliveryRound round, RouteResult? only, RouteResult?[]? each)
+    {
+        var jobs = new List<DeliveryJob>(1);
+        int count = message.Recipients.Length;
+        if (each is null && only is not null)
+        {
+            if (only.Route is { } route)
+            {
+                int[] indexes = count == 1 ? FirstRecipient : PendingIndexes(message);
+                jobs.Add(new DeliveryJob(message, route, indexes));
+            }
+            else
+            {
+                for (int i = 0; i < count; i++)
+                    if (message.Recipients[i] == RecipientState.Pending)
+                        Unroutable(message, round, i, only.Failure);
+            }
+        }
+        else if (each is not null)
+        {
+            for (int i = 0; i < count; i++)
+            {
+                var result = each[i];
+                if (result is null)
+                    continue;
+                if (result.Route is null)
+                {
+                    Unroutable(message, round, i, result.Failure);
+                    continue;
+                }
+                int g = 0;
+                while (g < jobs.Count && jobs[g].Route.Key != result.Route.Key)
+                    g++;
+                if (g == jobs.Count)
+                    jobs.Add(new DeliveryJob(message, result.Route, CountInto(each, result.Route.Key)));
+            }
+        }
+
+        lock (message)
+            round.Outstanding += jobs.Count;
+        if (jobs.Count > 0)
+            message.LastDestination = jobs[0].Route.Key;
+        foreach (var job in jobs)
+        {
+            if (job.Route.Kind == RouteKind.Local)
+                _ = DeliverLocallyAsync(job);
+            else
+                await _loops[job.Route.KeyHash % (uint)_loops.Length].EnqueueAsync(job);
+        }
+        bool last;
+        lock (message)
+            last = --round.Outstanding == 0;
+        if (last)
+            await FinishRoundAsync(message);
+    }
+
+    private static int[] PendingIndexes(QueuedMessage message)
+    {
+        int n = message.PendingRecipients;
+        var indexes = new int[n];
+        int k = 0;
+        for (int i = 0; i < message.Recipients.Length && k < n; i++)
+            if (message.Recipients[i] == RecipientState.Pending)
+                indexes[k++] = i;
+        return indexes;
+    }
+
+    private static int[] CountInto(RouteResult?[] each, string key)
+    {
+        int n = 0;
+        foreach (var r in each)
+            if (r?.Route is { } route && route.Key == key)
+                n++;
+        var indexes = new int[n];
+        int k = 0;
+        for (int i = 0; i < each.Length; i++)
+            if (each[i]?.Route is { } route && route.Key == key)
+                indexes[k++] = i;
+        return indexes;
+    }
+
+    private void Unroutable(QueuedMessage message, DeliveryRound round, int i, SmtpReply failure)
+    {
+        int attempt;
+        lock (message)
+        {
+            round.Replies[i] = failure;
+            round.Attempted = true;
+            attempt = message.Attempts + 1;
+        }
+        LogOutcome(message, i, failure, attempt, null);
+    }
+
+    private async Task DeliverLocallyAsync(DeliveryJob job)
+    {
+        var results = new SmtpReply[job.Recipients.Length];
+        var agent = LocalAgent;
+        if (agent is null)
+        {
+            Array.Fill(results, SmtpReply.Local(451, "4.3.0 local delivery is not available (no local delivery agent)"));
+            await CompleteJobAsync(job, results, null);
+            return;
+        }
+        MessageBuffer? body = null;
+        try
+        {
+            body = await job.Message.AcquireBodyAsync(_spool);
+            var outcomes = await agent.DeliverAsync(job.Message.Envelope, body, job.Recipients, _stopping.Token);
+            foreach (var outcome in outcomes)
+            {
+                int k = Array.IndexOf(job.Recipients, outcome.RecipientIndex);
+                if (k < 0)
+                    continue;
+                var reply = outcome.Reply;
+                results[k] = string.IsNullOrEmpty(outcome.Detail) ? reply : new SmtpReply(reply.Code, $"{reply.Text} ({outcome.Detail})");
+            }
+        }
+        catch (Exception e) when (!_stopping.IsCancellationRequested)
+        {
+            Array.Fill(results, SmtpReply.Local(451, $"4.3.0 local delivery failed: {e.Message}"));
+        }
+        finally
+        {
+            body?.Release();
+        }
+        for (int k = 0; k < results.Length; k++)
+            if (results[k].Code == 0)
+                results[k] = SmtpReply.Local(451, "4.3.0 local delivery gave no answer");
+        await CompleteJobAsync(job, results, new AttemptInfo("local", "", null, false, false));
+    }
+
+    // ---- Results of a job -----------------------------------------------------------------
+
+    /// <summary>
+    /// A job reports (on its loop's thread): replies per job recipient (null or code 0: not
+    /// attempted, e.g. the message was held meanwhile). Deliveries are recorded at once; the
+    /// rest waits for the end of the round, which the last job to report runs.
+    /// </summary>
+    internal async Task CompleteJobAsync(DeliveryJob job, SmtpReply[]? results, AttemptInfo? info)
+    {
+        var message = job.Message;
+        List<(ushort, RecipientState)>? delivered = null;
+        bool last;
+        int attempt;
+        lock (message)
+        {
+            var round = message.Round!;
+            attempt = message.Attempts + 1;
+            if (results is not null)
+            {
+                for (int k = 0; k < results.Length; k++)
+                {
+                    int i = job.Recipients[k];
+                    var reply = results[k];
+                    if (reply.Code == 0)
+                        continue;
+                    round.Attempted = true;
+                    round.Replies[i] = reply;
+                    round.RemoteMta[i] = info is { ReplyFromRemote: true } ? info.Host : null;
+                    if (info is { DsnPassed: true })
+                        (round.DsnPassed ??= new bool[message.Recipients.Length])[i] = true;
+                    if (reply.IsPositive && message.Recipients[i] == RecipientState.Pending && !message.Finalized)
+                    {
+                        message.Recipients[i] = RecipientState.Delivered;
+                        (delivered ??= new()).Add(((ushort)i, RecipientState.Delivered));
+                    }
+                }
+            }
+            last = --round.Outstanding == 0;
+        }
+
+        if (results is not null)
+            for (int k = 0; k < results.Length; k++)
+                if (results[k].Code != 0)
+                    LogOutcome(message, job.Recipients[k], results[k], attempt, info);
+
+        if (last)
+        {
+            // The end of the round writes one record anyway: these deliveries go into it.
+            await FinishRoundAsync(message, delivered);
+            return;
+        }
+        if (delivered is not null)
+        {
+            // Recorded at once (not at the end of the round): a crash now must not repeat these.
+            await AppendStatusAsync(new StatusRecord
+            {
+                Id = message.Id,
+                TimeUnixMs = NowMs(),
+                Flags = StatusFlags.None,
+                Attempts = message.Attempts,
+                NextAttemptUnixMs = message.NextAttemptUnixMs,
+                Changes = delivered.ToArray(),
+            });
+        }
+    }
+
+    private void LogOutcome(QueuedMessage message, int i, SmtpReply reply, int attempt, AttemptInfo? info)
+    {
+        string outcome = reply.IsPositive ? "delivered" : reply.IsPermanent ? "failed" : "deferred";
+        CountOutcome(message, reply, info);
+        if (_deliveryLog.IsEnabled)
+        {
+            _deliveryLog.Write(new DeliveryEvent
+            {
+                Event = outcome,
+                Id = message.Id,
+                Recipient = message.Envelope.Recipients[i],
+                Attempt = attempt,
+                Host = info?.Host,
+                Ip = string.IsNullOrEmpty(info?.Ip) ? null : info.Ip,
+                Reply = reply.ToString(),
+                Tls = info?.Tls,
+            });
+        }
+        var level = reply.IsPositive ? Telemetry.LogLevel.Debug : Telemetry.LogLevel.Info;
+        if (_log.IsEnabled(level))
+            _log.Write(level, $"{message.IdText}: to=<{message.Envelope.RecipientText(i)}> relay={info?.Host ?? "none"}{(string.IsNullOrEmpty(info?.Ip) ? "" : $"[{info.Ip}]")} attempt={attempt} status={outcome} ({reply})");
+    }
+
+    // Per-recipient counters for the metrics endpoint; the destination label is the next-hop
+    // host, bounded in cardinality by the metric itself.
+    private static void CountOutcome(QueuedMessage message, SmtpReply reply, AttemptInfo? info)
+    {
+        string destination = info?.Host ?? "none";
+        if (reply.IsPositive)
+        {
+            Telemetry.RelayMetrics.Delivered.Increment();
+            Telemetry.RelayMetrics.DestinationDelivered.Increment(destination);
+            Telemetry.RelayMetrics.DeliveryLatencySeconds.Observe((NowMs() - message.Envelope.ArrivalUnixMs) / 1000.0);
+            if (destination == "local")
+                Telemetry.RelayMetrics.LocalDelivered.Increment();
+        }
+        else if (reply.IsPermanent)
+        {
+            Telemetry.RelayMetrics.Bounced.Increment();
+            Telemetry.RelayMetrics.DestinationBounced.Increment(destination);
+        }
+        else
+        {
+            Telemetry.RelayMetrics.Deferred.Increment();
+            Telemetry.RelayMetrics.DestinationDeferred.Increment(destination);
+        }
+    }
+
+    // ---- The end of a round ---------------------------------------------------------------
+
+    /// <summary>
+    /// Settles a round once every job has reported: permanent failures, expiry and the delay
+    /// warning make (at most) one DSN, spooled and committed before the failures are recorded
+    /// (so a crash in between repeats the bounce rather than losing it); then one status record;
+    /// then the message leaves the queue or waits in the retry heap.
+    /// </summary>
+    internal async Task FinishRoundAsync(QueuedMessage message, List<(ushort, RecipientState)>? delivered = null)
+    {
+        long now = NowMs();
+        var envelope = message.Envelope;
+        int count = message.Recipients.Length;
+        DeliveryRound round;
+        List<int>? failed = null, expired = null, delayed = null, relayed = null;
+        bool done, attempted, warn = false;
+        int attempts;
+        lock (message)
+        {
+            round = message.Round!;
+            if (message.Finalized)
+            {
+                // Deleted or returned by an administrator while the jobs ran: that already decided it.
+                message.Round = null;
+                return;
+            }
+            attempted = round.Attempted;
+            int pending = 0;
+            for (int i = 0; i < count; i++)
+            {
+                var state = message.Recipients[i];
+                if (state == RecipientState.Delivered)
+                {
+                    if (round.Replies[i].IsPositive && Wants(envelope, i, DsnNotify.Success) && !(round.DsnPassed?[i] ?? false))
+                        (relayed ??= new()).Add(i);
+                    continue;
+                }
+                if (state != RecipientState.Pending)
+                    continue;
+                if (round.Replies[i].IsPermanent)
+                    (failed ??= new()).Add(i);
+                else
+                    pending++;
+            }
+            if (attempted)
+            {
+                message.Attempts++;
+                message.LastError = LastError(round);
+            }
+            attempts = message.Attempts;
+            if (pending > 0 && attempted && _retry.IsExpired(envelope.ArrivalUnixMs, now))
+            {
+                for (int i = 0; i < count; i++)
+                    if (message.Recipients[i] == RecipientState.Pending && !round.Replies[i].IsPermanent)
+                        (expired ??= new()).Add(i);
+                pending = 0;
+            }
+            if (pending > 0 && attempted && _routing.DelayWarning is { } delay && !message.DelayWarned
+                && now - envelope.ArrivalUnixMs >= (long)delay.TotalMilliseconds)
+            {
+                warn = true;
+                for (int i = 0; i < count; i++)
+                    if (message.Recipients[i] == RecipientState.Pending && !round.Replies[i].IsPermanent && Wants(envelope, i, DsnNotify.Delay))
+                        (delayed ??= new()).Add(i);
+            }
+            done = pending == 0;
+            if (done)
+                message.Finalized = true;
+        }
+
+        // One DSN for everything this round has to tell the sender.
+        ulong dsnId = 0;
+        var notices = Notices(message, round, failed, expired, delayed, relayed, now);
+        if (notices is not null)
+        {
+            try
+            {
+                dsnId = await _bouncer.SendAsync(message, notices, now);
+            }
+            catch (Exception e)
+            {
+                // Without the DSN the failures must not be recorded: keep the recipients queued
+                // and try again (delivery and bounce) at the next retry.
+                _log.Error($"{message.IdText}: could not queue the delivery status notification: {e.Message}");
+                failed = expired = null;
+                warn = false;
+                done = false;
+                lock (message)
+                    message.Finalized = false;
+            }
+        }
+
+        var changes = delivered ?? new List<(ushort, RecipientState)>();
+        if (failed is not null)
+            foreach (int i in failed)
+                changes.Add(((ushort)i, RecipientState.Failed));
+        if (expired is not null)
+            foreach (int i in expired)
+                changes.Add(((ushort)i, RecipientState.Failed));
+        long next = done ? 0 : _retry.NextAttemptUnixMs(attempts, now);
+        if (attempted || changes.Count > 0 || done)
+        {
+            var flags = done ? StatusFlags.Done : StatusFlags.None;
+            if (warn)
+                flags |= StatusFlags.DelayWarned;
+            await AppendStatusAsync(new StatusRecord
+            {
+                Id = message.Id,
+                TimeUnixMs = now,
+                Flags = flags,
+                Attempts = attempts,
+                NextAttemptUnixMs = next,
+                Changes = changes.ToArray(),
+            });
+        }
+
+        lock (message)
+        {
+            foreach (var (i, state) in changes)
+                message.Recipients[i] = state;
+            if (warn)
+                message.DelayWarned = true;
+            message.NextAttemptUnixMs = next;
+            message.Round = null;
+        }
+        LogRoundEnd(message, round, failed, expired, delayed, relayed, dsnId, attempts, next, done);
+
+        message.ReleaseBody();
+        if (done)
+        {
+            Completed(message);
+            return;
+        }
+        bool wait;
+        lock (message)
+            wait = !message.IsStopped;
+        // Waiting costs as little memory as possible: the envelope is read back at the next attempt.
+        message.DropEnvelope();
+        if (wait)
+            _deferred.Schedule(message, next);
+    }
+
+    private static string? LastError(DeliveryRound round)
+    {
+        string? error = null;
+        foreach (var r in round.Replies)
+            if (r.Code != 0 && !r.IsPositive)
+                error = r.ToString();
+        return error;
+    }
+
+    /// <summary>
+    /// RFC 3461 4.1: without NOTIFY, failures are reported (and, by this relay's policy, delays);
+    /// NEVER reports nothing; otherwise exactly what was asked for.
+    /// </summary>
+    internal static bool Wants(Envelope envelope, int i, DsnNotify what)
+    {
+        var notify = envelope.Notify is { } n && i < n.Length ? n[i] : DsnNotify.None;
+        if (notify == DsnNotify.None)
+            return what != DsnNotify.Success;
+        if ((notify & DsnNotify.Never) != 0)
+            return false;
+        return (notify & what) != 0;
+    }
+
+    /// <summary>A message from nobody (null reverse-path) or itself a bounce never causes a DSN.</summary>
+    internal static bool MayBounce(Envelope envelope) =>
+        envelope.Sender.Length > 0 && (envelope.Flags & EnvelopeFlags.IsBounce) == 0;
+
+    private List<DsnRecipient>? Notices(QueuedMessage message, DeliveryRound round, List<int>? failed, List<int>? expired,
+        List<int>? delayed, List<int>? relayed, long now)
+    {
+        var envelope = message.Envelope;
+        if (!MayBounce(envelope))
+            return null;
+        List<DsnRecipient>? notices = null;
+        var at = DateTimeOffset.FromUnixTimeMilliseconds(now);
+        if (failed is not null)
+        {
+            foreach (int i in failed)
+                if (Wants(envelope, i, DsnNotify.Failure))
+                    (notices ??= new()).Add(Notice(envelope, round, i, DsnAction.Failed, round.Replies[i], at));
+        }
+        if (expired is not null)
+        {
+            foreach (int i in expired)
+            {
+                if (!Wants(envelope, i, DsnNotify.Failure))
+                    continue;
+                var last = round.Replies[i].Code != 0 ? round.Replies[i] : SmtpReply.Local(451, "4.4.7 delivery time expired");
+                var reply = new SmtpReply(last.Code, $"{last.Text} (delivery time expired after {message.Attempts} attempts)");
+                (notices ??= new()).Add(Notice(envelope, round, i, DsnAction.Failed, reply, at));
+            }
+        }
+        if (delayed is not null)
+        {
+            var until = DateTimeOffset.FromUnixTimeMilliseconds(envelope.ArrivalUnixMs) + _retry.MaxLifetime;
+            foreach (int i in delayed)
+            {
+                var n = Notice(envelope, round, i, DsnAction.Delayed, round.Replies[i], at);
+                (notices ??= new()).Add(new DsnRecipient
+                {
+                    FinalRecipient = n.FinalRecipient, OriginalRecipient = n.OriginalRecipient, Action = n.Action,
+                    Status = n.Status, RemoteMta = n.RemoteMta, Diagnostic = n.Diagnostic,
+                    DiagnosticFromRemote = n.DiagnosticFromRemote, LastAttempt = n.LastAttempt, WillRetryUntil = until,
+                });
+            }
+        }
+        if (relayed is not null)
+            foreach (int i in relayed)
+                (notices ??= new()).Add(Notice(envelope, round, i, DsnAction.Relayed, round.Replies[i], at));
+        return notices;
+    }
+
+    private static DsnRecipient Notice(Envelope envelope, DeliveryRound round, int i, DsnAction action, SmtpReply reply, DateTimeOffset at) => new()
+    {
+        FinalRecipient = envelope.Recipients[i],
+        OriginalRecipient = envelope.OriginalRecipients is { } o && i < o.Length ? o[i] : null,
+        Action = action,
+        Status = reply.Code == 0 ? (action == DsnAction.Delayed ? "4.0.0" : "5.0.0") : DsnRecipient.StatusOf(reply),
+        RemoteMta = round.RemoteMta[i],
+        Diagnostic = reply.Code == 0 ? null : reply.ToString(),
+        DiagnosticFromRemote = round.RemoteMta[i] is not null,
+        LastAttempt = at,
+    };
+
+    private void LogRoundEnd(QueuedMessage message, DeliveryRound round, List<int>? failed, List<int>? expired,
+        List<int>? delayed, List<int>? relayed, ulong dsnId, int attempts, long next, bool done)
+    {
+        var envelope = message.Envelope;
+        if (expired is not null)
+        {
+            foreach (int i in expired)
+            {
+                _log.Info($"{message.IdText}: to=<{envelope.RecipientText(i)}> status=expired (gave up after {attempts} attempts: {round.Replies[i]})");
+                _deliveryLog.Write(new DeliveryEvent
+                {
+                    Event = "expired", Id = message.Id, Recipient = envelope.Recipients[i], Attempt = attempts,
+                    Reply = round.Replies[i].Code == 0 ? null : round.Replies[i].ToString(),
+                });
+            }
+        }
+        if (delayed is not null && dsnId != 0)
+            foreach (int i in delayed)
+                _deliveryLog.Write(new DeliveryEvent { Event = "delayed", Id = message.Id, Recipient = envelope.Recipients[i], Attempt = attempts, DsnId = dsnId });
+        if (relayed is not null && dsnId != 0)
+            foreach (int i in relayed)
+                _deliveryLog.Write(new DeliveryEvent { Event = "relayed", Id = message.Id, Recipient = envelope.Recipients[i], Attempt = attempts, DsnId = dsnId });
+        if (dsnId != 0)
+        {
+            _log.Info($"{message.IdText}: sender notification {QueueIdGenerator.ToString(dsnId)} queued for <{envelope.SenderText}>");
+            _deliveryLog.Write(new DeliveryEvent { Event = "bounce", Id = message.Id, Recipient = envelope.Sender, DsnId = dsnId, Attempt = attempts });
+        }
+        else if ((failed is not null || expired is not null) && !MayBounce(envelope))
+        {
+            _log.Info($"{message.IdText}: no sender notification: " + (envelope.Sender.Length == 0 ? "null sender" : "the message is itself a notification"));
+        }
+        if (!done && round.Attempted && _deliveryLog.IsEnabled)
+            _deliveryLog.Write(new DeliveryEvent { Event = "scheduled", Id = message.Id, Attempt = attempts, NextAttemptUnixMs = next });
+    }
+
+    // ---- Retries --------------------------------------------------------------------------
+
+    private async Task RetryTickerAsync()
+    {
+        var stopping = _stopping.Token;
+        int ticks = 0;
+        while (!stopping.IsCancellationRequested)
+        {
+            try
+            {
+                await Task.Delay(TickInterval, stopping);
+            }
+            catch (OperationCanceledException)
+            {
+                break;
+            }
+            long now = NowMs();
+            while (!stopping.IsCancellationRequested && _deferred.TryTakeDue(now, out var message))
+            {
+                try
+                {
+                    await DispatchAsync(message);
+                }
+                catch (Exception e)
+                {
+                    _log.Error($"{message.IdText}: retry failed to start: {e}");
+                }
+            }
+            if (++ticks % 240 == 0)
+                _deferred.Compact();
+        }
+    }
+
+    internal void Completed(QueuedMessage message)
+    {
+        _live.TryRemove(message.Id, out _);
+        if (_log.IsEnabled(Telemetry.LogLevel.Debug))
+            _log.Debug($"{message.IdText}: removed");
+    }
+
+    /// <summary>Appends a status record; failures are logged (the outcome is then repeated after a restart: at least once, never lost).</summary>
+    private async Task AppendStatusAsync(StatusRecord record)
+    {
+        try
+        {
+            await _spool.AppendStatusAsync(record);
+        }
+        catch (Exception e)
+        {
+            _log.Error($"{QueueIdGenerator.ToString(record.Id)}: could not record delivery status: {e.Message}");
+        }
+    }
 
     /// <summary>The oldest log address a live message still needs (for truncation).</summary>
     public long OldestLiveAddress(long fallback)
@@ -132,6 +847,15 @@ public sealed class DeliveryScheduler : IQueueIntake, IAsyncDisposable
         return min;
     }
 
+    internal static ReadOnlySpan<byte> DomainOf(byte[] address)
+    {
+        var span = address.AsSpan();
+        int at = span.LastIndexOf((byte)'@');
+        return at < 0 ? default : span[(at + 1)..];
+    }
+
+    internal static long NowMs() => DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
+
     /// <summary>Stops the loops; deliveries in flight get until the deadline to finish.</summary>
     public async Task StopAsync(TimeSpan deadline)
     {
@@ -140,6 +864,8 @@ public sealed class DeliveryScheduler : IQueueIntake, IAsyncDisposable
         for (int i = 0; i < _loops.Length; i++)
             stops[i] = _loops[i].StopAsync(deadline);
         await Task.WhenAll(stops);
+        if (_ticker is not null)
+            await _ticker;
         // Bodies still held in memory go back to the pool; the messages stay in the spool.
         foreach (var m in _live.Values)
             m.ReleaseBody();

@@ -1,5 +1,5 @@
 using System.Net;
-using System.Net.Sockets;
+using NativeRelay.Message;
 using NativeRelay.Routing;
 using NativeRelay.Smtp;
 using NativeRelay.Spool;
@@ -7,40 +7,66 @@ using NativeRelay.Spool;
 namespace NativeRelay.Delivery;
 
 /// <summary>
-/// One next-hop destination inside its loop: a FIFO of messages and the connections draining it.
-/// A connection delivers message after message, then waits idle for more (reuse) until the idle
-/// timeout. How many connections may be open follows a slow-start window, as in Postfix: it begins
-/// at <c>initialConnectionsPerDestination</c>, grows by one per successful delivery up to
-/// <c>connectionsPerDestination</c>, and falls back to one when a connection attempt fails, so a
-/// burst does not open a connection per message and a struggling host is not hammered. If the
-/// destination cannot be reached, everything queued for it is deferred at once rather than each
-/// message paying its own connect timeout; other destinations are unaffected.
+/// One next-hop destination inside its loop: a FIFO of jobs and the connections draining it.
+/// A connection delivers job after job, then waits idle for more (reuse) until the idle timeout.
+/// How many connections may be open follows a slow-start window, as in Postfix: it begins at
+/// <c>initialConnectionsPerDestination</c>, grows by one per successful delivery up to the
+/// destination's limit, and falls back to one when a connection attempt fails, so a burst does
+/// not open a connection per message and a struggling host is not hammered. An optional rate
+/// limit spaces transactions evenly. If the destination cannot be reached, everything queued for
+/// it is deferred at once rather than each message paying its own connect timeout.
+/// <para>
+/// Each connection attempt walks the route's hosts in preference order (equal preferences
+/// shuffled) and each host's addresses, moving on when a connect fails, the greeting or EHLO is
+/// not 2xx, or TLS is required and cannot be had (RFC 5321 5.1), up to five addresses.
+/// </para>
+/// All of this runs on the owning loop's thread: nothing here is locked.
 /// </summary>
 internal sealed class Destination
 {
-    private readonly Route _route;
+    /// <summary>Addresses tried per connection attempt (Postfix: smtp_mx_address_limit).</summary>
+    internal const int MaxAddressesPerAttempt = 5;
+    /// <summary>Beyond this many queued jobs, queued messages drop their cached bytes (read again from the spool when their turn comes).</summary>
+    private const int CachedBodiesLimit = 256;
+
+    private Route _route;
     private readonly DeliveryLoop _loop;
-    private readonly Queue<QueuedMessage> _queue = new();
+    private readonly Queue<DeliveryJob> _queue = new();
     private readonly List<TaskCompletionSource<bool>> _idle = new();
     private readonly int _maxConnections;
+    private readonly long _sendIntervalTicks;  // 0: no rate limit
+    private long _nextSendTicks;
     private int _connections;
-    private int _connecting;   // opened but not yet ready to take a message
+    private int _connecting;   // opened but not yet ready to take a job
     private int _window;
+    private long _lastActiveMs = Environment.TickCount64;
+    private string? _lastTriedHost;
+    private string? _lastTriedIp;
 
     public Destination(Route route, DeliveryLoop loop)
     {
         _route = route;
         _loop = loop;
         var options = loop.Context.Settings.Delivery;
-        _maxConnections = options.ConnectionsPerDestination;
+        _maxConnections = route.MaxConnections ?? options.ConnectionsPerDestination;
         _window = Math.Min(options.InitialConnectionsPerDestination, _maxConnections);
+        if (route.MaxMessagesPerSecond > 0)
+            _sendIntervalTicks = (long)(TimeSpan.TicksPerSecond / route.MaxMessagesPerSecond);
     }
 
     public int ActiveConnections => _connections;
 
-    public void Enqueue(QueuedMessage message)
+    public int Queued => _queue.Count;
+
+    public bool IsIdleSince(long tickMs) => _queue.Count == 0 && _connections == 0 && _lastActiveMs < tickMs;
+
+    public void Enqueue(DeliveryJob job)
     {
-        _queue.Enqueue(message);
+        _route = job.Route; // the newest resolution (same key, maybe new addresses)
+        _lastActiveMs = Environment.TickCount64;
+        _queue.Enqueue(job);
+        if (_queue.Count > CachedBodiesLimit)
+            job.Message.ReleaseBody(); // a long queue must not hold every message's bytes in memory
         if (_idle.Count > 0)
         {
             var waiter = _idle[^1];
@@ -51,8 +77,8 @@ internal sealed class Destination
         TryOpenConnection();
     }
 
-    // Another connection only helps if more messages wait than the connections still being set
-    // up will take, and only within the slow-start window.
+    // Another connection only helps if more jobs wait than the connections still being set up
+    // will take, and only within the slow-start window.
     private void TryOpenConnection()
     {
         if (_connections < _window && _queue.Count > _connecting)
@@ -68,52 +94,62 @@ internal sealed class Destination
         var context = _loop.Context;
         var options = context.Settings.Delivery;
         SmtpClientSession? session = null;
+        AttemptInfo? peer = null;
         try
         {
-            // Connect before taking a message: while this runs, the message stays queued for
-            // whichever connection is ready first.
+            // Connect before taking a job: while this runs, the job stays queued for whichever
+            // connection is ready first.
             try
             {
-                session = await ConnectAsync();
+                (session, peer) = await ConnectAsync();
             }
             catch (SmtpSessionException e)
             {
                 _window = 1;
-                await DeferQueuedAsync(e.Reply.ToString());
+                await DeferQueuedAsync(e);
                 return;
             }
             finally
             {
                 _connecting--;
             }
-            string remote = session.RemoteEndPoint.ToString();
 
             while (!context.Stopping.IsCancellationRequested)
             {
-                if (!_queue.TryDequeue(out var message))
+                if (_queue.Count == 0)
                 {
                     if (!await WaitForWorkAsync(TimeSpan.FromSeconds(options.IdleConnectionSeconds)))
                         break;
                     continue;
                 }
-                if (!session.IsUsable || session.TransactionsDone >= options.MessagesPerConnection)
+                if (_sendIntervalTicks > 0)
+                    await WaitForRateAsync(context.Stopping);
+                if (!_queue.TryDequeue(out var job))
+                    continue; // another connection took it while this one waited its turn
+                _lastActiveMs = Environment.TickCount64;
+                if (job.Message.IsStopped)
+                {
+                    await context.Scheduler.CompleteJobAsync(job, null, null);
+                    continue;
+                }
+                if (!session.IsUsable || session.TransactionsDone >= options.MessagesPerConnection
+                    || (session.TransactionLimit > 0 && session.TransactionsDone >= session.TransactionLimit))
                 {
                     await CloseAsync(session);
                     session = null;
                     try
                     {
-                        session = await ConnectAsync();
-                        remote = session.RemoteEndPoint.ToString();
+                        (session, peer) = await ConnectAsync();
                     }
                     catch (SmtpSessionException e)
                     {
                         _window = 1;
-                        await _loop.DeferAsync(message, e.Reply.ToString());
-                        await DeferQueuedAsync(e.Reply.ToString());
+                        await CompleteFailedAsync(job, e);
+                        await DeferQueuedAsync(e);
                         return;
                     }
                 }
-                if (await DeliverAsync(session, message, remote))
+                if (await DeliverAsync(session, peer!, job))
                 {
                     _window = Math.Min(_window + 1, _maxConnections);
                     TryOpenConnection();
@@ -130,9 +166,10 @@ internal sealed class Destination
         }
         finally
         {
-            // Give the slot back before the (slow) goodbye, and look at the queue again: a
-            // message that arrived while this connection was leaving must not wait for the next one.
+            // Give the slot back before the (slow) goodbye, and look at the queue again: a job
+            // that arrived while this connection was leaving must not wait for the next one.
             _connections--;
+            _lastActiveMs = Environment.TickCount64;
             if (!context.Stopping.IsCancellationRequested)
                 TryOpenConnection();
             if (session is not null)
@@ -147,7 +184,7 @@ internal sealed class Destination
         await session.DisposeAsync();
     }
 
-    /// <summary>Parks an open connection until a message arrives (true) or the idle time passes (false).</summary>
+    /// <summary>Parks an open connection until a job arrives (true) or the idle time passes (false).</summary>
     private async Task<bool> WaitForWorkAsync(TimeSpan idle)
     {
         var waiter = new TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -160,35 +197,51 @@ internal sealed class Destination
         return false;
     }
 
-    private async Task<SmtpClientSession> ConnectAsync()
+    /// <summary>The rate limit: each transaction takes the next free slot, one interval after the last.</summary>
+    private async Task WaitForRateAsync(CancellationToken stopping)
+    {
+        long now = DateTime.UtcNow.Ticks;
+        long slot = Math.Max(now, _nextSendTicks);
+        _nextSendTicks = slot + _sendIntervalTicks;
+        if (slot > now)
+            await Task.Delay(TimeSpan.FromTicks(slot - now), stopping);
+    }
+
+    /// <summary>
+    /// Opens a session with the first next hop that works: hosts in preference order (equal
+    /// preferences shuffled), each host's addresses in turn, at most five addresses. A TLS
+    /// handshake that fails under the opportunistic policy is retried once in plain text.
+    /// </summary>
+    private async Task<(SmtpClientSession, AttemptInfo)> ConnectAsync()
     {
         var context = _loop.Context;
         var options = context.Settings.Delivery;
         SmtpSessionException? last = null;
-        foreach (var host in _route.Hosts)
+        int tried = 0;
+        foreach (var host in InAttemptOrder(_route.Hosts))
         {
-            IPAddress[] addresses;
-            if (IPAddress.TryParse(host.Host, out var literal))
-                addresses = [literal];
-            else
+            foreach (var address in host.Addresses)
             {
+                if (tried++ >= MaxAddressesPerAttempt)
+                    goto exhausted;
+                var endPoint = new IPEndPoint(address, host.Port);
+                _lastTriedHost = host.Name;
+                _lastTriedIp = endPoint.ToString();
                 try
                 {
-                    addresses = await Dns.GetHostAddressesAsync(host.Host, context.Stopping);
+                    return Connected(await SmtpClientSession.ConnectAsync(endPoint, Options(host, _route.Tls), context.Stopping), host);
                 }
-                catch (SocketException e)
+                catch (SmtpSessionException e) when (e.Stage == SmtpFailureStage.Tls && _route.Tls == TlsPolicy.Opportunistic)
                 {
-                    last = new SmtpSessionException(SmtpReply.Local(451, $"4.4.4 cannot resolve {host.Host}: {e.SocketErrorCode}"));
-                    continue;
-                }
-            }
-            foreach (var address in addresses)
-            {
-                try
-                {
-                    return await SmtpClientSession.ConnectAsync(new IPEndPoint(address, host.Port), context.Settings.Hostname,
-                        TimeSpan.FromSeconds(options.ConnectTimeoutSeconds), TimeSpan.FromSeconds(options.CommandTimeoutSeconds),
-                        context.Stopping);
+                    context.Log.Info($"{_route.Key}: {e.Reply.Text}; trying {endPoint} again without TLS");
+                    try
+                    {
+                        return Connected(await SmtpClientSession.ConnectAsync(endPoint, Options(host, TlsPolicy.None), context.Stopping), host);
+                    }
+                    catch (SmtpSessionException plain)
+                    {
+                        last = plain;
+                    }
                 }
                 catch (SmtpSessionException e)
                 {
@@ -196,71 +249,173 @@ internal sealed class Destination
                 }
             }
         }
-        throw last ?? new SmtpSessionException(SmtpReply.Local(451, "4.4.4 no address to connect to"));
+    exhausted:
+        throw last ?? new SmtpSessionException(SmtpReply.Local(451, $"4.4.4 no address to connect to for {_route.Key}"), SmtpFailureStage.Connect);
+    }
+
+    /// <summary>What every delivery on this connection reports (built once per connection, not per message).</summary>
+    private static (SmtpClientSession, AttemptInfo) Connected(SmtpClientSession session, RouteHost host)
+    {
+        string? tls = session.TlsProtocol is null ? null
+            : $"{session.TlsProtocol} {session.TlsCipher}" + (session.TlsCertificateVerified ? " verified" : " unverified");
+        return (session, new AttemptInfo(host.Name, session.RemoteEndPoint.ToString(), tls, DsnPassed: false, ReplyFromRemote: true));
+    }
+
+    private SmtpClientOptions Options(RouteHost host, TlsPolicy tls)
+    {
+        var context = _loop.Context;
+        var options = context.Settings.Delivery;
+        return new SmtpClientOptions
+        {
+            HeloName = context.Settings.Hostname,
+            ConnectTimeout = TimeSpan.FromSeconds(options.ConnectTimeoutSeconds),
+            CommandTimeout = TimeSpan.FromSeconds(options.CommandTimeoutSeconds),
+            Tls = tls,
+            TlsHostName = IPAddress.TryParse(host.Name, out _) ? null : host.Name,
+        };
+    }
+
+    /// <summary>The hosts in preference order, with each run of equal preference shuffled (RFC 5321 5.1).</summary>
+    private static RouteHost[] InAttemptOrder(IReadOnlyList<RouteHost> hosts)
+    {
+        var order = new RouteHost[hosts.Count];
+        for (int i = 0; i < order.Length; i++)
+            order[i] = hosts[i];
+        int start = 0;
+        while (start < order.Length)
+        {
+            int end = start + 1;
+            while (end < order.Length && order[end].Preference == order[start].Preference)
+                end++;
+            if (end - start > 1)
+                Random.Shared.Shuffle(order.AsSpan(start, end - start));
+            start = end;
+        }
+        return order;
     }
 
     /// <summary>Returns true when the next hop accepted the message for at least one recipient.</summary>
-    private async Task<bool> DeliverAsync(SmtpClientSession session, QueuedMessage message, string remote)
+    private async Task<bool> DeliverAsync(SmtpClientSession session, AttemptInfo peer, DeliveryJob job)
     {
         var context = _loop.Context;
-        if (message.Body is null)
+        var message = job.Message;
+        var envelope = message.Envelope;
+        var results = new SmtpReply[job.Recipients.Length];
+
+        MessageBuffer body;
+        try
         {
-            try
-            {
-                var (_, body) = await context.Spool.ReadMessageAsync(message.HeadAddress);
-                message.Body = body;
-            }
-            catch (Exception e)
-            {
-                context.Log.Error($"{message.IdText}: cannot read from the spool: {e.Message}");
-                await _loop.DeferAsync(message, $"4.3.0 spool read failed: {e.Message}");
-                return false;
-            }
+            body = await message.AcquireBodyAsync(context.Spool);
+        }
+        catch (Exception e)
+        {
+            context.Log.Error($"{message.IdText}: cannot read from the spool: {e.Message}");
+            Array.Fill(results, SmtpReply.Local(451, $"4.3.0 spool read failed: {e.Message}"));
+            await context.Scheduler.CompleteJobAsync(job, results, peer with { ReplyFromRemote = false });
+            return false;
         }
 
-        var pending = new List<byte[]>(message.Recipients.Length);
-        var indexes = new List<int>(message.Recipients.Length);
-        for (int i = 0; i < message.Recipients.Length; i++)
+        bool dsnPassed = false;
+        bool remote = true;
+        try
         {
-            if (message.Recipients[i] != RecipientState.Pending)
-                continue;
-            pending.Add(message.Envelope.Recipients[i]);
-            indexes.Add(i);
-        }
-
-        var results = new SmtpReply[message.Recipients.Length];
-        if (session.MaxSize > 0 && message.Body.ContentLength > session.MaxSize)
-        {
-            var tooBig = SmtpReply.Local(552, $"5.3.4 message size {message.Body.ContentLength} exceeds the remote limit {session.MaxSize}");
-            foreach (int i in indexes)
-                results[i] = tooBig;
-        }
-        else
-        {
-            try
+            if ((envelope.Flags & EnvelopeFlags.SmtpUtf8) != 0 && (session.Capabilities & SmtpCapabilities.SmtpUtf8) == 0)
             {
-                var replies = await session.SendAsync(message.Envelope.Sender, pending, message.Body,
-                    (message.Envelope.Flags & EnvelopeFlags.EightBitMime) != 0);
-                for (int k = 0; k < indexes.Count; k++)
-                    results[indexes[k]] = replies[k];
+                // RFC 6531 3.4: an SMTPUTF8 message cannot be passed to a server without the extension.
+                Array.Fill(results, SmtpReply.Local(553, $"5.6.7 SMTPUTF8 is required, but was not offered by host {peer.Host}[{session.RemoteEndPoint.Address}]"));
+                remote = false;
             }
-            catch (SmtpSessionException e)
+            else if (session.MaxSize > 0 && body.ContentLength > session.MaxSize)
             {
-                foreach (int i in indexes)
-                    results[i] = e.Reply.IsPositive ? SmtpReply.Local(451, "4.4.2 connection lost") : e.Reply;
+                Array.Fill(results, SmtpReply.Local(552, $"5.3.4 message size {body.ContentLength} exceeds the size limit {session.MaxSize} of host {peer.Host}"));
+                remote = false;
+            }
+            else
+            {
+                dsnPassed = await SendAllAsync(session, envelope, body, job.Recipients, results);
             }
         }
-        await _loop.RecordOutcomeAsync(message, results, remote);
+        finally
+        {
+            body.Release();
+        }
+        var info = !dsnPassed && remote ? peer : peer with { DsnPassed = dsnPassed, ReplyFromRemote = remote };
+        await context.Scheduler.CompleteJobAsync(job, results, info);
         foreach (var r in results)
             if (r.IsPositive)
                 return true;
         return false;
     }
 
-    /// <summary>The destination is unreachable now: defer everything waiting for it.</summary>
-    private async Task DeferQueuedAsync(string reason)
+    /// <summary>
+    /// All of a job's recipients, in as many transactions as the peer's recipient limit needs
+    /// (RFC 5321 4.5.3.1.10: after a 452 the rest go in a new transaction, on the same connection).
+    /// </summary>
+    private static async Task<bool> SendAllAsync(SmtpClientSession session, Envelope envelope, MessageBuffer body,
+        int[] recipients, SmtpReply[] results)
     {
-        while (_queue.TryDequeue(out var message))
-            await _loop.DeferAsync(message, reason);
+        IReadOnlyList<int> batch = recipients;
+        int[]? positions = null; // where each of the batch's recipients sits in the job (null: the same place)
+        bool dsnPassed = false;
+        while (true)
+        {
+            var replies = new SmtpReply[batch.Count];
+            try
+            {
+                dsnPassed = await session.SendAsync(envelope, body, batch, replies);
+            }
+            catch (SmtpSessionException e)
+            {
+                var reply = e.Reply.IsPositive ? SmtpReply.Local(451, "4.4.2 connection lost") : e.Reply;
+                for (int k = 0; k < batch.Count; k++)
+                    results[positions?[k] ?? k] = reply;
+                return dsnPassed;
+            }
+            List<int>? next = null, nextPositions = null;
+            for (int k = 0; k < batch.Count; k++)
+            {
+                int position = positions?[k] ?? k;
+                if (replies[k].Code == 0)
+                {
+                    (next ??= new()).Add(batch[k]);
+                    (nextPositions ??= new()).Add(position);
+                }
+                else
+                {
+                    results[position] = replies[k];
+                }
+            }
+            if (next is null)
+                return dsnPassed;
+            if (!session.IsUsable)
+            {
+                foreach (int position in nextPositions!)
+                    results[position] = SmtpReply.Local(451, "4.5.3 the remote recipient limit was reached and the connection ended");
+                return dsnPassed;
+            }
+            batch = next;
+            positions = nextPositions!.ToArray();
+        }
+    }
+
+    private async Task CompleteFailedAsync(DeliveryJob job, SmtpSessionException e)
+    {
+        var results = new SmtpReply[job.Recipients.Length];
+        // No session means no verdict on the recipients: even a 5xx greeting only says that this
+        // host would not talk (Postfix: smtp_skip_5xx_greeting), so the mail waits and is retried.
+        var reply = e.Reply.IsPermanent
+            ? SmtpReply.Local(451, $"4.4.0 {_lastTriedHost}[{_lastTriedIp}] refused the session: {e.Reply}")
+            : e.Reply;
+        Array.Fill(results, reply);
+        bool remote = e.Stage is SmtpFailureStage.Greeting or SmtpFailureStage.Hello;
+        await _loop.Context.Scheduler.CompleteJobAsync(job, results,
+            new AttemptInfo(_lastTriedHost ?? _route.Key, _lastTriedIp ?? "", null, false, remote));
+    }
+
+    /// <summary>The destination is unreachable now: defer everything waiting for it.</summary>
+    private async Task DeferQueuedAsync(SmtpSessionException e)
+    {
+        while (_queue.TryDequeue(out var job))
+            await CompleteFailedAsync(job, e);
     }
 }

@@ -1,4 +1,5 @@
 using NativeRelay.Config;
+using NativeRelay.Control;
 using NativeRelay.Delivery;
 using NativeRelay.Net;
 using NativeRelay.Routing;
@@ -15,7 +16,9 @@ namespace NativeRelay.Hosting;
 /// </summary>
 public sealed class RelayHost : IAsyncDisposable
 {
-    private static readonly TimeSpan TruncateInterval = TimeSpan.FromSeconds(5);
+    // The spool's housekeeping: a full-disk recovery check every second; truncation and compaction
+    // pace themselves inside SpoolLog.MaintainAsync.
+    private static readonly TimeSpan HousekeepingInterval = TimeSpan.FromSeconds(1);
 
     private readonly RelaySettings _settings;
     private readonly Log _log;
@@ -24,6 +27,9 @@ public sealed class RelayHost : IAsyncDisposable
     private SpoolLog? _spool;
     private DeliveryScheduler? _scheduler;
     private Task? _housekeeping;
+    private DeliveryLog? _deliveryLog;
+    private ControlServer? _control;
+    private IDisposable? _reloading;
 
     public RelayHost(RelaySettings settings, Log log)
     {
@@ -42,32 +48,58 @@ public sealed class RelayHost : IAsyncDisposable
         _spool = SpoolLog.Open(_settings.SpoolDirectory, _settings.SpoolTuning, _log);
         var recovered = SpoolRecovery.Recover(_spool, ids, _log);
 
-        var router = new StaticRouter(_settings.RelayTo);
-        if (_settings.RelayTo is null)
-            _log.Warn("no relayTo is configured and MX delivery is not available yet: mail will stay queued (deferred) until a route exists");
-        _scheduler = new DeliveryScheduler(_settings, _spool, router, _log);
+        // Delivery: static routes and MX resolution, the JSON delivery log, and the scheduler,
+        // which needs the id generator and the spool to queue the bounces (DSNs) it makes.
+        var router = new Router(_settings.Routing, _settings.Hostname);
+        _deliveryLog = DeliveryLog.Open(_settings.Routing.DeliveryLogPath);
+        _scheduler = new DeliveryScheduler(_settings, _spool, router, _log, ids, _deliveryLog);
+        if (!_settings.LocalDelivery.IsEmpty)
+        {
+            // Local domains go to Maildir or LMTP instead of SMTP. An alias pointing off-host is
+            // handed back to this relay's own first listener, so it is queued and routed like any mail.
+            var d = _settings.Delivery;
+            var first = _settings.Listen[0];
+            var forwarder = new NativeRelay.Local.SmtpResubmitForwarder(
+                new NativeRelay.Local.MailEndpoint(first.Address.ToString(), first.Port, null), _settings.Hostname,
+                TimeSpan.FromSeconds(d.ConnectTimeoutSeconds), TimeSpan.FromSeconds(d.CommandTimeoutSeconds));
+            _scheduler.LocalAgent = new NativeRelay.Local.ReloadableLocalDeliveryAgent(NativeRelay.Local.LocalDeliveryAgent.Create(
+                _settings.LocalDelivery, _settings.Hostname,
+                TimeSpan.FromSeconds(d.ConnectTimeoutSeconds), TimeSpan.FromSeconds(d.CommandTimeoutSeconds), forwarder));
+        }
         _scheduler.Start();
         await _scheduler.EnqueueRecoveredAsync(recovered);
+        // `nativerelay queue ...` talks to the delivery side through the control socket.
+        _control = ControlServer.Start(_spool, (object)_scheduler as IQueueAdmin, _log);
 
         Server = new SmtpServer(_settings, _spool, _scheduler, ids, _log);
+        // Domains delivered on this host take mail from anyone, like acceptedDomains (the local stage may refine this per user).
+        if (!_settings.LocalDelivery.IsEmpty)
+            Server.Policy.LocalLookup = (_, _, domain) => _settings.LocalDelivery.IsLocal(domain)
+                ? NativeRelay.Policy.LocalRecipientLookup.Exists : NativeRelay.Policy.LocalRecipientLookup.NotLocal;
         var limiter = new ConnectionLimiter(_settings.Limits.MaxConnections, _settings.Limits.MaxConnectionsPerIp);
-        foreach (var endPoint in _settings.Listen)
+        // Every listener with its kind (smtp, submission, implicit-tls); settings built by hand may only have Listen.
+        var configured = _settings.Listeners.Count > 0
+            ? _settings.Listeners
+            : _settings.Listen.Select(e => new ListenerSettings(e, ListenerKind.Smtp)).ToList();
+        foreach (var l in configured)
         {
             SocketListener listener;
             try
             {
-                listener = new SocketListener(endPoint, Server, limiter, _log);
+                listener = new SocketListener(l.EndPoint, Server, limiter, _log, l.Kind);
             }
             catch (System.Net.Sockets.SocketException e)
             {
-                throw new ConfigException($"cannot listen on {endPoint}: {e.SocketErrorCode} ({e.Message})");
+                throw new ConfigException($"cannot listen on {l.EndPoint}: {e.SocketErrorCode} ({e.Message})");
             }
             _listeners.Add(listener);
         }
+        Server.LogConfiguration(_listeners.Select(l => new ListenerInfo(l.EndPoint, l.Kind)));
+        _reloading = Server.StartReloading(_stopping.Token);
         foreach (var listener in _listeners)
         {
             listener.Start(_stopping.Token);
-            _log.Info($"listening on {listener.EndPoint}");
+            _log.Info($"listening on {listener.EndPoint}" + (listener.Kind == ListenerKind.Smtp ? "" : $" ({ListenerSettings.KindName(listener.Kind)})"));
         }
         _housekeeping = HousekeepingAsync(_stopping.Token);
         _log.Info($"{_settings.Hostname} ready: spool {_settings.SpoolDirectory}, {_scheduler.LoopCount} delivery loop(s), "
@@ -80,30 +112,15 @@ public sealed class RelayHost : IAsyncDisposable
         {
             try
             {
-                await Task.Delay(TruncateInterval, stopping);
+                await Task.Delay(HousekeepingInterval, stopping);
             }
             catch (OperationCanceledException)
             {
                 break;
             }
-            ReclaimSpool();
-        }
-    }
-
-    /// <summary>Truncates the log up to the oldest record a live message still needs.</summary>
-    private void ReclaimSpool()
-    {
-        try
-        {
-            var spool = Spool;
-            long tail = spool.CommittedUntilAddress;
-            long oldest = Scheduler.OldestLiveAddress(tail);
-            if (oldest > spool.BeginAddress)
-                spool.TruncateUntil(oldest);
-        }
-        catch (Exception e)
-        {
-            _log.Warn($"spool truncation failed: {e.Message}");
+            // Truncation to the oldest record a live message needs, compaction, and reopening the
+            // log after a failed commit once the disk has room again.
+            await Spool.MaintainAsync();
         }
     }
 
@@ -115,10 +132,19 @@ public sealed class RelayHost : IAsyncDisposable
     {
         foreach (var listener in _listeners)
             listener.StopAccepting();
+        _reloading?.Dispose();
+        _reloading = null;
+        if (_control is not null)
+        {
+            await _control.DisposeAsync();
+            _control = null;
+        }
         _stopping.Cancel();
         await Task.WhenAll(_listeners.Select(l => l.DrainAsync(deadline)));
         if (_scheduler is not null)
             await _scheduler.StopAsync(TimeSpan.FromSeconds(5));
+        _deliveryLog?.Dispose();
+        _deliveryLog = null;
         if (_housekeeping is not null)
             await _housekeeping;
         if (_spool is not null)

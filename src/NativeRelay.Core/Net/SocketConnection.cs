@@ -18,6 +18,7 @@ public sealed class SocketConnection : IAsyncDisposable
     private const int PauseWriterThreshold = 1024 * 1024;
     private const int ResumeWriterThreshold = PauseWriterThreshold / 2;
     private const int MinReceiveBuffer = 4096;
+    private static readonly TimeSpan SendDrainTimeout = TimeSpan.FromSeconds(10);
 
     private readonly Socket _socket;
     private readonly Pipe _input;
@@ -52,6 +53,9 @@ public sealed class SocketConnection : IAsyncDisposable
     public IPEndPoint RemoteEndPoint { get; }
 
     public IPEndPoint LocalEndPoint { get; }
+
+    /// <summary>Set by <see cref="DisposeAsync"/> when the peer did not take the last bytes in time and the socket was closed on them.</summary>
+    public bool DrainTimedOut { get; private set; }
 
     public void Start()
     {
@@ -184,12 +188,24 @@ public sealed class SocketConnection : IAsyncDisposable
     {
         if (Interlocked.Exchange(ref _disposed, 1) != 0)
             return;
-        // Let queued replies (a 221, a 421) go out before the socket closes.
+        // Let queued replies (a 221, a 421) go out before the socket closes, but only for a
+        // while: a peer that stops reading must not keep the connection (and its slot) forever.
         await Transport.Output.CompleteAsync();
         if (_sending is not null)
-            await _sending;
+        {
+            try
+            {
+                await _sending.WaitAsync(SendDrainTimeout);
+            }
+            catch (TimeoutException)
+            {
+                DrainTimedOut = true;
+            }
+        }
         try { _socket.Shutdown(SocketShutdown.Both); } catch (SocketException) { } catch (ObjectDisposedException) { }
         _socket.Dispose();
+        if (_sending is not null)
+            await _sending; // ends now: the socket is gone
         if (_receiving is not null)
             await _receiving;
         await Transport.Input.CompleteAsync();

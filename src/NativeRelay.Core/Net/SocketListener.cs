@@ -20,7 +20,8 @@ public sealed class SocketListener : IAsyncDisposable
     private readonly CancellationTokenSource _stopAccepting = new();
     private Task? _acceptLoop;
 
-    public SocketListener(IPEndPoint endPoint, IConnectionHandler handler, ConnectionLimiter limiter, Log log)
+    public SocketListener(IPEndPoint endPoint, IConnectionHandler handler, ConnectionLimiter limiter, Log log,
+        ListenerKind kind = ListenerKind.Smtp)
     {
         _handler = handler;
         _limiter = limiter;
@@ -31,10 +32,12 @@ public sealed class SocketListener : IAsyncDisposable
         _socket.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.ReuseAddress, true);
         _socket.Bind(endPoint);
         _socket.Listen(1024);
-        _info = new ListenerInfo((IPEndPoint)_socket.LocalEndPoint!);
+        _info = new ListenerInfo((IPEndPoint)_socket.LocalEndPoint!, kind);
     }
 
     public IPEndPoint EndPoint => _info.EndPoint;
+
+    public ListenerKind Kind => _info.Kind;
 
     public void Start(CancellationToken stopping)
     {
@@ -85,10 +88,15 @@ public sealed class SocketListener : IAsyncDisposable
         {
             if (admitted != ConnectionLimiter.Admission.Admitted)
             {
+                Telemetry.RelayMetrics.ConnectionsRefused.Increment();
                 _log.Info($"refused {remote}: {(admitted == ConnectionLimiter.Admission.TooManyTotal ? "connection limit" : "per-IP connection limit")}");
-                await connection.Transport.Output.WriteAsync(_handler.TooManyConnectionsReply, CancellationToken.None);
+                // On an implicit-TLS listener a plain-text reply would only confuse the handshake: just close.
+                if (!_info.IsImplicitTls)
+                    await connection.Transport.Output.WriteAsync(_handler.TooManyConnectionsReply, CancellationToken.None);
                 return;
             }
+            Telemetry.RelayMetrics.ConnectionsAccepted.Increment();
+            Telemetry.RelayMetrics.ConnectionsActive.Increment();
             await _handler.HandleAsync(connection, _info, stopping);
         }
         catch (Exception e)
@@ -99,8 +107,13 @@ public sealed class SocketListener : IAsyncDisposable
         finally
         {
             if (admitted == ConnectionLimiter.Admission.Admitted)
+            {
                 _limiter.Release(address);
+                Telemetry.RelayMetrics.ConnectionsActive.Decrement();
+            }
             await connection.DisposeAsync();
+            if (connection.DrainTimedOut)
+                _log.Info($"{remote}: connection closed with bytes unsent (the peer stopped reading)");
         }
     }
 

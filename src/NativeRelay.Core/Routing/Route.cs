@@ -1,18 +1,80 @@
+using System.Net;
+using NativeRelay.Smtp;
+
 namespace NativeRelay.Routing;
 
-/// <summary>
-/// Where a recipient's mail goes next. <see cref="Key"/> names the destination: messages with the
-/// same key share a queue, connections and limits (so domains that share next hops share them too).
-/// </summary>
-public sealed record Route(string Key, IReadOnlyList<RouteHost> Hosts)
+public enum RouteKind : byte
 {
-    /// <summary>No way to deliver yet: the message stays queued and is retried.</summary>
-    public static Route None(string reason) => new("none", []) { NoRouteReason = reason };
-
-    public string? NoRouteReason { get; init; }
-
-    public bool IsNone => Hosts.Count == 0;
+    /// <summary>SMTP to the route's hosts.</summary>
+    Smtp,
+    /// <summary>Local delivery (handed to the local delivery agent).</summary>
+    Local,
 }
 
-/// <summary>One next-hop host to try, in order.</summary>
-public sealed record RouteHost(string Host, int Port);
+/// <summary>
+/// Where a group of recipients goes next: a destination. <see cref="Key"/> names it: recipients
+/// with the same key share a queue, connections and limits, so domains that resolve to the same
+/// next-hop set (the same MX hosts, in the same preference groups, with the same policy) share
+/// them too. Immutable and shared: the router caches one per domain for its TTL.
+/// </summary>
+public sealed class Route
+{
+    public Route(string key, RouteKind kind, IReadOnlyList<RouteHost> hosts, TlsPolicy tls, int? maxConnections = null,
+        double maxMessagesPerSecond = 0)
+    {
+        Key = key;
+        Kind = kind;
+        Hosts = hosts;
+        Tls = tls;
+        MaxConnections = maxConnections;
+        MaxMessagesPerSecond = maxMessagesPerSecond;
+        KeyHash = (uint)StringComparer.Ordinal.GetHashCode(key);
+    }
+
+    public string Key { get; }
+    public RouteKind Kind { get; }
+
+    /// <summary>Next hops in preference order (lowest first); hosts of equal preference are shuffled per connection.</summary>
+    public IReadOnlyList<RouteHost> Hosts { get; }
+    public TlsPolicy Tls { get; }
+
+    /// <summary>The route's own connection limit, or null for the configured default.</summary>
+    public int? MaxConnections { get; }
+
+    /// <summary>Messages per second at most; 0: no limit.</summary>
+    public double MaxMessagesPerSecond { get; }
+
+    /// <summary>Hash of the key (per process), which picks the delivery loop that owns the destination.</summary>
+    public uint KeyHash { get; }
+
+    public static Route Local { get; } = new("local", RouteKind.Local, [], TlsPolicy.None);
+
+    public override string ToString() => Key;
+}
+
+/// <summary>One next-hop host with its addresses (IPv4 first, then IPv6), tried in order.</summary>
+public sealed record RouteHost(string Name, int Port, int Preference, IPAddress[] Addresses);
+
+/// <summary>
+/// The answer for one recipient domain: a route, or a failure that applies to every recipient in
+/// the domain (permanent: NXDOMAIN, null MX...; transient: SERVFAIL, timeout).
+/// </summary>
+public sealed class RouteResult
+{
+    private RouteResult(Route? route, SmtpReply failure)
+    {
+        Route = route;
+        Failure = failure;
+    }
+
+    public Route? Route { get; }
+
+    /// <summary>Why there is no route (only when <see cref="Route"/> is null).</summary>
+    public SmtpReply Failure { get; }
+
+    public static RouteResult To(Route route) => new(route, default);
+
+    public static RouteResult Fail(int code, string text) => new(null, SmtpReply.Local(code, text));
+
+    public override string ToString() => Route?.Key ?? Failure.ToString();
+}

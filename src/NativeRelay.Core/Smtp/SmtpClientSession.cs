@@ -2,23 +2,54 @@ using System.Buffers;
 using System.Buffers.Text;
 using System.IO.Pipelines;
 using System.Net;
+using System.Net.Security;
+using System.Security.Authentication;
 using System.Text;
 using NativeRelay.Message;
 using NativeRelay.Net;
+using NativeRelay.Routing;
+using NativeRelay.Spool;
 
 namespace NativeRelay.Smtp;
 
+/// <summary>How a client session connects and greets.</summary>
+public sealed class SmtpClientOptions
+{
+    public required string HeloName { get; init; }
+    public TimeSpan ConnectTimeout { get; init; } = TimeSpan.FromSeconds(30);
+    public TimeSpan CommandTimeout { get; init; } = TimeSpan.FromMinutes(5);
+    public TlsPolicy Tls { get; init; } = TlsPolicy.Opportunistic;
+    /// <summary>The next hop's host name, sent as SNI (null for an address literal).</summary>
+    public string? TlsHostName { get; init; }
+}
+
+/// <summary>Where a session failed: the caller decides from it whether to try the next host or address.</summary>
+public enum SmtpFailureStage : byte
+{
+    Connect,
+    Greeting,
+    Hello,
+    Tls,
+    Transaction,
+}
+
 /// <summary>
-/// The sending side of SMTP over one connection: greeting, EHLO (HELO fallback), then any number
-/// of transactions. With PIPELINING the MAIL, every RCPT and DATA go out in one write and their
-/// replies are read together (RFC 2920); the body is dot-stuffed straight from the message's
-/// pooled blocks into the output pipe.
+/// The sending side of SMTP over one connection: greeting, EHLO (HELO fallback), STARTTLS by
+/// policy, then any number of transactions. With PIPELINING, MAIL, every RCPT and DATA go out in
+/// one write and their replies are read together (RFC 2920); with CHUNKING the body goes as one
+/// <c>BDAT n LAST</c> after the RCPT replies (RFC 3030: raw bytes, no dot-stuffing, and nothing
+/// sent when no recipient was accepted); otherwise DATA with the body dot-stuffed straight from
+/// the message's pooled blocks. SIZE is declared, BODY=8BITMIME and SMTPUTF8 are passed when
+/// the message has them and the peer offers them, and the DSN parameters (RFC 3461) are passed on
+/// to a peer that offers DSN. A 452 to a RCPT after others were accepted means the peer's
+/// recipient limit: those recipients come back unsent (code 0) for the next transaction.
 /// </summary>
 public sealed class SmtpClientSession : IAsyncDisposable
 {
     private readonly SocketConnection _connection;
-    private readonly PipeReader _input;
-    private readonly PipeWriter _output;
+    private PipeReader _input;
+    private PipeWriter _output;
+    private SslStream? _ssl;
     private readonly TimeSpan _commandTimeout;
     private CancellationTokenSource _timeout = new();
     private bool _broken;
@@ -33,44 +64,54 @@ public sealed class SmtpClientSession : IAsyncDisposable
 
     public SmtpCapabilities Capabilities { get; private set; }
     public long MaxSize { get; private set; }
+    /// <summary>Recipients per transaction the peer takes (LIMITS RCPTMAX, or learned from a 452); 0: unknown.</summary>
+    public int RecipientLimit { get; private set; }
+    /// <summary>Transactions per connection the peer takes (LIMITS MAILMAX); 0: unknown.</summary>
+    public int TransactionLimit { get; private set; }
     public IPEndPoint RemoteEndPoint => _connection.RemoteEndPoint;
     public int TransactionsDone { get; private set; }
+
+    /// <summary>"TLSv1.3" etc. once STARTTLS succeeded; null in plain text.</summary>
+    public string? TlsProtocol { get; private set; }
+    public string? TlsCipher { get; private set; }
+    /// <summary>The peer's certificate chain validated for the host name (informational: no policy requires it).</summary>
+    public bool TlsCertificateVerified { get; private set; }
 
     /// <summary>False once the connection can no longer be trusted for another transaction.</summary>
     public bool IsUsable => !_broken;
 
     /// <summary>
-    /// Connects and greets. A non-2xx greeting or EHLO/HELO failure throws
-    /// <see cref="SmtpSessionException"/> carrying the reply, so the caller can try the next host.
+    /// Connects, reads the greeting, says EHLO (or HELO) and starts TLS as the policy says. Any
+    /// failure throws <see cref="SmtpSessionException"/> with the reply and the stage, so the
+    /// caller can try the next address (RFC 5321 5.1: connect failure or a 4xx/5xx greeting).
     /// </summary>
-    public static async Task<SmtpClientSession> ConnectAsync(IPEndPoint remote, string heloName,
-        TimeSpan connectTimeout, TimeSpan commandTimeout, CancellationToken cancel)
+    public static async Task<SmtpClientSession> ConnectAsync(IPEndPoint remote, SmtpClientOptions options, CancellationToken cancel)
     {
         SocketConnection connection;
         using (var connectCancel = CancellationTokenSource.CreateLinkedTokenSource(cancel))
         {
-            connectCancel.CancelAfter(connectTimeout);
+            connectCancel.CancelAfter(options.ConnectTimeout);
             try
             {
                 connection = await SocketConnection.ConnectAsync(remote, null, connectCancel.Token);
             }
             catch (OperationCanceledException) when (!cancel.IsCancellationRequested)
             {
-                throw new SmtpSessionException(SmtpReply.Local(421, $"4.4.1 connect to {remote} timed out"));
+                throw new SmtpSessionException(SmtpReply.Local(421, $"4.4.1 connect to {remote} timed out"), SmtpFailureStage.Connect);
             }
             catch (System.Net.Sockets.SocketException e)
             {
-                throw new SmtpSessionException(SmtpReply.Local(421, $"4.4.1 connect to {remote} failed: {e.SocketErrorCode}"));
+                throw new SmtpSessionException(SmtpReply.Local(421, $"4.4.1 connect to {remote} failed: {e.SocketErrorCode}"), SmtpFailureStage.Connect);
             }
         }
 
-        var session = new SmtpClientSession(connection, commandTimeout);
+        var session = new SmtpClientSession(connection, options.CommandTimeout);
         try
         {
-            var greeting = await session.ReadReplyAsync();
+            var greeting = await session.ReadReplyAsync(keepText: true);
             if (greeting.Code != 220)
-                throw new SmtpSessionException(greeting);
-            await session.HelloAsync(heloName);
+                throw new SmtpSessionException(greeting, SmtpFailureStage.Greeting);
+            await session.HelloAsync(options);
             return session;
         }
         catch
@@ -80,138 +121,316 @@ public sealed class SmtpClientSession : IAsyncDisposable
         }
     }
 
-    private async Task HelloAsync(string heloName)
+    /// <summary>Connects without TLS (the form the benchmarks and tools use).</summary>
+    public static Task<SmtpClientSession> ConnectAsync(IPEndPoint remote, string heloName, TimeSpan connectTimeout,
+        TimeSpan commandTimeout, CancellationToken cancel) =>
+        ConnectAsync(remote, new SmtpClientOptions
+        {
+            HeloName = heloName,
+            ConnectTimeout = connectTimeout,
+            CommandTimeout = commandTimeout,
+            Tls = TlsPolicy.None,
+        }, cancel);
+
+    private async Task HelloAsync(SmtpClientOptions options)
+    {
+        var reply = await EhloAsync(options.HeloName);
+        if (!reply.IsPositive)
+        {
+            if (!reply.IsPermanent)
+                throw new SmtpSessionException(reply, SmtpFailureStage.Hello);
+            // A server that does not know EHLO: plain SMTP (RFC 5321 3.2).
+            Capabilities = SmtpCapabilities.None;
+            _output.Write("HELO "u8);
+            WriteAscii(options.HeloName);
+            _output.Write("\r\n"u8);
+            await _output.FlushAsync();
+            reply = await ReadReplyAsync();
+            if (!reply.IsPositive)
+                throw new SmtpSessionException(reply, SmtpFailureStage.Hello);
+        }
+
+        if (options.Tls == TlsPolicy.None)
+            return;
+        if ((Capabilities & SmtpCapabilities.StartTls) == 0)
+        {
+            if (options.Tls == TlsPolicy.Required)
+                throw new SmtpSessionException(SmtpReply.Local(451, $"4.7.4 TLS is required, but {RemoteEndPoint} does not offer STARTTLS"), SmtpFailureStage.Tls);
+            return;
+        }
+        await StartTlsAsync(options);
+    }
+
+    private async Task<SmtpReply> EhloAsync(string heloName)
     {
         _output.Write("EHLO "u8);
         WriteAscii(heloName);
         _output.Write("\r\n"u8);
         await _output.FlushAsync();
-        var reply = await ReadReplyAsync(parseCapabilities: true);
-        if (reply.IsPositive)
-            return;
-        if (!reply.IsPermanent)
-            throw new SmtpSessionException(reply);
-        // A server that does not know EHLO: plain SMTP (RFC 5321 3.2).
-        Capabilities = SmtpCapabilities.None;
-        _output.Write("HELO "u8);
-        WriteAscii(heloName);
-        _output.Write("\r\n"u8);
+        return await ReadReplyAsync(parseCapabilities: true);
+    }
+
+    /// <summary>STARTTLS (RFC 3207), the handshake over the connection's pipes, then EHLO again.</summary>
+    private async Task StartTlsAsync(SmtpClientOptions options)
+    {
+        _output.Write("STARTTLS\r\n"u8);
         await _output.FlushAsync();
-        reply = await ReadReplyAsync();
-        if (!reply.IsPositive)
-            throw new SmtpSessionException(reply);
+        var reply = await ReadReplyAsync();
+        if (reply.Code != 220)
+        {
+            if (options.Tls == TlsPolicy.Required)
+                throw new SmtpSessionException(SmtpReply.Local(451, $"4.7.4 TLS is required, but {RemoteEndPoint} refused STARTTLS: {reply}"), SmtpFailureStage.Tls);
+            return; // the session goes on in plain text, as it was before STARTTLS
+        }
+        // Nothing may come between the 220 and the handshake: bytes there would be read as if
+        // they had been protected (the STARTTLS response-injection class of attacks).
+        if (_input.TryRead(out var early))
+        {
+            bool injected = !early.Buffer.IsEmpty;
+            _input.AdvanceTo(early.Buffer.Start);
+            if (injected)
+            {
+                _broken = true;
+                throw new SmtpSessionException(SmtpReply.Local(421, $"4.7.0 {RemoteEndPoint} sent data after its STARTTLS reply"), SmtpFailureStage.Tls);
+            }
+        }
+
+        var ssl = new SslStream(new PipeDuplexStream(_input, _output), leaveInnerStreamOpen: false);
+        bool verified = false;
+        var auth = new SslClientAuthenticationOptions
+        {
+            TargetHost = options.TlsHostName ?? "",
+            // Opportunistic and required TLS protect against passive eavesdropping; an MX name
+            // from DNS authenticates nothing without DNSSEC/DANE or MTA-STS, so, like Postfix's
+            // "may" and "encrypt", the certificate is recorded as verified or not, never enforced.
+            RemoteCertificateValidationCallback = (_, _, _, errors) =>
+            {
+                verified = errors == SslPolicyErrors.None;
+                return true;
+            },
+            CertificateRevocationCheckMode = System.Security.Cryptography.X509Certificates.X509RevocationMode.NoCheck,
+        };
+        using (var handshakeTimeout = new CancellationTokenSource(_commandTimeout))
+        {
+            try
+            {
+                await ssl.AuthenticateAsClientAsync(auth, handshakeTimeout.Token);
+            }
+            catch (Exception e) when (e is AuthenticationException or IOException or OperationCanceledException
+                                          or System.ComponentModel.Win32Exception or InvalidOperationException)
+            {
+                _broken = true;
+                await ssl.DisposeAsync();
+                throw new SmtpSessionException(SmtpReply.Local(421, $"4.7.5 TLS handshake with {RemoteEndPoint} failed: {OneLine(e.Message)}"),
+                    SmtpFailureStage.Tls);
+            }
+        }
+        _ssl = ssl;
+        TlsCertificateVerified = verified;
+        TlsProtocol = ssl.SslProtocol switch
+        {
+#pragma warning disable SYSLIB0039 // only named, never enabled
+            SslProtocols.Tls => "TLSv1",
+            SslProtocols.Tls11 => "TLSv1.1",
+#pragma warning restore SYSLIB0039
+            SslProtocols.Tls12 => "TLSv1.2",
+            SslProtocols.Tls13 => "TLSv1.3",
+            var p => p.ToString(),
+        };
+        TlsCipher = ssl.NegotiatedCipherSuite.ToString();
+        _input = PipeReader.Create(ssl, new StreamPipeReaderOptions(leaveOpen: true));
+        _output = PipeWriter.Create(ssl, new StreamPipeWriterOptions(leaveOpen: true));
+
+        // RFC 3207 4.2: everything learned before TLS is forgotten; EHLO again.
+        var reply2 = await EhloAsync(options.HeloName);
+        if (!reply2.IsPositive)
+            throw new SmtpSessionException(reply2, SmtpFailureStage.Hello);
     }
 
     /// <summary>
-    /// One mail transaction for the given recipients. Returns the reply for each recipient (a
-    /// RCPT refusal, or the final DATA reply for every accepted one). A failure of the connection
-    /// itself throws; the caller treats it as transient for every recipient not yet answered.
+    /// One mail transaction for some of the envelope's recipients (indexes into it). Fills
+    /// <paramref name="results"/> (one per index): a RCPT refusal, or the final reply for every
+    /// accepted recipient; code 0 for a recipient that was not sent because the peer's recipient
+    /// limit was reached (send it in another transaction). A failure of the connection itself
+    /// throws; the caller treats it as transient for every recipient.
     /// </summary>
-    public async Task<SmtpReply[]> SendAsync(ReadOnlyMemory<byte> sender, IReadOnlyList<byte[]> recipients,
-        MessageBuffer body, bool eightBit)
+    /// <returns>True when the peer offered DSN, so NOTIFY/RET/ENVID/ORCPT went with the message.</returns>
+    public Task<bool> SendAsync(Envelope envelope, MessageBuffer body, IReadOnlyList<int> recipients, SmtpReply[] results) =>
+        SendCoreAsync(envelope.Sender, envelope.Flags, envelope.EnvelopeId, envelope.Recipients, envelope.Notify,
+            envelope.OriginalRecipients, recipients, body, results);
+
+    /// <summary>
+    /// One transaction for a plain sender and recipient list (benchmarks, tools): one reply per
+    /// recipient; one the peer's recipient limit left unsent gets 452 4.5.3.
+    /// </summary>
+    public async Task<SmtpReply[]> SendAsync(ReadOnlyMemory<byte> sender, IReadOnlyList<byte[]> recipients, MessageBuffer body, bool eightBit)
     {
         var results = new SmtpReply[recipients.Count];
+        await SendCoreAsync(sender, eightBit ? EnvelopeFlags.EightBitMime : EnvelopeFlags.None, null, recipients, null, null, null, body, results);
+        for (int k = 0; k < results.Length; k++)
+            if (results[k].Code == 0)
+                results[k] = SmtpReply.Local(452, "4.5.3 not sent: the remote recipient limit was reached");
+        return results;
+    }
+
+    private async Task<bool> SendCoreAsync(ReadOnlyMemory<byte> sender, EnvelopeFlags flags, byte[]? envelopeId,
+        IReadOnlyList<byte[]> addresses, DsnNotify[]? notify, byte[]?[]? orcpts, IReadOnlyList<int>? recipients,
+        MessageBuffer body, SmtpReply[] results)
+    {
+        int limit = recipients?.Count ?? addresses.Count;
+        if (RecipientLimit > 0 && limit > RecipientLimit)
+            limit = RecipientLimit;
+        for (int k = 0; k < results.Length; k++)
+            results[k] = default;
         bool pipelining = (Capabilities & SmtpCapabilities.Pipelining) != 0;
+        bool chunking = (Capabilities & SmtpCapabilities.Chunking) != 0;
+        bool dsn = (Capabilities & SmtpCapabilities.Dsn) != 0;
         _broken = true; // until the transaction ends cleanly
 
-        WriteMail(sender.Span, body.ContentLength, eightBit);
+        WriteMail(sender.Span, flags, envelopeId, body.ContentLength, dsn);
+        SmtpReply mail = default;
         if (!pipelining)
         {
             await _output.FlushAsync();
-            var mailReply = await ReadReplyAsync();
-            if (!mailReply.IsPositive)
-                return await AbortTransactionAsync(results, mailReply);
+            mail = await ReadReplyAsync();
+            if (!mail.IsPositive)
+            {
+                Fill(results, limit, mail);
+                await ResetAsync();
+                return dsn;
+            }
         }
 
         int accepted = 0;
-        SmtpReply mail = default;
         if (pipelining)
         {
-            foreach (var r in recipients)
-                WriteRcpt(r);
-            _output.Write("DATA\r\n"u8);
+            for (int k = 0; k < limit; k++)
+                WriteRcpt(addresses, notify, orcpts, recipients?[k] ?? k, dsn);
+            if (!chunking)
+                _output.Write("DATA\r\n"u8);
             await _output.FlushAsync();
             mail = await ReadReplyAsync();
-            for (int i = 0; i < recipients.Count; i++)
+            bool full = false;
+            for (int k = 0; k < limit; k++)
             {
-                results[i] = await ReadReplyAsync();
-                if (results[i].IsPositive)
+                var reply = await ReadReplyAsync();
+                if (full || IsRecipientLimit(reply, accepted))
+                {
+                    full = true; // this one and every later one: next transaction
+                    continue;
+                }
+                results[k] = reply;
+                if (reply.IsPositive)
                     accepted++;
             }
+            if (full)
+                RecipientLimit = accepted;
         }
         else
         {
-            for (int i = 0; i < recipients.Count; i++)
+            for (int k = 0; k < limit; k++)
             {
-                WriteRcpt(recipients[i]);
+                WriteRcpt(addresses, notify, orcpts, recipients?[k] ?? k, dsn);
                 await _output.FlushAsync();
-                results[i] = await ReadReplyAsync();
-                if (results[i].IsPositive)
+                var reply = await ReadReplyAsync();
+                if (IsRecipientLimit(reply, accepted))
+                {
+                    RecipientLimit = accepted;
+                    break;
+                }
+                results[k] = reply;
+                if (reply.IsPositive)
                     accepted++;
             }
-            if (accepted == 0)
-                return await ResetAfterRefusalAsync(results);
-            _output.Write("DATA\r\n"u8);
-            await _output.FlushAsync();
         }
 
-        var dataReply = await ReadReplyAsync();
         if (pipelining && !mail.IsPositive)
         {
-            // Every RCPT and the DATA were answered (with 503s); the MAIL refusal is the cause.
-            if (dataReply.Code == 354)
-                return results; // broken server: leave the connection marked broken
-            for (int i = 0; i < results.Length; i++)
-                results[i] = mail;
-            _broken = false;
-            return results;
+            // Every RCPT (and the DATA) was answered, with 503s; the MAIL refusal is the cause.
+            if (!chunking && (await ReadReplyAsync()).Code == 354)
+                return dsn; // a broken server: the connection stays marked broken
+            Fill(results, limit, mail);
+            await ResetAsync();
+            return dsn;
         }
         if (accepted == 0)
         {
-            if (dataReply.Code == 354)
-                return results; // should not happen; the connection stays marked broken
-            _broken = false;
-            return results;
-        }
-        if (dataReply.Code != 354)
-        {
-            for (int i = 0; i < results.Length; i++)
-                if (results[i].IsPositive)
-                    results[i] = dataReply;
-            _broken = false;
-            return results;
+            if (pipelining && !chunking && (await ReadReplyAsync()).Code == 354)
+                return dsn; // should not happen; the connection stays marked broken
+            await ResetAsync();
+            return dsn;
         }
 
-        var state = DotStuffer.NewState();
-        foreach (var segment in body.GetSegments())
+        SmtpReply final;
+        if (chunking)
         {
-            DotStuffer.Write(segment.Span, _output, ref state);
-            if (_output.UnflushedBytes >= 256 * 1024)
-                await _output.FlushAsync();
+            _output.Write("BDAT "u8);
+            WriteNumber(body.ContentLength);
+            _output.Write(" LAST\r\n"u8);
+            foreach (var segment in body.GetSegments())
+            {
+                _output.Write(segment.Span);
+                if (_output.UnflushedBytes >= 256 * 1024)
+                    await _output.FlushAsync();
+            }
+            await _output.FlushAsync();
+            final = await ReadReplyAsync(keepText: true);
         }
-        DotStuffer.WriteTerminator(_output, ref state);
-        await _output.FlushAsync();
-        var final = await ReadReplyAsync();
-        for (int i = 0; i < results.Length; i++)
-            if (results[i].IsPositive)
-                results[i] = final;
+        else
+        {
+            if (!pipelining)
+            {
+                _output.Write("DATA\r\n"u8);
+                await _output.FlushAsync();
+            }
+            var dataReply = await ReadReplyAsync();
+            if (dataReply.Code != 354)
+            {
+                Replace(results, limit, dataReply);
+                await ResetAsync();
+                return dsn;
+            }
+            var state = DotStuffer.NewState();
+            foreach (var segment in body.GetSegments())
+            {
+                DotStuffer.Write(segment.Span, _output, ref state);
+                if (_output.UnflushedBytes >= 256 * 1024)
+                    await _output.FlushAsync();
+            }
+            DotStuffer.WriteTerminator(_output, ref state);
+            await _output.FlushAsync();
+            final = await ReadReplyAsync(keepText: true);
+        }
+        Replace(results, limit, final);
         _broken = false;
         TransactionsDone++;
-        return results;
+        if (!final.IsPositive)
+            await ResetAsync();
+        return dsn;
     }
 
-    private async Task<SmtpReply[]> AbortTransactionAsync(SmtpReply[] results, SmtpReply cause)
+    // RFC 5321 4.5.3.1.10: 452 to a RCPT after others were accepted is the recipient limit; the
+    // rest go in a new transaction. (452 4.2.2 "mailbox full" is a recipient's own failure.)
+    private static bool IsRecipientLimit(SmtpReply reply, int acceptedSoFar)
     {
-        for (int i = 0; i < results.Length; i++)
-            results[i] = cause;
-        await ResetAsync();
-        return results;
+        if (reply.Code != 452 || acceptedSoFar == 0)
+            return false;
+        var text = reply.Text.AsSpan();
+        return text.IsEmpty || !char.IsAsciiDigit(text[0]) || text.StartsWith("4.5.3", StringComparison.Ordinal);
     }
 
-    private async Task<SmtpReply[]> ResetAfterRefusalAsync(SmtpReply[] results)
+    private static void Fill(SmtpReply[] results, int count, SmtpReply reply)
     {
-        await ResetAsync();
-        return results;
+        for (int k = 0; k < count; k++)
+            results[k] = reply;
+    }
+
+    // The final reply (or a refused DATA) applies to every recipient the RCPTs got through.
+    private static void Replace(SmtpReply[] results, int count, SmtpReply reply)
+    {
+        for (int k = 0; k < count; k++)
+            if (results[k].IsPositive)
+                results[k] = reply;
     }
 
     /// <summary>RSET: clears a half-done transaction so the connection can be reused.</summary>
@@ -231,13 +450,14 @@ public sealed class SmtpClientSession : IAsyncDisposable
             await _output.FlushAsync();
             await ReadReplyAsync();
         }
-        catch (Exception e) when (e is SmtpSessionException or IOException or OperationCanceledException or System.Net.Sockets.SocketException)
+        catch (Exception e) when (e is SmtpSessionException or IOException or OperationCanceledException
+                                      or System.Net.Sockets.SocketException or ObjectDisposedException or InvalidOperationException)
         {
             // The transaction results are already known; a rude goodbye changes nothing.
         }
     }
 
-    private void WriteMail(ReadOnlySpan<byte> sender, long size, bool eightBit)
+    private void WriteMail(ReadOnlySpan<byte> sender, EnvelopeFlags flags, byte[]? envelopeId, long size, bool dsn)
     {
         _output.Write("MAIL FROM:<"u8);
         _output.Write(sender);
@@ -245,20 +465,88 @@ public sealed class SmtpClientSession : IAsyncDisposable
         if ((Capabilities & SmtpCapabilities.Size) != 0)
         {
             _output.Write(" SIZE="u8);
-            var span = _output.GetSpan(20);
-            Utf8Formatter.TryFormat(size, span, out int n);
-            _output.Advance(n);
+            WriteNumber(size);
         }
-        if (eightBit && (Capabilities & SmtpCapabilities.EightBitMime) != 0)
+        if ((flags & (EnvelopeFlags.EightBitMime | EnvelopeFlags.SmtpUtf8)) != 0 && (Capabilities & SmtpCapabilities.EightBitMime) != 0)
             _output.Write(" BODY=8BITMIME"u8);
+        if ((flags & EnvelopeFlags.SmtpUtf8) != 0 && (Capabilities & SmtpCapabilities.SmtpUtf8) != 0)
+            _output.Write(" SMTPUTF8"u8);
+        if (dsn)
+        {
+            if ((flags & EnvelopeFlags.ReturnFull) != 0)
+                _output.Write(" RET=FULL"u8);
+            else if ((flags & EnvelopeFlags.ReturnHeadersOnly) != 0)
+                _output.Write(" RET=HDRS"u8);
+            if (envelopeId is { Length: > 0 } envId)
+            {
+                _output.Write(" ENVID="u8);
+                WriteXtext(envId);
+            }
+        }
         _output.Write("\r\n"u8);
     }
 
-    private void WriteRcpt(ReadOnlySpan<byte> recipient)
+    private void WriteRcpt(IReadOnlyList<byte[]> addresses, DsnNotify[]? notifies, byte[]?[]? orcpts, int index, bool dsn)
     {
         _output.Write("RCPT TO:<"u8);
-        _output.Write(recipient);
-        _output.Write(">\r\n"u8);
+        _output.Write(addresses[index]);
+        _output.Write(">"u8);
+        if (dsn)
+        {
+            var notify = notifies is { } n && index < n.Length ? n[index] : DsnNotify.None;
+            if (notify != DsnNotify.None)
+            {
+                _output.Write(" NOTIFY="u8);
+                if ((notify & DsnNotify.Never) != 0)
+                    _output.Write("NEVER"u8);
+                else
+                {
+                    bool first = true;
+                    if ((notify & DsnNotify.Success) != 0) { _output.Write("SUCCESS"u8); first = false; }
+                    if ((notify & DsnNotify.Failure) != 0) { _output.Write(first ? "FAILURE"u8 : ",FAILURE"u8); first = false; }
+                    if ((notify & DsnNotify.Delay) != 0) _output.Write(first ? "DELAY"u8 : ",DELAY"u8);
+                }
+            }
+            if (orcpts is not null && index < orcpts.Length && orcpts[index] is { Length: > 0 } orcpt)
+            {
+                // Stored as "addr-type;address" with the address xtext-decoded: encode it again.
+                int semicolon = orcpt.AsSpan().IndexOf((byte)';');
+                if (semicolon > 0)
+                {
+                    _output.Write(" ORCPT="u8);
+                    _output.Write(orcpt.AsSpan(0, semicolon + 1));
+                    WriteXtext(orcpt.AsSpan(semicolon + 1));
+                }
+            }
+        }
+        _output.Write("\r\n"u8);
+    }
+
+    /// <summary>RFC 3461 4: xtext, "+" and "=" and anything outside '!'..'~' as "+HH".</summary>
+    private void WriteXtext(ReadOnlySpan<byte> value)
+    {
+        const string hex = "0123456789ABCDEF";
+        var span = _output.GetSpan(value.Length * 3);
+        int n = 0;
+        foreach (byte b in value)
+        {
+            if (b is >= 33 and <= 126 and not (byte)'+' and not (byte)'=')
+                span[n++] = b;
+            else
+            {
+                span[n++] = (byte)'+';
+                span[n++] = (byte)hex[b >> 4];
+                span[n++] = (byte)hex[b & 0xF];
+            }
+        }
+        _output.Advance(n);
+    }
+
+    private void WriteNumber(long value)
+    {
+        var span = _output.GetSpan(20);
+        Utf8Formatter.TryFormat(value, span, out int n);
+        _output.Advance(n);
     }
 
     private void WriteAscii(string text)
@@ -269,7 +557,7 @@ public sealed class SmtpClientSession : IAsyncDisposable
     }
 
     /// <summary>Reads one (possibly multi-line) reply. Bounded by the command timeout.</summary>
-    private async ValueTask<SmtpReply> ReadReplyAsync(bool parseCapabilities = false)
+    private async ValueTask<SmtpReply> ReadReplyAsync(bool parseCapabilities = false, bool keepText = false)
     {
         if (parseCapabilities)
         {
@@ -283,7 +571,7 @@ public sealed class SmtpClientSession : IAsyncDisposable
             {
                 var result = await _input.ReadAsync(_timeout.Token);
                 var buffer = result.Buffer;
-                if (TryParseReply(ref buffer, parseCapabilities, out var reply))
+                if (TryParseReply(ref buffer, parseCapabilities, keepText, out var reply))
                 {
                     _input.AdvanceTo(buffer.Start);
                     if (!_timeout.TryReset())
@@ -297,25 +585,31 @@ public sealed class SmtpClientSession : IAsyncDisposable
                 if (result.IsCompleted)
                 {
                     _broken = true;
-                    throw new SmtpSessionException(SmtpReply.Local(421, "4.4.2 connection closed by the remote server"));
+                    throw new SmtpSessionException(SmtpReply.Local(421, "4.4.2 connection closed by the remote server"), SmtpFailureStage.Transaction);
                 }
                 if (buffer.Length > 64 * 1024)
                 {
                     _broken = true;
-                    throw new SmtpSessionException(SmtpReply.Local(421, "4.5.0 remote reply too long"));
+                    throw new SmtpSessionException(SmtpReply.Local(421, "4.5.0 remote reply too long"), SmtpFailureStage.Transaction);
                 }
             }
         }
         catch (OperationCanceledException)
         {
             _broken = true;
-            throw new SmtpSessionException(SmtpReply.Local(421, "4.4.2 timeout waiting for the remote server"));
+            throw new SmtpSessionException(SmtpReply.Local(421, "4.4.2 timeout waiting for the remote server"), SmtpFailureStage.Transaction);
+        }
+        catch (IOException e)
+        {
+            // TLS streams report a reset or a bad record this way.
+            _broken = true;
+            throw new SmtpSessionException(SmtpReply.Local(421, $"4.4.2 connection lost: {OneLine(e.Message)}"), SmtpFailureStage.Transaction);
         }
     }
 
     // Consumes the lines of one complete reply. Each line is "ddd-text" (more follow) or
-    // "ddd text" / "ddd" (last line).
-    private bool TryParseReply(ref ReadOnlySequence<byte> buffer, bool parseCapabilities, out SmtpReply reply)
+    // "ddd text" / "ddd" (last line). Text is kept for failures (and when asked), as one line.
+    private bool TryParseReply(ref ReadOnlySequence<byte> buffer, bool parseCapabilities, bool keepText, out SmtpReply reply)
     {
         reply = default;
         var reader = new SequenceReader<byte>(buffer);
@@ -334,21 +628,22 @@ public sealed class SmtpClientSession : IAsyncDisposable
             }
             if (!line.IsEmpty && line[^1] == '\r')
                 line = line[..^1];
-            if (line.Length < 3 || !Utf8Parser.TryParse(line[..3], out int code, out int used) || used != 3)
+            if (line.Length < 3 || !Utf8Parser.TryParse(line[..3], out int code, out int used) || used != 3 || code < 100)
             {
                 _broken = true;
-                throw new SmtpSessionException(SmtpReply.Local(421, "4.5.0 malformed reply from the remote server"));
+                throw new SmtpSessionException(SmtpReply.Local(421, "4.5.0 malformed reply from the remote server"), SmtpFailureStage.Transaction);
             }
             bool last = line.Length == 3 || line[3] == ' ';
             var lineText = line.Length > 4 ? line[4..] : default;
             if (parseCapabilities && code == 250)
                 ParseCapability(lineText);
-            if (code >= 400)
+            if (code >= 400 || keepText)
             {
                 text ??= new StringBuilder();
                 if (text.Length > 0)
                     text.Append(' ');
-                text.Append(Encoding.UTF8.GetString(lineText));
+                if (text.Length < 2048)
+                    AppendPrintable(text, lineText);
             }
             if (last)
             {
@@ -358,6 +653,13 @@ public sealed class SmtpClientSession : IAsyncDisposable
             }
         }
         return false;
+    }
+
+    // Reply text goes into logs and bounces: control characters never do.
+    private static void AppendPrintable(StringBuilder text, ReadOnlySpan<byte> line)
+    {
+        foreach (char c in Encoding.UTF8.GetString(line))
+            text.Append(char.IsControl(c) ? ' ' : c);
     }
 
     private void ParseCapability(ReadOnlySpan<byte> line)
@@ -377,17 +679,83 @@ public sealed class SmtpClientSession : IAsyncDisposable
             if (space > 0 && Utf8Parser.TryParse(line[(space + 1)..], out long max, out _))
                 MaxSize = max;
         }
+        else if (Ascii.EqualsIgnoreCase(keyword, "LIMITS"u8) && space > 0)
+        {
+            // RFC 9422: "LIMITS RCPTMAX=n MAILMAX=m ..."
+            foreach (var range in line[(space + 1)..].Split((byte)' '))
+            {
+                var item = line[(space + 1)..][range];
+                int eq = item.IndexOf((byte)'=');
+                if (eq <= 0 || !Utf8Parser.TryParse(item[(eq + 1)..], out int value, out _) || value <= 0)
+                    continue;
+                if (Ascii.EqualsIgnoreCase(item[..eq], "RCPTMAX"u8))
+                    RecipientLimit = value;
+                else if (Ascii.EqualsIgnoreCase(item[..eq], "MAILMAX"u8))
+                    TransactionLimit = value;
+            }
+        }
     }
+
+    private static string OneLine(string s) => s.ReplaceLineEndings(" ");
 
     public async ValueTask DisposeAsync()
     {
         _timeout.Dispose();
+        if (_ssl is not null)
+        {
+            await _input.CompleteAsync();
+            await _output.CompleteAsync();
+            try
+            {
+                await _ssl.DisposeAsync();
+            }
+            catch (Exception e) when (e is IOException or ObjectDisposedException or InvalidOperationException)
+            {
+            }
+        }
         await _connection.DisposeAsync();
+    }
+
+    /// <summary>
+    /// The connection's pipes as one duplex stream for <see cref="SslStream"/> to sit on. The
+    /// pipes belong to the connection, which completes them; disposing this stream leaves them.
+    /// </summary>
+    private sealed class PipeDuplexStream(PipeReader reader, PipeWriter writer) : Stream
+    {
+        private readonly Stream _read = reader.AsStream(leaveOpen: true);
+        private readonly Stream _write = writer.AsStream(leaveOpen: true);
+
+        public override bool CanRead => true;
+        public override bool CanWrite => true;
+        public override bool CanSeek => false;
+        public override long Length => throw new NotSupportedException();
+        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
+
+        public override ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default) =>
+            _read.ReadAsync(buffer, cancellationToken);
+
+        public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
+            _read.ReadAsync(buffer, offset, count, cancellationToken);
+
+        public override ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken = default) =>
+            _write.WriteAsync(buffer, cancellationToken);
+
+        public override Task WriteAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
+            _write.WriteAsync(buffer, offset, count, cancellationToken);
+
+        public override Task FlushAsync(CancellationToken cancellationToken) => _write.FlushAsync(cancellationToken);
+
+        public override int Read(byte[] buffer, int offset, int count) => _read.Read(buffer, offset, count);
+        public override void Write(byte[] buffer, int offset, int count) => _write.Write(buffer, offset, count);
+        public override void Flush() => _write.Flush();
+        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+        public override void SetLength(long value) => throw new NotSupportedException();
     }
 }
 
-/// <summary>A session-level failure (greeting, EHLO, connection loss) with the reply that explains it.</summary>
-public sealed class SmtpSessionException(SmtpReply reply) : Exception(reply.ToString())
+/// <summary>A session-level failure (connect, greeting, EHLO, TLS, connection loss) with the reply that explains it.</summary>
+public sealed class SmtpSessionException(SmtpReply reply, SmtpFailureStage stage = SmtpFailureStage.Transaction) : Exception(reply.ToString())
 {
     public SmtpReply Reply { get; } = reply;
+    public SmtpFailureStage Stage { get; } = stage;
 }

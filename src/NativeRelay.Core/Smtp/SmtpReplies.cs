@@ -12,7 +12,7 @@ internal static class SmtpReplies
     public static ReadOnlySpan<byte> StartData => "354 End data with <CR><LF>.<CR><LF>\r\n"u8;
     public static ReadOnlySpan<byte> Bye => "221 2.0.0 Bye\r\n"u8;
     public static ReadOnlySpan<byte> Vrfy => "252 2.5.0 Cannot VRFY user, but will accept message and attempt delivery\r\n"u8;
-    public static ReadOnlySpan<byte> Help => "214 2.0.0 Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP; see RFC 5321\r\n"u8;
+    public static ReadOnlySpan<byte> Help => "214 2.0.0 Commands: HELO EHLO STARTTLS AUTH MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP; see RFC 5321\r\n"u8;
 
     public static ReadOnlySpan<byte> BadSequenceNeedHelo => "503 5.5.1 Bad sequence of commands: send EHLO or HELO first\r\n"u8;
     public static ReadOnlySpan<byte> BadSequenceNestedMail => "503 5.5.1 Bad sequence of commands: MAIL already given\r\n"u8;
@@ -43,4 +43,43 @@ internal static class SmtpReplies
     public static ReadOnlySpan<byte> TooManyConnections => "421 4.7.0 Too many connections; try again later\r\n"u8;
     public static ReadOnlySpan<byte> SizeParamSyntax => "501 5.5.4 Syntax error in SIZE parameter\r\n"u8;
     public static ReadOnlySpan<byte> BodyParamSyntax => "501 5.5.4 BODY must be 7BIT or 8BITMIME\r\n"u8;
+
+    public static ReadOnlySpan<byte> SmtpUtf8ParamSyntax => "501 5.5.4 SMTPUTF8 takes no value\r\n"u8;
+    public static ReadOnlySpan<byte> BinaryMimeNotSupported => "555 5.5.4 BODY=BINARYMIME is not supported\r\n"u8;
+    public static ReadOnlySpan<byte> DuplicateParameter => "501 5.5.4 Duplicate MAIL/RCPT parameter\r\n"u8;
+    public static ReadOnlySpan<byte> RetSyntax => "501 5.5.4 RET must be FULL or HDRS\r\n"u8;
+    public static ReadOnlySpan<byte> EnvIdSyntax => "501 5.5.4 Syntax error in ENVID parameter (xtext, at most 100 characters)\r\n"u8;
+    public static ReadOnlySpan<byte> AuthParamSyntax => "501 5.5.4 Syntax error in AUTH parameter\r\n"u8;
+    public static ReadOnlySpan<byte> NotifySyntax => "501 5.5.4 NOTIFY must be NEVER or a list of SUCCESS, FAILURE and DELAY\r\n"u8;
+    public static ReadOnlySpan<byte> OrcptSyntax => "501 5.5.4 Syntax error in ORCPT parameter (addr-type;xtext)\r\n"u8;
+    public static ReadOnlySpan<byte> UnknownUser => "550 5.1.1 Recipient address rejected: user unknown\r\n"u8;
+
+    // Limits.
+    public static ReadOnlySpan<byte> TooManyCommands => "421 4.7.0 Too many commands; closing connection\r\n"u8;
+    public static ReadOnlySpan<byte> TransactionTimeout => "421 4.4.2 Transaction time limit exceeded; closing connection\r\n"u8;
+
+    // CHUNKING (RFC 3030).
+    public static ReadOnlySpan<byte> BdatSyntax => "501 5.5.4 Syntax: BDAT chunk-size [LAST]; closing connection, since the chunk cannot be skipped\r\n"u8;
+    public static ReadOnlySpan<byte> BdatChunkTooLarge => "552 5.3.4 Chunk exceeds the maximum message size; closing connection\r\n"u8;
+    public static ReadOnlySpan<byte> DataAfterBdat => "503 5.5.1 Bad sequence of commands: DATA after BDAT\r\n"u8;
+    public static ReadOnlySpan<byte> BdatBareLineEnding => "554 5.6.0 Message refused: bare CR or LF in message data (RFC 5321 2.3.8)\r\n"u8;
+
+    // STARTTLS (RFC 3207).
+    public static ReadOnlySpan<byte> ReadyToStartTls => "220 2.0.0 Ready to start TLS\r\n"u8;
+    public static ReadOnlySpan<byte> TlsAlreadyActive => "503 5.5.1 Bad sequence of commands: TLS already active\r\n"u8;
+    public static ReadOnlySpan<byte> StartTlsInTransaction => "503 5.5.1 Bad sequence of commands: STARTTLS inside a mail transaction\r\n"u8;
+
+    // AUTH (RFC 4954).
+    public static ReadOnlySpan<byte> AuthNotEnabled => "503 5.5.1 Authentication not enabled on this port\r\n"u8;
+    public static ReadOnlySpan<byte> AuthAlreadyDone => "503 5.5.1 Bad sequence of commands: already authenticated\r\n"u8;
+    public static ReadOnlySpan<byte> AuthInTransaction => "503 5.5.1 Bad sequence of commands: AUTH inside a mail transaction\r\n"u8;
+    public static ReadOnlySpan<byte> AuthNeedsEncryption => "538 5.7.11 Encryption required for requested authentication mechanism\r\n"u8;
+    public static ReadOnlySpan<byte> AuthUnknownMechanism => "504 5.5.4 Unrecognized authentication type\r\n"u8;
+    public static ReadOnlySpan<byte> AuthSyntax => "501 5.5.4 Syntax: AUTH mechanism [initial-response]\r\n"u8;
+    public static ReadOnlySpan<byte> AuthCancelled => "501 5.7.0 Authentication cancelled\r\n"u8;
+    public static ReadOnlySpan<byte> AuthBadResponse => "501 5.5.2 Cannot decode response\r\n"u8;
+    public static ReadOnlySpan<byte> AuthSucceeded => "235 2.7.0 Authentication successful\r\n"u8;
+    public static ReadOnlySpan<byte> AuthFailed => "535 5.7.8 Authentication credentials invalid\r\n"u8;
+    public static ReadOnlySpan<byte> AuthTooManyFailures => "421 4.7.0 Too many failed authentication attempts; closing connection\r\n"u8;
+    public static ReadOnlySpan<byte> AuthRequired => "530 5.7.0 Authentication required\r\n"u8;
 }

@@ -12,10 +12,16 @@ namespace NativeRelay.Spool;
 /// Correctness rests on ordering: a writer appends first, then takes the current batch, then
 /// signals. The committer takes the signal, swaps the batch out, and only then commits, so any
 /// record appended before a writer took batch B is inside the commit that completes B.
+///
+/// A failed commit fails its batch with the exception <c>classify</c> makes of it (a full disk
+/// becomes <see cref="SpoolFullException"/>) and is reported through <c>failed</c>; once disposed,
+/// every wait fails at once instead of hanging on a log that is gone.
 /// </summary>
 internal sealed class GroupCommitter : IAsyncDisposable
 {
     private readonly FasterLog _log;
+    private readonly Func<Exception, Exception> _classify;
+    private readonly Action<Exception> _failed;
     private readonly Channel<bool> _signal = Channel.CreateBounded<bool>(
         new BoundedChannelOptions(1) { FullMode = BoundedChannelFullMode.DropWrite, SingleReader = true });
     private readonly Task _loop;
@@ -23,10 +29,13 @@ internal sealed class GroupCommitter : IAsyncDisposable
     private long _commits;
     private long _committedRecords;
     private int _waitersInBatch;
+    private volatile bool _closed;
 
-    public GroupCommitter(FasterLog log)
+    public GroupCommitter(FasterLog log, Func<Exception, Exception>? classify = null, Action<Exception>? failed = null)
     {
         _log = log;
+        _classify = classify ?? (e => e);
+        _failed = failed ?? (_ => { });
         _loop = Task.Run(CommitLoopAsync);
     }
 
@@ -39,14 +48,33 @@ internal sealed class GroupCommitter : IAsyncDisposable
     {
         if (_log.CommittedUntilAddress > address)
             return Task.CompletedTask;
+        if (_closed)
+            return Closed();
         var batch = Volatile.Read(ref _batch);
         Interlocked.Increment(ref _waitersInBatch);
         _signal.Writer.TryWrite(true);
+        // Closed after this writer took its batch: the batch may have been swept already.
+        if (_closed && !batch.Task.IsCompleted)
+            return Closed();
         return batch.Task;
     }
 
-    /// <summary>Asks for a commit without waiting for it (status records: durable soon is enough).</summary>
-    public void RequestCommit() => _signal.Writer.TryWrite(true);
+    private static Task Closed() =>
+        Task.FromException(new SpoolUnavailableException("the spool log was closed before this record was committed"));
+
+    /// <summary>
+    /// Asks for a commit without waiting for it (status records: durable soon is enough). With
+    /// <paramref name="evenIfNothingNew"/> the commit happens even when no record was appended:
+    /// a truncation is persisted (and its segments deleted) only by a commit.
+    /// </summary>
+    public void RequestCommit(bool evenIfNothingNew = false)
+    {
+        if (evenIfNothingNew)
+            Volatile.Write(ref _force, 1);
+        _signal.Writer.TryWrite(true);
+    }
+
+    private int _force;
 
     private async Task CommitLoopAsync()
     {
@@ -56,33 +84,31 @@ internal sealed class GroupCommitter : IAsyncDisposable
             reader.TryRead(out _);
             var batch = Interlocked.Exchange(ref _batch, NewBatch());
             int waiters = Interlocked.Exchange(ref _waitersInBatch, 0);
-            try
-            {
-                if (_log.TailAddress > _log.CommittedUntilAddress)
-                {
-                    await _log.CommitAsync();
-                    Interlocked.Increment(ref _commits);
-                }
-                Interlocked.Add(ref _committedRecords, waiters);
-                batch.TrySetResult();
-            }
-            catch (Exception e)
-            {
-                // The sessions waiting on this batch answer 451 and their clients retry; nothing was acknowledged.
-                batch.TrySetException(e);
-            }
+            await CommitBatchAsync(batch, waiters);
         }
-        // Shutting down: whoever still waits gets a final commit.
-        var last = Interlocked.Exchange(ref _batch, NewBatch());
+        // Shutting down: whoever still waits gets a final commit; anyone later is told the log is closed.
+        await CommitBatchAsync(Interlocked.Exchange(ref _batch, NewBatch()), 0);
+        _closed = true;
+        Interlocked.Exchange(ref _batch, NewBatch()).TrySetException(new SpoolUnavailableException("the spool log was closed"));
+    }
+
+    private async Task CommitBatchAsync(TaskCompletionSource batch, int waiters)
+    {
         try
         {
-            if (_log.TailAddress > _log.CommittedUntilAddress)
+            if (Interlocked.Exchange(ref _force, 0) == 1 || _log.TailAddress > _log.CommittedUntilAddress)
+            {
                 await _log.CommitAsync();
-            last.TrySetResult();
+                Interlocked.Increment(ref _commits);
+            }
+            Interlocked.Add(ref _committedRecords, waiters);
+            batch.TrySetResult();
         }
         catch (Exception e)
         {
-            last.TrySetException(e);
+            // The sessions waiting on this batch answer 4xx and their clients retry; nothing was acknowledged.
+            _failed(e);
+            batch.TrySetException(_classify(e));
         }
     }
 

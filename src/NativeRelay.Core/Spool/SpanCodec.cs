@@ -44,6 +44,19 @@ internal ref struct SpanReader(ReadOnlySpan<byte> src)
 
     public int Remaining => _src.Length - _pos;
 
+    /// <summary>Bytes read so far.</summary>
+    public int Position => _pos;
+
+    public bool Skip(long count)
+    {
+        if (count < 0 || Remaining < count) return false;
+        _pos += (int)count;
+        return true;
+    }
+
+    /// <summary>Steps over a length-prefixed (2+n) field.</summary>
+    public bool Skip16() => U16(out ushort n) && Skip(n);
+
     public bool U8(out byte v)
     {
         v = 0;

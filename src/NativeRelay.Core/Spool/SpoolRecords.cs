@@ -7,8 +7,8 @@ namespace NativeRelay.Spool;
 
 /// <summary>
 /// The kinds of record in the log. Every record starts with the same 12 bytes: kind (1), format
-/// version (1), reserved (2), message id (8), all little-endian. FasterLog adds its own length and
-/// per-entry checksum around each record, so a torn write is caught there.
+/// version (1), flags (1), reserved (1), message id (8), all little-endian. FasterLog adds its own
+/// length and per-entry checksum around each record, so a torn write is caught there.
 /// </summary>
 public enum RecordKind : byte
 {
@@ -18,6 +18,21 @@ public enum RecordKind : byte
     MessageChunk = 2,
     /// <summary>A delivery outcome or schedule change for some of a message's recipients.</summary>
     Status = 3,
+    /// <summary>Filler with no meaning (written after the log was reopened, to step over addresses that were lost).</summary>
+    Padding = 4,
+}
+
+/// <summary>Flags in byte 2 of the common header.</summary>
+[Flags]
+public enum RecordFlags : byte
+{
+    None = 0,
+    /// <summary>
+    /// A head copied forward by compaction. It carries a snapshot of the message's delivery state
+    /// (attempts and every recipient's state) taken after every status record that precedes it,
+    /// so the records it replaces can be truncated away.
+    /// </summary>
+    Copy = 1,
 }
 
 public enum RecipientState : byte
@@ -33,6 +48,12 @@ public enum StatusFlags : byte
     None = 0,
     /// <summary>Every recipient has a final state: the message leaves the queue.</summary>
     Done = 1,
+    /// <summary>Held by an administrator (queue hold): not attempted until a record with <see cref="Released"/>.</summary>
+    Held = 2,
+    /// <summary>Released by an administrator (queue release): clears <see cref="Held"/>.</summary>
+    Released = 4,
+    /// <summary>The delay warning (DSN) has been sent; it is sent once per message.</summary>
+    DelayWarned = 8,
 }
 
 internal static class RecordFormat
@@ -40,11 +61,11 @@ internal static class RecordFormat
     public const byte Version = 1;
     public const int CommonHeaderSize = 12;
 
-    public static void WriteCommonHeader(Span<byte> dest, RecordKind kind, ulong id)
+    public static void WriteCommonHeader(Span<byte> dest, RecordKind kind, ulong id, RecordFlags flags = RecordFlags.None)
     {
         dest[0] = (byte)kind;
         dest[1] = Version;
-        dest[2] = 0;
+        dest[2] = (byte)flags;
         dest[3] = 0;
         BinaryPrimitives.WriteUInt64LittleEndian(dest[4..], id);
     }
@@ -57,8 +78,10 @@ internal static class RecordFormat
             return false;
         kind = (RecordKind)record[0];
         id = BinaryPrimitives.ReadUInt64LittleEndian(record[4..]);
-        return kind is RecordKind.MessageHead or RecordKind.MessageChunk or RecordKind.Status;
+        return kind is RecordKind.MessageHead or RecordKind.MessageChunk or RecordKind.Status or RecordKind.Padding;
     }
+
+    public static RecordFlags Flags(ReadOnlySpan<byte> record) => (RecordFlags)record[2];
 }
 
 /// <summary>
@@ -153,6 +176,20 @@ internal static class DsnExtension
         if (e.OriginalRecipients is not null)
             foreach (var o in e.OriginalRecipients)
                 w.Bytes16(o ?? []);
+    }
+
+    /// <summary>Steps over the extension without building anything.</summary>
+    public static bool Skip(ref SpanReader r, int recipients)
+    {
+        if (!r.Skip16() || !r.Skip16() || !r.U8(out byte flags))
+            return false;
+        if ((flags & 1) != 0 && !r.Skip(recipients))
+            return false;
+        if ((flags & 2) != 0)
+            for (int i = 0; i < recipients; i++)
+                if (!r.Skip16())
+                    return false;
+        return true;
     }
 
     public static bool TryRead(ref SpanReader r, int recipients, out byte[]? envId, out string? user,
@@ -273,6 +310,88 @@ internal sealed class StatusEntry : ILogEnqueueEntry
     public void SerializeTo(Span<byte> dest) => Record.SerializeTo(dest);
 }
 
+/// <summary>
+/// Where the parts of a head record are, read without allocating (recovery walks every head with
+/// this; only a delivery or an admin command builds the <see cref="Envelope"/>). After the
+/// envelope come the chunk count (4) and addresses (8 each); a <see cref="RecordFlags.Copy"/> head
+/// then has its state snapshot: attempts (4), the standing status flags (1: held, delay warned),
+/// recipient count (2) and one state byte per recipient; last the inline length (4) and bytes.
+/// </summary>
+internal readonly struct HeadLayout
+{
+    public ulong Id { get; init; }
+    public RecordFlags Flags { get; init; }
+    public long ArrivalUnixMs { get; init; }
+    public long TotalLength { get; init; }
+    public int RecipientCount { get; init; }
+    /// <summary>Offset of the chunk count: the envelope is [CommonHeaderSize, ChunkCountOffset).</summary>
+    public int ChunkCountOffset { get; init; }
+    public int ChunkCount { get; init; }
+    /// <summary>Offset of the snapshot block (Copy heads), else -1.</summary>
+    public int SnapshotOffset { get; init; }
+    public int InlineOffset { get; init; }
+    public int InlineLength { get; init; }
+
+    public bool IsCopy => (Flags & RecordFlags.Copy) != 0;
+
+    public long ChunkAddress(ReadOnlySpan<byte> record, int index) =>
+        BinaryPrimitives.ReadInt64LittleEndian(record[(ChunkCountOffset + 4 + 8 * index)..]);
+
+    public int SnapshotAttempts(ReadOnlySpan<byte> record) =>
+        (int)BinaryPrimitives.ReadUInt32LittleEndian(record[SnapshotOffset..]);
+
+    /// <summary>The snapshot's standing flags (<see cref="StatusFlags.Held"/>, <see cref="StatusFlags.DelayWarned"/>).</summary>
+    public StatusFlags SnapshotFlags(ReadOnlySpan<byte> record) => (StatusFlags)record[SnapshotOffset + 4];
+
+    /// <summary>The snapshot's recipient states (one byte each), empty when the head is not a copy.</summary>
+    public ReadOnlySpan<byte> SnapshotStates(ReadOnlySpan<byte> record) =>
+        SnapshotOffset < 0 ? default : record.Slice(SnapshotOffset + 7, BinaryPrimitives.ReadUInt16LittleEndian(record[(SnapshotOffset + 5)..]));
+
+    public static bool TryRead(ReadOnlySpan<byte> record, out HeadLayout layout)
+    {
+        layout = default;
+        if (!RecordFormat.TryReadCommonHeader(record, out var kind, out ulong id) || kind != RecordKind.MessageHead)
+            return false;
+        var flags = RecordFormat.Flags(record);
+        var r = new SpanReader(record[RecordFormat.CommonHeaderSize..]);
+        if (!r.I64(out long arrival) || !r.U32(out _) || !r.I64(out long total) || total < 0
+            || !r.Skip16() || !r.Skip16() || !r.Skip16()
+            || !r.U32(out uint rcptCount) || rcptCount > 100_000)
+            return false;
+        for (uint i = 0; i < rcptCount; i++)
+            if (!r.Skip16())
+                return false;
+        if (!DsnExtension.Skip(ref r, (int)rcptCount))
+            return false;
+        int chunkCountOffset = RecordFormat.CommonHeaderSize + r.Position;
+        if (!r.U32(out uint chunkCount) || chunkCount > 1_000_000 || !r.Skip((long)chunkCount * 8))
+            return false;
+        int snapshotOffset = -1;
+        if ((flags & RecordFlags.Copy) != 0)
+        {
+            snapshotOffset = RecordFormat.CommonHeaderSize + r.Position;
+            if (!r.U32(out _) || !r.U8(out _) || !r.U16(out ushort states) || states != rcptCount || !r.Skip(states))
+                return false;
+        }
+        if (!r.U32(out uint inline) || inline != r.Remaining)
+            return false;
+        layout = new HeadLayout
+        {
+            Id = id,
+            Flags = flags,
+            ArrivalUnixMs = arrival,
+            TotalLength = total,
+            RecipientCount = (int)rcptCount,
+            ChunkCountOffset = chunkCountOffset,
+            ChunkCount = (int)chunkCount,
+            SnapshotOffset = snapshotOffset,
+            InlineOffset = record.Length - (int)inline,
+            InlineLength = (int)inline,
+        };
+        return true;
+    }
+}
+
 /// <summary>The parsed head of a message as read back from the log.</summary>
 internal sealed class MessageHead
 {
@@ -285,12 +404,32 @@ internal sealed class MessageHead
 
     public static MessageHead? TryParse(ReadOnlySpan<byte> record)
     {
-        if (!RecordFormat.TryReadCommonHeader(record, out var kind, out ulong id) || kind != RecordKind.MessageHead)
+        if (!HeadLayout.TryRead(record, out var layout))
             return null;
-        var r = new SpanReader(record[RecordFormat.CommonHeaderSize..]);
-        if (!r.I64(out long arrival) || !r.U32(out uint flags) || !r.I64(out long total)
+        var envelope = TryParseEnvelope(record, layout);
+        if (envelope is null)
+            return null;
+        var chunks = new long[layout.ChunkCount];
+        for (int i = 0; i < chunks.Length; i++)
+            chunks[i] = layout.ChunkAddress(record, i);
+        return new MessageHead
+        {
+            Id = layout.Id,
+            Envelope = envelope,
+            TotalLength = layout.TotalLength,
+            ChunkAddresses = chunks,
+            InlineOffset = layout.InlineOffset,
+            InlineLength = layout.InlineLength,
+        };
+    }
+
+    /// <summary>Builds the envelope of a head whose layout was already checked.</summary>
+    public static Envelope? TryParseEnvelope(ReadOnlySpan<byte> record, in HeadLayout layout)
+    {
+        var r = new SpanReader(record[RecordFormat.CommonHeaderSize..layout.ChunkCountOffset]);
+        if (!r.I64(out long arrival) || !r.U32(out uint flags) || !r.I64(out _)
             || !r.Utf8(out string client) || !r.Utf8(out string helo) || !r.Bytes16(out byte[] sender)
-            || !r.U32(out uint rcptCount) || rcptCount > 100_000)
+            || !r.U32(out uint rcptCount))
             return null;
         var recipients = new byte[rcptCount][];
         for (int i = 0; i < recipients.Length; i++)
@@ -298,27 +437,64 @@ internal sealed class MessageHead
                 return null;
         if (!DsnExtension.TryRead(ref r, recipients.Length, out var envId, out var user, out var notify, out var orcpt))
             return null;
-        if (!r.U32(out uint chunkCount) || chunkCount > 1_000_000)
-            return null;
-        var chunks = new long[chunkCount];
-        for (int i = 0; i < chunks.Length; i++)
-            if (!r.I64(out chunks[i]))
-                return null;
-        if (!r.U32(out uint inline) || inline != r.Remaining)
-            return null;
-        return new MessageHead
+        return new Envelope
         {
-            Id = id,
-            Envelope = new Envelope
-            {
-                Sender = sender, Recipients = recipients, ClientAddress = client, HeloName = helo,
-                ArrivalUnixMs = arrival, Flags = (EnvelopeFlags)flags,
-                EnvelopeId = envId, AuthenticatedUser = user, Notify = notify, OriginalRecipients = orcpt,
-            },
-            TotalLength = total,
-            ChunkAddresses = chunks,
-            InlineOffset = record.Length - (int)inline,
-            InlineLength = (int)inline,
+            Sender = sender, Recipients = recipients, ClientAddress = client, HeloName = helo,
+            ArrivalUnixMs = arrival, Flags = (EnvelopeFlags)flags,
+            EnvelopeId = envId, AuthenticatedUser = user, Notify = notify, OriginalRecipients = orcpt,
         };
+    }
+}
+
+/// <summary>
+/// A head copied forward by compaction: the old head's envelope bytes verbatim, the addresses of
+/// the copied chunks, the state snapshot, and the old inline bytes.
+/// </summary>
+internal sealed class CopiedHeadEntry : ILogEnqueueEntry
+{
+    public ReadOnlyMemory<byte> Old;
+    public HeadLayout Layout;
+    public long[] ChunkAddresses = [];
+    public int Attempts;
+    public StatusFlags Flags;          // Held, DelayWarned
+    public RecipientState[]? States;   // null: all pending
+
+    private ReadOnlySpan<byte> OldRecord => Old.Span;
+
+    public int SerializedLength =>
+        Layout.ChunkCountOffset + 4 + 8 * ChunkAddresses.Length + 4 + 1 + 2 + Layout.RecipientCount + 4 + Layout.InlineLength;
+
+    public void SerializeTo(Span<byte> dest)
+    {
+        var old = OldRecord;
+        old[..Layout.ChunkCountOffset].CopyTo(dest);
+        dest[2] = (byte)(RecordFormat.Flags(old) | RecordFlags.Copy);
+        var w = new SpanWriter(dest[Layout.ChunkCountOffset..]);
+        w.U32((uint)ChunkAddresses.Length);
+        foreach (long a in ChunkAddresses)
+            w.I64(a);
+        w.U32((uint)Attempts);
+        w.U8((byte)Flags);
+        w.U16((ushort)Layout.RecipientCount);
+        var states = w.Take(Layout.RecipientCount);
+        if (States is null)
+            states.Clear();
+        else
+            for (int i = 0; i < states.Length; i++)
+                states[i] = (byte)States[i];
+        w.U32((uint)Layout.InlineLength);
+        old.Slice(Layout.InlineOffset, Layout.InlineLength).CopyTo(w.Take(Layout.InlineLength));
+    }
+}
+
+/// <summary>A record that only takes up room (see <see cref="RecordKind.Padding"/>).</summary>
+internal sealed class PaddingEntry(int length) : ILogEnqueueEntry
+{
+    public int SerializedLength => Math.Max(length, RecordFormat.CommonHeaderSize);
+
+    public void SerializeTo(Span<byte> dest)
+    {
+        dest.Clear();
+        RecordFormat.WriteCommonHeader(dest, RecordKind.Padding, 0);
     }
 }

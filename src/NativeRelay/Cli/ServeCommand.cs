@@ -15,6 +15,7 @@ internal static class ServeCommand
     {
         var settings = BuildSettings(args);
         using var log = new Log(Console.Out);
+        await using var metrics = MetricsServer.StartConfigured(settings, log);
         var host = new RelayHost(settings, log);
         var stop = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         using var term = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; stop.TrySetResult(); });
@@ -59,6 +60,9 @@ internal static class ServeCommand
         var options = configFile is null ? new RelayOptions() : RelaySettings.LoadFile(configFile);
 
         List<string>? listen = null;
+        List<string>? dns = null;
+        List<string>? localDomains = null;
+        string? maildirRoot = null;
         var reader = new ArgReader(args);
         while (reader.TryNextFlag(out var flag))
         {
@@ -79,12 +83,48 @@ internal static class ServeCommand
                 case "--relay-to":
                     options.RelayTo = reader.Value(flag);
                     break;
+                case "--dns":
+                    (dns ??= new()).Add(reader.Value(flag));
+                    break;
+                case "--remote-port":
+                    var portText = reader.Value(flag);
+                    if (!int.TryParse(portText, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int remotePort))
+                        throw new ConfigException($"--remote-port: '{portText}' is not a port number");
+                    options.Routing.RemotePort = remotePort;
+                    break;
+                case "--tls-cert":
+                    options.Tls.Certificate = reader.Value(flag);
+                    break;
+                case "--tls-key":
+                    options.Tls.Key = reader.Value(flag);
+                    break;
+                case "--listen-tls":
+                    options.Listeners.Add(new ListenerOptions { Address = reader.Value(flag), Kind = "implicit-tls" });
+                    break;
+                case "--submission":
+                    options.Listeners.Add(new ListenerOptions { Address = reader.Value(flag), Kind = "submission" });
+                    break;
+                case "--users":
+                    options.UsersFile = reader.Value(flag);
+                    break;
+                case "--local-domain":
+                    (localDomains ??= new()).Add(reader.Value(flag));
+                    break;
+                case "--maildir-root":
+                    maildirRoot = reader.Value(flag);
+                    break;
+                case "--metrics":
+                    options.Metrics.Listen = reader.Value(flag);
+                    break;
                 default:
                     throw new ConfigException($"unknown flag '{flag}' for serve (try --help)");
             }
         }
         if (listen is not null)
             options.Listen = listen;
+        if (dns is not null)
+            options.Routing.Dns = dns;
+        NativeRelay.Local.LocalDeliverySettings.ApplyFlags(options, localDomains, maildirRoot);
         return RelaySettings.Validate(options);
     }
 }

@@ -1,0 +1,95 @@
+using System.Text.Json.Serialization;
+
+namespace NativeRelay.Control;
+
+/// <summary>
+/// The control socket's protocol: the client writes one request as a JSON line; the relay answers
+/// with JSON lines, one per queue entry for list/show, then a final line with <c>done: true</c>
+/// carrying the outcome (ok or error, a count, statistics). The connection then closes.
+/// </summary>
+public static class ControlProtocol
+{
+    /// <summary>The socket's file name inside the spool directory.</summary>
+    public const string SocketName = "control.sock";
+
+    /// <summary>Longest request line the relay reads.</summary>
+    public const int MaxRequestBytes = 4096;
+
+    public static string SocketPath(string spoolDirectory) => Path.Combine(spoolDirectory, SocketName);
+
+    public static class Commands
+    {
+        public const string List = "list";
+        public const string Show = "show";
+        public const string Flush = "flush";
+        public const string Delete = "delete";
+        public const string Bounce = "bounce";
+        public const string Hold = "hold";
+        public const string Release = "release";
+        public const string Stats = "stats";
+    }
+}
+
+public sealed class ControlRequest
+{
+    public string Command { get; set; } = "";
+    /// <summary>A queue id (16 hex digits).</summary>
+    public string? Id { get; set; }
+    /// <summary>Messages with a pending recipient in this domain.</summary>
+    public string? Domain { get; set; }
+    /// <summary>list: only messages queued longer than this.</summary>
+    public long? OlderThanSeconds { get; set; }
+}
+
+/// <summary>One queued message as the relay reports it.</summary>
+public sealed class ControlEntry
+{
+    public string Id { get; set; } = "";
+    public long ArrivalUnixMs { get; set; }
+    public long Size { get; set; }
+    public string Sender { get; set; } = "";
+    public List<string> Recipients { get; set; } = [];
+    public long? NextAttemptUnixMs { get; set; }
+    public int Attempts { get; set; }
+    public string? LastError { get; set; }
+    public bool Held { get; set; }
+}
+
+public sealed class ControlStats
+{
+    public int Active { get; set; }
+    public int Deferred { get; set; }
+    public int Held { get; set; }
+    public Dictionary<string, int> ByDestination { get; set; } = new();
+}
+
+/// <summary>The spool's own figures (queue stats shows them beside the delivery counts).</summary>
+public sealed class ControlSpoolStats
+{
+    public int LiveMessages { get; set; }
+    public long LogBytes { get; set; }
+    public long SizeOnDisk { get; set; }
+    public long FreeBytes { get; set; }
+    public bool RefusingMail { get; set; }
+    public string? Problem { get; set; }
+}
+
+public sealed class ControlResponse
+{
+    /// <summary>Set on the last line of an answer.</summary>
+    public bool Done { get; set; }
+    public bool Ok { get; set; }
+    public string? Error { get; set; }
+    /// <summary>Messages listed or touched.</summary>
+    public int? Count { get; set; }
+    public ControlEntry? Entry { get; set; }
+    public ControlStats? Stats { get; set; }
+    public ControlSpoolStats? Spool { get; set; }
+}
+
+[JsonSourceGenerationOptions(
+    PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase,
+    DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull)]
+[JsonSerializable(typeof(ControlRequest))]
+[JsonSerializable(typeof(ControlResponse))]
+public sealed partial class ControlJsonContext : JsonSerializerContext;

@@ -1,0 +1,322 @@
+using NativeRelay.Message;
+using NativeRelay.Smtp;
+using NativeRelay.Spool;
+using NativeRelay.Telemetry;
+
+namespace NativeRelay.Delivery;
+
+/// <summary>
+/// Queue administration (<see cref="IQueueAdmin"/>), on the delivery side. Every mutating
+/// operation writes a status record and waits for its commit before it returns, so it survives a
+/// crash like a delivery does: hold and release are sticky flags, delete and return end the
+/// message (<see cref="StatusFlags.Done"/>), flush records the new attempt time. Admin operations
+/// run one at a time (their records must not interleave: a hold then a release is ordered).
+/// A message whose attempt is in flight: hold and delete stop the jobs that have not started; a
+/// transaction already on the wire completes (it cannot be recalled).
+/// </summary>
+public sealed partial class DeliveryScheduler : IQueueAdmin
+{
+    private readonly SemaphoreSlim _admin = new(1, 1);
+
+    public IReadOnlyList<QueueEntry> List(string? domain, TimeSpan? olderThan)
+    {
+        long now = NowMs();
+        var entries = new List<(ulong Id, QueueEntry Entry)>();
+        foreach (var message in _live.Values)
+        {
+            if (olderThan is { } age && now - ArrivalOf(message) < (long)age.TotalMilliseconds)
+                continue;
+            if (domain is not null && !HasPendingIn(message, domain))
+                continue;
+            if (Entry(message) is { } entry)
+                entries.Add((message.Id, entry));
+        }
+        entries.Sort(static (a, b) => a.Id.CompareTo(b.Id));
+        var result = new QueueEntry[entries.Count];
+        for (int i = 0; i < result.Length; i++)
+            result[i] = entries[i].Entry;
+        return result;
+    }
+
+    public QueueEntry? Show(string id) =>
+        QueueIdGenerator.TryParse(id.Trim().ToUpperInvariant(), out ulong key) && _live.TryGetValue(key, out var message) ? Entry(message) : null;
+
+    public QueueStats Stats()
+    {
+        int active = 0, deferred = 0, held = 0;
+        var byDestination = new Dictionary<string, int>(StringComparer.Ordinal);
+        foreach (var message in _live.Values)
+        {
+            string? destination;
+            lock (message)
+            {
+                if (message.Held)
+                {
+                    held++;
+                    continue;
+                }
+                if (message.Round is not null)
+                    active++;
+                else
+                    deferred++;
+                destination = message.LastDestination;
+            }
+            destination ??= "(not routed yet)";
+            byDestination[destination] = byDestination.TryGetValue(destination, out int n) ? n + 1 : 1;
+        }
+        return new QueueStats(active, deferred, held, byDestination);
+    }
+
+    /// <summary>Attempts the selected messages now (held ones stay held; ones being attempted are left alone).</summary>
+    public Task<int> FlushAsync(QueueSelector selector) => AdminAsync(selector, async message =>
+    {
+        lock (message)
+        {
+            if (message.Round is not null || message.IsStopped)
+                return false;
+        }
+        long now = NowMs();
+        await AppendDurableAsync(message, StatusFlags.None, now, []);
+        Event("flushed", message);
+        await DispatchAsync(message);
+        return true;
+    });
+
+    /// <summary>Removes the selected messages without telling anyone.</summary>
+    public Task<int> DeleteAsync(QueueSelector selector) => AdminAsync(selector, async message =>
+    {
+        lock (message)
+        {
+            if (message.Finalized)
+                return false;
+            message.Finalized = true;
+        }
+        await AppendDurableAsync(message, StatusFlags.Done, NowMs(), []);
+        _log.Info($"{message.IdText}: deleted by the administrator");
+        Event("deleted", message);
+        message.ReleaseBody();
+        Completed(message);
+        return true;
+    });
+
+    /// <summary>Returns the selected messages to their senders: every pending recipient fails, with one DSN.</summary>
+    public Task<int> BounceAsync(QueueSelector selector) => AdminAsync(selector, async message =>
+    {
+        if (!message.TryGetEnvelope(out var envelope))
+            envelope = message.Envelope = await _spool.ReadEnvelopeAsync(message.Id, message.HeadAddress); // for the DSN
+        var pending = new List<int>();
+        lock (message)
+        {
+            if (message.Finalized)
+                return false;
+            message.Finalized = true;
+            for (int i = 0; i < message.Recipients.Length; i++)
+                if (message.Recipients[i] == RecipientState.Pending)
+                    pending.Add(i);
+        }
+        var reply = SmtpReply.Local(550, "5.0.0 returned to the sender by the mail system administrator");
+        long now = NowMs();
+        ulong dsnId = 0;
+        if (MayBounce(envelope))
+        {
+            var at = DateTimeOffset.FromUnixTimeMilliseconds(now);
+            var notices = new List<DsnRecipient>();
+            foreach (int i in pending)
+            {
+                if (!Wants(envelope, i, DsnNotify.Failure))
+                    continue;
+                notices.Add(new DsnRecipient
+                {
+                    FinalRecipient = envelope.Recipients[i],
+                    OriginalRecipient = envelope.OriginalRecipients is { } o && i < o.Length ? o[i] : null,
+                    Action = DsnAction.Failed,
+                    Status = "5.0.0",
+                    Diagnostic = message.LastError is null ? reply.ToString() : $"{reply} (last attempt: {message.LastError})",
+                    LastAttempt = at,
+                });
+            }
+            if (notices.Count > 0)
+            {
+                try
+                {
+                    dsnId = await _bouncer.SendAsync(message, notices, now);
+                }
+                catch
+                {
+                    lock (message)
+                        message.Finalized = false;
+                    throw;
+                }
+            }
+        }
+        var changes = new (ushort, RecipientState)[pending.Count];
+        for (int k = 0; k < changes.Length; k++)
+            changes[k] = ((ushort)pending[k], RecipientState.Failed);
+        await AppendDurableAsync(message, StatusFlags.Done, now, changes);
+        lock (message)
+            foreach (int i in pending)
+                message.Recipients[i] = RecipientState.Failed;
+        _log.Info($"{message.IdText}: returned to <{envelope.SenderText}> by the administrator"
+                  + (dsnId != 0 ? $" (notification {QueueIdGenerator.ToString(dsnId)})" : " (no notification)"));
+        foreach (int i in pending)
+            _deliveryLog.Write(new DeliveryEvent { Event = "returned", Id = message.Id, Recipient = envelope.Recipients[i], Reply = reply.ToString(), DsnId = dsnId });
+        message.ReleaseBody();
+        Completed(message);
+        return true;
+    });
+
+    /// <summary>Keeps the selected messages from being attempted until released.</summary>
+    public Task<int> HoldAsync(QueueSelector selector) => AdminAsync(selector, async message =>
+    {
+        lock (message)
+        {
+            if (message.Finalized || message.Held)
+                return false;
+            message.Held = true;
+            message.ScheduleVersion++; // its place in the retry heap is void
+        }
+        await AppendDurableAsync(message, StatusFlags.Held, NowMs(), []);
+        Event("held", message);
+        return true;
+    });
+
+    /// <summary>Releases held messages and attempts them now.</summary>
+    public Task<int> ReleaseAsync(QueueSelector selector) => AdminAsync(selector, async message =>
+    {
+        lock (message)
+        {
+            if (message.Finalized || !message.Held)
+                return false;
+            message.Held = false;
+        }
+        await AppendDurableAsync(message, StatusFlags.Released, NowMs(), []);
+        Event("released", message);
+        await DispatchAsync(message);
+        return true;
+    });
+
+    private async Task<int> AdminAsync(QueueSelector selector, Func<QueuedMessage, Task<bool>> operation)
+    {
+        await _admin.WaitAsync();
+        try
+        {
+            int touched = 0;
+            foreach (var message in Select(selector))
+                if (await operation(message))
+                    touched++;
+            return touched;
+        }
+        finally
+        {
+            _admin.Release();
+        }
+    }
+
+    private List<QueuedMessage> Select(QueueSelector selector)
+    {
+        var selected = new List<QueuedMessage>();
+        if (selector.Id is not null)
+        {
+            if (QueueIdGenerator.TryParse(selector.Id.Trim().ToUpperInvariant(), out ulong id) && _live.TryGetValue(id, out var one))
+                selected.Add(one);
+            return selected;
+        }
+        if (selector.Domain is null)
+            return selected;
+        foreach (var message in _live.Values)
+            if (HasPendingIn(message, selector.Domain))
+                selected.Add(message);
+        selected.Sort(static (a, b) => a.Id.CompareTo(b.Id));
+        return selected;
+    }
+
+    private bool HasPendingIn(QueuedMessage message, string domain)
+    {
+        domain = domain.Trim().TrimStart('@').TrimEnd('.');
+        Span<char> chars = stackalloc char[256];
+        var envelope = EnvelopeOf(message);
+        if (envelope is null)
+            return false;
+        var recipients = envelope.Recipients;
+        for (int i = 0; i < recipients.Length; i++)
+        {
+            if (message.Recipients[i] != RecipientState.Pending)
+                continue;
+            var bytes = DomainOf(recipients[i]);
+            if (bytes.Length > chars.Length || !System.Text.Encoding.UTF8.TryGetChars(bytes, chars, out int n))
+                continue;
+            if (chars[..n].Equals(domain, StringComparison.OrdinalIgnoreCase))
+                return true;
+        }
+        return false;
+    }
+
+    /// <summary>
+    /// The envelope of a queued message: in memory while it is being attempted, otherwise read from
+    /// the spool for this one look (not kept: a large backlog must stay small in memory). Null if
+    /// the spool cannot give it (the message is then left out of listings).
+    /// </summary>
+    private Envelope? EnvelopeOf(QueuedMessage message)
+    {
+        if (message.TryGetEnvelope(out var envelope))
+            return envelope;
+        try
+        {
+            return _spool.ReadEnvelopeAsync(message.Id, message.HeadAddress).AsTask().GetAwaiter().GetResult();
+        }
+        catch (Exception e)
+        {
+            _log.Warn($"{message.IdText}: cannot read its envelope from the spool: {e.Message}");
+            return null;
+        }
+    }
+
+    /// <summary>Arrival time: from the envelope when it is loaded, else from the queue id (milliseconds in its high bits).</summary>
+    private static long ArrivalOf(QueuedMessage message) =>
+        message.TryGetEnvelope(out var envelope) ? envelope.ArrivalUnixMs : (long)(message.Id >> 16);
+
+    private QueueEntry? Entry(QueuedMessage message)
+    {
+        var envelope = EnvelopeOf(message);
+        if (envelope is null)
+            return null;
+        lock (message)
+        {
+            var pending = new List<string>();
+            for (int i = 0; i < message.Recipients.Length; i++)
+                if (message.Recipients[i] == RecipientState.Pending)
+                    pending.Add(envelope.RecipientText(i));
+            DateTimeOffset? next = message.Round is null && !message.Held && message.NextAttemptUnixMs > 0
+                ? DateTimeOffset.FromUnixTimeMilliseconds(message.NextAttemptUnixMs)
+                : null;
+            return new QueueEntry(message.IdText, DateTimeOffset.FromUnixTimeMilliseconds(envelope.ArrivalUnixMs),
+                message.Size, envelope.SenderText, pending, next, message.Attempts, message.LastError, message.Held);
+        }
+    }
+
+    /// <summary>Appends a status record and waits until it is on disk.</summary>
+    private async Task AppendDurableAsync(QueuedMessage message, StatusFlags flags, long now, (ushort, RecipientState)[] changes)
+    {
+        int attempts;
+        long next;
+        lock (message)
+        {
+            attempts = message.Attempts;
+            next = (flags & StatusFlags.Done) != 0 ? 0 : flags == StatusFlags.None ? now : message.NextAttemptUnixMs;
+        }
+        await _spool.AppendStatusAsync(new StatusRecord
+        {
+            Id = message.Id,
+            TimeUnixMs = now,
+            Flags = flags,
+            Attempts = attempts,
+            NextAttemptUnixMs = next,
+            Changes = changes,
+        });
+        // Everything appended before this call is in the commit it waits for.
+        await _spool.WaitForCommitAsync(_spool.TailAddress - 1);
+    }
+
+    private void Event(string name, QueuedMessage message) =>
+        _deliveryLog.Write(new DeliveryEvent { Event = name, Id = message.Id, Attempt = message.Attempts });
+}

@@ -1,0 +1,208 @@
+using System.Net;
+using DnsClient;
+using DnsClient.Protocol;
+
+namespace NativeRelay.Routing;
+
+public enum DnsStatus : byte
+{
+    /// <summary>Records of the asked type exist.</summary>
+    Ok,
+    /// <summary>The name exists but has no records of that type (NOERROR, empty answer).</summary>
+    NoData,
+    /// <summary>The name does not exist (NXDOMAIN).</summary>
+    NxDomain,
+    /// <summary>No answer that can be trusted (SERVFAIL, REFUSED, timeout): try again later.</summary>
+    TempFail,
+}
+
+/// <summary>An MX answer: hosts with preferences, or why there are none. The TTL is how long it may be cached.</summary>
+public sealed record MxAnswer(DnsStatus Status, IReadOnlyList<(int Preference, string Host)> Hosts, bool NullMx, TimeSpan Ttl, string? Error = null);
+
+/// <summary>A host's addresses (A then AAAA), or why there are none.</summary>
+public sealed record AddressAnswer(DnsStatus Status, IPAddress[] Addresses, TimeSpan Ttl, string? Error = null);
+
+/// <summary>The DNS lookups routing needs. Implementations never throw for DNS failures; they answer TempFail.</summary>
+public interface IDnsResolver
+{
+    Task<MxAnswer> QueryMxAsync(string domain, CancellationToken cancel);
+    Task<AddressAnswer> QueryAddressesAsync(string host, CancellationToken cancel);
+}
+
+/// <summary>
+/// Lookups through DnsClient against the configured servers (or the system's). DnsClient's own
+/// cache is off: <see cref="Router"/> caches answers itself, bounded, negative answers included.
+/// </summary>
+public sealed class DnsClientResolver : IDnsResolver
+{
+    /// <summary>RFC 2308 5: negative answers should not be cached beyond a few hours.</summary>
+    internal static readonly TimeSpan MaxNegativeTtl = TimeSpan.FromHours(3);
+
+    /// <summary>A negative answer without an SOA (RFC 2308 says: do not cache); a short time still absorbs a burst.</summary>
+    internal static readonly TimeSpan NegativeTtlWithoutSoa = TimeSpan.FromSeconds(30);
+
+    private readonly LookupClient _client;
+
+    public DnsClientResolver(IReadOnlyList<IPEndPoint> servers, TimeSpan timeout)
+    {
+        LookupClientOptions options;
+        if (servers.Count > 0)
+        {
+            var nameServers = new NameServer[servers.Count];
+            for (int i = 0; i < servers.Count; i++)
+                nameServers[i] = new NameServer(servers[i]);
+            options = new LookupClientOptions(nameServers);
+        }
+        else
+        {
+            options = new LookupClientOptions();
+        }
+        options.UseCache = false;
+        options.Timeout = timeout;
+        options.Retries = 1;
+        options.ThrowDnsErrors = false;
+        // SERVFAIL from one server: ask the next. An empty answer is an answer (NODATA), not an error.
+        options.ContinueOnDnsError = true;
+        options.ContinueOnEmptyResponse = false;
+        options.UseTcpFallback = true;
+        _client = new LookupClient(options);
+    }
+
+    public async Task<MxAnswer> QueryMxAsync(string domain, CancellationToken cancel)
+    {
+        IDnsQueryResponse response;
+        try
+        {
+            response = await _client.QueryAsync(domain, QueryType.MX, QueryClass.IN, cancel).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is DnsResponseException or System.Net.Sockets.SocketException or IOException or TimeoutException
+                                      or OperationCanceledException && !cancel.IsCancellationRequested)
+        {
+            return new MxAnswer(DnsStatus.TempFail, [], false, TimeSpan.Zero, Describe(e));
+        }
+        var status = Classify(response, out string? error);
+        if (status != DnsStatus.Ok)
+            return new MxAnswer(status, [], false, NegativeTtl(response), error);
+
+        var hosts = new List<(int, string)>();
+        bool nullMx = false;
+        uint ttl = uint.MaxValue;
+        foreach (var mx in response.Answers.MxRecords())
+        {
+            ttl = Math.Min(ttl, (uint)Math.Max(0, mx.TimeToLive));
+            string host = mx.Exchange.Value.TrimEnd('.');
+            if (host.Length == 0)
+            {
+                nullMx = true; // "0 ." (RFC 7505)
+                continue;
+            }
+            hosts.Add((mx.Preference, host.ToLowerInvariant()));
+        }
+        if (hosts.Count == 0 && !nullMx)
+            return new MxAnswer(DnsStatus.NoData, [], false, NegativeTtl(response));
+        // RFC 7505 3: a null MX must be the only MX; with real hosts beside it, the hosts are used.
+        return new MxAnswer(DnsStatus.Ok, hosts, nullMx && hosts.Count == 0, TimeSpan.FromSeconds(ttl == uint.MaxValue ? 0 : ttl));
+    }
+
+    public async Task<AddressAnswer> QueryAddressesAsync(string host, CancellationToken cancel)
+    {
+        var a = QueryOneAsync(host, QueryType.A, cancel);
+        var aaaa = QueryOneAsync(host, QueryType.AAAA, cancel);
+        var (aStatus, aAddresses, aTtl, aError) = await a.ConfigureAwait(false);
+        var (sixStatus, sixAddresses, sixTtl, sixError) = await aaaa.ConfigureAwait(false);
+        if (aAddresses.Count + sixAddresses.Count > 0)
+        {
+            var all = new IPAddress[aAddresses.Count + sixAddresses.Count];
+            aAddresses.CopyTo(all, 0);
+            sixAddresses.CopyTo(all, aAddresses.Count);
+            TimeSpan ttl = aAddresses.Count > 0 && sixAddresses.Count > 0 ? Min(aTtl, sixTtl)
+                : aAddresses.Count > 0 ? aTtl : sixTtl;
+            // One family failing transiently: use the other, and ask again soon.
+            if (aStatus == DnsStatus.TempFail || sixStatus == DnsStatus.TempFail)
+                ttl = Min(ttl, Router.TransientFailureTtl);
+            return new AddressAnswer(DnsStatus.Ok, all, ttl);
+        }
+        if (aStatus == DnsStatus.TempFail || sixStatus == DnsStatus.TempFail)
+            return new AddressAnswer(DnsStatus.TempFail, [], TimeSpan.Zero, aError ?? sixError);
+        var status = aStatus == DnsStatus.NxDomain && sixStatus == DnsStatus.NxDomain ? DnsStatus.NxDomain : DnsStatus.NoData;
+        return new AddressAnswer(status, [], Min(aTtl, sixTtl));
+    }
+
+    private async Task<(DnsStatus, List<IPAddress>, TimeSpan, string?)> QueryOneAsync(string host, QueryType type, CancellationToken cancel)
+    {
+        IDnsQueryResponse response;
+        try
+        {
+            response = await _client.QueryAsync(host, type, QueryClass.IN, cancel).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is DnsResponseException or System.Net.Sockets.SocketException or IOException or TimeoutException
+                                      or OperationCanceledException && !cancel.IsCancellationRequested)
+        {
+            return (DnsStatus.TempFail, [], TimeSpan.Zero, Describe(e));
+        }
+        var status = Classify(response, out string? error);
+        if (status != DnsStatus.Ok)
+            return (status, [], NegativeTtl(response), error);
+        var addresses = new List<IPAddress>();
+        uint ttl = uint.MaxValue;
+        foreach (var record in response.Answers)
+        {
+            if (record is ARecord a && type == QueryType.A)
+            {
+                addresses.Add(a.Address);
+                ttl = Math.Min(ttl, (uint)Math.Max(0, a.TimeToLive));
+            }
+            else if (record is AaaaRecord aaaa && type == QueryType.AAAA)
+            {
+                addresses.Add(aaaa.Address);
+                ttl = Math.Min(ttl, (uint)Math.Max(0, aaaa.TimeToLive));
+            }
+        }
+        if (addresses.Count == 0)
+            return (DnsStatus.NoData, addresses, NegativeTtl(response), null);
+        return (DnsStatus.Ok, addresses, TimeSpan.FromSeconds(ttl), null);
+    }
+
+    private static DnsStatus Classify(IDnsQueryResponse response, out string? error)
+    {
+        error = null;
+        switch (response.Header.ResponseCode)
+        {
+            case DnsHeaderResponseCode.NoError:
+                return DnsStatus.Ok; // maybe NoData: the caller looks at the records
+            case DnsHeaderResponseCode.NotExistentDomain:
+                return DnsStatus.NxDomain;
+            default:
+                error = response.Header.ResponseCode switch
+                {
+                    DnsHeaderResponseCode.ServerFailure => "SERVFAIL",
+                    DnsHeaderResponseCode.Refused => "REFUSED",
+                    var code => code.ToString(),
+                };
+                return DnsStatus.TempFail;
+        }
+    }
+
+    /// <summary>RFC 2308 5: a negative answer lives for the smaller of the SOA's TTL and its MINIMUM field.</summary>
+    private static TimeSpan NegativeTtl(IDnsQueryResponse response)
+    {
+        foreach (var soa in response.Authorities.SoaRecords())
+        {
+            long seconds = Math.Min((long)Math.Max(0, soa.TimeToLive), soa.Minimum);
+            var ttl = TimeSpan.FromSeconds(seconds);
+            return ttl > MaxNegativeTtl ? MaxNegativeTtl : ttl;
+        }
+        return NegativeTtlWithoutSoa;
+    }
+
+    private static TimeSpan Min(TimeSpan a, TimeSpan b) => a < b ? a : b;
+
+    private static string Describe(Exception e) => e switch
+    {
+        DnsResponseException { Code: DnsResponseCode.ConnectionTimeout } => "timeout",
+        DnsResponseException d => d.Code.ToString(),
+        OperationCanceledException => "timeout",
+        System.Net.Sockets.SocketException s => s.SocketErrorCode.ToString(),
+        _ => e.GetType().Name,
+    };
+}

@@ -1,0 +1,91 @@
+using NativeRelay.Telemetry;
+
+namespace NativeRelay.Spool;
+
+/// <summary>
+/// Compaction: TruncateUntil can only drop whole segments before the oldest record a live message
+/// needs, so one message deferred for days near the head would pin everything written after it.
+/// When most of the log is history (dead bytes exceed both the live bytes and two segments), the
+/// live messages of the oldest segment are copied forward: their chunks as they are, then a new
+/// head carrying a snapshot of their delivery state (<see cref="RecordFlags.Copy"/>). Once a copy
+/// is committed the index points at it, and the next truncation drops the segment. At most
+/// <see cref="BudgetBytes"/> (or one segment) is copied per run, and none while free space is short.
+/// </summary>
+internal sealed class SpoolCompactor(SpoolLog spool)
+{
+    private const long BudgetBytes = 64L << 20;
+
+    private readonly Log _log = spool.Logger;
+
+    /// <summary>Returns how many messages were moved.</summary>
+    public async Task<int> RunAsync()
+    {
+        var index = spool.Index;
+        long segment = spool.SegmentSize;
+        long begin = spool.BeginAddress;
+        long logBytes = spool.CommittedUntilAddress - begin;
+        long live = index.LiveBytes;
+        if (logBytes - live <= Math.Max(live, 2 * segment))
+            return 0;
+        long budget = Math.Max(segment, BudgetBytes);
+        if (spool.FreeBytes < 2 * spool.Options.MinFreeBytes + Math.Min(budget, live))
+            return 0; // copying needs room; truncation alone will have to do
+        long oldestSegmentEnd = (begin / segment + 1) * segment;
+        var candidates = index.Before(oldestSegmentEnd);
+        if (candidates.Count == 0)
+            return 0;
+        int moved = 0;
+        long copied = 0;
+        foreach (var (id, entry) in candidates)
+        {
+            if (copied >= budget)
+                break;
+            try
+            {
+                long bytes = await CopyAsync(id, entry);
+                if (bytes > 0)
+                {
+                    moved++;
+                    copied += bytes;
+                }
+            }
+            catch (Exception e) when (e is IOException or InvalidDataException or FASTER.core.FasterException)
+            {
+                _log.Warn($"spool: compaction could not move {QueueIdGenerator.ToString(id)}: {e.Message}");
+                break;
+            }
+        }
+        if (moved > 0)
+            _log.Info($"spool: compaction copied {moved} live message(s) ({copied} bytes) forward from the oldest log segment (log {logBytes} bytes, live about {live})");
+        return moved;
+    }
+
+    private async Task<long> CopyAsync(ulong id, SpoolIndex.Entry entry)
+    {
+        var (owner, length) = await spool.ReadRecordAsync(entry.Head);
+        using (owner)
+        {
+            var record = owner.Memory[..length];
+            if (!HeadLayout.TryRead(record.Span, out var layout) || layout.Id != id)
+                throw new InvalidDataException($"no head of {QueueIdGenerator.ToString(id)} at spool address {entry.Head}");
+            long bytes = length;
+            var chunks = new long[layout.ChunkCount];
+            for (int i = 0; i < chunks.Length; i++)
+            {
+                var (chunkOwner, chunkLength) = await spool.ReadRecordAsync(layout.ChunkAddress(record.Span, i));
+                using (chunkOwner)
+                {
+                    chunks[i] = await spool.AppendRawAsync(chunkOwner.Memory[..chunkLength]);
+                    bytes += chunkLength;
+                }
+            }
+            var copy = new CopiedHeadEntry { Old = record, Layout = layout, ChunkAddresses = chunks };
+            long head = await spool.AppendCopiedHeadAsync(id, entry.First, copy);
+            if (head < 0)
+                return 0; // finished or moved meanwhile; the copied chunks are garbage to truncate
+            await spool.WaitForCommitAsync(head);
+            spool.Index.Relocate(id, entry.First, chunks.Length > 0 ? chunks[0] : head, head);
+            return bytes;
+        }
+    }
+}

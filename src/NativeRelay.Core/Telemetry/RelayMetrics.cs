@@ -1,0 +1,124 @@
+namespace NativeRelay.Telemetry;
+
+/// <summary>
+/// The relay's metrics, one static field each, so any stage can count without plumbing:
+/// <c>RelayMetrics.MessagesReceived.Increment()</c>. All of them live in <see cref="Registry"/>,
+/// which the metrics endpoint writes out. Names follow Prometheus conventions (base units,
+/// seconds and bytes; counters end in _total).
+/// </summary>
+public static class RelayMetrics
+{
+    /// <summary>Every metric below, in the order a scrape lists them.</summary>
+    public static MetricsRegistry Registry { get; } = new();
+
+    /// <summary>Default cap on per-destination series; <c>metrics.maxDestinations</c> changes it.</summary>
+    public const int DefaultMaxDestinations = 100;
+
+    // Receiving ---------------------------------------------------------------------------------
+
+    public static readonly Counter ConnectionsAccepted = Registry.Counter(
+        "nativerelay_connections_total", "SMTP connections accepted.");
+
+    public static readonly Counter ConnectionsRefused = Registry.Counter(
+        "nativerelay_connections_refused_total", "SMTP connections refused at connect (connection limits).");
+
+    public static readonly Gauge ConnectionsActive = Registry.Gauge(
+        "nativerelay_connections_active", "SMTP connections open now.");
+
+    public static readonly Counter MessagesReceived = Registry.Counter(
+        "nativerelay_messages_received_total", "Messages accepted with a 250 reply to DATA or BDAT (spooled).");
+
+    public static readonly Counter MessagesRejected = Registry.Counter(
+        "nativerelay_messages_rejected_total", "Message transactions refused after DATA or BDAT (size, loop, bad line ends).");
+
+    public static readonly Counter BytesReceived = Registry.Counter(
+        "nativerelay_received_bytes_total", "Bytes of accepted messages (as spooled, Received header included).");
+
+    public static readonly Counter RecipientsReceived = Registry.Counter(
+        "nativerelay_recipients_received_total", "Recipients of accepted messages.");
+
+    // Spool -------------------------------------------------------------------------------------
+
+    public static readonly Histogram SpoolCommitSeconds = Registry.Histogram(
+        "nativerelay_spool_commit_seconds", "Time of one group commit (the synchronous write that makes appended messages durable).",
+        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1);
+
+    public static readonly Histogram SpoolCommitBatchSize = Registry.Histogram(
+        "nativerelay_spool_commit_batch_messages", "Records (messages and status records) made durable by one group commit.",
+        1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024);
+
+    /// <summary>Messages in the queue by state; index with <see cref="QueueActive"/> and <see cref="QueueDeferred"/>.</summary>
+    public static readonly GaugeVec QueueSize = Registry.GaugeVec(
+        "nativerelay_queue_messages", "Messages in the queue: active (waiting for or in a delivery attempt) and deferred (waiting for a retry).",
+        "state", "active", "deferred");
+
+    public const int QueueActive = 0;
+    public const int QueueDeferred = 1;
+
+    // Delivery ----------------------------------------------------------------------------------
+
+    public static readonly Counter Delivered = Registry.Counter(
+        "nativerelay_delivered_total", "Recipients delivered (a 2xx from the next hop or local delivery).");
+
+    public static readonly Counter Deferred = Registry.Counter(
+        "nativerelay_deferred_total", "Recipient delivery attempts that failed temporarily and will be retried.");
+
+    public static readonly Counter Bounced = Registry.Counter(
+        "nativerelay_bounced_total", "Recipients that failed for good (a 5xx, or expired in the queue).");
+
+    public static readonly Counter LocalDelivered = Registry.Counter(
+        "nativerelay_local_delivered_total", "Recipients delivered locally (Maildir or LMTP); also counted in nativerelay_delivered_total.");
+
+    public static readonly Histogram DeliveryAttemptSeconds = Registry.Histogram(
+        "nativerelay_delivery_attempt_seconds", "Time of one delivery transaction with a next hop (MAIL to the reply after the data).",
+        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60);
+
+    public static readonly Histogram DeliveryLatencySeconds = Registry.Histogram(
+        "nativerelay_delivery_latency_seconds", "Time from a message's arrival to its delivery, per delivered recipient.",
+        0.01, 0.05, 0.1, 0.25, 0.5, 1, 5, 30, 60, 300, 900, 3600, 14400, 86400);
+
+    public static readonly BoundedCounterVec DestinationDelivered = Registry.BoundedCounterVec(
+        "nativerelay_destination_delivered_total", "Recipients delivered, by destination (the first destinations seen; the rest as \"other\").",
+        "destination", DefaultMaxDestinations);
+
+    public static readonly BoundedCounterVec DestinationDeferred = Registry.BoundedCounterVec(
+        "nativerelay_destination_deferred_total", "Recipient attempts deferred, by destination (the first destinations seen; the rest as \"other\").",
+        "destination", DefaultMaxDestinations);
+
+    public static readonly BoundedCounterVec DestinationBounced = Registry.BoundedCounterVec(
+        "nativerelay_destination_bounced_total", "Recipients failed for good, by destination (the first destinations seen; the rest as \"other\").",
+        "destination", DefaultMaxDestinations);
+
+    // The binary --------------------------------------------------------------------------------
+
+    public static readonly GaugeVec BuildInfo = Registry.GaugeVec(
+        "nativerelay_build_info", "Always 1; the label is the version of the running binary.",
+        "version", typeof(RelayMetrics).Assembly.GetName().Version?.ToString(3) ?? "0.0.0");
+
+    public static readonly Gauge StartTimeSeconds = Registry.Gauge(
+        "nativerelay_start_time_seconds", "When the process started, in Unix seconds.");
+
+    static RelayMetrics()
+    {
+        BuildInfo.Set(0, 1);
+        long start;
+        try
+        {
+            using var self = System.Diagnostics.Process.GetCurrentProcess();
+            start = new DateTimeOffset(self.StartTime.ToUniversalTime()).ToUnixTimeSeconds();
+        }
+        catch (Exception e) when (e is InvalidOperationException or NotSupportedException or System.ComponentModel.Win32Exception)
+        {
+            start = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
+        }
+        StartTimeSeconds.Set(start);
+    }
+
+    /// <summary>Sets the cap of every per-destination family (from <c>metrics.maxDestinations</c>).</summary>
+    public static void SetMaxDestinations(int max)
+    {
+        DestinationDelivered.SetMaxSeries(max);
+        DestinationDeferred.SetMaxSeries(max);
+        DestinationBounced.SetMaxSeries(max);
+    }
+}

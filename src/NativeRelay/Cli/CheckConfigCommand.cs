@@ -1,0 +1,110 @@
+using System.Text;
+using NativeRelay.Config;
+using NativeRelay.Local;
+using NativeRelay.Net;
+
+namespace NativeRelay.Cli;
+
+/// <summary>
+/// <c>nativerelay check-config FILE</c>: reads and validates a configuration exactly as
+/// <c>serve --config FILE</c> would (aliases files and the files it names included, but no port
+/// is bound and the spool is not opened), then prints what the relay would do. Exit 0 when valid;
+/// otherwise one line on standard error and exit 2.
+/// </summary>
+internal static class CheckConfigCommand
+{
+    public static Task<int> RunAsync(string[] args)
+    {
+        if (args.Length == 1 && args[0] is "--help" or "-h")
+        {
+            Console.WriteLine("usage: nativerelay check-config FILE");
+            return Task.FromResult(0);
+        }
+        if (args.Length != 1 || args[0].StartsWith("--", StringComparison.Ordinal))
+            throw new ConfigException("usage: nativerelay check-config FILE");
+        string path = args[0];
+
+        var options = RelaySettings.LoadFile(path);
+        RelaySettings settings;
+        LocalDeliveryAgent local;
+        try
+        {
+            settings = RelaySettings.Validate(options);
+            CheckFile(settings.Tls?.CertificatePath, "tls.certificate");
+            CheckFile(settings.Tls?.KeyPath, "tls.key");
+            CheckFile(settings.UsersFile, "usersFile");
+            CheckFile(settings.LocalRecipientsFile, "localRecipientsFile");
+            local = LocalDeliveryAgent.Create(settings.LocalDelivery, settings.Hostname,
+                TimeSpan.FromSeconds(settings.Delivery.ConnectTimeoutSeconds), TimeSpan.FromSeconds(settings.Delivery.CommandTimeoutSeconds));
+        }
+        catch (ConfigException e)
+        {
+            throw new ConfigException($"{path}: {e.Message}");
+        }
+
+        Console.Out.Write(Describe(path, settings, local));
+        return Task.FromResult(0);
+    }
+
+    private static void CheckFile(string? file, string what)
+    {
+        if (file is not null && !File.Exists(file))
+            throw new ConfigException($"{what}: {file} does not exist");
+    }
+
+    internal static string Describe(string path, RelaySettings s, LocalDeliveryAgent local)
+    {
+        var sb = new StringBuilder();
+        void Line(string key, string value) => sb.Append(key.PadRight(18)).Append(value).Append('\n');
+
+        sb.Append($"{Path.GetFullPath(path)}: valid\n\n");
+        Line("hostname", s.Hostname);
+        foreach (var l in s.Listeners.Count > 0 ? s.Listeners : s.Listen.Select(e => new ListenerSettings(e, ListenerKind.Smtp)).ToList())
+            Line("listen", $"{l.EndPoint} ({ListenerSettings.KindName(l.Kind)}{(l.Kind == ListenerKind.Smtp ? "" : ", AUTH required")})");
+        Line("tls", s.Tls is null ? "off (no certificate: no STARTTLS, no implicit TLS)" : $"certificate {s.Tls.CertificatePath}, key {s.Tls.KeyPath}");
+        Line("auth", s.UsersFile is null ? "off (no usersFile)" : $"users from {s.UsersFile}{(s.AllowPlaintextAuth ? ", also without TLS" : ", only under TLS")}");
+        Line("relay networks", s.RelayNetworks.Count == 0 ? "none (only authenticated clients may relay)" : string.Join(", ", s.RelayNetworks));
+        var accepted = s.AcceptedDomains.Concat(s.LocalDelivery.Domains.Select(d => d.Name)).Distinct().ToList();
+        Line("accepted from all", accepted.Count == 0 ? "no domains (mail from outside the relay networks is refused)" : string.Join(", ", accepted));
+        if (s.LocalRecipients.Count > 0 || s.LocalRecipientsFile is not null)
+            Line("known recipients", $"{s.LocalRecipients.Count} listed{(s.LocalRecipientsFile is null ? "" : $", more in {s.LocalRecipientsFile}")} (others get 550 5.1.1)");
+
+        var routes = s.Routing.Routes.All;
+        if (routes.Count == 0)
+            Line("routing", $"MX lookup for every domain (port {s.Routing.RemotePort})");
+        else
+        {
+            foreach (var r in routes.OrderBy(r => r.Pattern == "*" ? 1 : 0).ThenBy(r => r.Pattern, StringComparer.Ordinal))
+            {
+                string to = r.Local ? "local delivery" : r.HasHosts ? string.Join(", ", r.Hosts.Select(h => $"{h.Host}:{h.Port}")) : "MX lookup";
+                Line("route", $"{(r.Pattern == "*" ? "everything else" : r.Pattern)} -> {to}");
+            }
+            if (!routes.Any(r => r.Pattern == "*"))
+                Line("route", $"everything else -> MX lookup (port {s.Routing.RemotePort})");
+        }
+        if (s.LocalDelivery.IsEmpty)
+            Line("local domains", "none");
+        foreach (var d in s.LocalDelivery.Domains)
+        {
+            var aliases = local.Resolver.AliasesOf(d);
+            string note = d.AliasesFile is null ? "" : $" ({aliases.Count} alias{(aliases.Count == 1 ? "" : "es")})";
+            if (d.Transport == LocalTransport.Maildir && !Directory.Exists(d.MaildirRoot))
+                note += " (root does not exist yet: made on first delivery)";
+            Line("local domain", $"{d.Name} -> {d.Describe()}{note}");
+        }
+
+        var l2 = s.Limits;
+        Line("limits", $"message {l2.MaxMessageSize} bytes, {l2.MaxRecipients} recipients, {l2.MaxConnections} connections ({l2.MaxConnectionsPerIp} per IP), " +
+                       $"{l2.MaxErrors} errors, command timeout {l2.CommandTimeoutSeconds}s, data timeout {l2.DataTimeoutSeconds}s");
+        var d2 = s.Delivery;
+        Line("delivery", $"{(d2.Loops == 0 ? $"{Environment.ProcessorCount} loops (one per core)" : $"{d2.Loops} loops")}, " +
+                         $"{d2.InitialConnectionsPerDestination}..{d2.ConnectionsPerDestination} connections per destination, " +
+                         $"retry {d2.RetryInitialSeconds}s..{d2.RetryMaxSeconds}s, give up after {d2.MaxLifetimeHours}h");
+        var t = s.SpoolTuning;
+        Line("spool", $"{s.SpoolDirectory} (pages {1L << t.PageSizeBits} bytes, memory {1L << t.MemorySizeBits} bytes, files {1L << t.SegmentSizeBits} bytes)");
+        if (s.Routing.DeliveryLogPath is { } log)
+            Line("delivery log", log == "-" ? "standard output" : log);
+        Line("metrics", s.Metrics is null ? "off" : $"http://{s.Metrics.Listen}/metrics{(s.Metrics.IsLoopback ? "" : " (not loopback: reachable from the network)")}, {s.Metrics.MaxDestinations} destinations");
+        return sb.ToString();
+    }
+}

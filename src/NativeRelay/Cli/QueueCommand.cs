@@ -1,0 +1,371 @@
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+using NativeRelay.Config;
+using NativeRelay.Control;
+
+namespace NativeRelay.Cli;
+
+/// <summary>
+/// <c>nativerelay queue ...</c>: looks at and acts on the queue of the relay running on a spool,
+/// through its control socket (found with <c>--spool DIR</c> or <c>--config FILE</c>, as
+/// <c>serve</c> finds its spool). Exit codes: 0 done, 1 nothing matched or not confirmed,
+/// 2 usage or configuration error, 3 no relay running on that spool.
+/// </summary>
+internal static class QueueCommand
+{
+    public const int ExitOk = 0;
+    public const int ExitFailed = 1;
+    public const int ExitUsage = 2;
+    public const int ExitNoRelay = 3;
+
+    public const string Usage =
+        "queue list [--domain D] [--older-than AGE] | show ID | flush [ID | --domain D] | delete ID | --domain D [--yes] | bounce ID | --domain D | hold ID | --domain D | release ID | --domain D | stats   [--json] [--spool DIR | --config FILE]";
+
+    private static readonly TimeSpan Timeout = TimeSpan.FromMinutes(5);
+
+    private sealed class Options
+    {
+        public string Command = "";
+        public string? Id;
+        public string? Domain;
+        public long? OlderThanSeconds;
+        public bool Yes;
+        public bool Json;
+        public string? Spool;
+        public string? Config;
+    }
+
+    public static async Task<int> RunAsync(string[] args)
+    {
+        Options o;
+        try
+        {
+            o = Parse(args);
+        }
+        catch (ConfigException e)
+        {
+            Console.Error.WriteLine($"nativerelay queue: {e.Message}");
+            Console.Error.WriteLine($"usage: nativerelay {Usage}");
+            return ExitUsage;
+        }
+        if (o.Command == "help")
+        {
+            Console.WriteLine($"usage: nativerelay {Usage}");
+            Console.WriteLine("AGE is a number of seconds or 90s, 30m, 2h, 3d. flush without an ID or --domain retries every message now.");
+            return ExitOk;
+        }
+
+        string spool = SpoolDirectory(o);
+        try
+        {
+            return o.Command switch
+            {
+                "list" => await ListAsync(o, spool),
+                "show" => await ShowAsync(o, spool),
+                "stats" => await StatsAsync(o, spool),
+                "delete" => await DeleteAsync(o, spool),
+                _ => await ActAsync(o, spool),
+            };
+        }
+        catch (NoRelayException e)
+        {
+            Console.Error.WriteLine($"nativerelay queue: {e.Message}");
+            return ExitNoRelay;
+        }
+        catch (UnauthorizedAccessException e)
+        {
+            Console.Error.WriteLine($"nativerelay queue: {e.Message}");
+            return ExitFailed;
+        }
+        catch (Exception e) when (e is IOException or JsonException or OperationCanceledException or System.Net.Sockets.SocketException)
+        {
+            Console.Error.WriteLine($"nativerelay queue: talking to the relay failed: {e.Message}");
+            return ExitFailed;
+        }
+    }
+
+    private static Options Parse(string[] args)
+    {
+        var o = new Options();
+        var positional = new List<string>();
+        for (int i = 0; i < args.Length; i++)
+        {
+            string arg = args[i];
+            string? inline = null;
+            int eq = arg.IndexOf('=');
+            if (arg.StartsWith("--", StringComparison.Ordinal) && eq > 0)
+            {
+                inline = arg[(eq + 1)..];
+                arg = arg[..eq];
+            }
+            string Value() => inline ?? (i + 1 < args.Length ? args[++i] : throw new ConfigException($"{arg} needs a value"));
+            switch (arg)
+            {
+                case "--domain":
+                    o.Domain = Value();
+                    break;
+                case "--older-than":
+                    o.OlderThanSeconds = ParseAge(Value());
+                    break;
+                case "--yes":
+                case "-y":
+                    o.Yes = true;
+                    break;
+                case "--json":
+                    o.Json = true;
+                    break;
+                case "--spool":
+                    o.Spool = Value();
+                    break;
+                case "--config":
+                    o.Config = Value();
+                    break;
+                case "--help":
+                case "-h":
+                    positional.Insert(0, "help");
+                    break;
+                default:
+                    if (arg.StartsWith('-'))
+                        throw new ConfigException($"unknown flag '{arg}'");
+                    positional.Add(arg);
+                    break;
+            }
+        }
+        if (positional.Count == 0)
+            throw new ConfigException("which queue command? list, show, flush, delete, bounce, hold, release or stats");
+        o.Command = positional[0];
+        if (o.Command == "help")
+            return o;
+        if (o.Command is not ("list" or "show" or "flush" or "delete" or "bounce" or "hold" or "release" or "stats"))
+            throw new ConfigException($"unknown queue command '{o.Command}'");
+        if (positional.Count > 2)
+            throw new ConfigException($"unexpected argument '{positional[2]}'");
+        if (positional.Count == 2)
+        {
+            if (!Spool.QueueIdGenerator.TryParse(positional[1], out _))
+                throw new ConfigException($"'{positional[1]}' is not a queue id (16 hex digits, as in \"queued as ...\")");
+            o.Id = positional[1].ToUpperInvariant();
+        }
+        switch (o.Command)
+        {
+            case "list" or "stats" when o.Id is not null:
+                throw new ConfigException($"{o.Command} takes no queue id (use show ID)");
+            case "show" when o.Id is null:
+                throw new ConfigException("show needs a queue id");
+            case "delete" or "bounce" or "hold" or "release" when (o.Id is null) == (o.Domain is null):
+                throw new ConfigException($"{o.Command} needs a queue id or --domain D (one of them)");
+            case "flush" when o.Id is not null && o.Domain is not null:
+                throw new ConfigException("flush takes a queue id or --domain D, not both");
+        }
+        if (o.OlderThanSeconds is not null && o.Command != "list")
+            throw new ConfigException("--older-than is for list");
+        return o;
+    }
+
+    /// <summary>Seconds from "90", "90s", "30m", "2h" or "3d".</summary>
+    internal static long ParseAge(string text)
+    {
+        text = text.Trim();
+        long unit = 1;
+        if (text.Length > 0 && char.IsLetter(text[^1]))
+        {
+            unit = char.ToLowerInvariant(text[^1]) switch
+            {
+                's' => 1,
+                'm' => 60,
+                'h' => 3600,
+                'd' => 86400,
+                _ => throw new ConfigException($"--older-than: '{text}' is not an age (90s, 30m, 2h, 3d)"),
+            };
+            text = text[..^1];
+        }
+        if (!long.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out long n))
+            throw new ConfigException($"--older-than: '{text}' is not an age (90s, 30m, 2h, 3d)");
+        return n * unit;
+    }
+
+    /// <summary>The spool as serve would find it: --spool, else the config file's "spool", else the default.</summary>
+    private static string SpoolDirectory(Options o)
+    {
+        string? spool = o.Spool;
+        if (spool is null && o.Config is not null)
+            spool = RelaySettings.LoadFile(o.Config).Spool;
+        return Path.GetFullPath(spool ?? new RelayOptions().Spool);
+    }
+
+    private static Task<(List<ControlEntry> Entries, ControlResponse Final)> SendAsync(string spool, Options o, string command) =>
+        ControlClient.SendAsync(spool, new ControlRequest
+        {
+            Command = command,
+            Id = o.Id,
+            Domain = o.Domain,
+            OlderThanSeconds = o.OlderThanSeconds,
+        }, Timeout);
+
+    private static int Refused(ControlResponse final)
+    {
+        Console.Error.WriteLine($"nativerelay queue: {final.Error ?? "the relay refused the request"}");
+        return ExitFailed;
+    }
+
+    private static async Task<int> ListAsync(Options o, string spool)
+    {
+        var (entries, final) = await SendAsync(spool, o, "list");
+        if (!final.Ok)
+            return Refused(final);
+        if (o.Json)
+        {
+            foreach (var e in entries)
+                Console.WriteLine(JsonSerializer.Serialize(new ControlResponse { Entry = e }, ControlJsonContext.Default.ControlResponse));
+            return ExitOk;
+        }
+        if (entries.Count == 0)
+        {
+            Console.WriteLine("the queue is empty" + (o.Domain is null && o.OlderThanSeconds is null ? "" : " (for this filter)"));
+            return ExitOk;
+        }
+        long now = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
+        var w = new StringBuilder();
+        w.AppendLine($"{"ID",-16}  {"AGE",6}  {"SIZE",7}  {"TRIES",5}  {"NEXT",-8}  SENDER");
+        foreach (var e in entries)
+        {
+            w.AppendLine($"{e.Id,-16}  {Duration(now - e.ArrivalUnixMs),6}  {Size(e.Size),7}  {e.Attempts,5}  {Next(e, now),-8}  {(e.Sender.Length == 0 ? "<>" : e.Sender)}");
+            foreach (var r in e.Recipients)
+                w.AppendLine($"  -> {r}");
+            if (e.LastError is not null)
+                w.AppendLine($"  (last error: {e.LastError})");
+        }
+        w.Append($"-- {entries.Count} message(s), {Size(entries.Sum(e => e.Size))}");
+        Console.WriteLine(w.ToString());
+        return ExitOk;
+    }
+
+    private static async Task<int> ShowAsync(Options o, string spool)
+    {
+        var (entries, final) = await SendAsync(spool, o, "show");
+        if (!final.Ok || entries.Count == 0)
+            return Refused(final);
+        var e = entries[0];
+        if (o.Json)
+        {
+            Console.WriteLine(JsonSerializer.Serialize(new ControlResponse { Entry = e }, ControlJsonContext.Default.ControlResponse));
+            return ExitOk;
+        }
+        long now = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
+        Console.WriteLine($"id:           {e.Id}");
+        Console.WriteLine($"arrived:      {DateTimeOffset.FromUnixTimeMilliseconds(e.ArrivalUnixMs):u} ({Duration(now - e.ArrivalUnixMs)} ago)");
+        Console.WriteLine($"size:         {e.Size} bytes");
+        Console.WriteLine($"sender:       {(e.Sender.Length == 0 ? "<>" : e.Sender)}");
+        foreach (var r in e.Recipients)
+            Console.WriteLine($"recipient:    {r}");
+        Console.WriteLine($"attempts:     {e.Attempts}");
+        Console.WriteLine($"next attempt: {Next(e, now)}");
+        Console.WriteLine($"last error:   {e.LastError ?? "-"}");
+        return ExitOk;
+    }
+
+    private static async Task<int> StatsAsync(Options o, string spool)
+    {
+        var (_, final) = await SendAsync(spool, o, "stats");
+        if (o.Json)
+        {
+            Console.WriteLine(JsonSerializer.Serialize(final, ControlJsonContext.Default.ControlResponse));
+            return final.Ok ? ExitOk : ExitFailed;
+        }
+        if (final.Stats is { } s)
+        {
+            Console.WriteLine($"active:   {s.Active}");
+            Console.WriteLine($"deferred: {s.Deferred}");
+            Console.WriteLine($"held:     {s.Held}");
+            if (s.ByDestination.Count > 0)
+            {
+                Console.WriteLine("by destination:");
+                foreach (var (destination, count) in s.ByDestination.OrderByDescending(p => p.Value))
+                    Console.WriteLine($"  {count,8}  {destination}");
+            }
+        }
+        else if (final.Error is not null)
+        {
+            Console.WriteLine($"queue counts unavailable: {final.Error}");
+        }
+        if (final.Spool is { } p)
+        {
+            Console.WriteLine($"spool:    {p.LiveMessages} live message(s), log {Size(p.LogBytes)}, {Size(p.SizeOnDisk)} on disk, {Size(p.FreeBytes)} free"
+                              + (p.RefusingMail ? $"; REFUSING NEW MAIL: {p.Problem}" : ""));
+        }
+        return final.Ok ? ExitOk : ExitFailed;
+    }
+
+    private static async Task<int> DeleteAsync(Options o, string spool)
+    {
+        if (!o.Yes)
+        {
+            var preview = o.Id is not null ? await SendAsync(spool, o, "show") : await SendAsync(spool, o, "list");
+            if (preview.Entries.Count == 0)
+            {
+                Console.Error.WriteLine($"nativerelay queue: {preview.Final.Error ?? "no message matches"}; nothing deleted");
+                return ExitFailed;
+            }
+            var ids = preview.Entries.Select(e => e.Id).ToList();
+            Console.Error.Write($"Delete {ids.Count} message(s) ({string.Join(", ", ids.Take(5))}{(ids.Count > 5 ? ", ..." : "")}) without notifying their senders? [y/N] ");
+            string? answer = Console.In.ReadLine()?.Trim();
+            if (!string.Equals(answer, "y", StringComparison.OrdinalIgnoreCase) && !string.Equals(answer, "yes", StringComparison.OrdinalIgnoreCase))
+            {
+                Console.Error.WriteLine("not deleted");
+                return ExitFailed;
+            }
+        }
+        return await ActAsync(o, spool);
+    }
+
+    /// <summary>flush, delete, bounce, hold, release: one request, a count back.</summary>
+    private static async Task<int> ActAsync(Options o, string spool)
+    {
+        var (_, final) = await SendAsync(spool, o, o.Command);
+        if (!final.Ok)
+            return Refused(final);
+        int count = final.Count ?? 0;
+        string done = o.Command switch
+        {
+            "flush" => "scheduled for immediate delivery",
+            "delete" => "deleted",
+            "bounce" => "returned to sender",
+            "hold" => "held",
+            _ => "released",
+        };
+        if (o.Json)
+            Console.WriteLine(JsonSerializer.Serialize(final, ControlJsonContext.Default.ControlResponse));
+        else
+            Console.WriteLine($"{count} message(s) {done}");
+        if (count == 0 && o.Id is not null)
+        {
+            Console.Error.WriteLine($"nativerelay queue: no message {o.Id} in the queue");
+            return ExitFailed;
+        }
+        return ExitOk;
+    }
+
+    private static string Next(ControlEntry e, long now) =>
+        e.Held ? "held" : e.NextAttemptUnixMs is not long next || next <= now ? "now" : "in " + Duration(next - now);
+
+    internal static string Duration(long ms)
+    {
+        long s = Math.Max(0, ms / 1000);
+        if (s < 60)
+            return $"{s}s";
+        if (s < 3600)
+            return $"{s / 60}m{s % 60:00}s";
+        if (s < 86400)
+            return $"{s / 3600}h{s % 3600 / 60:00}m";
+        return $"{s / 86400}d{s % 86400 / 3600:00}h";
+    }
+
+    internal static string Size(long bytes) => bytes switch
+    {
+        < 1024 => $"{bytes}B",
+        < 1024 * 1024 => $"{bytes / 1024.0:0.#}K",
+        < 1024L * 1024 * 1024 => $"{bytes / (1024.0 * 1024):0.#}M",
+        _ => $"{bytes / (1024.0 * 1024 * 1024):0.##}G",
+    };
+}
