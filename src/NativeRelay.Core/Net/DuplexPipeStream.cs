@@ -13,9 +13,14 @@ internal sealed class DuplexPipeStream : Stream
     private readonly Stream _write;
 
     public DuplexPipeStream(IDuplexPipe pipe)
+        : this(pipe.Input, pipe.Output)
     {
-        _read = pipe.Input.AsStream(leaveOpen: true);
-        _write = pipe.Output.AsStream(leaveOpen: true);
+    }
+
+    public DuplexPipeStream(PipeReader reader, PipeWriter writer)
+    {
+        _read = reader.AsStream(leaveOpen: true);
+        _write = writer.AsStream(leaveOpen: true);
     }
 
     public override bool CanRead => true;

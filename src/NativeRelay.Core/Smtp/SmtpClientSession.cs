@@ -195,7 +195,7 @@ public sealed class SmtpClientSession : IAsyncDisposable
             }
         }
 
-        var ssl = new SslStream(new PipeDuplexStream(_input, _output), leaveInnerStreamOpen: false);
+        var ssl = new SslStream(new NativeRelay.Net.DuplexPipeStream(_input, _output), leaveInnerStreamOpen: false);
         bool verified = false;
         var auth = new SslClientAuthenticationOptions
         {
@@ -714,42 +714,6 @@ public sealed class SmtpClientSession : IAsyncDisposable
             }
         }
         await _connection.DisposeAsync();
-    }
-
-    /// <summary>
-    /// The connection's pipes as one duplex stream for <see cref="SslStream"/> to sit on. The
-    /// pipes belong to the connection, which completes them; disposing this stream leaves them.
-    /// </summary>
-    private sealed class PipeDuplexStream(PipeReader reader, PipeWriter writer) : Stream
-    {
-        private readonly Stream _read = reader.AsStream(leaveOpen: true);
-        private readonly Stream _write = writer.AsStream(leaveOpen: true);
-
-        public override bool CanRead => true;
-        public override bool CanWrite => true;
-        public override bool CanSeek => false;
-        public override long Length => throw new NotSupportedException();
-        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
-
-        public override ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default) =>
-            _read.ReadAsync(buffer, cancellationToken);
-
-        public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
-            _read.ReadAsync(buffer, offset, count, cancellationToken);
-
-        public override ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken = default) =>
-            _write.WriteAsync(buffer, cancellationToken);
-
-        public override Task WriteAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
-            _write.WriteAsync(buffer, offset, count, cancellationToken);
-
-        public override Task FlushAsync(CancellationToken cancellationToken) => _write.FlushAsync(cancellationToken);
-
-        public override int Read(byte[] buffer, int offset, int count) => _read.Read(buffer, offset, count);
-        public override void Write(byte[] buffer, int offset, int count) => _write.Write(buffer, offset, count);
-        public override void Flush() => _write.Flush();
-        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-        public override void SetLength(long value) => throw new NotSupportedException();
     }
 }
 
