@@ -41,11 +41,13 @@ public sealed class CompactionTests(ITestOutputHelper log)
                     await client.SendAcceptedAsync("sender@example.test", ["fast@example.test"], SpoolEndToEnd.Message($"pass-{i}@client.test", 10_000, i));
             }
             await SpoolEndToEnd.WaitUntilAsync(() => sink.Distinct >= 800, Waits.Delivery, "the traffic", relay.Describe);
-            long peak = SpoolEndToEnd.SpoolSize(dir.Spool);
-            log.WriteLine($"log on disk after the traffic: {peak} bytes");
-            Assert.True(peak > 5 * Segment, $"the history should take several segments ({peak} bytes)");
-
-            long size = peak;
+            // The history is large by construction (800 x 10 kB, over seven segments); compaction
+            // runs every few seconds, so on a fast machine the log has already shrunk by now and
+            // its size here says nothing: what must hold is that it ends small.
+            const long history = 800L * 10_000;
+            Assert.True(history > 5 * Segment);
+            long size = SpoolEndToEnd.SpoolSize(dir.Spool);
+            log.WriteLine($"log on disk after the traffic: {size} bytes for {history} bytes of messages");
             await SpoolEndToEnd.WaitUntilAsync(() => (size = SpoolEndToEnd.SpoolSize(dir.Spool)) <= 3 * Segment, TimeSpan.FromSeconds(60),
                 "the log shrinking", () => $"{size} bytes on disk\n{relay.Describe()}");
             log.WriteLine($"log on disk after compaction: {size} bytes");
