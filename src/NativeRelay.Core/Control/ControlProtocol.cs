@@ -68,6 +68,7 @@ public sealed class ControlSpoolStats
 {
     public int LiveMessages { get; set; }
     public long LogBytes { get; set; }
+    /// <summary>The segment files' sizes (holes punched in them are not subtracted).</summary>
     public long SizeOnDisk { get; set; }
     public long FreeBytes { get; set; }
     public bool RefusingMail { get; set; }

@@ -27,6 +27,7 @@ public sealed class RelayHost : IAsyncDisposable
     private SpoolLog? _spool;
     private DeliveryScheduler? _scheduler;
     private Task? _housekeeping;
+    private Task? _recovering;
     private DeliveryLog? _deliveryLog;
     private ControlServer? _control;
     private IDisposable? _reloading;
@@ -67,7 +68,11 @@ public sealed class RelayHost : IAsyncDisposable
                 TimeSpan.FromSeconds(d.ConnectTimeoutSeconds), TimeSpan.FromSeconds(d.CommandTimeoutSeconds), forwarder));
         }
         _scheduler.Start();
-        await _scheduler.EnqueueRecoveredAsync(recovered);
+        // The recovered queue goes to delivery in the background: with a large backlog that takes
+        // seconds (each message's envelope is read back from its head), and neither new mail nor
+        // the first deliveries need wait for it. The spool's index already holds every recovered
+        // message, so nothing is truncated under them, and new ids never collide with theirs.
+        _recovering = Task.Run(() => HandOverRecoveredAsync(recovered));
         // `nativerelay queue ...` talks to the delivery side through the control socket.
         _control = ControlServer.Start(_spool, (object)_scheduler as IQueueAdmin, _log);
 
@@ -106,6 +111,25 @@ public sealed class RelayHost : IAsyncDisposable
                   + (_settings.RelayTo is null ? "no relay-to" : $"relay-to {_settings.RelayTo}"));
     }
 
+    private async Task HandOverRecoveredAsync(List<RecoveredMessage> recovered)
+    {
+        if (recovered.Count == 0)
+            return;
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        try
+        {
+            // Stops at the next message when the relay stops; the rest stay in the spool for the next start.
+            await Scheduler.EnqueueRecoveredAsync(recovered.TakeWhile(_ => !_stopping.IsCancellationRequested));
+            if (!_stopping.IsCancellationRequested)
+                _log.Info($"recovered queue handed to delivery: {recovered.Count} message(s) in {clock.ElapsedMilliseconds} ms");
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            if (!_stopping.IsCancellationRequested)
+                _log.Error($"handing the recovered queue to delivery failed: {e.Message}");
+        }
+    }
+
     private async Task HousekeepingAsync(CancellationToken stopping)
     {
         while (!stopping.IsCancellationRequested)
@@ -141,6 +165,8 @@ public sealed class RelayHost : IAsyncDisposable
         }
         _stopping.Cancel();
         await Task.WhenAll(_listeners.Select(l => l.DrainAsync(deadline)));
+        if (_recovering is not null)
+            await _recovering;
         if (_scheduler is not null)
             await _scheduler.StopAsync(TimeSpan.FromSeconds(5));
         _deliveryLog?.Dispose();

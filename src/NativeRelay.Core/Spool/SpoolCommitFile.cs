@@ -49,9 +49,6 @@ internal sealed partial class SpoolCommitFile : ILogCommitManager
     /// <summary>The begin address recorded in the newest metadata file on disk: no log segment at or after it may be deleted.</summary>
     public long DurableBegin { get; private set; }
 
-    /// <summary>Metadata writes that failed (a full disk, an I/O error).</summary>
-    public long Failures => Interlocked.Read(ref _failures);
-
     private string PathOf(long commitNum) => Path.Combine(_directory, $"commit.{commitNum}");
 
     // FASTER's own manager kept its files here (spools written before this class existed).

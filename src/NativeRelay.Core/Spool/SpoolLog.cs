@@ -55,6 +55,7 @@ public sealed class SpoolLog : IAsyncDisposable
     private readonly ConcurrentBag<MessageChunkEntry> _chunkEntries = new();
     // Address ranges whose records were lost when the log was reopened after a failed commit.
     private readonly List<(long From, long Until)> _lost = new();
+    private volatile bool _anyLost;
     private readonly SemaphoreSlim _maintenance = new(1, 1);
     private readonly SpoolRawReader _files;
     private readonly SpoolHoles _holes;
@@ -312,7 +313,7 @@ public sealed class SpoolLog : IAsyncDisposable
     public Task WaitForCommitAsync(long address)
     {
         var handle = _handle;
-        if (IsLost(address))
+        if (_anyLost && IsLost(address))
             return Task.FromException(new SpoolUnavailableException("the record was lost when the spool log was reopened after a failed commit"));
         return handle.Committer.WaitForCommitAsync(address);
     }
@@ -466,19 +467,6 @@ public sealed class SpoolLog : IAsyncDisposable
         return (owner, length);
     }
 
-    /// <summary>What the message with this id looks like to the spool (for admin listings), if it is live.</summary>
-    public bool TryGetMessage(ulong id, out long headAddress, out long size)
-    {
-        if (_index.TryGet(id, out var entry) && entry.Appended)
-        {
-            headAddress = entry.Head;
-            size = entry.Size;
-            return true;
-        }
-        headAddress = size = 0;
-        return false;
-    }
-
     internal delegate void RecordVisitor(long address, ReadOnlySpan<byte> record);
 
     /// <summary>
@@ -496,7 +484,7 @@ public sealed class SpoolLog : IAsyncDisposable
         {
             var log = handle.Log;
             int headerSize = log.HeaderSize;
-            var report = new SpoolScanReport { Begin = log.BeginAddress, Committed = log.CommittedUntilAddress };
+            var report = new SpoolScanReport();
             using var raw = new SpoolRawReader(_directory, _options, headerSize);
             long end = log.CommittedUntilAddress;
             long address = log.BeginAddress;
@@ -737,6 +725,7 @@ public sealed class SpoolLog : IAsyncDisposable
         {
             lock (_lost)
                 _lost.Add((recovered, oldTail));
+            _anyLost = true;
             while (fresh.Log.TailAddress < oldTail)
             {
                 var padding = new PaddingEntry((int)Math.Min(_maxChunk, Math.Max(oldTail - fresh.Log.TailAddress - fresh.Log.HeaderSize, RecordFormat.CommonHeaderSize)));
@@ -816,8 +805,6 @@ public sealed class SpoolLog : IAsyncDisposable
 /// <summary>What a recovery scan found besides the records themselves.</summary>
 internal sealed class SpoolScanReport
 {
-    public long Begin;
-    public long Committed;
     public long Records;
     /// <summary>Damaged stretches inside the committed log: where, where the walk resumed, why.</summary>
     public List<(long From, long Resume, string Reason)> Damaged = new();

@@ -291,7 +291,7 @@ internal static class QueueCommand
         }
         if (final.Spool is { } p)
         {
-            Console.WriteLine($"spool:    {p.LiveMessages} live message(s), log {Size(p.LogBytes)}, {Size(p.SizeOnDisk)} on disk, {Size(p.FreeBytes)} free"
+            Console.WriteLine($"spool:    {p.LiveMessages} live message(s), log {Size(p.LogBytes)} ({Size(p.SizeOnDisk)} of segment files), {Size(p.FreeBytes)} free on its disk"
                               + (p.RefusingMail ? $"; REFUSING NEW MAIL: {p.Problem}" : ""));
         }
         return final.Ok ? ExitOk : ExitFailed;

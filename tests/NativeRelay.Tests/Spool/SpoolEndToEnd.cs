@@ -137,6 +137,9 @@ public sealed class CountingSink : IAsyncDisposable
     public Func<string, bool>? Keep { get; set; }
 
     public long Total => Interlocked.Read(ref _total);
+
+    /// <summary>When the first message arrived (UTC), or null.</summary>
+    public DateTime? FirstDelivery { get; private set; }
     public int Distinct => _deliveries.Count;
     public int Count(string messageId) => _deliveries.TryGetValue(messageId, out int n) ? n : 0;
     public bool Has(string messageId) => _deliveries.ContainsKey(messageId);
@@ -162,6 +165,7 @@ public sealed class CountingSink : IAsyncDisposable
             {
                 continue;
             }
+            client.NoDelay = true; // replies go out at once (Nagle and delayed ACKs would cap a connection at ~25 messages/s)
             _sessions.Add(Task.Run(() => SessionAsync(client)));
         }
     }
@@ -244,7 +248,8 @@ public sealed class CountingSink : IAsyncDisposable
                         if (Keep?.Invoke(messageId) == true)
                             _kept[messageId] = output.ToArray();
                         _deliveries.AddOrUpdate(messageId, 1, (_, n) => n + 1);
-                        Interlocked.Increment(ref _total);
+                        if (Interlocked.Increment(ref _total) == 1)
+                            FirstDelivery = DateTime.UtcNow;
                         inMail = false;
                         await Reply("250 2.0.0 Ok");
                         break;

@@ -127,8 +127,22 @@ public sealed class SpoolTestKit : IDisposable
         file.SetLength(SegmentOffset(address));
     }
 
-    public long SizeOnDisk() =>
-        new DirectoryInfo(Directory).EnumerateFiles("queue.log.*").Sum(f => f.Length);
+    public long SizeOnDisk()
+    {
+        long total = 0;
+        foreach (var file in new DirectoryInfo(Directory).EnumerateFiles("queue.log.*"))
+        {
+            try
+            {
+                total += file.Length;
+            }
+            catch (FileNotFoundException)
+            {
+                // deleted by truncation while we looked
+            }
+        }
+        return total;
+    }
 
     public void Dispose()
     {
