@@ -123,8 +123,9 @@ public sealed class ToolsLoopbackTests : IAsyncLifetime
         Assert.Equal(40, result.Errors.Count(expected));
         Assert.Equal(40, result.Errors.Total);
         Assert.Contains(result.Errors.Entries(), e => e.Key == expected.ToString() && e.Text!.Contains("sink"));
-        // The connections survive refusals: one per session.
-        Assert.Equal(4, result.Connections);
+        // The connections survive refusals: at most one per session (a session that starts late
+        // may find the work already taken and never connect).
+        Assert.InRange(result.Connections, 1, 4);
     }
 
     [Fact]
