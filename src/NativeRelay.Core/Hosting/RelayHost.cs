@@ -31,6 +31,7 @@ public sealed class RelayHost : IAsyncDisposable
     private DeliveryLog? _deliveryLog;
     private ControlServer? _control;
     private IDisposable? _reloading;
+    private IDisposable? _queueGauges;
 
     public RelayHost(RelaySettings settings, Log log)
     {
@@ -75,6 +76,7 @@ public sealed class RelayHost : IAsyncDisposable
         _recovering = Task.Run(() => HandOverRecoveredAsync(recovered));
         // `nativerelay queue ...` talks to the delivery side through the control socket.
         _control = ControlServer.Start(_spool, (object)_scheduler as IQueueAdmin, _log);
+        _queueGauges = QueueGauges.Attach(_scheduler); // queue sizes for the metrics endpoint, counted when scraped
 
         Server = new SmtpServer(_settings, _spool, _scheduler, ids, _log);
         // Domains delivered on this host take mail from anyone, like acceptedDomains (the local stage may refine this per user).
@@ -158,6 +160,7 @@ public sealed class RelayHost : IAsyncDisposable
             listener.StopAccepting();
         _reloading?.Dispose();
         _reloading = null;
+        _queueGauges?.Dispose();
         if (_control is not null)
         {
             await _control.DisposeAsync();

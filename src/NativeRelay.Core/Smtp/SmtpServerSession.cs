@@ -351,6 +351,7 @@ internal sealed class SmtpServerSession
                 // Bare CR or LF: where the message ends is now ambiguous (the SMTP smuggling
                 // class of attacks), so nothing is queued and the connection ends.
                 _server.Log.Info($"{_clientAddress}: refused message with a bare CR or LF in DATA");
+                Telemetry.RelayMetrics.MessagesRejected.Increment();
                 ResetTransaction();
                 _output.Write(SmtpReplies.BareLineEnding);
                 _closeAfterFlush = true;
@@ -1098,6 +1099,7 @@ internal sealed class SmtpServerSession
         bool bareLineEnding = bdat && _bdat.BareLineEnding;
         if (sizeExceeded || lineTooLong || bareLineEnding)
         {
+            Telemetry.RelayMetrics.MessagesRejected.Increment();
             ResetTransaction();
             Error(sizeExceeded ? SmtpReplies.SizeExceededAtData
                 : bareLineEnding ? SmtpReplies.BdatBareLineEnding
@@ -1109,6 +1111,7 @@ internal sealed class SmtpServerSession
         if (facts.ReceivedCount >= _server.Settings.Limits.MaxReceivedHeaders)
         {
             _server.Log.Info($"{_clientAddress}: refused a message with too many Received headers (mail loop)");
+            Telemetry.RelayMetrics.MessagesRejected.Increment();
             ResetTransaction();
             Reply(SmtpReplies.MailLoop);
             return;
