@@ -34,6 +34,9 @@ public static class RelayMetrics
     public static readonly Counter BytesReceived = Registry.Counter(
         "nativerelay_received_bytes_total", "Bytes of accepted messages (as spooled, Received header included).");
 
+    public static readonly Counter RecipientsUnknown = Registry.Counter(
+        "nativerelay_recipients_unknown_total", "RCPTs refused with 550 5.1.1: unknown users of local or accepted domains.");
+
     public static readonly Counter RecipientsReceived = Registry.Counter(
         "nativerelay_recipients_received_total", "Recipients of accepted messages.");
 
