@@ -332,7 +332,9 @@ internal sealed class Destination
             }
             else
             {
+                long started = System.Diagnostics.Stopwatch.GetTimestamp();
                 dsnPassed = await SendAllAsync(session, envelope, body, job.Recipients, results);
+                Telemetry.RelayMetrics.DeliveryAttemptSeconds.ObserveSince(started);
             }
         }
         finally

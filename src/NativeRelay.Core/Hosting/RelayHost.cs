@@ -31,6 +31,7 @@ public sealed class RelayHost : IAsyncDisposable
     private DeliveryLog? _deliveryLog;
     private ControlServer? _control;
     private IDisposable? _reloading;
+    private IDisposable? _queueGauges;
 
     public RelayHost(RelaySettings settings, Log log)
     {
@@ -54,6 +55,7 @@ public sealed class RelayHost : IAsyncDisposable
         var router = new Router(_settings.Routing, _settings.Hostname);
         _deliveryLog = DeliveryLog.Open(_settings.Routing.DeliveryLogPath);
         _scheduler = new DeliveryScheduler(_settings, _spool, router, _log, ids, _deliveryLog);
+        NativeRelay.Local.ReloadableLocalDeliveryAgent? localAgent = null;
         if (!_settings.LocalDelivery.IsEmpty)
         {
             // Local domains go to Maildir or LMTP instead of SMTP. An alias pointing off-host is
@@ -63,7 +65,7 @@ public sealed class RelayHost : IAsyncDisposable
             var forwarder = new NativeRelay.Local.SmtpResubmitForwarder(
                 new NativeRelay.Local.MailEndpoint(first.Address.ToString(), first.Port, null), _settings.Hostname,
                 TimeSpan.FromSeconds(d.ConnectTimeoutSeconds), TimeSpan.FromSeconds(d.CommandTimeoutSeconds));
-            _scheduler.LocalAgent = new NativeRelay.Local.ReloadableLocalDeliveryAgent(NativeRelay.Local.LocalDeliveryAgent.Create(
+            _scheduler.LocalAgent = localAgent = new NativeRelay.Local.ReloadableLocalDeliveryAgent(NativeRelay.Local.LocalDeliveryAgent.Create(
                 _settings.LocalDelivery, _settings.Hostname,
                 TimeSpan.FromSeconds(d.ConnectTimeoutSeconds), TimeSpan.FromSeconds(d.CommandTimeoutSeconds), forwarder));
         }
@@ -75,12 +77,16 @@ public sealed class RelayHost : IAsyncDisposable
         _recovering = Task.Run(() => HandOverRecoveredAsync(recovered));
         // `nativerelay queue ...` talks to the delivery side through the control socket.
         _control = ControlServer.Start(_spool, (object)_scheduler as IQueueAdmin, _log);
+        _queueGauges = QueueGauges.Attach(_scheduler); // queue sizes for the metrics endpoint, counted when scraped
 
         Server = new SmtpServer(_settings, _spool, _scheduler, ids, _log);
-        // Domains delivered on this host take mail from anyone, like acceptedDomains (the local stage may refine this per user).
-        if (!_settings.LocalDelivery.IsEmpty)
-            Server.Policy.LocalLookup = (_, _, domain) => _settings.LocalDelivery.IsLocal(domain)
-                ? NativeRelay.Policy.LocalRecipientLookup.Exists : NativeRelay.Policy.LocalRecipientLookup.NotLocal;
+        // Domains delivered on this host take mail from anyone, for the users the local agent knows
+        // (550 5.1.1 for the rest at RCPT); its aliases files are re-read with the server's files.
+        if (localAgent is not null)
+        {
+            Server.Policy.LocalLookup = localAgent.LookupRecipient;
+            Server.AddReloadable(localAgent.ReloadFiles);
+        }
         var limiter = new ConnectionLimiter(_settings.Limits.MaxConnections, _settings.Limits.MaxConnectionsPerIp);
         // Every listener with its kind (smtp, submission, implicit-tls); settings built by hand may only have Listen.
         var configured = _settings.Listeners.Count > 0
@@ -158,6 +164,7 @@ public sealed class RelayHost : IAsyncDisposable
             listener.StopAccepting();
         _reloading?.Dispose();
         _reloading = null;
+        _queueGauges?.Dispose();
         if (_control is not null)
         {
             await _control.DisposeAsync();

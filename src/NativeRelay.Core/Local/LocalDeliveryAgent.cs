@@ -36,6 +36,10 @@ public sealed class LocalDeliveryAgent : ILocalDeliveryAgent
     public static LocalDeliveryAgent Create(LocalDeliverySettings settings, string hostname, TimeSpan connectTimeout, TimeSpan replyTimeout, ILocalForwarder? forwarder = null) =>
         new(LocalRecipientResolver.Load(settings), hostname, connectTimeout, replyTimeout, forwarder);
 
+    /// <summary>The same agent with other aliases (a reload of the aliases files).</summary>
+    public LocalDeliveryAgent WithResolver(LocalRecipientResolver resolver) =>
+        new(resolver, _hostname, _connectTimeout, _replyTimeout, _forwarder);
+
     public LocalDeliverySettings Settings => _resolver.Settings;
 
     public LocalRecipientResolver Resolver => _resolver;

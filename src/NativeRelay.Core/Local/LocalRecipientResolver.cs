@@ -1,3 +1,4 @@
+using NativeRelay.Policy;
 using NativeRelay.Smtp;
 
 namespace NativeRelay.Local;
@@ -75,6 +76,37 @@ public sealed class LocalRecipientResolver
             result.Targets.Clear();
         return result;
     }
+
+    /// <summary>
+    /// What RCPT can know about an address before the message exists, by the rules delivery will
+    /// apply: <see cref="LocalRecipientLookup.Unknown"/> exactly when delivery would find nothing to
+    /// deliver to (no such user, no alias, no catch-all; or a name that cannot be a mailbox).
+    /// A domain that takes any user (LMTP without <c>users</c>, whose server decides; a Maildir
+    /// root without <c>users</c> or <c>catchAll</c>) answers <see cref="LocalRecipientLookup.Unverified"/>
+    /// for a plausible name, so the relay's recipient list may still narrow it.
+    /// </summary>
+    public LocalRecipientLookup Lookup(ReadOnlySpan<byte> address, ReadOnlySpan<byte> domainName)
+    {
+        var domain = _settings.Find(domainName);
+        if (domain is null)
+            return LocalRecipientLookup.NotLocal;
+        var normalized = LocalAddress.Normalize(address);
+        if (!LocalAddress.TrySplit(normalized, out var local, out _) || local.Length == 0)
+            return LocalRecipientLookup.Unknown;
+        if (TakesAnyUser(domain))
+        {
+            if (FindAlias(AliasesOf(domain), local, domain) is not null)
+                return LocalRecipientLookup.Exists;
+            return LocalAddress.IsSafeMailboxName(BaseName(local, domain)) ? LocalRecipientLookup.Unverified : LocalRecipientLookup.Unknown;
+        }
+        var resolution = Resolve(normalized);
+        // A refusal (an alias loop) is left to delivery, whose bounce says what is wrong.
+        return resolution.Refusal is not null || resolution.Targets.Count > 0 ? LocalRecipientLookup.Exists : LocalRecipientLookup.Unknown;
+    }
+
+    /// <summary>A domain that accepts every well-formed user name (see <see cref="Exists"/>).</summary>
+    private static bool TakesAnyUser(LocalDomain domain) =>
+        domain.Users.Count == 0 && (domain.Transport == LocalTransport.Lmtp || domain.CatchAll is null);
 
     private void Expand(string address, List<string> path, Resolution result, bool catchAllUsed)
     {

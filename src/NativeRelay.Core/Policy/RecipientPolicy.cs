@@ -29,9 +29,20 @@ public enum LocalRecipientLookup : byte
 
     /// <summary>A local domain without such a recipient: 550 5.1.1.</summary>
     Unknown,
+
+    /// <summary>
+    /// A local domain whose users this host cannot know (LMTP without a user list, a Maildir root
+    /// taking any user): accepted, unless the local recipient list names the domain
+    /// (<c>user@domain</c> or <c>@domain</c> entries); then only listed recipients are.
+    /// </summary>
+    Unverified,
 }
 
-/// <summary>Asks the local delivery stage about one recipient; must not allocate or block (it runs per RCPT).</summary>
+/// <summary>
+/// Asks the local delivery stage about one recipient. It runs per RCPT, so it must be cheap and
+/// never wait on the network; a lookup in memory and, for some Maildir domains, one stat of a
+/// directory is what it may cost.
+/// </summary>
 public delegate LocalRecipientLookup LocalRecipientLookupHandler(ReadOnlySpan<byte> address, ReadOnlySpan<byte> localPart, ReadOnlySpan<byte> domain);
 
 /// <summary>
@@ -54,7 +65,7 @@ public sealed class RecipientPolicy
     private readonly IReadOnlyList<string> _inlineRecipients;
     private readonly string? _recipientsFile;
     private FileStamp _recipientsStamp;
-    private volatile HashSet<string> _recipients;
+    private volatile RecipientList _recipients;
 
     public RecipientPolicy(IReadOnlyList<IPNetwork> relayNetworks, IReadOnlyList<string> acceptedDomains,
         IReadOnlyList<string> localRecipients, string? localRecipientsFile)
@@ -83,7 +94,7 @@ public sealed class RecipientPolicy
     public LocalRecipientLookupHandler? LocalLookup { get; set; }
 
     /// <summary>Number of entries in the local recipient list (0: recipients are not checked).</summary>
-    public int RecipientCount => _recipients.Count;
+    public int RecipientCount => _recipients.Entries.Count;
 
     /// <summary>True when the client's address is in one of the relay networks.</summary>
     public bool IsRelayClient(IPAddress client)
@@ -113,13 +124,18 @@ public sealed class RecipientPolicy
                     return RecipientVerdict.Accept;
                 case LocalRecipientLookup.Unknown:
                     return MailboxPath.IsPostmaster(local) ? RecipientVerdict.Accept : RecipientVerdict.UnknownUser;
+                case LocalRecipientLookup.Unverified:
+                    var list = _recipients;
+                    if (list.Entries.Count == 0 || MailboxPath.IsPostmaster(local) || !NamesDomain(list.Domains, domain))
+                        return RecipientVerdict.Accept;
+                    return IsListed(list.Entries, address, domain) ? RecipientVerdict.Accept : RecipientVerdict.UnknownUser;
             }
         }
 
         if (!IsAcceptedDomain(domain))
             return mayRelay ? RecipientVerdict.Accept : RecipientVerdict.RelayDenied;
 
-        var recipients = _recipients;
+        var recipients = _recipients.Entries;
         if (recipients.Count == 0 || MailboxPath.IsPostmaster(local))
             return RecipientVerdict.Accept;
         return IsListed(recipients, address, domain) ? RecipientVerdict.Accept : RecipientVerdict.UnknownUser;
@@ -162,6 +178,14 @@ public sealed class RecipientPolicy
         return TryDecode(domain, chars[1..], out length) && lookup.Contains(chars[..(length + 1)]);
     }
 
+    private static bool NamesDomain(HashSet<string> domains, ReadOnlySpan<byte> domain)
+    {
+        if (domains.Count == 0)
+            return false;
+        Span<char> chars = stackalloc char[MailboxPath.MaxDomainLength + 1];
+        return TryDecode(domain, chars, out int length) && domains.GetAlternateLookup<ReadOnlySpan<char>>().Contains(chars[..length]);
+    }
+
     private static bool TryDecode(ReadOnlySpan<byte> utf8, Span<char> destination, out int length)
     {
         length = 0;
@@ -181,7 +205,7 @@ public sealed class RecipientPolicy
             var entries = ReadRecipientsFile(_recipientsFile, out var read);
             _recipients = BuildRecipients(entries);
             _recipientsStamp = read;
-            return $"reloaded local recipients from {_recipientsFile}: {_recipients.Count} entries";
+            return $"reloaded local recipients from {_recipientsFile}: {_recipients.Entries.Count} entries";
         }
         catch (ConfigException e)
         {
@@ -190,14 +214,20 @@ public sealed class RecipientPolicy
         }
     }
 
-    private HashSet<string> BuildRecipients(IEnumerable<string> fromFile)
+    /// <summary>The recipient list and the domains it names ("user@d" or "@d"), swapped as one.</summary>
+    private sealed record RecipientList(HashSet<string> Entries, HashSet<string> Domains);
+
+    private RecipientList BuildRecipients(IEnumerable<string> fromFile)
     {
         var set = new HashSet<string>(StringComparer.OrdinalIgnoreCase);
         foreach (var r in _inlineRecipients)
             set.Add(r);
         foreach (var r in fromFile)
             set.Add(r);
-        return set;
+        var domains = new HashSet<string>(StringComparer.OrdinalIgnoreCase);
+        foreach (var r in set)
+            domains.Add(r[(r.LastIndexOf('@') + 1)..]);
+        return new RecipientList(set, domains);
     }
 
     private static List<string> ReadRecipientsFile(string path, out FileStamp stamp)

@@ -52,7 +52,7 @@ internal static class SmtpReplies
     public static ReadOnlySpan<byte> AuthParamSyntax => "501 5.5.4 Syntax error in AUTH parameter\r\n"u8;
     public static ReadOnlySpan<byte> NotifySyntax => "501 5.5.4 NOTIFY must be NEVER or a list of SUCCESS, FAILURE and DELAY\r\n"u8;
     public static ReadOnlySpan<byte> OrcptSyntax => "501 5.5.4 Syntax error in ORCPT parameter (addr-type;xtext)\r\n"u8;
-    public static ReadOnlySpan<byte> UnknownUser => "550 5.1.1 Recipient address rejected: user unknown\r\n"u8;
+    public static ReadOnlySpan<byte> UnknownUser => "550 5.1.1 Recipient address rejected: User unknown in local recipient table\r\n"u8;
 
     // Limits.
     public static ReadOnlySpan<byte> TooManyCommands => "421 4.7.0 Too many commands; closing connection\r\n"u8;

@@ -113,12 +113,23 @@ public sealed class SmtpServer : IConnectionHandler
         }
     }
 
+    private readonly List<Func<bool, string?>> _reloadables = [];
+
+    /// <summary>
+    /// Adds a file another stage reads (the local aliases) to the reload on SIGHUP and the periodic
+    /// check: called with force, it returns a line for the log or null; a line starting with
+    /// "keeping" is a warning. Add before <see cref="StartReloading"/>.
+    /// </summary>
+    public void AddReloadable(Func<bool, string?> reload) => _reloadables.Add(reload);
+
     /// <summary>Re-reads the certificate, users and recipients files when they changed (always when forced).</summary>
     public void ReloadFiles(bool force)
     {
         Report(Certificates?.Reload(force));
         Report(Users?.Reload(force));
         Report(Policy.ReloadRecipientsFile(force));
+        foreach (var reload in _reloadables)
+            Report(reload(force));
 
         void Report(string? line)
         {
@@ -147,7 +158,7 @@ public sealed class SmtpServer : IConnectionHandler
                 ThreadPool.UnsafeQueueUserWorkItem(static s =>
                 {
                     var server = (SmtpServer)s!;
-                    server.Log.Info("SIGHUP: reloading the certificate, users and recipient files");
+                    server.Log.Info("SIGHUP: reloading the certificate, users, recipient and aliases files");
                     server.ReloadFiles(force: true);
                 }, this);
             });
@@ -155,7 +166,7 @@ public sealed class SmtpServer : IConnectionHandler
         catch (PlatformNotSupportedException)
         {
         }
-        if (Certificates is not null || Users is not null || Settings.LocalRecipientsFile is not null)
+        if (Certificates is not null || Users is not null || Settings.LocalRecipientsFile is not null || _reloadables.Count > 0)
             _ = PollAsync(TimeSpan.FromSeconds(Settings.ReloadCheckSeconds), stop.Token);
         return new Reloading(stop, hangup);
     }

@@ -351,6 +351,7 @@ internal sealed class SmtpServerSession
                 // Bare CR or LF: where the message ends is now ambiguous (the SMTP smuggling
                 // class of attacks), so nothing is queued and the connection ends.
                 _server.Log.Info($"{_clientAddress}: refused message with a bare CR or LF in DATA");
+                Telemetry.RelayMetrics.MessagesRejected.Increment();
                 ResetTransaction();
                 _output.Write(SmtpReplies.BareLineEnding);
                 _closeAfterFlush = true;
@@ -837,7 +838,7 @@ internal sealed class SmtpServerSession
             case RecipientVerdict.RelayDenied:
                 return Error(SmtpReplies.RelayDenied);
             case RecipientVerdict.UnknownUser:
-                return Error(SmtpReplies.UnknownUser);
+                return UnknownUser(address);
         }
         if (_recipients.Count >= _server.Settings.Limits.MaxRecipients)
             return Reply(SmtpReplies.TooManyRecipients); // a 4xx: the client sends the rest in another transaction
@@ -849,6 +850,21 @@ internal sealed class SmtpServerSession
         _anyOrcpt |= orcpt is not null;
         _phase = Phase.HaveRecipients;
         return Reply(SmtpReplies.RecipientOk);
+    }
+
+    /// <summary>"550 5.1.1 &lt;address&gt;: Recipient address rejected: ..." as Postfix words it, rendered on the stack.</summary>
+    private Step UnknownUser(ReadOnlySpan<byte> address)
+    {
+        Telemetry.RelayMetrics.RecipientsUnknown.Increment();
+        var prefix = "550 5.1.1 <"u8;
+        var suffix = ">: Recipient address rejected: User unknown in local recipient table\r\n"u8;
+        if (address.Length > MailboxPath.MaxPathLength)
+            return Error(SmtpReplies.UnknownUser);
+        Span<byte> reply = stackalloc byte[prefix.Length + MailboxPath.MaxPathLength + suffix.Length];
+        prefix.CopyTo(reply);
+        address.CopyTo(reply[prefix.Length..]);
+        suffix.CopyTo(reply[(prefix.Length + address.Length)..]);
+        return Error(reply[..(prefix.Length + address.Length + suffix.Length)]);
     }
 
     /// <summary>RFC 3461 4.1: "NEVER" alone, or a comma list of SUCCESS, FAILURE, DELAY. None on a syntax error.</summary>
@@ -1098,6 +1114,7 @@ internal sealed class SmtpServerSession
         bool bareLineEnding = bdat && _bdat.BareLineEnding;
         if (sizeExceeded || lineTooLong || bareLineEnding)
         {
+            Telemetry.RelayMetrics.MessagesRejected.Increment();
             ResetTransaction();
             Error(sizeExceeded ? SmtpReplies.SizeExceededAtData
                 : bareLineEnding ? SmtpReplies.BdatBareLineEnding
@@ -1109,6 +1126,7 @@ internal sealed class SmtpServerSession
         if (facts.ReceivedCount >= _server.Settings.Limits.MaxReceivedHeaders)
         {
             _server.Log.Info($"{_clientAddress}: refused a message with too many Received headers (mail loop)");
+            Telemetry.RelayMetrics.MessagesRejected.Increment();
             ResetTransaction();
             Reply(SmtpReplies.MailLoop);
             return;

@@ -168,17 +168,47 @@ public sealed class GaugeVec : Metric
         return i >= 0 ? i : throw new ArgumentException($"{Name} has no label value '{labelValue}'");
     }
 
-    public long Get(int index) => _sources[index] is { } s ? s() : Volatile.Read(ref _values[index]);
+    private Action<long[]>? _snapshot;
+
+    public long Get(int index)
+    {
+        if (Volatile.Read(ref _snapshot) is { } fill)
+        {
+            var values = new long[_values.Length];
+            fill(values);
+            return values[index];
+        }
+        return _sources[index] is { } s ? s() : Volatile.Read(ref _values[index]);
+    }
+
     public void Set(int index, long value) => Volatile.Write(ref _values[index], value);
     public void Add(int index, long amount) => Interlocked.Add(ref _values[index], amount);
     public void SetSource(int index, Func<long>? source) => _sources[index] = source;
 
+    /// <summary>
+    /// From now on every value comes from one call of <paramref name="fill"/> per scrape (one array
+    /// slot per label value, in order), for sources that count all states in one pass.
+    /// </summary>
+    public void SetSnapshotSource(Action<long[]> fill) => Volatile.Write(ref _snapshot, fill);
+
+    /// <summary>Removes the snapshot source if it is still <paramref name="fill"/> (a newer one stays).</summary>
+    public void ClearSnapshotSource(Action<long[]> fill) => Interlocked.CompareExchange(ref _snapshot, null, fill);
+
     protected override void WriteSamples(StringBuilder sb)
     {
+        long[]? snapshot = null;
+        if (Volatile.Read(ref _snapshot) is { } fill)
+        {
+            snapshot = new long[_values.Length];
+            try { fill(snapshot); } catch (Exception) { Array.Clear(snapshot); }
+        }
         for (int i = 0; i < _labels.Length; i++)
         {
             long v;
-            try { v = Get(i); } catch (Exception) { v = 0; }
+            if (snapshot is not null)
+                v = snapshot[i];
+            else
+                try { v = Get(i); } catch (Exception) { v = 0; }
             Sample(sb, Name, _labels[i], v);
         }
     }

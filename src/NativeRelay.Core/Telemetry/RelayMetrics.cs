@@ -34,6 +34,9 @@ public static class RelayMetrics
     public static readonly Counter BytesReceived = Registry.Counter(
         "nativerelay_received_bytes_total", "Bytes of accepted messages (as spooled, Received header included).");
 
+    public static readonly Counter RecipientsUnknown = Registry.Counter(
+        "nativerelay_recipients_unknown_total", "RCPTs refused with 550 5.1.1: unknown users of local or accepted domains.");
+
     public static readonly Counter RecipientsReceived = Registry.Counter(
         "nativerelay_recipients_received_total", "Recipients of accepted messages.");
 
@@ -44,16 +47,20 @@ public static class RelayMetrics
         0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1);
 
     public static readonly Histogram SpoolCommitBatchSize = Registry.Histogram(
-        "nativerelay_spool_commit_batch_messages", "Records (messages and status records) made durable by one group commit.",
+        "nativerelay_spool_commit_batch_messages", "Messages made durable by one group commit (sessions waiting on it; 0 when it carried only status records).",
         1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024);
 
-    /// <summary>Messages in the queue by state; index with <see cref="QueueActive"/> and <see cref="QueueDeferred"/>.</summary>
+    /// <summary>
+    /// Messages in the queue by state; index with <see cref="QueueActive"/>, <see cref="QueueDeferred"/>
+    /// and <see cref="QueueHeld"/>. Read from the delivery side when scraped (<see cref="QueueGauges"/>).
+    /// </summary>
     public static readonly GaugeVec QueueSize = Registry.GaugeVec(
-        "nativerelay_queue_messages", "Messages in the queue: active (waiting for or in a delivery attempt) and deferred (waiting for a retry).",
-        "state", "active", "deferred");
+        "nativerelay_queue_messages", "Messages in the queue: active (in a delivery round), deferred (waiting for a retry) and held (by an admin).",
+        "state", "active", "deferred", "held");
 
     public const int QueueActive = 0;
     public const int QueueDeferred = 1;
+    public const int QueueHeld = 2;
 
     // Delivery ----------------------------------------------------------------------------------
 
@@ -70,7 +77,7 @@ public static class RelayMetrics
         "nativerelay_local_delivered_total", "Recipients delivered locally (Maildir or LMTP); also counted in nativerelay_delivered_total.");
 
     public static readonly Histogram DeliveryAttemptSeconds = Registry.Histogram(
-        "nativerelay_delivery_attempt_seconds", "Time of one delivery transaction with a next hop (MAIL to the reply after the data).",
+        "nativerelay_delivery_attempt_seconds", "Time of one delivery attempt with a next hop (MAIL to the last reply after the data, over as many transactions as the peer's recipient limit needs).",
         0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60);
 
     public static readonly Histogram DeliveryLatencySeconds = Registry.Histogram(

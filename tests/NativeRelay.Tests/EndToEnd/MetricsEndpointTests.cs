@@ -40,9 +40,10 @@ public sealed class MetricsEndpointTests(ITestOutputHelper log)
     }
 
     [Fact]
-    public async Task The_endpoint_counts_a_message_that_went_through()
+    public async Task A_scrape_after_traffic_is_valid_exposition_text_with_spool_delivery_and_queue_figures()
     {
-        await using var sink = new TestSmtpSink();
+        // One recipient the sink takes, one it defers (450), so the queue holds a deferred message.
+        await using var sink = new TestSmtpSink { RcptReply = rcpt => rcpt.StartsWith("later@", StringComparison.Ordinal) ? "450 4.2.0 try later" : "250 2.1.5 ok" };
         using var dir = new TempDir();
         int port = FreePort.Get();
         int metricsPort = FreePort.Get();
@@ -52,24 +53,61 @@ public sealed class MetricsEndpointTests(ITestOutputHelper log)
         await using var client = await TestSmtpClient.ConnectAndGreetAsync(port);
         await client.EhloAsync();
         await client.SendAcceptedAsync("a@example.test", ["b@example.test"], MessageText.Simple($"m-{Guid.NewGuid():N}@test"));
+        await client.SendAcceptedAsync("a@example.test", ["later@example.test"], MessageText.Simple($"m-{Guid.NewGuid():N}@test"));
         await sink.WaitForCountAsync(1, Waits.Delivery);
 
-        // The delivery is counted when the relay records the sink's 250, a moment after the sink
-        // has the message: scrape until it shows (bounded).
-        string metrics = "";
-        var until = DateTime.UtcNow + TimeSpan.FromSeconds(30);
-        do
+        // The outcomes are counted when the relay records the sink's replies, a moment after the
+        // sink has them: scrape until both show (bounded).
+        PrometheusText scrape;
+        string body;
+        var until = DateTime.UtcNow + TimeSpan.FromSeconds(60);
+        while (true)
         {
-            metrics = await GetAsync(metricsPort, "/metrics");
-            if (metrics.Contains("nativerelay_delivered_total 1\n"))
+            body = Body(await GetAsync(metricsPort, "/metrics"));
+            scrape = PrometheusText.Parse(body);
+            bool settled = scrape["nativerelay_delivered_total"] >= 1 && scrape["nativerelay_deferred_total"] >= 1
+                           && scrape["nativerelay_queue_messages{state=\"deferred\"}"] >= 1;
+            if (settled || DateTime.UtcNow > until)
                 break;
             await Task.Delay(100);
-        } while (DateTime.UtcNow < until);
-        Assert.Contains("nativerelay_messages_received_total 1\n", metrics);
-        Assert.Contains("nativerelay_delivered_total 1\n", metrics);
+        }
+        log.WriteLine(body);
+
+        Assert.Equal(2, scrape["nativerelay_messages_received_total"]);
+        Assert.Equal(1, scrape["nativerelay_delivered_total"]);
+        Assert.Equal(1, scrape["nativerelay_deferred_total"]);
+        Assert.True(scrape["nativerelay_received_bytes_total"] > 0);
         // The harness's readiness probe is a connection too, so only "some" can be asserted here.
-        Assert.Contains("nativerelay_connections_total ", metrics);
-        Assert.DoesNotContain("nativerelay_connections_total 0\n", metrics);
+        Assert.True(scrape["nativerelay_connections_total"] >= 1);
+
+        // Each 250 to DATA waited for a group commit: the commit histograms saw them.
+        Assert.Equal("histogram", scrape.Types["nativerelay_spool_commit_seconds"]);
+        Assert.True(scrape["nativerelay_spool_commit_seconds_count"] >= 2, "spool commits: " + scrape["nativerelay_spool_commit_seconds_count"]);
+        Assert.True(scrape["nativerelay_spool_commit_seconds_sum"] > 0);
+        Assert.True(scrape["nativerelay_spool_commit_batch_messages_count"] >= 2);
+        Assert.True(scrape["nativerelay_spool_commit_batch_messages_sum"] >= 2, "the two messages were in some commit's batch");
+
+        // The queue by state, read from the scheduler at scrape time: the deferred message waits.
+        Assert.Equal(1, scrape["nativerelay_queue_messages{state=\"deferred\"}"]);
+        Assert.Equal(0, scrape["nativerelay_queue_messages{state=\"held\"}"]);
+        Assert.True(scrape.Samples.ContainsKey("nativerelay_queue_messages{state=\"active\"}"));
+
+        // Delivery: latency and attempt time, and per-destination counters under the next hop's name.
+        Assert.Equal(1, scrape["nativerelay_delivery_latency_seconds_count"]);
+        Assert.True(scrape["nativerelay_delivery_attempt_seconds_count"] >= 2);
+        foreach (var family in new[] { "nativerelay_destination_delivered_total", "nativerelay_destination_deferred_total" })
+        {
+            var counted = scrape.Samples.Where(p => p.Key.StartsWith(family + "{", StringComparison.Ordinal) && p.Value > 0).ToList();
+            var only = Assert.Single(counted);
+            Assert.Equal(1, only.Value);
+            Assert.DoesNotContain("\"other\"", only.Key);
+        }
+    }
+
+    private static string Body(string response)
+    {
+        Assert.StartsWith("HTTP/1.1 200 OK", response);
+        return response[(response.IndexOf("\r\n\r\n", StringComparison.Ordinal) + 4)..];
     }
 
     private static async Task<string> GetAsync(int port, string path)

@@ -2,6 +2,7 @@ using System.Net;
 using System.Net.Sockets;
 using System.Text;
 using NativeRelay.Telemetry;
+using NativeRelay.Tests.Support;
 
 namespace NativeRelay.Tests.Unit;
 
@@ -108,6 +109,74 @@ public sealed class MetricsTests
         Assert.Equal(5, vec.SeriesCount);
         long total = Enumerable.Range(0, 8).Sum(i => vec.Get("d" + i)) + vec.Get(BoundedCounterVec.Other);
         Assert.Equal(threads * each, total);
+    }
+
+    [Fact]
+    public void Observing_a_histogram_sample_allocates_nothing()
+    {
+        var histogram = new Histogram("t_alloc_seconds", "Allocation check.", 0.001, 0.01, 0.1, 1);
+        histogram.Observe(0.5); // warm up (JIT, statics)
+        histogram.ObserveSince(System.Diagnostics.Stopwatch.GetTimestamp());
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        for (int i = 0; i < 10_000; i++)
+        {
+            histogram.Observe(i * 0.0001);
+            histogram.ObserveSince(System.Diagnostics.Stopwatch.GetTimestamp());
+        }
+        Assert.Equal(before, GC.GetAllocatedBytesForCurrentThread());
+        Assert.Equal(20_002, histogram.Count);
+    }
+
+    [Fact]
+    public void A_gauge_vector_can_be_read_in_one_pass_per_scrape_and_only_its_owner_detaches_it()
+    {
+        var registry = new MetricsRegistry();
+        var queue = registry.GaugeVec("t_queue", "Queue.", "state", "active", "deferred", "held");
+        int calls = 0;
+        Action<long[]> first = counts => { calls++; counts[0] = 4; counts[1] = 5; counts[2] = 6; };
+        Action<long[]> second = counts => counts[1] = 9;
+        queue.SetSnapshotSource(first);
+
+        var scrape = PrometheusText.Parse(registry.Render());
+        Assert.Equal(1, calls);
+        Assert.Equal(4, scrape["t_queue{state=\"active\"}"]);
+        Assert.Equal(5, scrape["t_queue{state=\"deferred\"}"]);
+        Assert.Equal(6, scrape["t_queue{state=\"held\"}"]);
+
+        queue.SetSnapshotSource(second);
+        queue.ClearSnapshotSource(first); // an older owner leaving does not remove the newer source
+        Assert.Equal(9, queue.Get(1));
+        queue.ClearSnapshotSource(second);
+        queue.Set(1, 2);
+        Assert.Equal(2, queue.Get(1));
+
+        queue.SetSnapshotSource(_ => throw new InvalidOperationException("broken source"));
+        Assert.Contains("t_queue{state=\"active\"} 0\n", registry.Render()); // a failing source never fails the scrape
+    }
+
+    [Fact]
+    public void The_whole_relay_registry_is_valid_exposition_text()
+    {
+        RelayMetrics.SpoolCommitSeconds.Observe(0.002);
+        RelayMetrics.SpoolCommitBatchSize.Observe(3);
+        var scrape = PrometheusText.Parse(RelayMetrics.Registry.Render());
+        Assert.Equal("histogram", scrape.Types["nativerelay_spool_commit_seconds"]);
+        Assert.Equal("histogram", scrape.Types["nativerelay_spool_commit_batch_messages"]);
+        Assert.Equal("gauge", scrape.Types["nativerelay_queue_messages"]);
+        Assert.True(scrape["nativerelay_spool_commit_batch_messages_count"] >= 1);
+        Assert.Equal("+Inf", scrape.Buckets("nativerelay_spool_commit_seconds")[^1].Le);
+    }
+
+    [Theory]
+    [InlineData("t_x 1\n", "without a preceding TYPE")]
+    [InlineData("# TYPE t_x counter\nt_x 1\n", "TYPE before HELP")]
+    [InlineData("# HELP t_h h\n# TYPE t_h histogram\nt_h_bucket{le=\"1\"} 2\nt_h_bucket{le=\"+Inf\"} 1\nt_h_sum 1\nt_h_count 1\n", "cumulative")]
+    [InlineData("# HELP t_h h\n# TYPE t_h histogram\nt_h_bucket{le=\"1\"} 1\nt_h_sum 1\nt_h_count 1\n", "+Inf")]
+    [InlineData("# HELP t_h h\n# TYPE t_h histogram\nt_h_bucket{le=\"+Inf\"} 1\nt_h_sum 1\nt_h_count 2\n", "_count")]
+    public void The_test_parser_refuses_what_prometheus_would(string text, string expected)
+    {
+        var e = Assert.Throws<FormatException>(() => PrometheusText.Parse(text));
+        Assert.Contains(expected, e.Message);
     }
 
     [Fact]
