@@ -140,8 +140,13 @@ public sealed class DeliveryOptions
 /// <summary>FasterLog sizing. The defaults suit a small edge relay; a bulk gateway may raise them.</summary>
 public sealed class SpoolOptions
 {
-    /// <summary>log2 of the FasterLog page size; a message larger than half a page is split into chunk records.</summary>
-    public int PageSizeBits { get; set; } = 21;
+    /// <summary>
+    /// log2 of the FasterLog page size; a message larger than half a page is split into chunk
+    /// records. 256 KiB: every page of the in-memory ring is allocated and zeroed when the log
+    /// opens, so 2 MiB pages cost ~50 ms of start-up, and group commits flush partial pages
+    /// anyway, so bigger pages buy no throughput (perf/RESULTS.md). Fixed per spool (SpoolFormat).
+    /// </summary>
+    public int PageSizeBits { get; set; } = 18;
     /// <summary>log2 of the in-memory part of the log (a ring of pages).</summary>
     public int MemorySizeBits { get; set; } = 24;
     /// <summary>log2 of one log file's size; space is reclaimed a whole file at a time.</summary>

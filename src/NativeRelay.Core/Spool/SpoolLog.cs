@@ -133,6 +133,8 @@ public sealed class SpoolLog : IAsyncDisposable
         }
         try
         {
+            // Under the lock: the layout file is read (or written, for a new spool) by one relay.
+            options = SpoolFormat.Reconcile(directory, options, logger);
             return new SpoolLog(directory, options, lockFile, logger);
         }
         catch
