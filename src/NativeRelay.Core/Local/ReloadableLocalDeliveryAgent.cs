@@ -21,6 +21,9 @@ public sealed class ReloadableLocalDeliveryAgent(LocalDeliveryAgent initial) : I
         Volatile.Write(ref _current, next);
     }
 
+    /// <summary>Swaps in an agent already built (and so already checked) by the caller.</summary>
+    public void Use(LocalDeliveryAgent next) => Volatile.Write(ref _current, next);
+
     public bool IsLocal(ReadOnlySpan<byte> domain) => Current.IsLocal(domain);
 
     public Task<LocalResult[]> DeliverAsync(Envelope envelope, MessageBuffer body, IReadOnlyList<int> recipientIndexes, CancellationToken cancel = default) =>

@@ -30,10 +30,7 @@ internal static class CheckConfigCommand
         try
         {
             settings = RelaySettings.Validate(options);
-            CheckFile(settings.Tls?.CertificatePath, "tls.certificate");
-            CheckFile(settings.Tls?.KeyPath, "tls.key");
-            CheckFile(settings.UsersFile, "usersFile");
-            CheckFile(settings.LocalRecipientsFile, "localRecipientsFile");
+            CheckFiles(settings);
             local = LocalDeliveryAgent.Create(settings.LocalDelivery, settings.Hostname,
                 TimeSpan.FromSeconds(settings.Delivery.ConnectTimeoutSeconds), TimeSpan.FromSeconds(settings.Delivery.CommandTimeoutSeconds));
         }
@@ -44,6 +41,15 @@ internal static class CheckConfigCommand
 
         Console.Out.Write(Describe(path, settings, local));
         return Task.FromResult(0);
+    }
+
+    /// <summary>The files the configuration names must exist (their contents are checked by loading them).</summary>
+    internal static void CheckFiles(RelaySettings settings)
+    {
+        CheckFile(settings.Tls?.CertificatePath, "tls.certificate");
+        CheckFile(settings.Tls?.KeyPath, "tls.key");
+        CheckFile(settings.UsersFile, "usersFile");
+        CheckFile(settings.LocalRecipientsFile, "localRecipientsFile");
     }
 
     private static void CheckFile(string? file, string what)
