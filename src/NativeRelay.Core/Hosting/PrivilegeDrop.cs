@@ -12,7 +12,7 @@ namespace NativeRelay.Hosting;
 /// </summary>
 public static partial class PrivilegeDrop
 {
-    /// <summary>The user's ids and home, from the password database (getpwnam: files, LDAP, ...).</summary>
+    /// <summary>The user's ids, from the password database (getpwnam: files, LDAP, ...).</summary>
     public sealed record Account(string Name, uint Uid, uint Gid);
 
     /// <exception cref="ConfigException">No such user.</exception>
@@ -58,11 +58,17 @@ public static partial class PrivilegeDrop
 
     /// <summary>
     /// Creates the spool directory if needed and hands it, with everything in it, to the user, so a
-    /// spool first made by root (or an older install) stays usable after the drop.
+    /// spool first made by root (or by an earlier run without <c>user</c>) stays usable after the
+    /// drop. Only an empty directory or a NativeRelay spool (it has the spool's relay.lock) is
+    /// handed over: a mistyped <c>spool</c> such as /var must never be given away.
     /// </summary>
+    /// <exception cref="ConfigException">The directory holds something else, or a chown failed.</exception>
     public static void PrepareDirectory(string path, Account account)
     {
         Directory.CreateDirectory(path);
+        bool empty = !Directory.EnumerateFileSystemEntries(path).Any();
+        if (!empty && !File.Exists(Path.Combine(path, "relay.lock")))
+            throw new ConfigException($"user: the spool {path} is neither empty nor a NativeRelay spool; refusing to give it to '{account.Name}'");
         Own(path);
         foreach (var entry in Directory.EnumerateFileSystemEntries(path, "*", new EnumerationOptions { RecurseSubdirectories = true, AttributesToSkip = 0 }))
             Own(entry);

@@ -168,7 +168,14 @@ public sealed class RelayHost : IAsyncDisposable
                 {
                     var host = (RelayHost)h!;
                     host._log.Info("SIGHUP: reloading the configuration");
-                    host.Reload();
+                    try
+                    {
+                        host.Reload();
+                    }
+                    catch (Exception e) when (e is not OutOfMemoryException)
+                    {
+                        host._log.Error($"reload failed while applying: {e}");
+                    }
                 }, this);
             });
         }
@@ -212,9 +219,11 @@ public sealed class RelayHost : IAsyncDisposable
                 if (plan.Changed.Any(AffectsRouting))
                     router = new Router(s.Routing, s.Hostname);
             }
-            catch (Exception e) when (e is ConfigException or IOException or UnauthorizedAccessException)
+            catch (Exception e) when (e is not OutOfMemoryException)
             {
-                _log.Error($"reload refused: {e.Message}; keeping the running configuration");
+                // ConfigException is the usual case (its message names the option or file); anything
+                // else is refused the same way rather than taking the running relay down.
+                _log.Error($"reload refused: {(e is ConfigException ? e.Message : e.GetType().Name + ": " + e.Message)}; keeping the running configuration");
                 return false;
             }
 

@@ -111,6 +111,10 @@ internal static class CheckConfigCommand
         if (s.Routing.DeliveryLogPath is { } log)
             Line("delivery log", log == "-" ? "standard output" : log);
         Line("metrics", s.Metrics is null ? "off" : $"http://{s.Metrics.Listen}/metrics{(s.Metrics.IsLoopback ? "" : " (not loopback: reachable from the network)")}, {s.Metrics.MaxDestinations} destinations");
+        var life = s.Lifecycle;
+        Line("log", $"{(life.LogFormat == NativeRelay.Telemetry.LogFormat.Json ? "json" : "text")} lines from level {NativeRelay.Telemetry.Log.LevelName(life.LogLevel)}");
+        Line("shutdown", $"SIGTERM lets transactions in progress finish for up to {life.DrainSeconds}s; SIGHUP reloads this file");
+        Line("user", life.User is null ? "stays the user it is started as" : $"{life.User} (after binding the listeners; start as root)");
         return sb.ToString();
     }
 }
