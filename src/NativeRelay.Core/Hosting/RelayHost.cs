@@ -252,7 +252,7 @@ public sealed class RelayHost : IAsyncDisposable
             foreach (var option in plan.NeedsRestart)
                 _log.Warn($"needs a restart: {option} (the running value stays until then)");
             _log.Info(plan.Changed.Count == 0
-                ? "configuration reloaded: no option changed"
+                ? "configuration reloaded: no option changed (the files it names were read again)"
                 : $"configuration reloaded: {string.Join(", ", plan.Changed)} changed (for new sessions and deliveries)");
             return true;
         }

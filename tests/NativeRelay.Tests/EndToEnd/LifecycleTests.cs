@@ -137,6 +137,74 @@ public sealed class LifecycleTests(ITestOutputHelper log)
     }
 
     [Fact]
+    public async Task Sighup_reloads_local_domains_and_aliases_and_refuses_a_broken_aliases_file()
+    {
+        string aliases = Path.Combine(Path.GetTempPath(), $"nativerelay-aliases-{Guid.NewGuid():N}");
+        File.WriteAllText(aliases, "info: jane\n");
+        try
+        {
+            string? maildirs = null;
+            await using var h = await ReceivingHarness.StartAsync(log, new()
+            {
+                Configure = c =>
+                {
+                    maildirs = Path.Combine(Path.GetDirectoryName((string)c["spool"]!)!, "mail");
+                    c["relayNetworks"] = new JsonArray("192.0.2.0/24");
+                    c["localDomains"] = new JsonArray(new JsonObject { ["domain"] = "local.test", ["maildirRoot"] = maildirs, ["aliases"] = aliases });
+                },
+            });
+            await SendAsync(h, "info@local.test", "before@client.test");
+            await WaitForMaildirAsync(h, maildirs!, "jane", "before@client.test");
+            Assert.Equal(554, (await RcptAsync(h, "x@second.test")).Code);
+
+            // A changed aliases file and a second local domain.
+            File.WriteAllText(aliases, "info: joe\n");
+            var changed = Copy(h.Config);
+            ((JsonArray)changed["localDomains"]!).Add(new JsonObject { ["domain"] = "second.test", ["maildirRoot"] = maildirs });
+            Write(h, changed);
+            h.Relay.Signal(SIGHUP);
+            await h.Relay.WaitForOutputAsync("configuration reloaded: localDomains changed", Waits.Delivery);
+
+            await SendAsync(h, "info@local.test", "after@client.test");
+            await WaitForMaildirAsync(h, maildirs!, "joe", "after@client.test");
+            await SendAsync(h, "x@second.test", "second@client.test");
+            await WaitForMaildirAsync(h, maildirs!, "x", "second@client.test");
+
+            // A broken aliases file refuses the reload: the aliases loaded before stay in force.
+            File.WriteAllText(aliases, "info: |/bin/sh -c evil\n");
+            h.Relay.Signal(SIGHUP);
+            await h.Relay.WaitForOutputAsync("reload refused: ", Waits.Delivery);
+            await SendAsync(h, "info@local.test", "after-refusal@client.test");
+            await WaitForMaildirAsync(h, maildirs!, "joe", "after-refusal@client.test");
+        }
+        finally
+        {
+            File.Delete(aliases);
+        }
+    }
+
+    private static async Task SendAsync(ReceivingHarness h, string recipient, string messageId)
+    {
+        await using var client = await h.ConnectEhloAsync();
+        await client.SendAcceptedAsync("someone@outside.test", [recipient], MessageText.Simple(messageId));
+    }
+
+    private static async Task WaitForMaildirAsync(ReceivingHarness h, string root, string user, string messageId)
+    {
+        string dir = Path.Combine(root, user, "new");
+        var deadline = DateTime.UtcNow + Waits.Delivery;
+        while (!(Directory.Exists(dir) && Directory.GetFiles(dir).Any(f => File.ReadAllText(f).Contains($"<{messageId}>", StringComparison.Ordinal))))
+        {
+            if (DateTime.UtcNow > deadline)
+            {
+                throw new Xunit.Sdk.XunitException($"<{messageId}> did not reach {dir}.\n{h.Relay.Describe()}");
+            }
+
+            await Task.Delay(50);
+        }
+    }
+
+    [Fact]
     public async Task Json_log_format_writes_one_json_object_per_line()
     {
         using var dir = new TempDir();
