@@ -273,6 +273,7 @@ public sealed class LifecycleTests(ITestOutputHelper log)
         await busy.ReadUntilClosedAsync(Waits.Exit);
 
         Assert.Equal(0, await h.Relay.WaitForExitAsync(Waits.Exit));
+        Assert.Equal(0, Count(h.Relay, "drain time (120 s) is over"));
     }
 
     [Fact]
