@@ -63,6 +63,15 @@ public sealed class RelayOptions
 
     /// <summary>The Prometheus endpoint (off unless metrics.listen is set; see MetricsOptions.cs).</summary>
     public MetricsOptions Metrics { get; set; } = new();
+
+    /// <summary>Log level and format (see LifecycleOptions.cs).</summary>
+    public LogOptions Log { get; set; } = new();
+
+    /// <summary>SIGTERM drain time (see LifecycleOptions.cs).</summary>
+    public ShutdownOptions Shutdown { get; set; } = new();
+
+    /// <summary>Run as this user once the listeners are bound (the relay must be started as root). Default: stay as started.</summary>
+    public string? User { get; set; }
 }
 
 /// <summary>Resource limits of the receiving side. Defaults follow RFC 5321 4.5.3 where it sets one.</summary>

@@ -7,7 +7,7 @@ namespace NativeRelay.Config;
 /// The validated configuration the relay runs on. Built once from <see cref="RelayOptions"/> (file
 /// and flags merged); every value here has been checked, so the stages never re-validate.
 /// </summary>
-public sealed class RelaySettings
+public sealed record RelaySettings
 {
     public required string Hostname { get; init; }
     public required IReadOnlyList<IPEndPoint> Listen { get; init; }
@@ -36,6 +36,10 @@ public sealed class RelaySettings
     public NativeRelay.Local.LocalDeliverySettings LocalDelivery { get; init; } = NativeRelay.Local.LocalDeliverySettings.Empty;
     /// <summary>Null when the metrics endpoint is off.</summary>
     public NativeRelay.Telemetry.MetricsSettings? Metrics { get; init; }
+    /// <summary>Log level and format, SIGTERM drain time, the user to run as.</summary>
+    public LifecycleSettings Lifecycle { get; init; } = LifecycleSettings.Default;
+    /// <summary>The options this was validated from (file and flags merged); null when built by hand. SIGHUP compares them.</summary>
+    public RelayOptions? Options { get; init; }
 
     /// <summary>Reads a configuration file. Any problem becomes a one-line <see cref="ConfigException"/>.</summary>
     public static RelayOptions LoadFile(string path)
@@ -153,6 +157,8 @@ public sealed class RelaySettings
             ReloadCheckSeconds = receiving.ReloadCheckSeconds,
             LocalDelivery = NativeRelay.Local.LocalDeliverySettings.Validate(o.LocalDomains),
             Metrics = NativeRelay.Telemetry.MetricsSettings.Validate(o.Metrics),
+            Lifecycle = LifecycleSettings.Validate(o),
+            Options = o,
         };
     }
 

@@ -5,15 +5,19 @@ using NativeRelay.Telemetry;
 
 namespace NativeRelay.Delivery;
 
-/// <summary>What every delivery loop shares (all of it immutable or thread-safe).</summary>
+/// <summary>
+/// What every delivery loop shares (all of it immutable or thread-safe). Settings, Routing and
+/// Retry are replaced by a reload (each an immutable snapshot); a connection reads them when it
+/// starts, so deliveries in progress finish under the settings they started with.
+/// </summary>
 internal sealed class DeliveryContext
 {
-    public required RelaySettings Settings { get; init; }
-    public required RoutingSettings Routing { get; init; }
+    public required RelaySettings Settings { get; set; }
+    public required RoutingSettings Routing { get; set; }
     public required SpoolLog Spool { get; init; }
     public required Log Log { get; init; }
     public required DeliveryLog DeliveryLog { get; init; }
-    public required RetryPolicy Retry { get; init; }
+    public required RetryPolicy Retry { get; set; }
     public required DeliveryScheduler Scheduler { get; init; }
     public required CancellationToken Stopping { get; init; }
 }

@@ -24,10 +24,11 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
     private static readonly TimeSpan TickInterval = TimeSpan.FromMilliseconds(250);
     private static readonly int[] FirstRecipient = [0];
 
-    private readonly RelaySettings _settings;
+    // Replaced together by Reconfigure (SIGHUP); each is immutable, read once per use.
+    private RelaySettings _settings;
     private readonly byte[] _hostnameBytes;
-    private readonly RoutingSettings _routing;
-    private readonly IRouter _router;
+    private RoutingSettings _routing;
+    private IRouter _router;
     private readonly Log _log;
     private readonly DeliveryLog _deliveryLog;
     private readonly DeliveryLoop[] _loops;
@@ -37,8 +38,10 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
     private readonly SpoolLog _spool;
     private readonly CancellationTokenSource _stopping = new();
     private readonly DeferredQueue _deferred = new();
-    private readonly RetryPolicy _retry;
-    private readonly Bouncer _bouncer;
+    private RetryPolicy _retry;
+    private Bouncer _bouncer;
+    private readonly DeliveryContext _context;
+    private readonly QueueIdGenerator _ids;
     private readonly SemaphoreSlim _resolving = new(MaxPendingResolutions, MaxPendingResolutions);
     private Task? _ticker;
 
@@ -53,8 +56,9 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
         _spool = spool;
         _deliveryLog = deliveryLog ?? DeliveryLog.Null;
         _retry = new RetryPolicy(settings.Delivery);
+        _ids = ids;
         _bouncer = new Bouncer(settings, spool, ids, this, log);
-        var context = new DeliveryContext
+        var context = _context = new DeliveryContext
         {
             Settings = settings,
             Routing = settings.Routing,

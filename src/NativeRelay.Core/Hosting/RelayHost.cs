@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using NativeRelay.Config;
 using NativeRelay.Control;
 using NativeRelay.Delivery;
@@ -22,71 +23,50 @@ public sealed class RelayHost : IAsyncDisposable
 
     private readonly RelaySettings _settings;
     private readonly Log _log;
+    private readonly Func<RelaySettings>? _reloadSource;
     private readonly CancellationTokenSource _stopping = new();
     private readonly List<SocketListener> _listeners = new();
+    private readonly SmtpServerSwitch _servers = new();
+    private readonly object _reloadLock = new();
+    private RelaySettings _running;
+    private Router? _router;
     private SpoolLog? _spool;
     private DeliveryScheduler? _scheduler;
+    private QueueIdGenerator? _ids;
     private Task? _housekeeping;
     private Task? _recovering;
     private DeliveryLog? _deliveryLog;
     private ControlServer? _control;
     private IDisposable? _reloading;
+    private PosixSignalRegistration? _hangup;
     private IDisposable? _queueGauges;
+    private bool _stopped;
 
-    public RelayHost(RelaySettings settings, Log log)
+    /// <param name="reloadSource">
+    /// Reads and validates the configuration again (the same path as at start). With it, SIGHUP
+    /// reloads the whole configuration (<see cref="Reload"/>); without it (settings built in
+    /// code), SIGHUP re-reads the certificate, users and recipients files only.
+    /// </param>
+    public RelayHost(RelaySettings settings, Log log, Func<RelaySettings>? reloadSource = null)
     {
         _settings = settings;
+        _running = settings;
         _log = log;
+        _reloadSource = reloadSource;
     }
 
     public IReadOnlyList<SocketListener> Listeners => _listeners;
     public SpoolLog Spool => _spool ?? throw new InvalidOperationException("not started");
     public DeliveryScheduler Scheduler => _scheduler ?? throw new InvalidOperationException("not started");
-    public SmtpServer? Server { get; private set; }
+    /// <summary>The receiving side new connections get (replaced by a reload).</summary>
+    public SmtpServer? Server => _servers.Current;
+    /// <summary>The settings in force: those of the start, or of the last reload that was applied.</summary>
+    public RelaySettings Settings => Volatile.Read(ref _running);
 
     public async Task StartAsync()
     {
-        var ids = new QueueIdGenerator();
-        _spool = SpoolLog.Open(_settings.SpoolDirectory, _settings.SpoolTuning, _log);
-        var recovered = SpoolRecovery.Recover(_spool, ids, _log);
-
-        // Delivery: static routes and MX resolution, the JSON delivery log, and the scheduler,
-        // which needs the id generator and the spool to queue the bounces (DSNs) it makes.
-        var router = new Router(_settings.Routing, _settings.Hostname);
-        _deliveryLog = DeliveryLog.Open(_settings.Routing.DeliveryLogPath);
-        _scheduler = new DeliveryScheduler(_settings, _spool, router, _log, ids, _deliveryLog);
-        NativeRelay.Local.ReloadableLocalDeliveryAgent? localAgent = null;
-        if (!_settings.LocalDelivery.IsEmpty)
-        {
-            // Local domains go to Maildir or LMTP instead of SMTP. An alias pointing off-host is
-            // handed back to this relay's own first listener, so it is queued and routed like any mail.
-            var d = _settings.Delivery;
-            var first = _settings.Listen[0];
-            var forwarder = new NativeRelay.Local.SmtpResubmitForwarder(
-                new NativeRelay.Local.MailEndpoint(first.Address.ToString(), first.Port, null), _settings.Hostname,
-                TimeSpan.FromSeconds(d.ConnectTimeoutSeconds), TimeSpan.FromSeconds(d.CommandTimeoutSeconds));
-            _scheduler.LocalAgent = localAgent = new NativeRelay.Local.ReloadableLocalDeliveryAgent(NativeRelay.Local.LocalDeliveryAgent.Create(
-                _settings.LocalDelivery, _settings.Hostname,
-                TimeSpan.FromSeconds(d.ConnectTimeoutSeconds), TimeSpan.FromSeconds(d.CommandTimeoutSeconds), forwarder));
-        }
-        _scheduler.Start();
-        // The recovered queue goes to delivery in the background: with a large backlog that takes
-        // seconds (each message's envelope is read back from its head), and neither new mail nor
-        // the first deliveries need wait for it. The spool's index already holds every recovered
-        // message, so nothing is truncated under them, and new ids never collide with theirs.
-        _recovering = Task.Run(() => HandOverRecoveredAsync(recovered));
-        // `nativerelay queue ...` talks to the delivery side through the control socket.
-        _control = ControlServer.Start(_spool, (object)_scheduler as IQueueAdmin, _log);
-        _queueGauges = QueueGauges.Attach(_scheduler); // queue sizes for the metrics endpoint, counted when scraped
-
-        Server = new SmtpServer(_settings, _spool, _scheduler, ids, _log);
-        // Domains delivered on this host take mail from anyone, for the users the local agent knows
-        // (550 5.1.1 for the rest at RCPT); its aliases files are re-read with the server's files.
-        if (localAgent is not null)
-        {
-            Server.Policy.LocalLookup = localAgent.LookupRecipient;
-            Server.AddReloadable(localAgent.ReloadFiles);
-        }
+        // Bind first (port 25 needs root or CAP_NET_BIND_SERVICE), then drop privileges, then open
+        // the spool as the unprivileged user. The listeners accept nothing until Start below.
         var limiter = new ConnectionLimiter(_settings.Limits.MaxConnections, _settings.Limits.MaxConnectionsPerIp);
         // Every listener with its kind (smtp, submission, implicit-tls); settings built by hand may only have Listen.
         var configured = _settings.Listeners.Count > 0
@@ -97,7 +77,7 @@ public sealed class RelayHost : IAsyncDisposable
             SocketListener listener;
             try
             {
-                listener = new SocketListener(l.EndPoint, Server, limiter, _log, l.Kind);
+                listener = new SocketListener(l.EndPoint, _servers, limiter, _log, l.Kind);
             }
             catch (System.Net.Sockets.SocketException e)
             {
@@ -105,8 +85,42 @@ public sealed class RelayHost : IAsyncDisposable
             }
             _listeners.Add(listener);
         }
-        Server.LogConfiguration(_listeners.Select(l => new ListenerInfo(l.EndPoint, l.Kind)));
-        _reloading = Server.StartReloading(_stopping.Token);
+        if (_settings.Lifecycle.User is { } user)
+        {
+            var account = PrivilegeDrop.Lookup(user);
+            if (PrivilegeDrop.CurrentUid != account.Uid)
+                PrivilegeDrop.PrepareDirectory(_settings.SpoolDirectory, account);
+            PrivilegeDrop.Become(account);
+            _log.Info($"running as user {account.Name} (uid {account.Uid}, gid {account.Gid})");
+        }
+
+        var ids = _ids = new QueueIdGenerator();
+        _spool = SpoolLog.Open(_settings.SpoolDirectory, _settings.SpoolTuning, _log);
+        var recovered = SpoolRecovery.Recover(_spool, ids, _log);
+
+        // Delivery: static routes and MX resolution, the JSON delivery log, and the scheduler,
+        // which needs the id generator and the spool to queue the bounces (DSNs) it makes.
+        _router = new Router(_settings.Routing, _settings.Hostname);
+        _deliveryLog = DeliveryLog.Open(_settings.Routing.DeliveryLogPath);
+        _scheduler = new DeliveryScheduler(_settings, _spool, _router, _log, ids, _deliveryLog);
+        if (!_settings.LocalDelivery.IsEmpty)
+            _scheduler.LocalAgent = new NativeRelay.Local.ReloadableLocalDeliveryAgent(CreateLocalAgent(_settings));
+        _scheduler.Start();
+        // The recovered queue goes to delivery in the background: with a large backlog that takes
+        // seconds (each message's envelope is read back from its head), and neither new mail nor
+        // the first deliveries need wait for it. The spool's index already holds every recovered
+        // message, so nothing is truncated under them, and new ids never collide with theirs.
+        _recovering = Task.Run(() => HandOverRecoveredAsync(recovered));
+        // `nativerelay queue ...` talks to the delivery side through the control socket.
+        _control = ControlServer.Start(_spool, (object)_scheduler as IQueueAdmin, _log);
+        _queueGauges = QueueGauges.Attach(_scheduler); // queue sizes for the metrics endpoint, counted when scraped
+
+        var server = CreateServer(_settings, authThrottle: null);
+        _servers.Swap(server);
+        server.LogConfiguration(_listeners.Select(l => new ListenerInfo(l.EndPoint, l.Kind)));
+        _reloading = server.StartReloading(_stopping.Token, handleHangup: _reloadSource is null);
+        if (_reloadSource is not null)
+            _hangup = ListenForHangup();
         foreach (var listener in _listeners)
         {
             listener.Start(_stopping.Token);
@@ -116,6 +130,145 @@ public sealed class RelayHost : IAsyncDisposable
         _log.Info($"{_settings.Hostname} ready: spool {_settings.SpoolDirectory}, {_scheduler.LoopCount} delivery loop(s), "
                   + (_settings.RelayTo is null ? "no relay-to" : $"relay-to {_settings.RelayTo}"));
     }
+
+    /// <summary>The receiving side for these settings: certificate, users and recipients files loaded (ConfigException if one cannot be).</summary>
+    private SmtpServer CreateServer(RelaySettings settings, NativeRelay.Smtp.Auth.AuthThrottle? authThrottle)
+    {
+        var server = new SmtpServer(settings, Spool, Scheduler, _ids!, _log, authThrottle: authThrottle);
+        // Domains delivered on this host take mail from anyone, for the users the local agent knows
+        // (550 5.1.1 for the rest at RCPT); its aliases files are re-read with the server's files.
+        // Both ask the agent in use at the time: a reload swaps the agent before this server
+        // takes its first session.
+        if (!settings.LocalDelivery.IsEmpty)
+        {
+            server.Policy.LocalLookup = (address, localPart, domain) =>
+                _scheduler?.LocalAgent is NativeRelay.Local.ReloadableLocalDeliveryAgent agent
+                    ? agent.LookupRecipient(address, localPart, domain)
+                    : NativeRelay.Policy.LocalRecipientLookup.NotLocal;
+            server.AddReloadable(force => (_scheduler?.LocalAgent as NativeRelay.Local.ReloadableLocalDeliveryAgent)?.ReloadFiles(force));
+        }
+        return server;
+    }
+
+    /// <summary>Maildir/LMTP delivery for the local domains (aliases files read: ConfigException if one is wrong).</summary>
+    private NativeRelay.Local.LocalDeliveryAgent CreateLocalAgent(RelaySettings settings)
+    {
+        // Local domains go to Maildir or LMTP instead of SMTP. An alias pointing off-host is
+        // handed back to this relay's own first listener, so it is queued and routed like any mail.
+        var d = settings.Delivery;
+        var first = settings.Listen.Count > 0 ? settings.Listen[0] : settings.Listeners[0].EndPoint;
+        var forwarder = new NativeRelay.Local.SmtpResubmitForwarder(
+            new NativeRelay.Local.MailEndpoint(first.Address.ToString(), first.Port, null), settings.Hostname,
+            TimeSpan.FromSeconds(d.ConnectTimeoutSeconds), TimeSpan.FromSeconds(d.CommandTimeoutSeconds));
+        return NativeRelay.Local.LocalDeliveryAgent.Create(settings.LocalDelivery, settings.Hostname,
+            TimeSpan.FromSeconds(d.ConnectTimeoutSeconds), TimeSpan.FromSeconds(d.CommandTimeoutSeconds), forwarder);
+    }
+
+    private PosixSignalRegistration? ListenForHangup()
+    {
+        try
+        {
+            return PosixSignalRegistration.Create(PosixSignal.SIGHUP, context =>
+            {
+                context.Cancel = true; // reload, never terminate
+                ThreadPool.UnsafeQueueUserWorkItem(static h =>
+                {
+                    var host = (RelayHost)h!;
+                    host._log.Info("SIGHUP: reloading the configuration");
+                    try
+                    {
+                        host.Reload();
+                    }
+                    catch (Exception e) when (e is not OutOfMemoryException)
+                    {
+                        host._log.Error($"reload failed while applying: {e}");
+                    }
+                }, this);
+            });
+        }
+        catch (PlatformNotSupportedException)
+        {
+            return null;
+        }
+    }
+
+    /// <summary>
+    /// Reads the configuration again and, if it is valid (certificate, users, recipients and
+    /// aliases files included), applies it: new sessions get the new receiving settings, new
+    /// rounds the new routes and delivery settings; sessions and deliveries in progress finish
+    /// under the settings they started with. Options that cannot change in a running process are
+    /// logged as needing a restart and keep their values. An invalid configuration is refused as
+    /// a whole and changes nothing. Returns true when the new configuration was applied.
+    /// </summary>
+    public bool Reload()
+    {
+        if (_reloadSource is null)
+        {
+            Server?.ReloadFiles(force: true);
+            return true;
+        }
+        lock (_reloadLock)
+        {
+            if (_stopped || _scheduler is null)
+                return false;
+            var running = _running;
+            ReloadPlan plan;
+            SmtpServer server;
+            NativeRelay.Local.LocalDeliveryAgent? local;
+            Router? router = null;
+            try
+            {
+                // Everything is built (and so checked) before anything is swapped in.
+                plan = ReloadPlan.Create(_settings, running, _reloadSource());
+                var s = plan.Settings;
+                server = CreateServer(s, _servers.Current?.AuthThrottle);
+                local = s.LocalDelivery.IsEmpty ? null : CreateLocalAgent(s);
+                if (plan.Changed.Any(AffectsRouting))
+                    router = new Router(s.Routing, s.Hostname);
+            }
+            catch (Exception e) when (e is not OutOfMemoryException)
+            {
+                // ConfigException is the usual case (its message names the option or file); anything
+                // else is refused the same way rather than taking the running relay down.
+                _log.Error($"reload refused: {(e is ConfigException ? e.Message : e.GetType().Name + ": " + e.Message)}; keeping the running configuration");
+                return false;
+            }
+
+            var next = plan.Settings;
+            if (router is not null)
+                _router = router;
+            if (local is null)
+                _scheduler.LocalAgent = null;
+            else if (_scheduler.LocalAgent is NativeRelay.Local.ReloadableLocalDeliveryAgent reloadable)
+                reloadable.Use(local);
+            else
+                _scheduler.LocalAgent = new NativeRelay.Local.ReloadableLocalDeliveryAgent(local);
+            _scheduler.Reconfigure(next, _router!);
+            _servers.Swap(server);
+            _reloading?.Dispose();
+            _reloading = server.StartReloading(_stopping.Token, handleHangup: false);
+            _log.Configure(next.Lifecycle.LogLevel, next.Lifecycle.LogFormat);
+            Volatile.Write(ref _running, next);
+
+            if (server.Certificates is not null)
+                _log.Info($"TLS certificate loaded: {server.Certificates.Describe()}");
+            if (server.Users is not null)
+                _log.Info($"reloaded users from {server.Users.Path}: {server.Users.Count} user(s)");
+            if (next.LocalRecipientsFile is not null)
+                _log.Info($"reloaded local recipients from {next.LocalRecipientsFile}: {server.Policy.RecipientCount} entries");
+            foreach (var option in plan.NeedsRestart)
+                _log.Warn($"needs a restart: {option} (the running value stays until then)");
+            _log.Info(plan.Changed.Count == 0
+                ? "configuration reloaded: no option changed (the files it names were read again)"
+                : $"configuration reloaded: {string.Join(", ", plan.Changed)} changed (for new sessions and deliveries)");
+            return true;
+        }
+    }
+
+    // Options the router is built from (RoutingSettings: routes, relay-to, DNS, TLS policy, rates, bounces).
+    private static bool AffectsRouting(string option) =>
+        option.StartsWith("routing", StringComparison.Ordinal) || option == "relayTo"
+        || option.StartsWith("delivery.", StringComparison.Ordinal) || option.StartsWith("bounces", StringComparison.Ordinal);
 
     private async Task HandOverRecoveredAsync(List<RecoveredMessage> recovered)
     {
@@ -162,8 +315,14 @@ public sealed class RelayHost : IAsyncDisposable
     {
         foreach (var listener in _listeners)
             listener.StopAccepting();
-        _reloading?.Dispose();
-        _reloading = null;
+        lock (_reloadLock)
+        {
+            _stopped = true;
+            _hangup?.Dispose();
+            _hangup = null;
+            _reloading?.Dispose();
+            _reloading = null;
+        }
         _queueGauges?.Dispose();
         if (_control is not null)
         {
@@ -172,6 +331,9 @@ public sealed class RelayHost : IAsyncDisposable
         }
         _stopping.Cancel();
         await Task.WhenAll(_listeners.Select(l => l.DrainAsync(deadline)));
+        int cut = _listeners.Sum(l => l.SessionCount);
+        if (cut > 0)
+            _log.Warn($"drain time ({deadline.TotalSeconds:0} s) is over: closing {cut} session(s) still running; their messages were not acknowledged");
         if (_recovering is not null)
             await _recovering;
         if (_scheduler is not null)

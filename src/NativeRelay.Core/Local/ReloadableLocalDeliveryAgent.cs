@@ -65,6 +65,14 @@ public sealed class ReloadableLocalDeliveryAgent : ILocalDeliveryAgent
     private static FileStamp[] StampAliasFiles(LocalDeliverySettings settings) =>
         settings.Domains.Select(d => d.AliasesFile).OfType<string>().Distinct(StringComparer.Ordinal).Select(FileStamp.Of).ToArray();
 
+    /// <summary>Swaps in an agent already built (and so already checked) by the caller.</summary>
+    public void Use(LocalDeliveryAgent next)
+    {
+        var stamps = StampAliasFiles(next.Settings);
+        Volatile.Write(ref _current, next);
+        _aliasStamps = stamps;
+    }
+
     public bool IsLocal(ReadOnlySpan<byte> domain) => Current.IsLocal(domain);
 
     public Task<LocalResult[]> DeliverAsync(Envelope envelope, MessageBuffer body, IReadOnlyList<int> recipientIndexes, CancellationToken cancel = default) =>

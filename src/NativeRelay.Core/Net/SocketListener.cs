@@ -39,6 +39,9 @@ public sealed class SocketListener : IAsyncDisposable
 
     public ListenerKind Kind => _info.Kind;
 
+    /// <summary>Sessions still running (after a drain: those the deadline cut short).</summary>
+    public int SessionCount => _sessions.Keys.Count(t => !t.IsCompleted);
+
     public void Start(CancellationToken stopping)
     {
         _acceptLoop = AcceptLoopAsync(stopping);

@@ -22,10 +22,12 @@ public sealed class SmtpServer : IConnectionHandler
 
     /// <param name="certificates">Overrides loading <see cref="RelaySettings.Tls"/> (tests); null loads it if configured.</param>
     /// <param name="users">Overrides loading <see cref="RelaySettings.UsersFile"/> (tests).</param>
+    /// <param name="authThrottle">Shared with the server this one replaces on a reload, so recent AUTH failures still count.</param>
     /// <exception cref="ConfigException">A configured certificate, users or recipients file cannot be loaded.</exception>
     public SmtpServer(RelaySettings settings, SpoolLog spool, IQueueIntake intake, QueueIdGenerator ids, Log log,
-        TlsCertificateStore? certificates = null, UserStore? users = null)
+        TlsCertificateStore? certificates = null, UserStore? users = null, AuthThrottle? authThrottle = null)
     {
+        AuthThrottle = authThrottle ?? new AuthThrottle();
         Settings = settings;
         Spool = spool;
         Intake = intake;
@@ -52,7 +54,7 @@ public sealed class SmtpServer : IConnectionHandler
     public UserStore? Users { get; }
     public RecipientPolicy Policy { get; }
     /// <summary>Failed AUTH attempts per client address, shared by all sessions.</summary>
-    internal AuthThrottle AuthThrottle { get; } = new();
+    internal AuthThrottle AuthThrottle { get; }
     internal byte[] HostnameBytes { get; }
     internal byte[] Greeting { get; }
     internal byte[] DataLineTooLongReply { get; }
@@ -146,22 +148,32 @@ public sealed class SmtpServer : IConnectionHandler
     /// Reloads on SIGHUP and checks the files for changes every <see cref="RelaySettings.ReloadCheckSeconds"/>.
     /// Dispose to stop.
     /// </summary>
-    public IDisposable StartReloading(CancellationToken stopping)
+    public IDisposable StartReloading(CancellationToken stopping) => StartReloading(stopping, handleHangup: true);
+
+    /// <summary>
+    /// Checks the files for changes every <see cref="RelaySettings.ReloadCheckSeconds"/>; with
+    /// <paramref name="handleHangup"/> also reloads them on SIGHUP (a host that reloads the whole
+    /// configuration on SIGHUP passes false). Dispose to stop.
+    /// </summary>
+    public IDisposable StartReloading(CancellationToken stopping, bool handleHangup)
     {
         var stop = CancellationTokenSource.CreateLinkedTokenSource(stopping);
         PosixSignalRegistration? hangup = null;
         try
         {
-            hangup = PosixSignalRegistration.Create(PosixSignal.SIGHUP, context =>
+            if (handleHangup)
             {
-                context.Cancel = true; // reload, never terminate
-                ThreadPool.UnsafeQueueUserWorkItem(static s =>
+                hangup = PosixSignalRegistration.Create(PosixSignal.SIGHUP, context =>
                 {
-                    var server = (SmtpServer)s!;
-                    server.Log.Info("SIGHUP: reloading the certificate, users, recipient and aliases files");
-                    server.ReloadFiles(force: true);
-                }, this);
-            });
+                    context.Cancel = true; // reload, never terminate
+                    ThreadPool.UnsafeQueueUserWorkItem(static s =>
+                    {
+                        var server = (SmtpServer)s!;
+                        server.Log.Info("SIGHUP: reloading the certificate, users, recipient and aliases files");
+                        server.ReloadFiles(force: true);
+                    }, this);
+                });
+            }
         }
         catch (PlatformNotSupportedException)
         {

@@ -30,10 +30,7 @@ internal static class CheckConfigCommand
         try
         {
             settings = RelaySettings.Validate(options);
-            CheckFile(settings.Tls?.CertificatePath, "tls.certificate");
-            CheckFile(settings.Tls?.KeyPath, "tls.key");
-            CheckFile(settings.UsersFile, "usersFile");
-            CheckFile(settings.LocalRecipientsFile, "localRecipientsFile");
+            CheckFiles(settings);
             local = LocalDeliveryAgent.Create(settings.LocalDelivery, settings.Hostname,
                 TimeSpan.FromSeconds(settings.Delivery.ConnectTimeoutSeconds), TimeSpan.FromSeconds(settings.Delivery.CommandTimeoutSeconds));
         }
@@ -44,6 +41,15 @@ internal static class CheckConfigCommand
 
         Console.Out.Write(Describe(path, settings, local));
         return Task.FromResult(0);
+    }
+
+    /// <summary>The files the configuration names must exist (their contents are checked by loading them).</summary>
+    internal static void CheckFiles(RelaySettings settings)
+    {
+        CheckFile(settings.Tls?.CertificatePath, "tls.certificate");
+        CheckFile(settings.Tls?.KeyPath, "tls.key");
+        CheckFile(settings.UsersFile, "usersFile");
+        CheckFile(settings.LocalRecipientsFile, "localRecipientsFile");
     }
 
     private static void CheckFile(string? file, string what)
@@ -105,6 +111,10 @@ internal static class CheckConfigCommand
         if (s.Routing.DeliveryLogPath is { } log)
             Line("delivery log", log == "-" ? "standard output" : log);
         Line("metrics", s.Metrics is null ? "off" : $"http://{s.Metrics.Listen}/metrics{(s.Metrics.IsLoopback ? "" : " (not loopback: reachable from the network)")}, {s.Metrics.MaxDestinations} destinations");
+        var life = s.Lifecycle;
+        Line("log", $"{(life.LogFormat == NativeRelay.Telemetry.LogFormat.Json ? "json" : "text")} lines from level {NativeRelay.Telemetry.Log.LevelName(life.LogLevel)}");
+        Line("shutdown", $"SIGTERM lets transactions in progress finish for up to {life.DrainSeconds}s; SIGHUP reloads this file");
+        Line("user", life.User is null ? "stays the user it is started as" : $"{life.User} (after binding the listeners; start as root)");
         return sb.ToString();
     }
 }

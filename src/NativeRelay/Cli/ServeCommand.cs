@@ -8,15 +8,13 @@ namespace NativeRelay.Cli;
 /// <summary><c>nativerelay serve</c>: runs the relay until SIGTERM or SIGINT.</summary>
 internal static class ServeCommand
 {
-    // Long enough for a slow client to finish a DATA in progress, short enough for systemd.
-    private static readonly TimeSpan DrainDeadline = TimeSpan.FromSeconds(30);
-
     public static async Task<int> RunAsync(string[] args)
     {
         var settings = BuildSettings(args);
-        using var log = new Log(Console.Out);
+        using var log = new Log(Console.Out, settings.Lifecycle.LogLevel, settings.Lifecycle.LogFormat);
         await using var metrics = MetricsServer.StartConfigured(settings, log);
-        var host = new RelayHost(settings, log);
+        // SIGHUP reads the file and applies the flags again, exactly as at start (and as check-config does).
+        var host = new RelayHost(settings, log, reloadSource: () => BuildSettings(args, checkFiles: true));
         var stop = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         using var term = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; stop.TrySetResult(); });
         using var interrupt = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; stop.TrySetResult(); });
@@ -39,14 +37,17 @@ internal static class ServeCommand
         log.Flush();
 
         await stop.Task;
-        log.Info("stopping: no new connections, finishing transactions in progress");
-        await host.StopAsync(DrainDeadline);
+        // shutdown.drainSeconds of the configuration in force (a reload may have changed it).
+        var drain = TimeSpan.FromSeconds(host.Settings.Lifecycle.DrainSeconds);
+        log.Info($"stopping: no new connections, finishing transactions in progress (up to {drain.TotalSeconds:0} s)");
+        await host.StopAsync(drain);
         log.Flush();
         return 0;
     }
 
     /// <summary>Defaults, then the config file, then flags (flags win).</summary>
-    internal static RelaySettings BuildSettings(string[] args)
+    /// <param name="checkFiles">Also check that the files the configuration names exist, as check-config does (the reload path).</param>
+    internal static RelaySettings BuildSettings(string[] args, bool checkFiles = false)
     {
         string? configFile = null;
         // First pass: find --config so the file is the base the other flags override.
@@ -116,6 +117,21 @@ internal static class ServeCommand
                 case "--metrics":
                     options.Metrics.Listen = reader.Value(flag);
                     break;
+                case "--log-format":
+                    options.Log.Format = reader.Value(flag);
+                    break;
+                case "--log-level":
+                    options.Log.Level = reader.Value(flag);
+                    break;
+                case "--drain-seconds":
+                    var drainText = reader.Value(flag);
+                    if (!int.TryParse(drainText, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int drain))
+                        throw new ConfigException($"--drain-seconds: '{drainText}' is not a number of seconds");
+                    options.Shutdown.DrainSeconds = drain;
+                    break;
+                case "--user":
+                    options.User = reader.Value(flag);
+                    break;
                 default:
                     throw new ConfigException($"unknown flag '{flag}' for serve (try --help)");
             }
@@ -125,6 +141,9 @@ internal static class ServeCommand
         if (dns is not null)
             options.Routing.Dns = dns;
         NativeRelay.Local.LocalDeliverySettings.ApplyFlags(options, localDomains, maildirRoot);
-        return RelaySettings.Validate(options);
+        var settings = RelaySettings.Validate(options);
+        if (checkFiles)
+            CheckConfigCommand.CheckFiles(settings);
+        return settings;
     }
 }

@@ -8,7 +8,7 @@ internal static class Verbs
 {
     public static readonly Verb[] All =
     [
-        new("serve", "serve [--listen IP:PORT]... [--spool DIR] [--hostname NAME] [--relay-to HOST:PORT] [--dns IP:PORT]... [--remote-port N] [--config FILE] [--tls-cert PEM --tls-key PEM] [--listen-tls IP:PORT]... [--submission IP:PORT]... [--users FILE] [--local-domain DOMAIN]... [--maildir-root DIR] [--metrics IP:PORT]", ServeCommand.RunAsync),
+        new("serve", "serve [--listen IP:PORT]... [--spool DIR] [--hostname NAME] [--relay-to HOST:PORT] [--dns IP:PORT]... [--remote-port N] [--config FILE] [--tls-cert PEM --tls-key PEM] [--listen-tls IP:PORT]... [--submission IP:PORT]... [--users FILE] [--local-domain DOMAIN]... [--maildir-root DIR] [--metrics IP:PORT] [--log-format text|json] [--log-level LEVEL] [--drain-seconds N] [--user NAME]", ServeCommand.RunAsync),
         new("check-config", "check-config FILE  (validates a configuration and prints what the relay would do)", CheckConfigCommand.RunAsync),
         new("sendmail", "sendmail [-t] [-i] [-f SENDER] [--server HOST:PORT] [--config FILE] [RECIPIENT]...  (message on standard input)", SendmailCommand.RunAsync),
         new("passwd", "passwd USER [--file FILE] [--iterations N] [--delete]  (password from standard input; writes NAME:HASH)", PasswdCommand.RunAsync),

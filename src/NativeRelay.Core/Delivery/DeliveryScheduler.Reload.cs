@@ -1,0 +1,27 @@
+using NativeRelay.Config;
+using NativeRelay.Routing;
+
+namespace NativeRelay.Delivery;
+
+public sealed partial class DeliveryScheduler
+{
+    /// <summary>
+    /// Applies a reloaded configuration (SIGHUP): the router (static routes, relay-to, DNS), retry
+    /// and lifetime, bounce settings, and the delivery options new connections are opened with.
+    /// Rounds already routed and connections already open finish as they started; the next round
+    /// of every message is routed by the new router. The loop count and the delivery log stay.
+    /// </summary>
+    public void Reconfigure(RelaySettings settings, IRouter router)
+    {
+        var retry = new RetryPolicy(settings.Delivery);
+        var bouncer = new Bouncer(settings, _spool, _ids, this, _log);
+        Volatile.Write(ref _router, router);
+        Volatile.Write(ref _routing, settings.Routing);
+        Volatile.Write(ref _retry, retry);
+        Volatile.Write(ref _bouncer, bouncer);
+        _context.Routing = settings.Routing;
+        _context.Retry = retry;
+        _context.Settings = settings;
+        Volatile.Write(ref _settings, settings);
+    }
+}
