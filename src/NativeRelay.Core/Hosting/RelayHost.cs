@@ -240,7 +240,10 @@ public sealed class RelayHost : IAsyncDisposable
             if (local is null)
                 _scheduler.LocalAgent = null;
             else if (_scheduler.LocalAgent is NativeRelay.Local.ReloadableLocalDeliveryAgent reloadable)
-                reloadable.Use(local);
+            {
+                if (reloadable.Use(local) is { } aliases)
+                    _log.Info(aliases);
+            }
             else
                 _scheduler.LocalAgent = new NativeRelay.Local.ReloadableLocalDeliveryAgent(local);
             _scheduler.Reconfigure(next, _router!);

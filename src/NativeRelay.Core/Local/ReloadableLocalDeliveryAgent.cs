@@ -49,8 +49,7 @@ public sealed class ReloadableLocalDeliveryAgent : ILocalDeliveryAgent
         {
             var resolver = LocalRecipientResolver.Load(agent.Settings);
             Volatile.Write(ref _current, agent.WithResolver(resolver));
-            int entries = agent.Settings.Domains.Select(resolver.AliasesOf).Distinct().Sum(t => t.Count);
-            return $"reloaded local aliases: {entries} entries from {stamps.Length} file(s)";
+            return DescribeAliases(agent.Settings, resolver, stamps.Length);
         }
         catch (ConfigException e)
         {
@@ -66,11 +65,19 @@ public sealed class ReloadableLocalDeliveryAgent : ILocalDeliveryAgent
         settings.Domains.Select(d => d.AliasesFile).OfType<string>().Distinct(StringComparer.Ordinal).Select(FileStamp.Of).ToArray();
 
     /// <summary>Swaps in an agent already built (and so already checked) by the caller.</summary>
-    public void Use(LocalDeliveryAgent next)
+    /// <returns>A line for the log about the aliases the new agent read, or null when it has no aliases files.</returns>
+    public string? Use(LocalDeliveryAgent next)
     {
         var stamps = StampAliasFiles(next.Settings);
         Volatile.Write(ref _current, next);
         _aliasStamps = stamps;
+        return stamps.Length == 0 ? null : DescribeAliases(next.Settings, next.Resolver, stamps.Length);
+    }
+
+    private static string DescribeAliases(LocalDeliverySettings settings, LocalRecipientResolver resolver, int files)
+    {
+        int entries = settings.Domains.Select(resolver.AliasesOf).Distinct().Sum(t => t.Count);
+        return $"reloaded local aliases: {entries} entries from {files} file(s)";
     }
 
     public bool IsLocal(ReadOnlySpan<byte> domain) => Current.IsLocal(domain);
