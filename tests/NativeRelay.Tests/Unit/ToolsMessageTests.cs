@@ -106,7 +106,9 @@ public class ToolsMessageTests
         long before = GC.GetAllocatedBytesForCurrentThread();
         for (int i = 0; i < 10_000; i++)
             m.Stamp(header, i);
-        Assert.Equal(before, GC.GetAllocatedBytesForCurrentThread());
+        // Less than a byte per stamp: the runtime's own tiering work may land on this thread
+        // once (about 1.5 KB seen under load), but any allocation per stamp would be 240 KB or more.
+        Assert.InRange(GC.GetAllocatedBytesForCurrentThread() - before, 0, 9_999);
     }
 
     [Fact]
