@@ -85,7 +85,7 @@ public sealed class MessageBuffer : IBufferWriter<byte>
         if (_blockCount == _blocks.Length)
             Array.Resize(ref _blocks, _blocks.Length * 2);
         int size = _blockCount == 0 && sizeHint <= FirstBlockSize ? FirstBlockSize : BlockSize;
-        _blocks[_blockCount++] = ArrayPool<byte>.Shared.Rent(size);
+        _blocks[_blockCount++] = size == BlockSize ? PinnedBlockPool.Rent() : ArrayPool<byte>.Shared.Rent(size);
         _lastBlockUsed = 0;
     }
 
@@ -143,11 +143,21 @@ public sealed class MessageBuffer : IBufferWriter<byte>
             return;
         for (int i = 0; i < _blockCount; i++)
         {
-            ArrayPool<byte>.Shared.Return(_blocks[i]);
+            ReturnBlock(_blocks[i]);
             _blocks[i] = null!;
         }
         _blockCount = 0;
         _length = 0;
+    }
+
+    // The first block (FirstBlockSize) comes from the shared pool: a small message is gone long
+    // before a GC could promote it. The big ones are pinned (PinnedBlockPool) so they are never copied.
+    private static void ReturnBlock(byte[] block)
+    {
+        if (block.Length == BlockSize)
+            PinnedBlockPool.Return(block);
+        else
+            ArrayPool<byte>.Shared.Return(block);
     }
 
     /// <summary>Drops the content so the buffer can take a new message (owner-only, reference count 1).</summary>
@@ -156,7 +166,7 @@ public sealed class MessageBuffer : IBufferWriter<byte>
         Debug.Assert(Volatile.Read(ref _references) == 1);
         for (int i = 1; i < _blockCount; i++)
         {
-            ArrayPool<byte>.Shared.Return(_blocks[i]);
+            ReturnBlock(_blocks[i]);
             _blocks[i] = null!;
         }
         _blockCount = Math.Min(_blockCount, 1);
