@@ -48,6 +48,9 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
     private readonly SemaphoreSlim _wakeup = new(0, 1);
     private readonly int _activeLimit;
     private int _freshHot;
+    // _hot's size, kept by hand (ConcurrentDictionary.Count takes every lock of the dictionary).
+    private int _hotCount;
+    private int _activePeak;
     // The ticker stopped with due retries left for lack of room in the active set.
     private volatile bool _backlogWaiting;
     // Messages being appended right now, with a floor below which their records cannot be.
@@ -105,7 +108,10 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
     public int LiveCount => _index.Count;
 
     /// <summary>Messages being attempted now (the hot set, bounded by <c>delivery.activeLimit</c> plus new mail in flight).</summary>
-    public int ActiveCount => _hot.Count;
+    public int ActiveCount => Volatile.Read(ref _hotCount);
+
+    /// <summary>The most messages hot at once since the start (for tests and figures).</summary>
+    internal int ActivePeak => Volatile.Read(ref _activePeak);
 
     /// <summary>Entries in the retry heap (some may be stale).</summary>
     internal int RetryHeapCount => _deferred.Count;
@@ -150,16 +156,20 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
             }
             else
             {
-                hot = _hot.Count < _activeLimit && _incoming.IsEmpty
+                hot = Volatile.Read(ref _hotCount) < _activeLimit && _incoming.IsEmpty
                       && (Volatile.Read(ref _freshHot) < _activeLimit / 2 + 1 || !_backlogWaiting);
                 if (!hot)
                     _index.Cool(message.Id, 0, null, null);
             }
             if (hot)
             {
-                message.Fresh = true;
-                Interlocked.Increment(ref _freshHot);
-                _hot[message.Id] = message;
+                if (_hot.TryAdd(message.Id, message))
+                {
+                    message.Fresh = true;
+                    Interlocked.Increment(ref _freshHot);
+                    Interlocked.Increment(ref _hotCount);
+                    NotePeak();
+                }
             }
         }
         if (hot)
@@ -228,6 +238,8 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
             if (fresh)
                 Interlocked.Increment(ref _freshHot);
             _hot[id] = message;
+            Interlocked.Increment(ref _hotCount);
+            NotePeak();
             created = true;
             return message;
         }
@@ -247,6 +259,7 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
             if (_hot.TryGetValue(message.Id, out var hot) && ReferenceEquals(hot, message))
             {
                 _hot.TryRemove(message.Id, out _);
+                Interlocked.Decrement(ref _hotCount);
                 if (message.Fresh)
                     Interlocked.Decrement(ref _freshHot);
             }
@@ -261,6 +274,13 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
         if (scheduled)
             _deferred.Schedule(message.Id, due);
         Wake();
+    }
+
+    // Under the index's gate (every change to the hot set is).
+    private void NotePeak()
+    {
+        if (Volatile.Read(ref _hotCount) > _activePeak)
+            Volatile.Write(ref _activePeak, Volatile.Read(ref _hotCount));
     }
 
     /// <summary>Lets the ticker run now (a slot came free, or work came in), without waiting for its next tick.</summary>
@@ -974,7 +994,7 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
         while (!stopping.IsCancellationRequested)
         {
             uint now = NowSeconds();
-            if (_hot.Count >= _activeLimit)
+            if (Volatile.Read(ref _hotCount) >= _activeLimit)
             {
                 _backlogWaiting = _deferred.HasDue(now);
                 return;
@@ -1024,6 +1044,7 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
             if (_hot.TryGetValue(message.Id, out var hot) && ReferenceEquals(hot, message))
             {
                 _hot.TryRemove(message.Id, out _);
+                Interlocked.Decrement(ref _hotCount);
                 if (message.Fresh)
                     Interlocked.Decrement(ref _freshHot);
             }
