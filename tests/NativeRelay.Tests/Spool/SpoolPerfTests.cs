@@ -96,10 +96,13 @@ public sealed class SpoolPerfTests(ITestOutputHelper log)
             foreach (var line in relay.StdoutLines.Where(l => l.Contains("spool: recovered", StringComparison.Ordinal) || l.Contains("recovered queue handed", StringComparison.Ordinal)))
                 Note("  " + line);
             Note($"after_restart_rss={SpoolEndToEnd.Memory(relay.Pid).Rss}");
+            await Task.Delay(10_000);
+            Note($"rss_10s_into_drain={SpoolEndToEnd.Memory(relay.Pid).Rss} delivered_by_then={sink.Distinct}");
 
             await SpoolEndToEnd.WaitUntilAsync(() => sink.Distinct >= messages, TimeSpan.FromMinutes(Setting("BACKLOG_DRAIN_MINUTES", 60)),
                 "the drain", () => $"{sink.Distinct} delivered");
-            Note($"drained {sink.Distinct} in {restart.Elapsed.TotalSeconds - first:0.0} s after the first delivery, duplicates={sink.Duplicates}");
+            Note($"drained {sink.Distinct} in {restart.Elapsed.TotalSeconds - first:0.0} s after the first delivery, duplicates={sink.Duplicates}; "
+                 + $"peak_rss_since_restart={SpoolEndToEnd.Memory(relay.Pid).Peak}");
             long spoolAfter = 0;
             await SpoolEndToEnd.WaitUntilAsync(() => (spoolAfter = SpoolEndToEnd.SpoolSize(dir.Spool)) < spoolBefore / 10, TimeSpan.FromMinutes(2), "the spool shrinking",
                 () => $"{spoolAfter} bytes");
