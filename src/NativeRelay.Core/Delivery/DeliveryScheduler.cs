@@ -31,6 +31,7 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
     /// <summary>Messages waiting for a DNS answer at once, before new mail waits (backpressure).</summary>
     private const int MaxPendingResolutions = 4096;
     private static readonly TimeSpan TickInterval = TimeSpan.FromMilliseconds(250);
+    private const long QuietTrimAfterMs = 5_000;
     private static readonly int[] FirstRecipient = [0];
 
     private readonly RelaySettings _settings;
@@ -43,7 +44,7 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
     // The hot set: messages being attempted (or worked on by an admin command). Changed only under _index.Gate.
     private readonly ConcurrentDictionary<ulong, QueuedMessage> _hot = new();
     private readonly SpoolIndex _index;
-    // New mail parked because the active set was full (its share of it, see AdmitFresh): ids, oldest first.
+    // New mail parked because the active set was full (or over its share of it, see EnqueueAsync): ids, oldest first.
     private readonly ConcurrentQueue<ulong> _incoming = new();
     private readonly SemaphoreSlim _wakeup = new(0, 1);
     private readonly int _activeLimit;
@@ -51,6 +52,8 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
     // _hot's size, kept by hand (ConcurrentDictionary.Count takes every lock of the dictionary).
     private int _hotCount;
     private int _activePeak;
+    // Attempts that ended (cooled down or completed): the ticker's sign that delivery went quiet.
+    private long _activity;
     // The ticker stopped with due retries left for lack of room in the active set.
     private volatile bool _backlogWaiting;
     // Messages being appended right now, with a floor below which their records cannot be.
@@ -273,6 +276,7 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
         message.DropEnvelope();
         if (scheduled)
             _deferred.Schedule(message.Id, due);
+        Interlocked.Increment(ref _activity);
         Wake();
     }
 
@@ -952,6 +956,7 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
     {
         var stopping = _stopping.Token;
         long lastCompaction = NowMs();
+        long seenActivity = 0, trimmedActivity = 0, quietSince = NowMs(), lastTrim = 0;
         while (!stopping.IsCancellationRequested)
         {
             try
@@ -976,6 +981,21 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
                 // Stale entries (flushed, held, deleted messages) are otherwise dropped only when due.
                 if (_deferred.Count > _index.Count + 1024)
                     _deferred.Compact(_index.IsDue);
+            }
+            // Give memory back once delivery has gone quiet after a burst (e.g. a backlog whose
+            // first attempts all failed): the attempts' short-lived objects that outlived a gen0
+            // collection sit as garbage in the older generations until a full collection, which
+            // an idle relay never triggers, and freed memory is decommitted only by later collections;
+            // with a large queue that is most of its resident size.
+            long activity = Interlocked.Read(ref _activity);
+            if (activity != seenActivity)
+                (seenActivity, quietSince) = (activity, NowMs());
+            else if (activity != trimmedActivity && NowMs() - quietSince >= QuietTrimAfterMs && NowMs() - lastTrim >= 60_000)
+            {
+                // At most once a minute: with a million queued a full collection takes ~0.1 s.
+                (trimmedActivity, lastTrim) = (activity, NowMs());
+                // Aggressive: compacts (the large object heap too) and decommits the freed memory at once.
+                GC.Collect(2, GCCollectionMode.Aggressive, blocking: true, compacting: true);
             }
         }
     }
@@ -1049,6 +1069,7 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
                     Interlocked.Decrement(ref _freshHot);
             }
         }
+        Interlocked.Increment(ref _activity);
         Wake();
         if (_log.IsEnabled(Telemetry.LogLevel.Debug))
             _log.Debug($"{message.IdText}: removed");
