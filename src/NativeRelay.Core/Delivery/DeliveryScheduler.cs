@@ -54,6 +54,8 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
     private int _activePeak;
     // Attempts that ended (cooled down or completed): the ticker's sign that delivery went quiet.
     private long _activity;
+    // When to give the recovery's scaffolding back (Unix ms; 0: nothing to do), see EnqueueRecoveredAsync.
+    private long _trimAfterRecoveryAt;
     // The ticker stopped with due retries left for lack of room in the active set.
     private volatile bool _backlogWaiting;
     // Messages being appended right now, with a floor below which their records cannot be.
@@ -199,6 +201,9 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
             if (_index.Cool(r.Id, now, null, null))
                 _deferred.Schedule(r.Id, now);
         }
+        // The replay's tables (a few hundred bytes per recovered message) are garbage once the
+        // caller lets go of the list: collect them soon rather than whenever delivery goes quiet.
+        Volatile.Write(ref _trimAfterRecoveryAt, NowMs() + 2_000);
         Wake();
         return Task.CompletedTask;
     }
@@ -994,8 +999,13 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
             {
                 // At most once a minute: with a million queued a full collection takes ~0.1 s.
                 (trimmedActivity, lastTrim) = (activity, NowMs());
-                // Aggressive: compacts (the large object heap too) and decommits the freed memory at once.
-                GC.Collect(2, GCCollectionMode.Aggressive, blocking: true, compacting: true);
+                GiveMemoryBack();
+            }
+            if (Volatile.Read(ref _trimAfterRecoveryAt) is > 0 and var at && NowMs() >= at)
+            {
+                Volatile.Write(ref _trimAfterRecoveryAt, 0);
+                lastTrim = NowMs();
+                GiveMemoryBack();
             }
         }
     }
@@ -1056,6 +1066,9 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
         }
         return null;
     }
+
+    // Aggressive: compacts (the large object heap too) and decommits the freed memory at once.
+    private static void GiveMemoryBack() => GC.Collect(2, GCCollectionMode.Aggressive, blocking: true, compacting: true);
 
     internal void Completed(QueuedMessage message)
     {
