@@ -129,6 +129,11 @@ public sealed class DeliveryOptions
     /// </summary>
     public int InitialConnectionsPerDestination { get; set; } = 5;
     public int MessagesPerConnection { get; set; } = 1000;
+    /// <summary>
+    /// Messages being attempted at once, at most (as Postfix's qmgr_message_active_limit): each
+    /// costs its envelope and recipient states in memory; the rest wait in the spool index.
+    /// </summary>
+    public int ActiveLimit { get; set; } = 20_000;
     public int IdleConnectionSeconds { get; set; } = 10;
     /// <summary>Delay before the first retry of a deferred message; later retries back off exponentially.</summary>
     public int RetryInitialSeconds { get; set; } = 60;

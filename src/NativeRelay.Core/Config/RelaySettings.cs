@@ -113,6 +113,7 @@ public sealed record RelaySettings
         Positive(d.ConnectionsPerDestination, "delivery.connectionsPerDestination");
         Positive(d.InitialConnectionsPerDestination, "delivery.initialConnectionsPerDestination");
         Positive(d.MessagesPerConnection, "delivery.messagesPerConnection");
+        Positive(d.ActiveLimit, "delivery.activeLimit");
         Positive(d.IdleConnectionSeconds, "delivery.idleConnectionSeconds");
         Positive(d.RetryInitialSeconds, "delivery.retryInitialSeconds");
         Positive(d.RetryMaxSeconds, "delivery.retryMaxSeconds");

@@ -13,6 +13,14 @@ namespace NativeRelay.Delivery;
 /// run one at a time (their records must not interleave: a hold then a release is ordered).
 /// A message whose attempt is in flight: hold and delete stop the jobs that have not started; a
 /// transaction already on the wire completes (it cannot be recalled).
+/// <para>
+/// Most of the queue is cold (no object, see <see cref="DeliveryScheduler"/>): listing reads its
+/// index slot and its envelope from the spool for the one look; a mutating command takes an
+/// object for it for the length of the command (so no attempt can start meanwhile) and puts it
+/// back cold afterwards. A flushed or released message goes back into the retry heap due now:
+/// the ticker starts it within the active limit, so flushing a million messages cannot make a
+/// million hot at once.
+/// </para>
 /// </summary>
 public sealed partial class DeliveryScheduler : IQueueAdmin
 {
@@ -22,8 +30,12 @@ public sealed partial class DeliveryScheduler : IQueueAdmin
     {
         long now = NowMs();
         var entries = new List<(ulong Id, QueueEntry Entry)>();
-        foreach (var message in _live.Values)
+        foreach (ulong id in _index.ColdIds())
         {
+            if (olderThan is { } cutoff && now - (long)(id >> 16) < (long)cutoff.TotalMilliseconds)
+                continue; // the id's arrival time (in its high bits) rules it out without reading the spool
+            if (Look(id) is not { } message)
+                continue;
             if (olderThan is { } age && now - ArrivalOf(message) < (long)age.TotalMilliseconds)
                 continue;
             if (domain is not null && !HasPendingIn(message, domain))
@@ -39,21 +51,22 @@ public sealed partial class DeliveryScheduler : IQueueAdmin
     }
 
     public QueueEntry? Show(string id) =>
-        QueueIdGenerator.TryParse(id.Trim().ToUpperInvariant(), out ulong key) && _live.TryGetValue(key, out var message) ? Entry(message) : null;
+        QueueIdGenerator.TryParse(id.Trim().ToUpperInvariant(), out ulong key) && Look(key) is { } message ? Entry(message) : null;
 
     public QueueStats Stats()
     {
         int active = 0, deferred = 0, held = 0;
         var byDestination = new Dictionary<string, int>(StringComparer.Ordinal);
-        foreach (var message in _live.Values)
+        // Under the index's gate: no message lock is taken here (racy reads of a hot message's flags are fine for counts).
+        _index.ForEachCold((id, cold) =>
         {
             string? destination;
-            lock (message)
+            if (_hot.TryGetValue(id, out var message))
             {
                 if (message.Held)
                 {
                     held++;
-                    continue;
+                    return;
                 }
                 if (message.Round is not null)
                     active++;
@@ -61,29 +74,62 @@ public sealed partial class DeliveryScheduler : IQueueAdmin
                     deferred++;
                 destination = message.LastDestination;
             }
+            else
+            {
+                if (cold.Held)
+                {
+                    held++;
+                    return;
+                }
+                deferred++;
+                destination = cold.LastDestination;
+            }
             destination ??= "(not routed yet)";
             byDestination[destination] = byDestination.TryGetValue(destination, out int n) ? n + 1 : 1;
-        }
+        });
         return new QueueStats(active, deferred, held, byDestination);
     }
 
+    /// <summary>A queued message to look at: its hot object, or a detached one made from its index slot (not registered: nothing attempts it).</summary>
+    private QueuedMessage? Look(ulong id)
+    {
+        if (_hot.TryGetValue(id, out var hot))
+            return hot;
+        if (!_index.TryWarm(id, attempt: false, 0, out var cold, out var states))
+            return _hot.TryGetValue(id, out hot) ? hot : null;
+        return new QueuedMessage
+        {
+            Id = id,
+            HeadAddress = cold.Head,
+            FirstAddress = cold.First,
+            Recipients = states ?? new RecipientState[cold.Recipients],
+            Attempts = cold.Attempts,
+            Size = cold.Size,
+            Held = cold.Held,
+            DelayWarned = cold.DelayWarned,
+            NextAttemptUnixMs = cold.Due * 1000L,
+            LastError = cold.LastError,
+            LastDestination = cold.LastDestination,
+        };
+    }
+
     /// <summary>Attempts the selected messages now (held ones stay held; ones being attempted are left alone).</summary>
-    public Task<int> FlushAsync(QueueSelector selector) => AdminAsync(selector, async message =>
+    public Task<int> FlushAsync(QueueSelector selector) => AdminAsync(selector, async (message, cold) =>
     {
         lock (message)
         {
-            if (message.Round is not null || message.IsStopped)
+            if (!cold || message.Round is not null || message.IsStopped)
                 return false;
         }
         long now = NowMs();
         await AppendDurableAsync(message, StatusFlags.None, now, []);
         Event("flushed", message);
-        await DispatchAsync(message);
+        message.NextAttemptUnixMs = now; // back cold, due now (AdminAsync)
         return true;
     });
 
     /// <summary>Removes the selected messages without telling anyone.</summary>
-    public Task<int> DeleteAsync(QueueSelector selector) => AdminAsync(selector, async message =>
+    public Task<int> DeleteAsync(QueueSelector selector) => AdminAsync(selector, async (message, _) =>
     {
         lock (message)
         {
@@ -100,7 +146,7 @@ public sealed partial class DeliveryScheduler : IQueueAdmin
     });
 
     /// <summary>Returns the selected messages to their senders: every pending recipient fails, with one DSN.</summary>
-    public Task<int> BounceAsync(QueueSelector selector) => AdminAsync(selector, async message =>
+    public Task<int> BounceAsync(QueueSelector selector) => AdminAsync(selector, async (message, _) =>
     {
         if (!message.TryGetEnvelope(out var envelope))
             envelope = message.Envelope = await _spool.ReadEnvelopeAsync(message.Id, message.HeadAddress); // for the DSN
@@ -166,14 +212,13 @@ public sealed partial class DeliveryScheduler : IQueueAdmin
     });
 
     /// <summary>Keeps the selected messages from being attempted until released.</summary>
-    public Task<int> HoldAsync(QueueSelector selector) => AdminAsync(selector, async message =>
+    public Task<int> HoldAsync(QueueSelector selector) => AdminAsync(selector, async (message, _) =>
     {
         lock (message)
         {
             if (message.Finalized || message.Held)
                 return false;
-            message.Held = true;
-            message.ScheduleVersion++; // its place in the retry heap is void
+            message.Held = true; // its retry heap entry is void (the index slot is held: stale when it comes up)
         }
         await AppendDurableAsync(message, StatusFlags.Held, NowMs(), []);
         Event("held", message);
@@ -181,7 +226,7 @@ public sealed partial class DeliveryScheduler : IQueueAdmin
     });
 
     /// <summary>Releases held messages and attempts them now.</summary>
-    public Task<int> ReleaseAsync(QueueSelector selector) => AdminAsync(selector, async message =>
+    public Task<int> ReleaseAsync(QueueSelector selector) => AdminAsync(selector, async (message, _) =>
     {
         lock (message)
         {
@@ -189,21 +234,42 @@ public sealed partial class DeliveryScheduler : IQueueAdmin
                 return false;
             message.Held = false;
         }
-        await AppendDurableAsync(message, StatusFlags.Released, NowMs(), []);
+        long now = NowMs();
+        await AppendDurableAsync(message, StatusFlags.Released, now, []);
         Event("released", message);
-        await DispatchAsync(message);
+        // Cold: back into the retry heap due now (AdminAsync). Held while an attempt ran: that attempt schedules it.
+        message.NextAttemptUnixMs = now;
         return true;
     });
 
-    private async Task<int> AdminAsync(QueueSelector selector, Func<QueuedMessage, Task<bool>> operation)
+    /// <summary>
+    /// Runs an admin operation on each selected message, one at a time, on its object: the hot
+    /// one (an attempt is in progress: <c>cold</c> false), or one taken from the index for the
+    /// length of the operation and put back cold afterwards unless it left the queue.
+    /// </summary>
+    private async Task<int> AdminAsync(QueueSelector selector, Func<QueuedMessage, bool, Task<bool>> operation)
     {
         await _admin.WaitAsync();
         try
         {
             int touched = 0;
-            foreach (var message in Select(selector))
-                if (await operation(message))
-                    touched++;
+            foreach (ulong id in Select(selector))
+            {
+                // cold: taken from the index now (no attempt can start while the object is registered).
+                var message = Warm(id, 0, fresh: false, attempt: false, out bool cold);
+                if (message is null)
+                    continue;
+                try
+                {
+                    if (await operation(message, cold))
+                        touched++;
+                }
+                finally
+                {
+                    if (cold)
+                        PutBack(message);
+                }
+            }
             return touched;
         }
         finally
@@ -212,21 +278,34 @@ public sealed partial class DeliveryScheduler : IQueueAdmin
         }
     }
 
-    private List<QueuedMessage> Select(QueueSelector selector)
+    /// <summary>After an admin operation: a message taken from the index goes back cold (held: out of the retry heap; else due at its time, or now).</summary>
+    private void PutBack(QueuedMessage message)
     {
-        var selected = new List<QueuedMessage>();
+        bool finalized;
+        long next;
+        lock (message)
+        {
+            finalized = message.Finalized;
+            next = message.Held ? 0 : message.NextAttemptUnixMs > 0 ? message.NextAttemptUnixMs : NowMs();
+        }
+        if (!finalized)
+            Cool(message, next);
+    }
+
+    private List<ulong> Select(QueueSelector selector)
+    {
+        var selected = new List<ulong>();
         if (selector.Id is not null)
         {
-            if (QueueIdGenerator.TryParse(selector.Id.Trim().ToUpperInvariant(), out ulong id) && _live.TryGetValue(id, out var one))
-                selected.Add(one);
+            if (QueueIdGenerator.TryParse(selector.Id.Trim().ToUpperInvariant(), out ulong id) && (_hot.ContainsKey(id) || _index.TryGetCold(id, out _)))
+                selected.Add(id);
             return selected;
         }
         if (selector.Domain is null)
             return selected;
-        foreach (var message in _live.Values)
-            if (HasPendingIn(message, selector.Domain))
-                selected.Add(message);
-        selected.Sort(static (a, b) => a.Id.CompareTo(b.Id));
+        foreach (ulong id in _index.ColdIds())
+            if (Look(id) is { } message && HasPendingIn(message, selector.Domain))
+                selected.Add(id);
         return selected;
     }
 

@@ -16,12 +16,22 @@ namespace NativeRelay.Delivery;
 /// last job reports, settle the round once: one status record, at most one DSN (failures,
 /// expiry, delay warning, relayed notices together), and the next retry time. Deferred messages
 /// wait in one retry heap and come back through here, so a changed route lands on the right loop.
+/// <para>
+/// As Postfix's queue manager, only a bounded active set is hot: a message has an object
+/// (<see cref="QueuedMessage"/>: envelope, recipients' states, round) only while it is being
+/// attempted (or an admin command works on it). Between attempts it is cold: its spool index slot
+/// (head, size, attempts, flags, due time, ids of its last error and destination) plus a 16-byte
+/// entry in the retry heap. The ticker warms due messages up within <c>delivery.activeLimit</c>;
+/// an attempt that ends deferred cools the message down again. Hot/cold transitions happen under
+/// the spool index's gate, so a message has at most one object at a time.
+/// </para>
 /// </summary>
 public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
 {
     /// <summary>Messages waiting for a DNS answer at once, before new mail waits (backpressure).</summary>
     private const int MaxPendingResolutions = 4096;
     private static readonly TimeSpan TickInterval = TimeSpan.FromMilliseconds(250);
+    private const long QuietTrimAfterMs = 5_000;
     private static readonly int[] FirstRecipient = [0];
 
     // Replaced together by Reconfigure (SIGHUP); each is immutable, read once per use.
@@ -32,7 +42,23 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
     private readonly Log _log;
     private readonly DeliveryLog _deliveryLog;
     private readonly DeliveryLoop[] _loops;
-    private readonly ConcurrentDictionary<ulong, QueuedMessage> _live = new();
+    // The hot set: messages being attempted (or worked on by an admin command). Changed only under _index.Gate.
+    private readonly ConcurrentDictionary<ulong, QueuedMessage> _hot = new();
+    private readonly SpoolIndex _index;
+    // New mail parked because the active set was full (or over its share of it, see EnqueueAsync): ids, oldest first.
+    private readonly ConcurrentQueue<ulong> _incoming = new();
+    private readonly SemaphoreSlim _wakeup = new(0, 1);
+    private readonly int _activeLimit;
+    private int _freshHot;
+    // _hot's size, kept by hand (ConcurrentDictionary.Count takes every lock of the dictionary).
+    private int _hotCount;
+    private int _activePeak;
+    // Attempts that ended (cooled down or completed): the ticker's sign that delivery went quiet.
+    private long _activity;
+    // When to give the recovery's scaffolding back (Unix ms; 0: nothing to do), see EnqueueRecoveredAsync.
+    private long _trimAfterRecoveryAt;
+    // The ticker stopped with due retries left for lack of room in the active set.
+    private volatile bool _backlogWaiting;
     // Messages being appended right now, with a floor below which their records cannot be.
     private readonly ConcurrentDictionary<ulong, long> _reservations = new();
     private readonly SpoolLog _spool;
@@ -54,6 +80,8 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
         _router = router;
         _log = log;
         _spool = spool;
+        _index = spool.Index;
+        _activeLimit = Math.Max(1, settings.Delivery.ActiveLimit);
         _deliveryLog = deliveryLog ?? DeliveryLog.Null;
         _retry = new RetryPolicy(settings.Delivery);
         _ids = ids;
@@ -85,8 +113,17 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
 
     public int LoopCount => _loops.Length;
 
-    /// <summary>Messages queued and not yet final.</summary>
-    public int LiveCount => _live.Count;
+    /// <summary>Messages queued and not yet final (hot or cold).</summary>
+    public int LiveCount => _index.Count;
+
+    /// <summary>Messages being attempted now (the hot set, bounded by <c>delivery.activeLimit</c> plus new mail in flight).</summary>
+    public int ActiveCount => Volatile.Read(ref _hotCount);
+
+    /// <summary>The most messages hot at once since the start (for tests and figures).</summary>
+    internal int ActivePeak => Volatile.Read(ref _activePeak);
+
+    /// <summary>Entries in the retry heap (some may be stale).</summary>
+    internal int RetryHeapCount => _deferred.Count;
 
     public void Start()
     {
@@ -105,38 +142,176 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
 
     public void CancelReservation(ulong id) => _reservations.TryRemove(id, out _);
 
+    /// <summary>
+    /// New mail from a session or the bouncer. It goes straight into the active set while there
+    /// is room; when the set is full, or new mail already has its half of it while due retries
+    /// wait (see <see cref="PumpAsync"/>), it is parked cold and the ticker takes it in turn.
+    /// Never waits for room: a session must not stall on a recovered backlog, and the bouncer runs
+    /// inside a round (waiting there for a slot could wait on itself).
+    /// </summary>
     public ValueTask EnqueueAsync(QueuedMessage message)
     {
         if (message.Size == 0 && message.Body is { } body)
             message.Size = body.ContentLength;
-        _live[message.Id] = message;
         _reservations.TryRemove(message.Id, out _);
-        return DispatchAsync(message);
+        bool hot;
+        lock (_index.Gate)
+        {
+            if (!_index.TakeIntake(message.Id))
+            {
+                // Not in the spool's index (its records were lost when the log was reopened):
+                // nothing to read back later, so attempt it while it is in memory.
+                hot = true;
+            }
+            else
+            {
+                hot = Volatile.Read(ref _hotCount) < _activeLimit && _incoming.IsEmpty
+                      && (Volatile.Read(ref _freshHot) < _activeLimit / 2 + 1 || !_backlogWaiting);
+                if (!hot)
+                    _index.Cool(message.Id, 0, null, null);
+            }
+            if (hot)
+            {
+                if (_hot.TryAdd(message.Id, message))
+                {
+                    message.Fresh = true;
+                    Interlocked.Increment(ref _freshHot);
+                    Interlocked.Increment(ref _hotCount);
+                    NotePeak();
+                }
+            }
+        }
+        if (hot)
+            return DispatchAsync(message);
+        message.ReleaseBody();
+        message.DropEnvelope();
+        _incoming.Enqueue(message.Id);
+        Wake();
+        return ValueTask.CompletedTask;
     }
 
-    /// <summary>Puts recovered messages back in the queue: held ones stay held, the others are tried now.</summary>
-    public async Task EnqueueRecoveredAsync(IEnumerable<RecoveredMessage> recovered)
+    /// <summary>
+    /// Puts recovered messages back in the queue, cold: held ones stay held, the others are due
+    /// now (a restart is a good moment to try again) and the ticker starts them within the
+    /// active limit, oldest first. The spool's index already has them (<see cref="SpoolRecovery"/>).
+    /// </summary>
+    public Task EnqueueRecoveredAsync(IEnumerable<RecoveredMessage> recovered)
     {
+        uint now = NowSeconds();
         foreach (var r in recovered)
         {
+            if (r.Held)
+                continue;
+            if (_index.Cool(r.Id, now, null, null))
+                _deferred.Schedule(r.Id, now);
+        }
+        // The replay's tables (a few hundred bytes per recovered message) are garbage once the
+        // caller lets go of the list: collect them soon rather than whenever delivery goes quiet.
+        Volatile.Write(ref _trimAfterRecoveryAt, NowMs() + 2_000);
+        Wake();
+        return Task.CompletedTask;
+    }
+
+    // ---- Hot and cold ---------------------------------------------------------------------
+
+    /// <summary>
+    /// The object of a queued message: for an admin command (<paramref name="attempt"/> false)
+    /// the hot one if it has one, else one made from its index slot (cold: no envelope yet); for
+    /// an attempt, only if it is cold, not held and its slot still has the due time
+    /// <paramref name="due"/> (a retry heap entry, or 0 for parked new mail). Null: gone, stale,
+    /// or hot already.
+    /// </summary>
+    private QueuedMessage? Warm(ulong id, uint due, bool fresh, bool attempt) => Warm(id, due, fresh, attempt, out _);
+
+    private QueuedMessage? Warm(ulong id, uint due, bool fresh, bool attempt, out bool created)
+    {
+        created = false;
+        lock (_index.Gate)
+        {
+            if (_hot.TryGetValue(id, out var hot))
+                return attempt ? null : hot;
+            if (!_index.TryWarm(id, attempt, due, out var cold, out var states))
+                return null;
             var message = new QueuedMessage
             {
-                Id = r.Id,
-                HeadAddress = r.HeadAddress,
-                FirstAddress = r.FirstAddress,
-                Recipients = r.Recipients,
-                Attempts = r.Attempts,
-                Size = r.Size,
-                Held = r.Held,
-                DelayWarned = r.DelayWarned,
-                // A restart is a good moment to try again: deliver recovered mail now.
-                NextAttemptUnixMs = 0,
+                Id = id,
+                HeadAddress = cold.Head,
+                FirstAddress = cold.First,
+                Recipients = states ?? new RecipientState[cold.Recipients],
+                Attempts = cold.Attempts,
+                Size = cold.Size,
+                Held = cold.Held,
+                DelayWarned = cold.DelayWarned,
+                NextAttemptUnixMs = attempt ? due * 1000L : cold.Due * 1000L,
+                LastError = cold.LastError,
+                LastDestination = cold.LastDestination,
+                Fresh = fresh,
             };
-            if (r.Envelope is not null)
-                message.Envelope = r.Envelope; // otherwise read from the spool when it is dispatched
-            await EnqueueAsync(message);
+            if (fresh)
+                Interlocked.Increment(ref _freshHot);
+            _hot[id] = message;
+            Interlocked.Increment(ref _hotCount);
+            NotePeak();
+            created = true;
+            return message;
         }
     }
+
+    /// <summary>
+    /// Back to cold: the object goes, the index slot keeps the next attempt time and the last
+    /// error, and (unless held) the retry heap gets an entry. <paramref name="nextUnixMs"/> 0: no
+    /// next attempt (held).
+    /// </summary>
+    private void Cool(QueuedMessage message, long nextUnixMs)
+    {
+        bool scheduled;
+        uint due = nextUnixMs <= 0 ? 0 : (uint)Math.Clamp((nextUnixMs + 999) / 1000, 1, uint.MaxValue);
+        lock (_index.Gate)
+        {
+            if (_hot.TryGetValue(message.Id, out var hot) && ReferenceEquals(hot, message))
+            {
+                _hot.TryRemove(message.Id, out _);
+                Interlocked.Decrement(ref _hotCount);
+                if (message.Fresh)
+                    Interlocked.Decrement(ref _freshHot);
+            }
+            bool held = message.Held;
+            bool known = _index.Cool(message.Id, held ? 0 : due, message.LastError, message.LastDestination);
+            if (!known && !message.Finalized)
+                _log.Error($"{message.IdText}: not in the spool's index any more (its records were lost); it leaves the queue");
+            scheduled = known && !held && due != 0;
+        }
+        message.ReleaseBody();
+        message.DropEnvelope();
+        if (scheduled)
+            _deferred.Schedule(message.Id, due);
+        Interlocked.Increment(ref _activity);
+        Wake();
+    }
+
+    // Under the index's gate (every change to the hot set is).
+    private void NotePeak()
+    {
+        if (Volatile.Read(ref _hotCount) > _activePeak)
+            Volatile.Write(ref _activePeak, Volatile.Read(ref _hotCount));
+    }
+
+    /// <summary>Lets the ticker run now (a slot came free, or work came in), without waiting for its next tick.</summary>
+    private void Wake()
+    {
+        if (_wakeup.CurrentCount == 0)
+        {
+            try
+            {
+                _wakeup.Release();
+            }
+            catch (SemaphoreFullException)
+            {
+            }
+        }
+    }
+
+    private static uint NowSeconds() => (uint)(NowMs() / 1000);
 
     // ---- Routing a round ------------------------------------------------------------------
 
@@ -150,7 +325,6 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
                 return ValueTask.CompletedTask;
             round = new DeliveryRound(message.Recipients.Length) { Outstanding = 1, StartedUnixMs = NowMs() };
             message.Round = round;
-            message.ScheduleVersion++; // any entry in the retry heap is now stale
         }
         if (!message.HasEnvelope)
             return LoadEnvelopeThenRouteAsync(message, round);
@@ -170,7 +344,7 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
             _log.Error($"{message.IdText}: cannot read its envelope from the spool ({e.Message}); trying again in a minute");
             lock (message)
                 message.Round = null;
-            _deferred.Schedule(message, NowMs() + 60_000);
+            Cool(message, NowMs() + 60_000);
             return;
         }
         await RouteRound(message, round);
@@ -657,13 +831,13 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
             Completed(message);
             return;
         }
-        bool wait;
+        bool finalized;
         lock (message)
-            wait = !message.IsStopped;
-        // Waiting costs as little memory as possible: the envelope is read back at the next attempt.
-        message.DropEnvelope();
-        if (wait)
-            _deferred.Schedule(message, next);
+            finalized = message.Finalized;
+        // Waiting costs as little memory as possible: back to the index slot and the retry heap;
+        // the envelope is read back at the next attempt.
+        if (!finalized)
+            Cool(message, next);
     }
 
     private static string? LastError(DeliveryRound round)
@@ -790,37 +964,130 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
     private async Task RetryTickerAsync()
     {
         var stopping = _stopping.Token;
-        int ticks = 0;
+        long lastCompaction = NowMs();
+        long seenActivity = 0, trimmedActivity = 0, quietSince = NowMs(), lastTrim = 0;
         while (!stopping.IsCancellationRequested)
         {
             try
             {
-                await Task.Delay(TickInterval, stopping);
+                await _wakeup.WaitAsync(TickInterval, stopping);
             }
             catch (OperationCanceledException)
             {
                 break;
             }
-            long now = NowMs();
-            while (!stopping.IsCancellationRequested && _deferred.TryTakeDue(now, out var message))
+            try
             {
-                try
-                {
-                    await DispatchAsync(message);
-                }
-                catch (Exception e)
-                {
-                    _log.Error($"{message.IdText}: retry failed to start: {e}");
-                }
+                await PumpAsync(stopping);
             }
-            if (++ticks % 240 == 0)
-                _deferred.Compact();
+            catch (Exception e)
+            {
+                _log.Error($"delivery: starting due messages failed: {e}");
+            }
+            if (NowMs() - lastCompaction >= 60_000)
+            {
+                lastCompaction = NowMs();
+                // Stale entries (flushed, held, deleted messages) are otherwise dropped only when due.
+                if (_deferred.Count > _index.Count + 1024)
+                    _deferred.Compact(_index.IsDue);
+            }
+            // Give memory back once delivery has gone quiet after a burst (e.g. a backlog whose
+            // first attempts all failed): the attempts' short-lived objects that outlived a gen0
+            // collection sit as garbage in the older generations until a full collection, which
+            // an idle relay never triggers, and freed memory is decommitted only by later collections;
+            // with a large queue that is most of its resident size.
+            long activity = Interlocked.Read(ref _activity);
+            if (activity != seenActivity)
+                (seenActivity, quietSince) = (activity, NowMs());
+            else if (activity != trimmedActivity && NowMs() - quietSince >= QuietTrimAfterMs && NowMs() - lastTrim >= 60_000)
+            {
+                // At most once a minute: with a million queued a full collection takes ~0.1 s.
+                (trimmedActivity, lastTrim) = (activity, NowMs());
+                GiveMemoryBack();
+            }
+            if (Volatile.Read(ref _trimAfterRecoveryAt) is > 0 and var at && NowMs() >= at)
+            {
+                Volatile.Write(ref _trimAfterRecoveryAt, 0);
+                lastTrim = NowMs();
+                GiveMemoryBack();
+            }
         }
     }
 
+    /// <summary>
+    /// Starts waiting messages while the active set has room. Fairness: parked new mail and due
+    /// retries are taken in turn, one each, so neither starves the other: a recovered backlog of a
+    /// million cannot keep new mail waiting behind it (as it would in one due-time order), and
+    /// steady new mail cannot take every slot that comes free (it goes straight in only up to
+    /// half of the set while retries wait, see <see cref="EnqueueAsync"/>). Runs on the ticker
+    /// only, so it is never called from a loop's thread (a dispatch may wait for a loop).
+    /// </summary>
+    private async Task PumpAsync(CancellationToken stopping)
+    {
+        bool backlogFirst = false;
+        while (!stopping.IsCancellationRequested)
+        {
+            uint now = NowSeconds();
+            if (Volatile.Read(ref _hotCount) >= _activeLimit)
+            {
+                _backlogWaiting = _deferred.HasDue(now);
+                return;
+            }
+            QueuedMessage? message = backlogFirst ? (TakeDue(now) ?? TakeIncoming()) : (TakeIncoming() ?? TakeDue(now));
+            backlogFirst = !backlogFirst;
+            if (message is null)
+            {
+                _backlogWaiting = false;
+                return;
+            }
+            try
+            {
+                await DispatchAsync(message);
+            }
+            catch (Exception e)
+            {
+                _log.Error($"{message.IdText}: attempt failed to start: {e}");
+            }
+        }
+    }
+
+    private QueuedMessage? TakeDue(uint now)
+    {
+        while (_deferred.TryTakeDue(now, out var entry))
+            if (Warm(entry.Id, entry.Due, fresh: false, attempt: true) is { } message)
+                return message;
+        return null;
+    }
+
+    private QueuedMessage? TakeIncoming()
+    {
+        while (_incoming.TryDequeue(out ulong id))
+        {
+            // A parked message has no due time (0); an admin command may have moved it meanwhile
+            // (then it is in the heap, or held, or gone, and this entry is stale).
+            if (Warm(id, 0, fresh: true, attempt: true) is { } message)
+                return message;
+        }
+        return null;
+    }
+
+    // Aggressive: compacts (the large object heap too) and decommits the freed memory at once.
+    private static void GiveMemoryBack() => GC.Collect(2, GCCollectionMode.Aggressive, blocking: true, compacting: true);
+
     internal void Completed(QueuedMessage message)
     {
-        _live.TryRemove(message.Id, out _);
+        lock (_index.Gate)
+        {
+            if (_hot.TryGetValue(message.Id, out var hot) && ReferenceEquals(hot, message))
+            {
+                _hot.TryRemove(message.Id, out _);
+                Interlocked.Decrement(ref _hotCount);
+                if (message.Fresh)
+                    Interlocked.Decrement(ref _freshHot);
+            }
+        }
+        Interlocked.Increment(ref _activity);
+        Wake();
         if (_log.IsEnabled(Telemetry.LogLevel.Debug))
             _log.Debug($"{message.IdText}: removed");
     }
@@ -845,10 +1112,7 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
         foreach (var floor in _reservations.Values)
             if (floor < min)
                 min = floor;
-        foreach (var m in _live.Values)
-            if (m.FirstAddress < min)
-                min = m.FirstAddress;
-        return min;
+        return _index.OldestAddress(min);
     }
 
     internal static ReadOnlySpan<byte> DomainOf(byte[] address)
@@ -871,7 +1135,7 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
         if (_ticker is not null)
             await _ticker;
         // Bodies still held in memory go back to the pool; the messages stay in the spool.
-        foreach (var m in _live.Values)
+        foreach (var m in _hot.Values)
             m.ReleaseBody();
     }
 

@@ -79,8 +79,8 @@ public sealed class QueuedMessage
     /// <summary>The attempt in progress (null between attempts).</summary>
     internal DeliveryRound? Round { get; set; }
 
-    /// <summary>Bumped whenever the message is (re)scheduled, so stale entries in the retry heap are ignored.</summary>
-    internal int ScheduleVersion { get; set; }
+    /// <summary>Came in from a session or the bouncer (not from the retry heap): counts against new mail's share of the active limit.</summary>
+    internal bool Fresh { get; set; }
 
     /// <summary>The destination of the last attempt (the first one if it was split), for queue stats.</summary>
     internal string? LastDestination { get; set; }

@@ -6,8 +6,11 @@ namespace NativeRelay.Spool;
 /// record is about to be appended (with the tail as a floor, so truncation never overtakes it),
 /// and leaves with its <see cref="StatusFlags.Done"/> status. It also keeps what a compaction
 /// copy must carry: the attempt count, and the recipients' states for the rare message that is
-/// partly delivered. A packed 24-byte slot per message in a dictionary that grows by a quarter:
-/// about 45-55 bytes per message, ~50 MB for a million queued messages.
+/// partly delivered. It is also where a message waiting for its retry lives (the delivery side
+/// keeps an object only for the few messages being attempted, see DeliveryScheduler): its due
+/// time in seconds and ids of its last error and last destination in a bounded, reference-counted
+/// text table. A packed 32-byte slot per message in a dictionary that grows by a quarter: about
+/// 55-65 bytes per message, ~60 MB for a million queued messages.
 ///
 /// Every method takes <see cref="Gate"/>; callers that must order a log append with an index
 /// change (status records, compaction copies) hold it around both.
@@ -44,15 +47,23 @@ internal sealed class SpoolIndex
         public ushort Attempts;
         public ushort Recipients;
         public byte Flags;
+        // The delivery side's cold state: when the next attempt is due (Unix seconds, 0: not
+        // waiting in the retry heap), and text ids of the last error and destination.
+        public ushort Error;
+        public ushort Destination;
+        public uint Due;
     }
 
     private const byte Reserved = 0x80;
+    /// <summary>Appended by a session (or the bouncer) and not yet taken by the delivery side.</summary>
+    private const byte Intake = 0x40;
     private const uint Far = uint.MaxValue;
 
     public readonly object Gate = new();
     private readonly Dictionary<ulong, Slot> _entries = new();
     private readonly Dictionary<ulong, long> _far = new();
     private readonly Dictionary<ulong, RecipientState[]> _partial = new();
+    private readonly TextTable _texts = new();
     private int _capacity;
     private long _liveBytes;
 
@@ -79,19 +90,20 @@ internal sealed class SpoolIndex
             Size = slot.Size,
             Attempts = slot.Attempts,
             Recipients = slot.Recipients,
-            Flags = (StatusFlags)(slot.Flags & ~Reserved),
+            Flags = (StatusFlags)(slot.Flags & ~(Reserved | Intake)),
         };
     }
 
     private long FirstOf(ulong id, in Slot slot) => slot.Back == Far ? _far[id] : slot.Head - 4L * slot.Back;
 
-    private void Put(ulong id, in Entry entry)
+    private void Put(ulong id, in Entry entry, bool intake = false)
     {
         // Grow by a quarter rather than doubling: with a million entries, doubling would leave up
         // to half the table empty.
         if (_entries.Count >= _capacity && !_entries.ContainsKey(id))
             _capacity = _entries.EnsureCapacity(_capacity + _capacity / 4 + 64);
-        if (_entries.TryGetValue(id, out var old))
+        bool existed = _entries.TryGetValue(id, out var old);
+        if (existed)
             _liveBytes -= Footprint(old.Size);
         bool reserved = entry.Head < 0;
         long head = reserved ? entry.First : entry.Head;
@@ -103,7 +115,11 @@ internal sealed class SpoolIndex
             Size = entry.Size,
             Attempts = entry.Attempts,
             Recipients = entry.Recipients,
-            Flags = (byte)((byte)entry.Flags | (reserved ? Reserved : 0)),
+            Flags = (byte)((byte)entry.Flags | (reserved ? Reserved : 0) | (intake || (old.Flags & Intake) != 0 ? Intake : 0)),
+            // A new record, a relocation or a status keeps the delivery side's cold state.
+            Error = old.Error,
+            Destination = old.Destination,
+            Due = old.Due,
         };
         if (slot.Back == Far)
             _far[id] = entry.First;
@@ -127,7 +143,7 @@ internal sealed class SpoolIndex
             {
                 First = first, Head = head, Size = (int)Math.Min(size, int.MaxValue),
                 Recipients = (ushort)Math.Min(recipients, ushort.MaxValue),
-            });
+            }, intake: true);
     }
 
     /// <summary>Recovery: a live message with its state as replayed from the log.</summary>
@@ -154,6 +170,8 @@ internal sealed class SpoolIndex
             if (!_entries.Remove(id, out var old))
                 return false;
             _liveBytes -= Footprint(old.Size);
+            _texts.Release(old.Error);
+            _texts.Release(old.Destination);
             _partial.Remove(id);
             _far.Remove(id);
             return true;
@@ -262,6 +280,147 @@ internal sealed class SpoolIndex
         return found;
     }
 
+    // ---- The delivery side's cold state ------------------------------------------------------
+
+    /// <summary>A live message as the delivery side sees it while no attempt is in progress.</summary>
+    internal struct Cold
+    {
+        public long First;
+        public long Head;
+        public int Size;
+        public int Attempts;
+        public int Recipients;
+        public bool Held;
+        public bool DelayWarned;
+        /// <summary>Unix seconds of the next attempt; 0: not waiting in the retry heap (held, or being attempted).</summary>
+        public uint Due;
+        public string? LastError;
+        public string? LastDestination;
+    }
+
+    private Cold ColdView(ulong id, in Slot slot) => new()
+    {
+        First = FirstOf(id, slot),
+        Head = slot.Head,
+        Size = slot.Size,
+        Attempts = slot.Attempts,
+        Recipients = slot.Recipients,
+        Held = (slot.Flags & (byte)StatusFlags.Held) != 0,
+        DelayWarned = (slot.Flags & (byte)StatusFlags.DelayWarned) != 0,
+        Due = slot.Due,
+        LastError = _texts.Get(slot.Error),
+        LastDestination = _texts.Get(slot.Destination),
+    };
+
+    /// <summary>The delivery side takes a message a session (or the bouncer) appended. False: it is not in the index.</summary>
+    public bool TakeIntake(ulong id)
+    {
+        lock (Gate)
+        {
+            ref var slot = ref System.Runtime.InteropServices.CollectionsMarshal.GetValueRefOrNullRef(_entries, id);
+            if (System.Runtime.CompilerServices.Unsafe.IsNullRef(ref slot))
+                return false;
+            slot.Flags &= unchecked((byte)~Intake);
+            return true;
+        }
+    }
+
+    /// <summary>
+    /// Takes a message out of the cold state for an attempt (or an admin command): false if it is
+    /// gone, still being appended or taken in, or (for an attempt) held or no longer due at
+    /// <paramref name="due"/> (a stale retry heap entry). An attempt clears its due time.
+    /// </summary>
+    public bool TryWarm(ulong id, bool attempt, uint due, out Cold cold, out RecipientState[]? states)
+    {
+        lock (Gate)
+        {
+            ref var slot = ref System.Runtime.InteropServices.CollectionsMarshal.GetValueRefOrNullRef(_entries, id);
+            cold = default;
+            states = null;
+            if (System.Runtime.CompilerServices.Unsafe.IsNullRef(ref slot) || (slot.Flags & (Reserved | Intake)) != 0)
+                return false;
+            if (attempt && (slot.Due != due || (slot.Flags & (byte)StatusFlags.Held) != 0))
+                return false;
+            if (attempt)
+                slot.Due = 0;
+            cold = ColdView(id, slot);
+            if (_partial.TryGetValue(id, out var partial))
+                states = (RecipientState[])partial.Clone();
+            return true;
+        }
+    }
+
+    /// <summary>Puts a message back in the cold state: its next attempt (0: none) and what the last one said.</summary>
+    public bool Cool(ulong id, uint due, string? lastError, string? lastDestination)
+    {
+        lock (Gate)
+        {
+            ref var slot = ref System.Runtime.InteropServices.CollectionsMarshal.GetValueRefOrNullRef(_entries, id);
+            if (System.Runtime.CompilerServices.Unsafe.IsNullRef(ref slot))
+                return false;
+            slot.Due = due;
+            ushort error = _texts.Intern(lastError), destination = _texts.Intern(lastDestination);
+            _texts.Release(slot.Error);
+            _texts.Release(slot.Destination);
+            slot.Error = error;
+            slot.Destination = destination;
+            return true;
+        }
+    }
+
+    /// <summary>The cold view of one message (false: not in the index, or not taken by the delivery side yet).</summary>
+    public bool TryGetCold(ulong id, out Cold cold)
+    {
+        lock (Gate)
+        {
+            if (_entries.TryGetValue(id, out var slot) && (slot.Flags & (Reserved | Intake)) == 0)
+            {
+                cold = ColdView(id, slot);
+                return true;
+            }
+            cold = default;
+            return false;
+        }
+    }
+
+    /// <summary>Visits every message the delivery side has taken (under the gate: keep the visitor short, take no other lock).</summary>
+    public void ForEachCold(Action<ulong, Cold> visit)
+    {
+        lock (Gate)
+        {
+            foreach (var (id, slot) in _entries)
+                if ((slot.Flags & (Reserved | Intake)) == 0)
+                    visit(id, ColdView(id, slot));
+        }
+    }
+
+    /// <summary>The ids of every message the delivery side has taken, in id (arrival) order.</summary>
+    public List<ulong> ColdIds()
+    {
+        var ids = new List<ulong>();
+        lock (Gate)
+        {
+            foreach (var (id, slot) in _entries)
+                if ((slot.Flags & (Reserved | Intake)) == 0)
+                    ids.Add(id);
+        }
+        ids.Sort();
+        return ids;
+    }
+
+    /// <summary>Whether a retry heap entry still matches the message's slot (for the heap's compaction).</summary>
+    public bool IsDue(ulong id, uint due)
+    {
+        lock (Gate)
+            return _entries.TryGetValue(id, out var slot) && slot.Due == due && (slot.Flags & (byte)StatusFlags.Held) == 0;
+    }
+
+    /// <summary>Distinct texts (last errors, destinations) in the table, for tests and figures.</summary>
+    public int TextCount
+    {
+        get { lock (Gate) return _texts.Count; }
+    }
+
     /// <summary>After the log was reopened at <paramref name="address"/>: messages whose records were not committed are gone.</summary>
     public int RemoveFrom(long address)
     {
@@ -275,5 +434,67 @@ internal sealed class SpoolIndex
                 Remove(id);
             return lost.Count;
         }
+    }
+}
+
+/// <summary>
+/// Texts many queued messages share (a destination that is down gives a million deferred messages
+/// one error), by a 16-bit id with a reference count, so a message's slot holds 2 bytes instead of
+/// a reference and an id is reused once no message refers to it. Bounded: past 65,534 distinct
+/// texts in use, new ones map to one fixed text (the delivery log keeps every reply). Not locked:
+/// the index calls it under its gate.
+/// </summary>
+internal sealed class TextTable
+{
+    private const int Overflow = ushort.MaxValue;
+    private const string OverflowText = "(not kept: too many distinct errors queued; see the delivery log)";
+    private string?[] _texts = new string?[64];
+    private int[] _references = new int[64];
+    private readonly Dictionary<string, ushort> _ids = new(StringComparer.Ordinal);
+    private readonly Stack<ushort> _free = new();
+    private int _next = 1;
+
+    public int Count => _ids.Count;
+
+    public string? Get(ushort id) => id == 0 ? null : id == Overflow ? OverflowText : _texts[id];
+
+    public ushort Intern(string? text)
+    {
+        if (text is null)
+            return 0;
+        if (_ids.TryGetValue(text, out ushort id))
+        {
+            _references[id]++;
+            return id;
+        }
+        if (_free.TryPop(out id))
+        {
+        }
+        else if (_next < Overflow)
+        {
+            id = (ushort)_next++;
+            if (id >= _texts.Length)
+            {
+                Array.Resize(ref _texts, Math.Min(_texts.Length * 2, Overflow));
+                Array.Resize(ref _references, _texts.Length);
+            }
+        }
+        else
+        {
+            return Overflow;
+        }
+        _texts[id] = text;
+        _references[id] = 1;
+        _ids[text] = id;
+        return id;
+    }
+
+    public void Release(ushort id)
+    {
+        if (id == 0 || id == Overflow || --_references[id] > 0)
+            return;
+        _ids.Remove(_texts[id]!);
+        _texts[id] = null;
+        _free.Push(id);
     }
 }

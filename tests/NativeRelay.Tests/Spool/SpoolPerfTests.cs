@@ -96,10 +96,13 @@ public sealed class SpoolPerfTests(ITestOutputHelper log)
             foreach (var line in relay.StdoutLines.Where(l => l.Contains("spool: recovered", StringComparison.Ordinal) || l.Contains("recovered queue handed", StringComparison.Ordinal)))
                 Note("  " + line);
             Note($"after_restart_rss={SpoolEndToEnd.Memory(relay.Pid).Rss}");
+            await Task.Delay(10_000);
+            Note($"rss_10s_into_drain={SpoolEndToEnd.Memory(relay.Pid).Rss} delivered_by_then={sink.Distinct}");
 
             await SpoolEndToEnd.WaitUntilAsync(() => sink.Distinct >= messages, TimeSpan.FromMinutes(Setting("BACKLOG_DRAIN_MINUTES", 60)),
                 "the drain", () => $"{sink.Distinct} delivered");
-            Note($"drained {sink.Distinct} in {restart.Elapsed.TotalSeconds - first:0.0} s after the first delivery, duplicates={sink.Duplicates}");
+            Note($"drained {sink.Distinct} in {restart.Elapsed.TotalSeconds - first:0.0} s after the first delivery, duplicates={sink.Duplicates}; "
+                 + $"peak_rss_since_restart={SpoolEndToEnd.Memory(relay.Pid).Peak}");
             long spoolAfter = 0;
             await SpoolEndToEnd.WaitUntilAsync(() => (spoolAfter = SpoolEndToEnd.SpoolSize(dir.Spool)) < spoolBefore / 10, TimeSpan.FromMinutes(2), "the spool shrinking",
                 () => $"{spoolAfter} bytes");
@@ -174,9 +177,9 @@ public sealed class SpoolPerfTests(ITestOutputHelper log)
     }
 
     /// <summary>
-    /// The managed bytes per queued message of the structures a deferred message keeps: the
-    /// spool's index entry, and stand-ins for the delivery side's (a QueuedMessage with one
-    /// recipient in a ConcurrentDictionary, a retry-heap entry). Measured after full GCs.
+    /// The managed bytes per queued message of the structures a deferred (cold) message keeps:
+    /// the spool's index slot (which holds the delivery side's due time and last error id too)
+    /// and its retry heap entry. Measured after full GCs.
     /// </summary>
     [PerfFact]
     public void Memory_breakdown_per_queued_message()
@@ -190,27 +193,25 @@ public sealed class SpoolPerfTests(ITestOutputHelper log)
             return GC.GetTotalMemory(forceFullCollection: true);
         }
         long start = Heap();
+        // A cold (deferred) message: its spool index slot with the delivery side's due time and
+        // last error, and a 16-byte retry heap entry. No object per message.
         var index = new NativeRelay.Spool.SpoolIndex();
         for (int i = 0; i < n; i++)
-            index.Add((ulong)(i + 1) << 16, i * 1000L, i * 1000L, 700, 1);
-        long afterIndex = Heap();
-        var live = new System.Collections.Concurrent.ConcurrentDictionary<ulong, NativeRelay.Delivery.QueuedMessage>();
-        for (int i = 0; i < n; i++)
         {
-            var m = new NativeRelay.Delivery.QueuedMessage { Id = (ulong)(i + 1) << 16, HeadAddress = i, FirstAddress = i, Recipients = new NativeRelay.Spool.RecipientState[1] };
-            m.LastError = "421 4.4.1 connect to 127.0.0.1:25 failed: ConnectionRefused";
-            live[m.Id] = m;
+            ulong id = (ulong)(i + 1) << 16;
+            index.Add(id, i * 1000L, i * 1000L, 700, 1);
+            index.TakeIntake(id);
+            index.Cool(id, 1_800_000_000, "421 4.4.1 connect to 127.0.0.1:25 failed: ConnectionRefused", "smtp:127.0.0.1");
         }
-        long afterMessages = Heap();
-        var heap = new PriorityQueue<(NativeRelay.Delivery.QueuedMessage, int), long>();
-        foreach (var m in live.Values)
-            heap.Enqueue((m, 1), 5);
+        long afterIndex = Heap();
+        var heap = new NativeRelay.Delivery.DeferredQueue();
+        for (int i = 0; i < n; i++)
+            heap.Schedule((ulong)(i + 1) << 16, 1_800_000_000);
         long afterHeap = Heap();
-        string text = $"spool index {(afterIndex - start) / (double)n:0} B; QueuedMessage + recipient states + ConcurrentDictionary {(afterMessages - afterIndex) / (double)n:0} B; retry heap entry {(afterHeap - afterMessages) / (double)n:0} B (per message, {n} messages)";
+        string text = $"spool index slot (with due time and error ids) {(afterIndex - start) / (double)n:0} B; retry heap entry {(afterHeap - afterIndex) / (double)n:0} B (per cold message, {n} messages)";
         log.WriteLine(text);
         Report("BREAKDOWN_REPORT", text + "\n");
         GC.KeepAlive(index);
-        GC.KeepAlive(live);
         GC.KeepAlive(heap);
     }
 }
