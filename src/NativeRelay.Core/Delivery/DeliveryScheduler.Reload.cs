@@ -7,7 +7,7 @@ public sealed partial class DeliveryScheduler
 {
     /// <summary>
     /// Applies a reloaded configuration (SIGHUP): the router (static routes, relay-to, DNS), retry
-    /// and lifetime, bounce settings, and the delivery options new connections are opened with.
+    /// and lifetime, bounce settings, the delivery options new connections are opened with, and the active limit.
     /// Rounds already routed and connections already open finish as they started; the next round
     /// of every message is routed by the new router. The loop count and the delivery log stay.
     /// </summary>
@@ -23,5 +23,6 @@ public sealed partial class DeliveryScheduler
         _context.Retry = retry;
         _context.Settings = settings;
         Volatile.Write(ref _settings, settings);
+        Volatile.Write(ref _activeLimit, Math.Max(1, settings.Delivery.ActiveLimit));
     }
 }

@@ -48,7 +48,7 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
     // New mail parked because the active set was full (or over its share of it, see EnqueueAsync): ids, oldest first.
     private readonly ConcurrentQueue<ulong> _incoming = new();
     private readonly SemaphoreSlim _wakeup = new(0, 1);
-    private readonly int _activeLimit;
+    private int _activeLimit; // replaced by a reload (Reconfigure); read without a lock: a stale value for one decision is harmless
     private int _freshHot;
     // _hot's size, kept by hand (ConcurrentDictionary.Count takes every lock of the dictionary).
     private int _hotCount;

@@ -66,6 +66,25 @@ internal sealed class SpoolIndex
     private readonly TextTable _texts = new();
     private int _capacity;
     private long _liveBytes;
+    // Kept with every change of a slot's flags, so the metrics can count the queue by state
+    // without walking a million slots under the gate.
+    private int _held;
+    private int _notTaken; // being appended, or appended and not yet taken by the delivery side
+
+    private void Tally(byte flags, int sign)
+    {
+        if ((flags & (Reserved | Intake)) != 0)
+            _notTaken += sign;
+        else if ((flags & (byte)StatusFlags.Held) != 0)
+            _held += sign;
+    }
+
+    /// <summary>Messages the delivery side has taken, and how many of them are held (cheap: for the metrics endpoint).</summary>
+    public (int Taken, int Held) StateCounts()
+    {
+        lock (Gate)
+            return (_entries.Count - _notTaken, _held);
+    }
 
     public int Count
     {
@@ -104,7 +123,10 @@ internal sealed class SpoolIndex
             _capacity = _entries.EnsureCapacity(_capacity + _capacity / 4 + 64);
         bool existed = _entries.TryGetValue(id, out var old);
         if (existed)
+        {
             _liveBytes -= Footprint(old.Size);
+            Tally(old.Flags, -1);
+        }
         bool reserved = entry.Head < 0;
         long head = reserved ? entry.First : entry.Head;
         long back = head - entry.First;
@@ -126,6 +148,7 @@ internal sealed class SpoolIndex
         else
             _far.Remove(id);
         _entries[id] = slot;
+        Tally(slot.Flags, +1);
         _liveBytes += Footprint(entry.Size);
     }
 
@@ -169,6 +192,7 @@ internal sealed class SpoolIndex
         {
             if (!_entries.Remove(id, out var old))
                 return false;
+            Tally(old.Flags, -1);
             _liveBytes -= Footprint(old.Size);
             _texts.Release(old.Error);
             _texts.Release(old.Destination);
@@ -320,7 +344,9 @@ internal sealed class SpoolIndex
             ref var slot = ref System.Runtime.InteropServices.CollectionsMarshal.GetValueRefOrNullRef(_entries, id);
             if (System.Runtime.CompilerServices.Unsafe.IsNullRef(ref slot))
                 return false;
+            Tally(slot.Flags, -1);
             slot.Flags &= unchecked((byte)~Intake);
+            Tally(slot.Flags, +1);
             return true;
         }
     }

@@ -47,6 +47,7 @@ public sealed class ActiveQueueTests
         Assert.Equal(["r@dest.test"], entry.PendingRecipients);
         var stats = world.Scheduler.Stats();
         Assert.Equal((0, 1, 0), (stats.Active, stats.Deferred, stats.Held));
+        Assert.Equal((0, 1, 0), world.Scheduler.Counts()); // the metrics' counters agree with the walk
         Assert.Equal(1, Assert.Single(stats.ByDestination).Value); // its last destination, kept while cold
 
         // Flushed, it is warmed up again (envelope read back from the spool) and delivered.
@@ -114,6 +115,7 @@ public sealed class ActiveQueueTests
             "only the held one and the last one queued, no object left behind by a command");
 
         Assert.True(world.Scheduler.Show(held.IdText)!.Held);
+        Assert.Equal((0, 1, 1), world.Scheduler.Counts()); // hold, delete and return kept the counters right
         Assert.Null(world.Scheduler.Show(deleted.IdText));
         Assert.Null(world.Scheduler.Show(returned.IdText));
         Assert.Equal([held.IdText, flushed.IdText], world.Scheduler.List(null, null).Select(e => e.Id));
@@ -125,6 +127,7 @@ public sealed class ActiveQueueTests
         await world.WaitUntilAsync(() => world.Scheduler.Show(flushed.IdText) is { Attempts: 2, NextAttempt: not null }, "the other one attempted after the restart");
         var stats = world.Scheduler.Stats();
         Assert.Equal((0, 1, 1), (stats.Active, stats.Deferred, stats.Held));
+        Assert.Equal((0, 1, 1), world.Scheduler.Counts()); // counters rebuilt by recovery agree with the walk
         Assert.Equal(1, world.Scheduler.Show(held.IdText)!.Attempts);
         Assert.Contains("451 4.3.0 not now", world.Scheduler.Show(flushed.IdText)!.LastError);
 
