@@ -109,20 +109,7 @@ public sealed partial class DeliveryScheduler : IQueueAdmin
             return hot;
         if (!_index.TryWarm(id, attempt: false, 0, out var cold, out var states))
             return _hot.TryGetValue(id, out hot) ? hot : null;
-        return new QueuedMessage
-        {
-            Id = id,
-            HeadAddress = cold.Head,
-            FirstAddress = cold.First,
-            Recipients = states ?? new RecipientState[cold.Recipients],
-            Attempts = cold.Attempts,
-            Size = cold.Size,
-            Held = cold.Held,
-            DelayWarned = cold.DelayWarned,
-            NextAttemptUnixMs = cold.Due * 1000L,
-            LastError = cold.LastError,
-            LastDestination = cold.LastDestination,
-        };
+        return FromCold(id, cold, states, cold.Due);
     }
 
     /// <summary>Attempts the selected messages now (held ones stay held; ones being attempted are left alone).</summary>

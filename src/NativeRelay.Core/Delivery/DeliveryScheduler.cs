@@ -232,21 +232,7 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
                 return attempt ? null : hot;
             if (!_index.TryWarm(id, attempt, due, out var cold, out var states))
                 return null;
-            var message = new QueuedMessage
-            {
-                Id = id,
-                HeadAddress = cold.Head,
-                FirstAddress = cold.First,
-                Recipients = states ?? new RecipientState[cold.Recipients],
-                Attempts = cold.Attempts,
-                Size = cold.Size,
-                Held = cold.Held,
-                DelayWarned = cold.DelayWarned,
-                NextAttemptUnixMs = attempt ? due * 1000L : cold.Due * 1000L,
-                LastError = cold.LastError,
-                LastDestination = cold.LastDestination,
-                Fresh = fresh,
-            };
+            var message = FromCold(id, cold, states, attempt ? due : cold.Due, fresh);
             if (fresh)
                 Interlocked.Increment(ref _freshHot);
             _hot[id] = message;
@@ -254,6 +240,35 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
             NotePeak();
             created = true;
             return message;
+        }
+    }
+
+    /// <summary>The object of a message made from its index slot (<paramref name="due"/> in seconds, 0: none).</summary>
+    private static QueuedMessage FromCold(ulong id, in SpoolIndex.Cold cold, RecipientState[]? states, uint due, bool fresh = false) => new()
+    {
+        Id = id,
+        HeadAddress = cold.Head,
+        FirstAddress = cold.First,
+        Recipients = states ?? new RecipientState[cold.Recipients],
+        Attempts = cold.Attempts,
+        Size = cold.Size,
+        Held = cold.Held,
+        DelayWarned = cold.DelayWarned,
+        NextAttemptUnixMs = due * 1000L,
+        LastError = cold.LastError,
+        LastDestination = cold.LastDestination,
+        Fresh = fresh,
+    };
+
+    /// <summary>Takes the message out of the hot set if this object is the one registered (caller holds the index's gate).</summary>
+    private void Unregister(QueuedMessage message)
+    {
+        if (_hot.TryGetValue(message.Id, out var hot) && ReferenceEquals(hot, message))
+        {
+            _hot.TryRemove(message.Id, out _);
+            Interlocked.Decrement(ref _hotCount);
+            if (message.Fresh)
+                Interlocked.Decrement(ref _freshHot);
         }
     }
 
@@ -268,13 +283,7 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
         uint due = nextUnixMs <= 0 ? 0 : (uint)Math.Clamp((nextUnixMs + 999) / 1000, 1, uint.MaxValue);
         lock (_index.Gate)
         {
-            if (_hot.TryGetValue(message.Id, out var hot) && ReferenceEquals(hot, message))
-            {
-                _hot.TryRemove(message.Id, out _);
-                Interlocked.Decrement(ref _hotCount);
-                if (message.Fresh)
-                    Interlocked.Decrement(ref _freshHot);
-            }
+            Unregister(message);
             bool held = message.Held;
             bool known = _index.Cool(message.Id, held ? 0 : due, message.LastError, message.LastDestination);
             if (!known && !message.Finalized)
@@ -1077,15 +1086,7 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
     internal void Completed(QueuedMessage message)
     {
         lock (_index.Gate)
-        {
-            if (_hot.TryGetValue(message.Id, out var hot) && ReferenceEquals(hot, message))
-            {
-                _hot.TryRemove(message.Id, out _);
-                Interlocked.Decrement(ref _hotCount);
-                if (message.Fresh)
-                    Interlocked.Decrement(ref _freshHot);
-            }
-        }
+            Unregister(message);
         Interlocked.Increment(ref _activity);
         Wake();
         if (_log.IsEnabled(Telemetry.LogLevel.Debug))
