@@ -11,6 +11,8 @@ namespace NativeRelay.Cli
     {
         public static async Task<int> RunAsync(string[] args)
         {
+            // Before any socket exists: the runtime decides how to dispatch socket completions once.
+            NativeRelay.Net.SocketEngineTuning.Apply();
             // Installed as /usr/sbin/sendmail (a symlink): behave as "nativerelay sendmail".
             if (SendmailCommand.InvokedAsSendmail())
                 return await SendmailCommand.RunAsync(args);

@@ -35,8 +35,11 @@ public sealed class SocketConnection : IAsyncDisposable
         _socket = socket;
         _socket.NoDelay = true;
         pool ??= MemoryPool<byte>.Shared;
-        // Continuations run inline on the I/O completion where it is safe, sparing a thread-pool hop per read.
-        _input = new Pipe(new PipeOptions(pool, PipeScheduler.ThreadPool, PipeScheduler.Inline,
+        // Run to completion: the session reads a command on the thread whose receive completed it
+        // (inline), and a reply it flushes is sent on the session's own thread (inline), so a round
+        // trip costs no thread hop (see SocketEngineTuning). A reader that captured a
+        // synchronization context (a delivery loop's client session) still resumes on that context.
+        _input = new Pipe(new PipeOptions(pool, PipeScheduler.Inline, PipeScheduler.Inline,
             PauseWriterThreshold, ResumeWriterThreshold, useSynchronizationContext: true));
         _output = new Pipe(new PipeOptions(pool, PipeScheduler.Inline, PipeScheduler.ThreadPool,
             PauseWriterThreshold, ResumeWriterThreshold, useSynchronizationContext: true));

@@ -342,6 +342,35 @@ public sealed class LifecycleTests(ITestOutputHelper log)
         Assert.False(Directory.Exists(dir.Spool), "nothing is written before the user is known");
     }
 
+    [Fact]
+    public async Task Runs_one_socket_event_thread_per_core_and_mail_flows_through_them()
+    {
+        // Inline socket completions (SocketEngineTuning): the runtime then starts one epoll thread
+        // per core instead of one for the whole process, and sessions run on them.
+        using var dir = new TempDir();
+        await using var sink = new TestSmtpSink();
+        int port = FreePort.Get();
+        using var relay = await RelayProcess.StartServeAsync(
+            ["--listen", $"127.0.0.1:{port}", "--spool", dir.Spool, "--hostname", "relay.test", "--relay-to", sink.Endpoint],
+            port, dir.Path, log);
+
+        await using (var client = await TestSmtpClient.ConnectAndGreetAsync(port))
+        {
+            await client.EhloAsync();
+            for (int i = 0; i < 3; i++)
+                await client.SendAcceptedAsync("a@client.test", ["b@example.test"], MessageText.Simple($"inline-{i}@client.test"));
+        }
+        for (int i = 0; i < 3; i++)
+            await sink.WaitForMessageAsync(m => m.Header("Message-ID") == $"<inline-{i}@client.test>", Waits.Delivery);
+
+        int eventThreads = Directory.GetDirectories($"/proc/{relay.Pid}/task")
+            .Count(task => File.ReadAllText(Path.Combine(task, "comm")).Trim() == ".NET Sockets");
+        Assert.Equal(Environment.ProcessorCount, eventThreads);
+
+        relay.Terminate();
+        Assert.Equal(0, await relay.WaitForExitAsync(Waits.Exit));
+    }
+
     private static string Stat(string format, string path)
     {
         using var stat = Process.Start(new ProcessStartInfo("stat", ["-c", format, path]) { RedirectStandardOutput = true, UseShellExecute = false })!;
