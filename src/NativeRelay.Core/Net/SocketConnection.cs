@@ -103,6 +103,10 @@ public sealed class SocketConnection : IAsyncDisposable
                 var flush = await writer.FlushAsync();
                 if (flush.IsCompleted || flush.IsCanceled)
                     break; // the session stopped reading
+                // The session ran inline in that flush and may have ended the connection (QUIT):
+                // asking a closed socket for more would only throw.
+                if (Volatile.Read(ref _disposed) != 0)
+                    break;
             }
         }
         catch (SocketException e) when (IsConnectionEnd(e.SocketErrorCode))
@@ -194,7 +198,7 @@ public sealed class SocketConnection : IAsyncDisposable
         // Let queued replies (a 221, a 421) go out before the socket closes, but only for a
         // while: a peer that stops reading must not keep the connection (and its slot) forever.
         await Transport.Output.CompleteAsync();
-        if (_sending is not null)
+        if (_sending is not null && !_sending.IsCompleted)
         {
             try
             {

@@ -81,7 +81,9 @@ public sealed class SocketListener : IAsyncDisposable
 
     private async Task RunSessionAsync(Socket client, CancellationToken stopping)
     {
-        await Task.Yield(); // leave the accept loop at once
+        // No hop to the pool: the session runs on the accept's own thread until its first real
+        // wait (the greeting is sent, the first read is pending), then the loop accepts again.
+        // Nothing before that wait blocks (see SocketEngineTuning).
         var remote = client.RemoteEndPoint as IPEndPoint;
         var address = remote?.Address ?? IPAddress.None;
         var connection = new SocketConnection(client);

@@ -43,6 +43,12 @@ public enum SmtpFailureStage : byte
 /// the message has them and the peer offers them, and the DSN parameters (RFC 3461) are passed on
 /// to a peer that offers DSN. A 452 to a RCPT after others were accepted means the peer's
 /// recipient limit: those recipients come back unsent (code 0) for the next transaction.
+///
+/// Every await here is <c>ConfigureAwait(false)</c>: inside a transaction, replies are read and
+/// the next bytes sent on the socket's own event thread, and only the end of the call returns to
+/// the caller's context (a delivery loop). That is one wake-up of the loop per transaction
+/// instead of one per reply. The session is used by one caller at a time, so nothing in it is
+/// shared while it runs.
 /// </summary>
 public sealed class SmtpClientSession : IAsyncDisposable
 {
@@ -93,7 +99,7 @@ public sealed class SmtpClientSession : IAsyncDisposable
             connectCancel.CancelAfter(options.ConnectTimeout);
             try
             {
-                connection = await SocketConnection.ConnectAsync(remote, null, connectCancel.Token);
+                connection = await SocketConnection.ConnectAsync(remote, null, connectCancel.Token).ConfigureAwait(false);
             }
             catch (OperationCanceledException) when (!cancel.IsCancellationRequested)
             {
@@ -108,15 +114,15 @@ public sealed class SmtpClientSession : IAsyncDisposable
         var session = new SmtpClientSession(connection, options.CommandTimeout);
         try
         {
-            var greeting = await session.ReadReplyAsync(keepText: true);
+            var greeting = await session.ReadReplyAsync(keepText: true).ConfigureAwait(false);
             if (greeting.Code != 220)
                 throw new SmtpSessionException(greeting, SmtpFailureStage.Greeting);
-            await session.HelloAsync(options);
+            await session.HelloAsync(options).ConfigureAwait(false);
             return session;
         }
         catch
         {
-            await session.DisposeAsync();
+            await session.DisposeAsync().ConfigureAwait(false);
             throw;
         }
     }
@@ -134,7 +140,7 @@ public sealed class SmtpClientSession : IAsyncDisposable
 
     private async Task HelloAsync(SmtpClientOptions options)
     {
-        var reply = await EhloAsync(options.HeloName);
+        var reply = await EhloAsync(options.HeloName).ConfigureAwait(false);
         if (!reply.IsPositive)
         {
             if (!reply.IsPermanent)
@@ -144,8 +150,8 @@ public sealed class SmtpClientSession : IAsyncDisposable
             _output.Write("HELO "u8);
             WriteAscii(options.HeloName);
             _output.Write("\r\n"u8);
-            await _output.FlushAsync();
-            reply = await ReadReplyAsync();
+            await _output.FlushAsync().ConfigureAwait(false);
+            reply = await ReadReplyAsync().ConfigureAwait(false);
             if (!reply.IsPositive)
                 throw new SmtpSessionException(reply, SmtpFailureStage.Hello);
         }
@@ -158,7 +164,7 @@ public sealed class SmtpClientSession : IAsyncDisposable
                 throw new SmtpSessionException(SmtpReply.Local(451, $"4.7.4 TLS is required, but {RemoteEndPoint} does not offer STARTTLS"), SmtpFailureStage.Tls);
             return;
         }
-        await StartTlsAsync(options);
+        await StartTlsAsync(options).ConfigureAwait(false);
     }
 
     private async Task<SmtpReply> EhloAsync(string heloName)
@@ -166,16 +172,16 @@ public sealed class SmtpClientSession : IAsyncDisposable
         _output.Write("EHLO "u8);
         WriteAscii(heloName);
         _output.Write("\r\n"u8);
-        await _output.FlushAsync();
-        return await ReadReplyAsync(parseCapabilities: true);
+        await _output.FlushAsync().ConfigureAwait(false);
+        return await ReadReplyAsync(parseCapabilities: true).ConfigureAwait(false);
     }
 
     /// <summary>STARTTLS (RFC 3207), the handshake over the connection's pipes, then EHLO again.</summary>
     private async Task StartTlsAsync(SmtpClientOptions options)
     {
         _output.Write("STARTTLS\r\n"u8);
-        await _output.FlushAsync();
-        var reply = await ReadReplyAsync();
+        await _output.FlushAsync().ConfigureAwait(false);
+        var reply = await ReadReplyAsync().ConfigureAwait(false);
         if (reply.Code != 220)
         {
             if (options.Tls == TlsPolicy.Required)
@@ -214,13 +220,13 @@ public sealed class SmtpClientSession : IAsyncDisposable
         {
             try
             {
-                await ssl.AuthenticateAsClientAsync(auth, handshakeTimeout.Token);
+                await ssl.AuthenticateAsClientAsync(auth, handshakeTimeout.Token).ConfigureAwait(false);
             }
             catch (Exception e) when (e is AuthenticationException or IOException or OperationCanceledException
                                           or System.ComponentModel.Win32Exception or InvalidOperationException)
             {
                 _broken = true;
-                await ssl.DisposeAsync();
+                await ssl.DisposeAsync().ConfigureAwait(false);
                 throw new SmtpSessionException(SmtpReply.Local(421, $"4.7.5 TLS handshake with {RemoteEndPoint} failed: {OneLine(e.Message)}"),
                     SmtpFailureStage.Tls);
             }
@@ -242,7 +248,7 @@ public sealed class SmtpClientSession : IAsyncDisposable
         _output = PipeWriter.Create(ssl, new StreamPipeWriterOptions(leaveOpen: true));
 
         // RFC 3207 4.2: everything learned before TLS is forgotten; EHLO again.
-        var reply2 = await EhloAsync(options.HeloName);
+        var reply2 = await EhloAsync(options.HeloName).ConfigureAwait(false);
         if (!reply2.IsPositive)
             throw new SmtpSessionException(reply2, SmtpFailureStage.Hello);
     }
@@ -266,7 +272,7 @@ public sealed class SmtpClientSession : IAsyncDisposable
     public async Task<SmtpReply[]> SendAsync(ReadOnlyMemory<byte> sender, IReadOnlyList<byte[]> recipients, MessageBuffer body, bool eightBit)
     {
         var results = new SmtpReply[recipients.Count];
-        await SendCoreAsync(sender, eightBit ? EnvelopeFlags.EightBitMime : EnvelopeFlags.None, null, recipients, null, null, null, body, results);
+        await SendCoreAsync(sender, eightBit ? EnvelopeFlags.EightBitMime : EnvelopeFlags.None, null, recipients, null, null, null, body, results).ConfigureAwait(false);
         for (int k = 0; k < results.Length; k++)
             if (results[k].Code == 0)
                 results[k] = SmtpReply.Local(452, "4.5.3 not sent: the remote recipient limit was reached");
@@ -291,12 +297,12 @@ public sealed class SmtpClientSession : IAsyncDisposable
         SmtpReply mail = default;
         if (!pipelining)
         {
-            await _output.FlushAsync();
-            mail = await ReadReplyAsync();
+            await _output.FlushAsync().ConfigureAwait(false);
+            mail = await ReadReplyAsync().ConfigureAwait(false);
             if (!mail.IsPositive)
             {
                 Fill(results, limit, mail);
-                await ResetAsync();
+                await ResetAsync().ConfigureAwait(false);
                 return dsn;
             }
         }
@@ -308,12 +314,12 @@ public sealed class SmtpClientSession : IAsyncDisposable
                 WriteRcpt(addresses, notify, orcpts, recipients?[k] ?? k, dsn);
             if (!chunking)
                 _output.Write("DATA\r\n"u8);
-            await _output.FlushAsync();
-            mail = await ReadReplyAsync();
+            await _output.FlushAsync().ConfigureAwait(false);
+            mail = await ReadReplyAsync().ConfigureAwait(false);
             bool full = false;
             for (int k = 0; k < limit; k++)
             {
-                var reply = await ReadReplyAsync();
+                var reply = await ReadReplyAsync().ConfigureAwait(false);
                 if (full || IsRecipientLimit(reply, accepted))
                 {
                     full = true; // this one and every later one: next transaction
@@ -331,8 +337,8 @@ public sealed class SmtpClientSession : IAsyncDisposable
             for (int k = 0; k < limit; k++)
             {
                 WriteRcpt(addresses, notify, orcpts, recipients?[k] ?? k, dsn);
-                await _output.FlushAsync();
-                var reply = await ReadReplyAsync();
+                await _output.FlushAsync().ConfigureAwait(false);
+                var reply = await ReadReplyAsync().ConfigureAwait(false);
                 if (IsRecipientLimit(reply, accepted))
                 {
                     RecipientLimit = accepted;
@@ -347,17 +353,17 @@ public sealed class SmtpClientSession : IAsyncDisposable
         if (pipelining && !mail.IsPositive)
         {
             // Every RCPT (and the DATA) was answered, with 503s; the MAIL refusal is the cause.
-            if (!chunking && (await ReadReplyAsync()).Code == 354)
+            if (!chunking && (await ReadReplyAsync().ConfigureAwait(false)).Code == 354)
                 return dsn; // a broken server: the connection stays marked broken
             Fill(results, limit, mail);
-            await ResetAsync();
+            await ResetAsync().ConfigureAwait(false);
             return dsn;
         }
         if (accepted == 0)
         {
-            if (pipelining && !chunking && (await ReadReplyAsync()).Code == 354)
+            if (pipelining && !chunking && (await ReadReplyAsync().ConfigureAwait(false)).Code == 354)
                 return dsn; // should not happen; the connection stays marked broken
-            await ResetAsync();
+            await ResetAsync().ConfigureAwait(false);
             return dsn;
         }
 
@@ -371,23 +377,23 @@ public sealed class SmtpClientSession : IAsyncDisposable
             {
                 _output.Write(segment.Span);
                 if (_output.UnflushedBytes >= 256 * 1024)
-                    await _output.FlushAsync();
+                    await _output.FlushAsync().ConfigureAwait(false);
             }
-            await _output.FlushAsync();
-            final = await ReadReplyAsync(keepText: true);
+            await _output.FlushAsync().ConfigureAwait(false);
+            final = await ReadReplyAsync(keepText: true).ConfigureAwait(false);
         }
         else
         {
             if (!pipelining)
             {
                 _output.Write("DATA\r\n"u8);
-                await _output.FlushAsync();
+                await _output.FlushAsync().ConfigureAwait(false);
             }
-            var dataReply = await ReadReplyAsync();
+            var dataReply = await ReadReplyAsync().ConfigureAwait(false);
             if (dataReply.Code != 354)
             {
                 Replace(results, limit, dataReply);
-                await ResetAsync();
+                await ResetAsync().ConfigureAwait(false);
                 return dsn;
             }
             var state = DotStuffer.NewState();
@@ -395,17 +401,17 @@ public sealed class SmtpClientSession : IAsyncDisposable
             {
                 DotStuffer.Write(segment.Span, _output, ref state);
                 if (_output.UnflushedBytes >= 256 * 1024)
-                    await _output.FlushAsync();
+                    await _output.FlushAsync().ConfigureAwait(false);
             }
             DotStuffer.WriteTerminator(_output, ref state);
-            await _output.FlushAsync();
-            final = await ReadReplyAsync(keepText: true);
+            await _output.FlushAsync().ConfigureAwait(false);
+            final = await ReadReplyAsync(keepText: true).ConfigureAwait(false);
         }
         Replace(results, limit, final);
         _broken = false;
         TransactionsDone++;
         if (!final.IsPositive)
-            await ResetAsync();
+            await ResetAsync().ConfigureAwait(false);
         return dsn;
     }
 
@@ -437,8 +443,8 @@ public sealed class SmtpClientSession : IAsyncDisposable
     public async Task ResetAsync()
     {
         _output.Write("RSET\r\n"u8);
-        await _output.FlushAsync();
-        var reply = await ReadReplyAsync();
+        await _output.FlushAsync().ConfigureAwait(false);
+        var reply = await ReadReplyAsync().ConfigureAwait(false);
         _broken = !reply.IsPositive;
     }
 
@@ -447,8 +453,8 @@ public sealed class SmtpClientSession : IAsyncDisposable
         try
         {
             _output.Write("QUIT\r\n"u8);
-            await _output.FlushAsync();
-            await ReadReplyAsync();
+            await _output.FlushAsync().ConfigureAwait(false);
+            await ReadReplyAsync().ConfigureAwait(false);
         }
         catch (Exception e) when (e is SmtpSessionException or IOException or OperationCanceledException
                                       or System.Net.Sockets.SocketException or ObjectDisposedException or InvalidOperationException)
@@ -569,7 +575,7 @@ public sealed class SmtpClientSession : IAsyncDisposable
         {
             while (true)
             {
-                var result = await _input.ReadAsync(_timeout.Token);
+                var result = await _input.ReadAsync(_timeout.Token).ConfigureAwait(false);
                 var buffer = result.Buffer;
                 if (TryParseReply(ref buffer, parseCapabilities, keepText, out var reply))
                 {
@@ -703,17 +709,17 @@ public sealed class SmtpClientSession : IAsyncDisposable
         _timeout.Dispose();
         if (_ssl is not null)
         {
-            await _input.CompleteAsync();
-            await _output.CompleteAsync();
+            await _input.CompleteAsync().ConfigureAwait(false);
+            await _output.CompleteAsync().ConfigureAwait(false);
             try
             {
-                await _ssl.DisposeAsync();
+                await _ssl.DisposeAsync().ConfigureAwait(false);
             }
             catch (Exception e) when (e is IOException or ObjectDisposedException or InvalidOperationException)
             {
             }
         }
-        await _connection.DisposeAsync();
+        await _connection.DisposeAsync().ConfigureAwait(false);
     }
 }
 
