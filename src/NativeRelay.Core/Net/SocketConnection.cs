@@ -18,6 +18,12 @@ public sealed class SocketConnection : IAsyncDisposable
     private const int PauseWriterThreshold = 1024 * 1024;
     private const int ResumeWriterThreshold = PauseWriterThreshold / 2;
     private const int MinReceiveBuffer = 4096;
+    // The pipes' block size (the default is 4 KiB). A 100 KiB message then takes 7 receives instead
+    // of 25, and the delivery side's dot-stuffed copy 7 blocks: 4 KiB blocks cost ~30 % more relay
+    // CPU per 100 KiB message (they also outran the shared array pool, so each was a fresh, zeroed
+    // allocation), and 1 KiB mail gained a little too. The price: an idle connection holds one
+    // 16 KiB block for its pending receive.
+    private const int SegmentSize = 16 * 1024;
     private static readonly TimeSpan SendDrainTimeout = TimeSpan.FromSeconds(10);
 
     private readonly Socket _socket;
@@ -40,9 +46,9 @@ public sealed class SocketConnection : IAsyncDisposable
         // trip costs no thread hop (see SocketEngineTuning). A reader that captured a
         // synchronization context (a delivery loop's client session) still resumes on that context.
         _input = new Pipe(new PipeOptions(pool, PipeScheduler.Inline, PipeScheduler.Inline,
-            PauseWriterThreshold, ResumeWriterThreshold, useSynchronizationContext: true));
+            PauseWriterThreshold, ResumeWriterThreshold, SegmentSize, useSynchronizationContext: true));
         _output = new Pipe(new PipeOptions(pool, PipeScheduler.Inline, PipeScheduler.ThreadPool,
-            PauseWriterThreshold, ResumeWriterThreshold, useSynchronizationContext: true));
+            PauseWriterThreshold, ResumeWriterThreshold, SegmentSize, useSynchronizationContext: true));
         _receiveArgs = new SocketAwaitableEventArgs(PipeScheduler.Inline);
         _sendArgs = new SocketAwaitableEventArgs(PipeScheduler.Inline);
         Transport = new DuplexPipe(_input.Reader, _output.Writer);
