@@ -19,10 +19,10 @@ public sealed class SocketConnection : IAsyncDisposable
     private const int ResumeWriterThreshold = PauseWriterThreshold / 2;
     private const int MinReceiveBuffer = 4096;
     // The pipes' block size (the default is 4 KiB). A 100 KiB message then takes 7 receives instead
-    // of 25, and the delivery side's dot-stuffed copy 7 blocks: 4 KiB blocks cost ~30 % more relay
-    // CPU per 100 KiB message (they also outran the shared array pool, so each was a fresh, zeroed
-    // allocation), and 1 KiB mail gained a little too. The price: an idle connection holds one
-    // 16 KiB block for its pending receive.
+    // of 25, and the delivery side's dot-stuffed copy 7 blocks: with 4 KiB blocks the relay spent
+    // 630-773 µs of CPU per relayed 100 KiB message, with 16 KiB 480-663 (perf/RESULTS.md); 1 KiB
+    // mail did not change. The price: an idle connection holds one 16 KiB block for its pending
+    // receive.
     private const int SegmentSize = 16 * 1024;
     private static readonly TimeSpan SendDrainTimeout = TimeSpan.FromSeconds(10);
 
