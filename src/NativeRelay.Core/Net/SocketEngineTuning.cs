@@ -9,8 +9,9 @@ namespace NativeRelay.Net;
 /// the wake-ups cost more than the protocol work. With inline completions the runtime runs one
 /// epoll thread per core and runs our continuations on it: a command is read, parsed and answered
 /// on the thread that saw the socket become readable (run to completion, as in Garnet or
-/// Kestrel's inline mode). Measured on the 2-core machine: 386 -> ~240 µs of relay CPU per relayed
-/// message, ~30 % more messages per second end to end (perf/RESULTS.md).
+/// Kestrel's inline mode). Measured on the 2-core machine, together with the thread pool's spin
+/// limit of 0: 308-386 -> 225-240 µs of relay CPU per relayed 1 KiB message, 2,800-3,300 ->
+/// 4,100-4,400 messages per second end to end (perf/RESULTS.md).
 ///
 /// The price is that a continuation must never block: one that did would stall every socket of
 /// its epoll thread. Protocol code here only awaits (no sync socket calls, no .Result on I/O);
