@@ -9,9 +9,23 @@ namespace NativeRelay.Spool;
 /// the metadata write that moves the begin address; if that write failed (a full disk), the
 /// deletion waits for the next truncation after a write that succeeds, so recovery never looks
 /// for a segment that is gone.
+///
+/// And one guard: FASTER starts a truncation on a pool thread and does not wait for it
+/// (<c>Task.Run(() => device.TruncateUntilAddress(..))</c> after a commit moved the begin address),
+/// so a segment's removal can still be running when the log is closed. The managed device's
+/// removal and its Dispose then both dispose the same per-segment handle pool, and two concurrent
+/// disposals of that pool can block one of them forever (a spool that never closes: a shutdown
+/// that hangs, a reopen after a disk error that never accepts mail again). Here Dispose waits for
+/// removals in flight, and a removal that arrives after Dispose leaves the files alone.
 /// </summary>
 internal sealed class SpoolDevice(IDevice inner, SpoolCommitFile commits) : IDevice
 {
+    /// <summary>How long Dispose waits for a removal in flight before it closes the device regardless.</summary>
+    internal TimeSpan RemovalDrainTimeout { get; init; } = TimeSpan.FromSeconds(10);
+
+    private readonly object _gate = new();
+    private int _removals; // truncations and segment removals running in the inner device
+    private bool _disposed;
     private int _bits;
 
     public uint SectorSize => inner.SectorSize;
@@ -58,24 +72,123 @@ internal sealed class SpoolDevice(IDevice inner, SpoolCommitFile commits) : IDev
 
     public void TruncateUntilAddress(long toAddress) => TruncateUntilSegment((int)(toAddress >> _bits));
 
-    public void TruncateUntilSegmentAsync(int toSegment, AsyncCallback callback, IAsyncResult result) =>
-        inner.TruncateUntilSegmentAsync(Math.Min(toSegment, DeletableUntil), callback, result);
+    public void TruncateUntilSegmentAsync(int toSegment, AsyncCallback callback, IAsyncResult result)
+    {
+        if (!BeginRemoval())
+        {
+            callback(result);
+            return;
+        }
+        try
+        {
+            inner.TruncateUntilSegmentAsync(Math.Min(toSegment, DeletableUntil), r =>
+            {
+                EndRemoval();
+                callback(r);
+            }, result);
+        }
+        catch
+        {
+            EndRemoval();
+            throw;
+        }
+    }
 
-    public void TruncateUntilSegment(int toSegment) => inner.TruncateUntilSegment(Math.Min(toSegment, DeletableUntil));
+    public void TruncateUntilSegment(int toSegment)
+    {
+        if (!BeginRemoval())
+            return;
+        try
+        {
+            inner.TruncateUntilSegment(Math.Min(toSegment, DeletableUntil));
+        }
+        finally
+        {
+            EndRemoval();
+        }
+    }
 
     public void RemoveSegmentAsync(int segment, AsyncCallback callback, IAsyncResult result)
     {
-        if (segment < DeletableUntil)
-            inner.RemoveSegmentAsync(segment, callback, result);
-        else
+        if (segment >= DeletableUntil || !BeginRemoval())
+        {
             callback(result);
+            return;
+        }
+        try
+        {
+            inner.RemoveSegmentAsync(segment, r =>
+            {
+                EndRemoval();
+                callback(r);
+            }, result);
+        }
+        catch
+        {
+            EndRemoval();
+            throw;
+        }
     }
 
     public void RemoveSegment(int segment)
     {
-        if (segment < DeletableUntil)
+        if (segment >= DeletableUntil || !BeginRemoval())
+            return;
+        try
+        {
             inner.RemoveSegment(segment);
+        }
+        finally
+        {
+            EndRemoval();
+        }
     }
 
-    public void Dispose() => inner.Dispose();
+    /// <summary>False once the device is closing: nothing may touch its segments any more.</summary>
+    private bool BeginRemoval()
+    {
+        lock (_gate)
+        {
+            if (_disposed)
+                return false;
+            _removals++;
+            return true;
+        }
+    }
+
+    private void EndRemoval()
+    {
+        lock (_gate)
+        {
+            if (--_removals == 0)
+                Monitor.PulseAll(_gate);
+        }
+    }
+
+    /// <summary>Removals still running (for tests).</summary>
+    internal int RemovalsInFlight
+    {
+        get { lock (_gate) return _removals; }
+    }
+
+    public void Dispose()
+    {
+        lock (_gate)
+        {
+            if (_disposed)
+                return;
+            _disposed = true;
+            // A removal is a file delete or two once FASTER's epoch lets it run. The bound is for a
+            // removal whose epoch action never runs (the log closed first): it then never touches
+            // the handle pools either, and the device may close.
+            long deadline = Environment.TickCount64 + (long)RemovalDrainTimeout.TotalMilliseconds;
+            while (_removals > 0)
+            {
+                long left = deadline - Environment.TickCount64;
+                if (left <= 0 || !Monitor.Wait(_gate, (int)left))
+                    break;
+            }
+        }
+        inner.Dispose();
+    }
 }
