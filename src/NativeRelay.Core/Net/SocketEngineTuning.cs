@@ -29,7 +29,17 @@ public static class SocketEngineTuning
     /// </summary>
     public static void Apply()
     {
-        if (Environment.GetEnvironmentVariable(InlineCompletionsVariable) is null)
-            Environment.SetEnvironmentVariable(InlineCompletionsVariable, "1");
+        string? chosen = Environment.GetEnvironmentVariable(InlineCompletionsVariable);
+        string wanted = InlineCompletionsSetting(chosen);
+        if (chosen != wanted)
+            Environment.SetEnvironmentVariable(InlineCompletionsVariable, wanted);
     }
+
+    /// <summary>
+    /// The value the switch should have, given what the environment says: the operator's choice
+    /// if there is one, otherwise on. (Kept apart from <see cref="Apply"/> so tests need not touch
+    /// their own process's environment, where a socket engine starting at that moment would
+    /// pick the switch up.)
+    /// </summary>
+    public static string InlineCompletionsSetting(string? environment) => environment ?? "1";
 }

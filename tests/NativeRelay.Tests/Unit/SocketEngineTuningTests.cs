@@ -4,23 +4,16 @@ namespace NativeRelay.Tests.Unit;
 
 public sealed class SocketEngineTuningTests
 {
-    [Fact]
-    public void Turns_inline_completions_on_only_when_the_operator_did_not_choose()
+    // The choice only: Apply itself is not called here, since setting the variable in the test
+    // process could switch its socket engine (starting at that moment in a parallel test) to
+    // inline completions. The end-to-end test counts the published binary's socket threads.
+    [Theory]
+    [InlineData(null, "1")]
+    [InlineData("0", "0")]
+    [InlineData("1", "1")]
+    [InlineData("false", "false")]
+    public void Turns_inline_completions_on_only_when_the_operator_did_not_choose(string? environment, string expected)
     {
-        string? before = Environment.GetEnvironmentVariable(SocketEngineTuning.InlineCompletionsVariable);
-        try
-        {
-            Environment.SetEnvironmentVariable(SocketEngineTuning.InlineCompletionsVariable, null);
-            SocketEngineTuning.Apply();
-            Assert.Equal("1", Environment.GetEnvironmentVariable(SocketEngineTuning.InlineCompletionsVariable));
-
-            Environment.SetEnvironmentVariable(SocketEngineTuning.InlineCompletionsVariable, "0");
-            SocketEngineTuning.Apply();
-            Assert.Equal("0", Environment.GetEnvironmentVariable(SocketEngineTuning.InlineCompletionsVariable));
-        }
-        finally
-        {
-            Environment.SetEnvironmentVariable(SocketEngineTuning.InlineCompletionsVariable, before);
-        }
+        Assert.Equal(expected, SocketEngineTuning.InlineCompletionsSetting(environment));
     }
 }
