@@ -30,12 +30,16 @@ publish:
 run: publish
 	$(BIN) serve
 
+# A test that stops making progress for this long is stopped and named (the test host is killed,
+# the run fails), so a hang costs minutes of CI, not its whole time limit. No test comes near it.
+HANG_GUARD    := --blame-hang-timeout 5m --blame-hang-dump-type none
+
 unit-test:
-	$(DOTNET) test $(TESTS) -c $(CONFIGURATION) --filter 'Category!=EndToEnd' --logger 'console;verbosity=normal'
+	$(DOTNET) test $(TESTS) -c $(CONFIGURATION) --filter 'Category!=EndToEnd' --logger 'console;verbosity=normal' $(HANG_GUARD)
 
 # End-to-end tests drive the published binary over loopback sockets.
 e2e-test:
-	NATIVERELAY_BIN=$(CURDIR)/$(BIN) $(DOTNET) test $(TESTS) -c $(CONFIGURATION) --no-build --filter 'Category=EndToEnd' --logger 'console;verbosity=normal'
+	NATIVERELAY_BIN=$(CURDIR)/$(BIN) $(DOTNET) test $(TESTS) -c $(CONFIGURATION) --no-build --filter 'Category=EndToEnd' --logger 'console;verbosity=normal' $(HANG_GUARD)
 
 test: build unit-test publish e2e-test
 
