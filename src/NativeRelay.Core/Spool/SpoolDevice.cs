@@ -72,27 +72,8 @@ internal sealed class SpoolDevice(IDevice inner, SpoolCommitFile commits) : IDev
 
     public void TruncateUntilAddress(long toAddress) => TruncateUntilSegment((int)(toAddress >> _bits));
 
-    public void TruncateUntilSegmentAsync(int toSegment, AsyncCallback callback, IAsyncResult result)
-    {
-        if (!BeginRemoval())
-        {
-            callback(result);
-            return;
-        }
-        try
-        {
-            inner.TruncateUntilSegmentAsync(Math.Min(toSegment, DeletableUntil), r =>
-            {
-                EndRemoval();
-                callback(r);
-            }, result);
-        }
-        catch
-        {
-            EndRemoval();
-            throw;
-        }
-    }
+    public void TruncateUntilSegmentAsync(int toSegment, AsyncCallback callback, IAsyncResult result) =>
+        RemoveAsync(done => inner.TruncateUntilSegmentAsync(Math.Min(toSegment, DeletableUntil), done, result), callback, result);
 
     public void TruncateUntilSegment(int toSegment)
     {
@@ -110,18 +91,27 @@ internal sealed class SpoolDevice(IDevice inner, SpoolCommitFile commits) : IDev
 
     public void RemoveSegmentAsync(int segment, AsyncCallback callback, IAsyncResult result)
     {
-        if (segment >= DeletableUntil || !BeginRemoval())
+        if (segment >= DeletableUntil)
+            callback(result);
+        else
+            RemoveAsync(done => inner.RemoveSegmentAsync(segment, done, result), callback, result);
+    }
+
+    /// <summary>Starts an asynchronous removal in the inner device, counted until it calls back.</summary>
+    private void RemoveAsync(Action<AsyncCallback> start, AsyncCallback callback, IAsyncResult result)
+    {
+        if (!BeginRemoval())
         {
             callback(result);
             return;
         }
         try
         {
-            inner.RemoveSegmentAsync(segment, r =>
+            start(r =>
             {
                 EndRemoval();
                 callback(r);
-            }, result);
+            });
         }
         catch
         {
