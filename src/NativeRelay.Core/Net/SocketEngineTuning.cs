@@ -41,5 +41,5 @@ public static class SocketEngineTuning
     /// their own process's environment, where a socket engine starting at that moment would
     /// pick the switch up.)
     /// </summary>
-    public static string InlineCompletionsSetting(string? environment) => environment ?? "1";
+    internal static string InlineCompletionsSetting(string? environment) => environment ?? "1";
 }

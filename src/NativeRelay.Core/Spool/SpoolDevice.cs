@@ -75,19 +75,7 @@ internal sealed class SpoolDevice(IDevice inner, SpoolCommitFile commits) : IDev
     public void TruncateUntilSegmentAsync(int toSegment, AsyncCallback callback, IAsyncResult result) =>
         RemoveAsync(done => inner.TruncateUntilSegmentAsync(Math.Min(toSegment, DeletableUntil), done, result), callback, result);
 
-    public void TruncateUntilSegment(int toSegment)
-    {
-        if (!BeginRemoval())
-            return;
-        try
-        {
-            inner.TruncateUntilSegment(Math.Min(toSegment, DeletableUntil));
-        }
-        finally
-        {
-            EndRemoval();
-        }
-    }
+    public void TruncateUntilSegment(int toSegment) => Remove(() => inner.TruncateUntilSegment(Math.Min(toSegment, DeletableUntil)));
 
     public void RemoveSegmentAsync(int segment, AsyncCallback callback, IAsyncResult result)
     {
@@ -122,11 +110,18 @@ internal sealed class SpoolDevice(IDevice inner, SpoolCommitFile commits) : IDev
 
     public void RemoveSegment(int segment)
     {
-        if (segment >= DeletableUntil || !BeginRemoval())
+        if (segment < DeletableUntil)
+            Remove(() => inner.RemoveSegment(segment));
+    }
+
+    /// <summary>Runs a removal in the inner device, counted while it runs.</summary>
+    private void Remove(Action removal)
+    {
+        if (!BeginRemoval())
             return;
         try
         {
-            inner.RemoveSegment(segment);
+            removal();
         }
         finally
         {

@@ -111,7 +111,10 @@ public sealed class SpoolDeviceTests : IDisposable
         _inner.HoldAsyncCallbacks = true; // FASTER's epoch closed before it ran the removal
         device.TruncateUntilSegmentAsync(2, _ => { }, null!);
 
+        // Without the bound this Dispose never returns (and make test's hang guard fails the run).
         device.Dispose();
+
+        Assert.Equal(1, device.RemovalsInFlight);
 
         Assert.Equal(["truncate-async 2", "dispose"], _inner.Calls);
     }
