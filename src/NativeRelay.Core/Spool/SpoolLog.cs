@@ -164,7 +164,9 @@ public sealed class SpoolLog : IAsyncDisposable
             FastCommitMode = true,
             RemoveOutdatedCommits = false, // SpoolCommitFile keeps its own two
             TryRecoverLatest = true,
-            AutoRefreshSafeTailAddress = true,
+            // Off: it only feeds iterators that read uncommitted records, and this spool reads
+            // committed ones only. On, every append allocated a closure and bumped FASTER's epoch.
+            AutoRefreshSafeTailAddress = false,
         };
         FasterLog log;
         try
