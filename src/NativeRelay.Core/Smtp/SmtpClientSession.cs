@@ -3,6 +3,7 @@ using System.Buffers.Text;
 using System.IO.Pipelines;
 using System.Net;
 using System.Net.Security;
+using System.Runtime.CompilerServices;
 using System.Security.Authentication;
 using System.Text;
 using NativeRelay.Message;
@@ -261,7 +262,7 @@ public sealed class SmtpClientSession : IAsyncDisposable
     /// throws; the caller treats it as transient for every recipient.
     /// </summary>
     /// <returns>True when the peer offered DSN, so NOTIFY/RET/ENVID/ORCPT went with the message.</returns>
-    public Task<bool> SendAsync(Envelope envelope, MessageBuffer body, IReadOnlyList<int> recipients, SmtpReply[] results) =>
+    public ValueTask<bool> SendAsync(Envelope envelope, MessageBuffer body, IReadOnlyList<int> recipients, SmtpReply[] results) =>
         SendCoreAsync(envelope.Sender, envelope.Flags, envelope.EnvelopeId, envelope.Recipients, envelope.Notify,
             envelope.OriginalRecipients, recipients, body, results);
 
@@ -279,7 +280,11 @@ public sealed class SmtpClientSession : IAsyncDisposable
         return results;
     }
 
-    private async Task<bool> SendCoreAsync(ReadOnlyMemory<byte> sender, EnvelopeFlags flags, byte[]? envelopeId,
+    // Pooled builders (here and on ReadReplyAsync): a transaction's awaits complete asynchronously
+    // every time, and each would otherwise box its state machine, about 500 bytes per message.
+    // Safe because every caller awaits the ValueTask exactly once.
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+    private async ValueTask<bool> SendCoreAsync(ReadOnlyMemory<byte> sender, EnvelopeFlags flags, byte[]? envelopeId,
         IReadOnlyList<byte[]> addresses, DsnNotify[]? notify, byte[]?[]? orcpts, IReadOnlyList<int>? recipients,
         MessageBuffer body, SmtpReply[] results)
     {
@@ -563,6 +568,7 @@ public sealed class SmtpClientSession : IAsyncDisposable
     }
 
     /// <summary>Reads one (possibly multi-line) reply. Bounded by the command timeout.</summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     private async ValueTask<SmtpReply> ReadReplyAsync(bool parseCapabilities = false, bool keepText = false)
     {
         if (parseCapabilities)
@@ -645,6 +651,13 @@ public sealed class SmtpClientSession : IAsyncDisposable
                 ParseCapability(lineText);
             if (code >= 400 || keepText)
             {
+                if (last && text is null && lineText.IndexOfAnyExceptInRange((byte)0x20, (byte)0x7E) < 0)
+                {
+                    // The usual case, a one-line reply in plain ASCII: one string, no builder.
+                    buffer = buffer.Slice(reader.Position);
+                    reply = new SmtpReply(code, Encoding.ASCII.GetString(lineText));
+                    return true;
+                }
                 text ??= new StringBuilder();
                 if (text.Length > 0)
                     text.Append(' ');

@@ -92,6 +92,27 @@ public sealed class DeliveryClientTests : IAsyncLifetime
         Assert.True(session.IsUsable);
     }
 
+    [Theory]
+    // One plain line: kept as it is (the parser's shortcut).
+    [InlineData("250 2.0.0 Ok: queued as 4Fq2Xk", 250, "2.0.0 Ok: queued as 4Fq2Xk")]
+    // Several lines: joined with a space.
+    [InlineData("250-2.0.0 Ok\r\n250 queued as 4Fq2Xk", 250, "2.0.0 Ok queued as 4Fq2Xk")]
+    // A control character never reaches a log or a bounce, on one line or several.
+    [InlineData("554 5.7.1 bad\tword", 554, "5.7.1 bad word")]
+    [InlineData("451-4.3.0 try\r\n451 again\u0007 later", 451, "4.3.0 try again  later")]
+    // No text at all.
+    [InlineData("250", 250, "")]
+    public async Task The_final_reply_keeps_its_text_as_one_printable_line(string reply, int code, string text)
+    {
+        Peer.DataReply = _ => reply;
+        await using var session = await ConnectAsync();
+
+        var results = await SendAsync(session, Envelope("a@dest.test"));
+
+        Assert.Equal(code, results[0].Code);
+        Assert.Equal(text, results[0].Text);
+    }
+
     [Fact]
     public async Task Bdat_sends_the_bytes_as_they_are_with_or_without_pipelining()
     {
