@@ -30,6 +30,9 @@ internal sealed class DeliveryLoop
 
     internal DeliveryContext Context => _context;
 
+    /// <summary>The loop's thread, for work that must run where the loop's state lives.</summary>
+    internal SynchronizationContext Sync => _sync;
+
     public int Index => _index;
 
     /// <summary>Destinations this loop knows (approximate when read from another thread; for stats).</summary>

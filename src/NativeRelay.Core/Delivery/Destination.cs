@@ -32,7 +32,7 @@ internal sealed class Destination
     private Route _route;
     private readonly DeliveryLoop _loop;
     private readonly Queue<DeliveryJob> _queue = new();
-    private readonly List<TaskCompletionSource<bool>> _idle = new();
+    private readonly List<IdleWait> _idle = new();
     private readonly int _maxConnections;
     private readonly long _sendIntervalTicks;  // 0: no rate limit
     private long _nextSendTicks;
@@ -71,7 +71,7 @@ internal sealed class Destination
         {
             var waiter = _idle[^1];
             _idle.RemoveAt(_idle.Count - 1);
-            waiter.TrySetResult(true);
+            waiter.Wake(job: true);
             return;
         }
         TryOpenConnection();
@@ -95,6 +95,7 @@ internal sealed class Destination
         var options = context.Settings.Delivery;
         SmtpClientSession? session = null;
         AttemptInfo? peer = null;
+        IdleWait? idleWait = null;
         try
         {
             // Connect before taking a job: while this runs, the job stays queued for whichever
@@ -118,7 +119,8 @@ internal sealed class Destination
             {
                 if (_queue.Count == 0)
                 {
-                    if (!await WaitForWorkAsync(TimeSpan.FromSeconds(options.IdleConnectionSeconds)))
+                    idleWait ??= new IdleWait(_loop.Sync, context.Stopping, ForgetIdle);
+                    if (!await WaitForWorkAsync(idleWait, TimeSpan.FromSeconds(options.IdleConnectionSeconds)))
                         break;
                     continue;
                 }
@@ -170,6 +172,7 @@ internal sealed class Destination
             // that arrived while this connection was leaving must not wait for the next one.
             _connections--;
             _lastActiveMs = Environment.TickCount64;
+            idleWait?.Dispose();
             if (!context.Stopping.IsCancellationRequested)
                 TryOpenConnection();
             if (session is not null)
@@ -185,16 +188,19 @@ internal sealed class Destination
     }
 
     /// <summary>Parks an open connection until a job arrives (true) or the idle time passes (false).</summary>
-    private async Task<bool> WaitForWorkAsync(TimeSpan idle)
+    private ValueTask<bool> WaitForWorkAsync(IdleWait wait, TimeSpan idle)
     {
-        var waiter = new TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously);
-        _idle.Add(waiter);
-        var timeout = Task.Delay(idle, _loop.Context.Stopping);
-        var first = await Task.WhenAny(waiter.Task, timeout);
-        if (first == waiter.Task)
-            return true;
-        _idle.Remove(waiter);
-        return false;
+        var waiting = wait.WaitAsync(idle);
+        if (wait.Waiting)
+            _idle.Add(wait);
+        return waiting;
+    }
+
+    // The idle time passed (or the relay stops) before a job came: Enqueue must not pick this one.
+    private void ForgetIdle(IdleWait wait)
+    {
+        _idle.Remove(wait);
+        wait.Wake(job: false);
     }
 
     /// <summary>The rate limit: each transaction takes the next free slot, one interval after the last.</summary>
