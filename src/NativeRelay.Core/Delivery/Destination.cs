@@ -1,4 +1,5 @@
 using System.Net;
+using System.Runtime.CompilerServices;
 using NativeRelay.Message;
 using NativeRelay.Routing;
 using NativeRelay.Smtp;
@@ -301,7 +302,10 @@ internal sealed class Destination
     }
 
     /// <summary>Returns true when the next hop accepted the message for at least one recipient.</summary>
-    private async Task<bool> DeliverAsync(SmtpClientSession session, AttemptInfo peer, DeliveryJob job)
+    // Pooled builders here and on SendAllAsync: one transaction each per message, each awaited
+    // once by its caller, and each would otherwise box its state machine.
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+    private async ValueTask<bool> DeliverAsync(SmtpClientSession session, AttemptInfo peer, DeliveryJob job)
     {
         var context = _loop.Context;
         var message = job.Message;
@@ -359,7 +363,8 @@ internal sealed class Destination
     /// All of a job's recipients, in as many transactions as the peer's recipient limit needs
     /// (RFC 5321 4.5.3.1.10: after a 452 the rest go in a new transaction, on the same connection).
     /// </summary>
-    private static async Task<bool> SendAllAsync(SmtpClientSession session, Envelope envelope, MessageBuffer body,
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+    private static async ValueTask<bool> SendAllAsync(SmtpClientSession session, Envelope envelope, MessageBuffer body,
         int[] recipients, SmtpReply[] results)
     {
         IReadOnlyList<int> batch = recipients;

@@ -3,6 +3,7 @@ using System.IO.Pipelines;
 using System.Net;
 using System.Security.Cryptography;
 using System.Text;
+using System.Runtime.CompilerServices;
 using NativeRelay.Delivery;
 using NativeRelay.Message;
 using NativeRelay.Net;
@@ -60,6 +61,7 @@ internal sealed class SmtpServerSession
     private readonly SocketConnection _connection;
     private readonly ListenerInfo _listener;
     private readonly IPAddress _clientAddress;
+    private string? _clientAddressText; // the envelope's copy, made once per connection
     private readonly bool _isRelayClient;
     private readonly byte[] _lineScratch = new byte[MaxCommandLine];
     private byte[]? _authScratch;
@@ -1103,6 +1105,8 @@ internal sealed class SmtpServerSession
     }
 
     /// <summary>The end of the data (DATA terminator or BDAT LAST): check, trace, spool, commit, then 250.</summary>
+    // Pooled: once per message, awaited once by the session loop.
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     private async ValueTask FinishMessageAsync()
     {
         var message = _message!;
@@ -1141,7 +1145,7 @@ internal sealed class SmtpServerSession
             OriginalRecipients = _anyOrcpt ? _orcpt.ToArray() : null,
             EnvelopeId = _envelopeId,
             AuthenticatedUser = _authenticatedUser,
-            ClientAddress = _clientAddress.ToString(),
+            ClientAddress = _clientAddressText ??= _clientAddress.ToString(),
             HeloName = _heloName,
             ArrivalUnixMs = _dataStarted.ToUnixTimeMilliseconds(),
             Flags = _flags | (_authenticatedUser is null ? EnvelopeFlags.None : EnvelopeFlags.Authenticated),
