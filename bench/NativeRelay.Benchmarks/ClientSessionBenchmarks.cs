@@ -3,6 +3,7 @@ using System.Text;
 using BenchmarkDotNet.Attributes;
 using NativeRelay.Message;
 using NativeRelay.Smtp;
+using NativeRelay.Spool;
 using NativeRelay.Tools;
 
 namespace NativeRelay.Benchmarks;
@@ -22,8 +23,18 @@ public class ClientSessionBenchmarks
     private SmtpSink _sink = null!;
     private SmtpClientSession _session = null!;
     private MessageBuffer _body = null!;
-    private readonly ReadOnlyMemory<byte> _sender = "bounces@mailer.example.org"u8.ToArray();
-    private readonly byte[][] _recipients = ["bob@destination.example.com"u8.ToArray()];
+    // What a delivery hands the session: the queued envelope, the recipients of this
+    // transaction (indexes into it) and a results array owned by the job.
+    private readonly Envelope _envelope = new()
+    {
+        Sender = "bounces@mailer.example.org"u8.ToArray(),
+        Recipients = ["bob@destination.example.com"u8.ToArray()],
+        ClientAddress = "192.0.2.44",
+        HeloName = "mailer.example.org",
+        ArrivalUnixMs = 1_795_416_898_000,
+    };
+    private readonly int[] _firstRecipient = [0];
+    private readonly SmtpReply[] _results = new SmtpReply[1];
 
     [GlobalSetup]
     public async Task Setup()
@@ -50,7 +61,7 @@ public class ClientSessionBenchmarks
     [Benchmark]
     public async Task<int> DeliverOne1KMessage()
     {
-        var replies = await _session.SendAsync(_sender, _recipients, _body, eightBit: false);
-        return replies[0].Code;
+        await _session.SendAsync(_envelope, _body, _firstRecipient, _results);
+        return _results[0].Code;
     }
 }
