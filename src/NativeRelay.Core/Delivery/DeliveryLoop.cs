@@ -33,6 +33,14 @@ internal sealed class DeliveryLoop
     /// <summary>The loop's thread, for work that must run where the loop's state lives.</summary>
     internal SynchronizationContext Sync => _sync;
 
+    private int _parked;
+
+    /// <summary>Open connections of this loop's destinations waiting idle for a job (read from any thread).</summary>
+    internal int ParkedConnections => Volatile.Read(ref _parked);
+
+    /// <summary>On the loop's thread: a connection parked (+1) or left its wait (-1).</summary>
+    internal void CountParked(int change) => Volatile.Write(ref _parked, _parked + change);
+
     public int Index => _index;
 
     /// <summary>Destinations this loop knows (approximate when read from another thread; for stats).</summary>

@@ -122,6 +122,18 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
     /// <summary>The most messages hot at once since the start (for tests and figures).</summary>
     internal int ActivePeak => Volatile.Read(ref _activePeak);
 
+    /// <summary>Connections to next hops parked idle, waiting for a job (approximate; for tests).</summary>
+    internal int ParkedConnections
+    {
+        get
+        {
+            int parked = 0;
+            foreach (var loop in _loops)
+                parked += loop.ParkedConnections;
+            return parked;
+        }
+    }
+
     /// <summary>Entries in the retry heap (some may be stale).</summary>
     internal int RetryHeapCount => _deferred.Count;
 

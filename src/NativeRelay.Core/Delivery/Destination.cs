@@ -72,6 +72,7 @@ internal sealed class Destination
         {
             var waiter = _idle[^1];
             _idle.RemoveAt(_idle.Count - 1);
+            _loop.CountParked(-1);
             waiter.Wake(job: true);
             return;
         }
@@ -193,14 +194,18 @@ internal sealed class Destination
     {
         var waiting = wait.WaitAsync(idle);
         if (wait.Waiting)
+        {
             _idle.Add(wait);
+            _loop.CountParked(+1);
+        }
         return waiting;
     }
 
     // The idle time passed (or the relay stops) before a job came: Enqueue must not pick this one.
     private void ForgetIdle(IdleWait wait)
     {
-        _idle.Remove(wait);
+        if (_idle.Remove(wait))
+            _loop.CountParked(-1);
         wait.Wake(job: false);
     }
 

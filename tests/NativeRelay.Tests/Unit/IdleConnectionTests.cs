@@ -17,6 +17,9 @@ public sealed class IdleConnectionTests
         var peer = world.Peers[0];
 
         await SendAsync(world, "idle-1@test");
+        // The peer has the message before the relay has its 250: wait until the connection is parked
+        // (a job that came sooner would rightly get a second connection of the slow-start window).
+        await world.WaitUntilAsync(() => world.Scheduler.ParkedConnections == 1, "the connection parked");
         Assert.Equal(1, peer.OpenConnections);
 
         // Parked, not closed: the next message goes over the same connection.
@@ -40,6 +43,7 @@ public sealed class IdleConnectionTests
         try
         {
             await SendAsync(world, "parked@test");
+            await world.WaitUntilAsync(() => world.Scheduler.ParkedConnections == 1, "the connection parked");
             Assert.Equal(1, peer.OpenConnections);
 
             await world.Scheduler.DisposeAsync();
