@@ -1,5 +1,4 @@
 using System.Net;
-using System.Net.Sockets;
 using BenchmarkDotNet.Attributes;
 using NativeRelay.Config;
 using NativeRelay.Hosting;
@@ -39,7 +38,7 @@ public class EndToEndBenchmarks
         _relay = new RelayHost(RelaySettings.Validate(new RelayOptions
         {
             Hostname = "bench.nativerelay.test",
-            Listen = [$"127.0.0.1:{FreeLoopbackPort()}"],
+            Listen = [$"127.0.0.1:{BenchRunner.FreeLoopbackPort()}"],
             Spool = Path.Combine(_directory, "spool"),
             RelayTo = _sink.EndPoint.ToString(),
         }), _log);
@@ -77,12 +76,5 @@ public class EndToEndBenchmarks
         if (!await _sink.WaitForMessagesAsync(before + result.Accepted, wait.Token))
             throw new InvalidOperationException("the sink did not get every message in time");
         return result.Accepted;
-    }
-
-    private static int FreeLoopbackPort()
-    {
-        using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-        socket.Bind(new IPEndPoint(IPAddress.Loopback, 0));
-        return ((IPEndPoint)socket.LocalEndPoint!).Port;
     }
 }

@@ -119,7 +119,7 @@ public static class BenchRunner
             : string.Create(c, $"bench: accepted {blaster.Accepted}/{o.Messages}, delivered {sink.Messages}, failed {blaster.Failed}, {blaster.Accepted / seconds:0} msg/s, {seconds:0.0} s");
     }
 
-    private static int FreeLoopbackPort()
+    internal static int FreeLoopbackPort()
     {
         using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
         socket.Bind(new IPEndPoint(IPAddress.Loopback, 0));
