@@ -71,8 +71,7 @@ internal sealed class Destination
         if (_idle.Count > 0)
         {
             var waiter = _idle[^1];
-            _idle.RemoveAt(_idle.Count - 1);
-            _loop.CountParked(-1);
+            Unpark(waiter);
             waiter.Wake(job: true);
             return;
         }
@@ -193,7 +192,7 @@ internal sealed class Destination
     private ValueTask<bool> WaitForWorkAsync(IdleWait wait, TimeSpan idle)
     {
         var waiting = wait.WaitAsync(idle);
-        if (wait.Waiting)
+        if (wait.Waiting) // not when the relay is already stopping
         {
             _idle.Add(wait);
             _loop.CountParked(+1);
@@ -204,9 +203,15 @@ internal sealed class Destination
     // The idle time passed (or the relay stops) before a job came: Enqueue must not pick this one.
     private void ForgetIdle(IdleWait wait)
     {
+        Unpark(wait);
+        wait.Wake(job: false);
+    }
+
+    // The one way out of the parked list, so the loop's count of parked connections stays its length.
+    private void Unpark(IdleWait wait)
+    {
         if (_idle.Remove(wait))
             _loop.CountParked(-1);
-        wait.Wake(job: false);
     }
 
     /// <summary>The rate limit: each transaction takes the next free slot, one interval after the last.</summary>
