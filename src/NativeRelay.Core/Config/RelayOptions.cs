@@ -171,4 +171,10 @@ public sealed class SpoolOptions
     /// would leave less, so the status records of mail already queued still fit and delivery goes on.
     /// </summary>
     public long MinFreeBytes { get; set; } = 64L * 1024 * 1024;
+    /// <summary>
+    /// Write the log O_DIRECT | O_DSYNC into blocks prepared ahead of its tail (LogFileDevice):
+    /// a group commit is then one data write and one cache flush. False: FASTER's own managed
+    /// device (O_SYNC through the page cache), for a file system where O_DIRECT misbehaves.
+    /// </summary>
+    public bool DirectWrites { get; set; } = true;
 }

@@ -43,6 +43,7 @@ internal static class SpoolFormat
             SegmentSizeBits = segmentBits,
             MemorySizeBits = Math.Max(configured.MemorySizeBits, pageBits + 1),
             MinFreeBytes = configured.MinFreeBytes,
+            DirectWrites = configured.DirectWrites,
         };
     }
 

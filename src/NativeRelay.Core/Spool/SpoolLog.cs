@@ -147,8 +147,11 @@ public sealed class SpoolLog : IAsyncDisposable
     private Handle OpenHandle()
     {
         var commits = new SpoolCommitFile(Path.Combine(_directory, "commits"), MetadataEveryCommits, _logger);
+        string segments = Path.Combine(_directory, "queue.log");
         var device = new SpoolDevice(
-            Devices.CreateLogDevice(Path.Combine(_directory, "queue.log"), preallocateFile: false, deleteOnClose: false, recoverDevice: true),
+            _options.DirectWrites
+                ? new LogFileDevice(segments)
+                : Devices.CreateLogDevice(segments, preallocateFile: false, deleteOnClose: false, recoverDevice: true),
             commits);
         var settings = new FasterLogSettings
         {

@@ -1,0 +1,258 @@
+using System.Collections.Concurrent;
+using System.Runtime.InteropServices;
+using FASTER.core;
+
+namespace NativeRelay.Spool;
+
+/// <summary>
+/// FasterLog's device for the spool: one file per segment (<c>queue.log.N</c>, the same names and
+/// layout as FASTER's own managed device, so a spool moves between the two), written through
+/// <see cref="LogSegmentFile"/> (O_DIRECT | O_DSYNC into blocks prepared ahead of the tail).
+/// <para>
+/// Why not FASTER's <c>ManagedLocalStorageDevice</c>: on Linux it opens segments O_SYNC through
+/// the page cache and grows the file with every commit, so each group commit cost three device
+/// round trips (data, inode, flush), each waking the committing thread; and each write took two
+/// thread-pool hops (its own <c>Task.Run</c>, then the file stream's async write). Here a write
+/// is one pool work item that does the blocking write and calls FasterLog back, and a commit is
+/// two round trips. Measured in perf/RESULTS.md.
+/// </para>
+/// <para>
+/// A background thread keeps the newest segment's window of prepared blocks ahead of the tail.
+/// The I/O itself stays off FasterLog's calling thread: FasterLog issues device writes inside its
+/// epoch protection, and a write done inline there stalls every appender (tried, see RESULTS).
+/// </para>
+/// </summary>
+internal sealed class LogFileDevice : StorageDeviceBase
+{
+    /// <summary>How far past the highest byte written the newest segment is kept prepared.</summary>
+    internal const long PrepareWindow = 4L * 1024 * 1024;
+
+    private readonly ConcurrentDictionary<int, LogSegmentFile> _segments = new();
+    private readonly bool _direct;
+    private readonly bool _prepare;
+    private readonly SemaphoreSlim _prepareSignal = new(0);
+    private readonly Thread? _preparer;
+    private volatile LogSegmentFile? _newest;
+    private int _newestId = -1;
+    private int _prepareRequested;
+    private volatile bool _disposed;
+
+    /// <param name="filename">The segment files' common prefix (<c>SPOOL/queue.log</c>).</param>
+    /// <param name="direct">Open segments O_DIRECT when the file system allows it, and prepare blocks ahead of the tail.</param>
+    public LogFileDevice(string filename, bool direct = true)
+        : base(filename, LogSegmentFile.DirectAlignment, capacity: -1)
+    {
+        _direct = direct;
+        _prepare = direct;
+        ThrottleLimit = 120;
+        Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(filename))!);
+        RecoverSegmentRange();
+        if (_prepare)
+        {
+            _preparer = new Thread(PrepareLoop) { IsBackground = true, Name = "spool-prepare" };
+            _preparer.Start();
+        }
+    }
+
+    /// <summary>Whether the newest segment's writes bypass the page cache (for tests and the start-up log).</summary>
+    internal bool? NewestIsDirect => _newest?.IsDirect;
+
+    /// <summary>The newest segment's prepared length (tests).</summary>
+    internal long NewestPreparedEnd => _newest?.PreparedEnd ?? 0;
+
+    // Which segments exist (FASTER's own devices do the same on open): the first run of numbers
+    // after a gap is where the log begins.
+    private void RecoverSegmentRange()
+    {
+        var info = new FileInfo(FileName);
+        if (info.Directory is not { Exists: true } directory)
+            return;
+        var numbers = new List<int>();
+        foreach (var file in directory.EnumerateFiles(info.Name + ".*"))
+            if (int.TryParse(file.Name.AsSpan(info.Name.Length + 1), out int n) && n >= 0)
+                numbers.Add(n);
+        numbers.Sort();
+        int previous = -1;
+        foreach (int n in numbers)
+        {
+            if (n != previous + 1)
+                startSegment = n;
+            endSegment = n;
+            previous = n;
+        }
+    }
+
+    private LogSegmentFile Segment(int id)
+    {
+        if (_segments.TryGetValue(id, out var file))
+            return file;
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        lock (_segments)
+        {
+            if (_segments.TryGetValue(id, out file))
+                return file;
+            file = new LogSegmentFile(GetSegmentFilename(FileName, id), segmentSize > 0 ? segmentSize : long.MaxValue, _direct);
+            _segments[id] = file;
+            return file;
+        }
+    }
+
+    public override void WriteAsync(IntPtr sourceAddress, int segmentId, ulong destinationAddress, uint numBytesToWrite,
+        DeviceIOCompletionCallback callback, object context)
+    {
+        HandleCapacity(segmentId);
+        LogSegmentFile file;
+        try
+        {
+            file = Segment(segmentId);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or ObjectDisposedException)
+        {
+            callback(uint.MaxValue, 0, context);
+            return;
+        }
+        if (segmentId > Volatile.Read(ref _newestId))
+        {
+            lock (_segments)
+            {
+                if (segmentId > _newestId)
+                {
+                    _newestId = segmentId;
+                    _newest = file;
+                }
+            }
+        }
+        ThreadPool.UnsafeQueueUserWorkItem(new Write(this, file, sourceAddress, (long)destinationAddress, numBytesToWrite, callback, context), preferLocal: false);
+    }
+
+    public override void ReadAsync(int segmentId, ulong sourceAddress, IntPtr destinationAddress, uint readLength,
+        DeviceIOCompletionCallback callback, object context)
+    {
+        LogSegmentFile file;
+        try
+        {
+            file = Segment(segmentId);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or ObjectDisposedException)
+        {
+            callback(uint.MaxValue, 0, context);
+            return;
+        }
+        ThreadPool.UnsafeQueueUserWorkItem(new Read(file, destinationAddress, (long)sourceAddress, readLength, callback, context), preferLocal: false);
+    }
+
+    /// <summary>One segment write on a pool thread: the blocking, durable write, then FasterLog's callback.</summary>
+    private sealed class Write(LogFileDevice device, LogSegmentFile file, nint source, long offset, uint length,
+        DeviceIOCompletionCallback callback, object context) : IThreadPoolWorkItem
+    {
+        public void Execute()
+        {
+            uint error = 0;
+            try
+            {
+                file.Write(source, offset, (int)length);
+            }
+            catch (Exception e) when (e is IOException or ObjectDisposedException or UnauthorizedAccessException)
+            {
+                // FasterLog fails the commit; the spool classifies it (a full disk or not) by itself.
+                error = uint.MaxValue;
+            }
+            callback(error, error == 0 ? length : 0, context);
+            // Preparation serves group commits of small mail; under big mail the log's own page
+            // flushes run ahead of any fill, and filling would only double the bytes written.
+            if (error == 0 && LogSegmentFile.IsSmall(length) && ReferenceEquals(file, device._newest))
+                device.RequestPrepare(file);
+        }
+    }
+
+    private sealed class Read(LogSegmentFile file, nint destination, long offset, uint length,
+        DeviceIOCompletionCallback callback, object context) : IThreadPoolWorkItem
+    {
+        public void Execute()
+        {
+            uint error = 0;
+            int read = 0;
+            try
+            {
+                read = file.Read(destination, offset, (int)length);
+            }
+            catch (Exception e) when (e is IOException or ObjectDisposedException or UnauthorizedAccessException)
+            {
+                error = uint.MaxValue;
+            }
+            callback(error, (uint)read, context);
+        }
+    }
+
+    // The preparer sleeps until a write leaves less than half the window prepared.
+    private void RequestPrepare(LogSegmentFile file)
+    {
+        if (_prepare && file.Lead < PrepareWindow / 2 && Interlocked.Exchange(ref _prepareRequested, 1) == 0)
+            _prepareSignal.Release();
+    }
+
+    private unsafe void PrepareLoop()
+    {
+        int size = LogSegmentFile.MaxFillBytes;
+        byte* zeros = (byte*)NativeMemory.AlignedAlloc((nuint)size, LogSegmentFile.DirectAlignment);
+        NativeMemory.Clear(zeros, (nuint)size);
+        try
+        {
+            while (!_disposed)
+            {
+                _prepareSignal.Wait();
+                Volatile.Write(ref _prepareRequested, 0);
+                var file = _newest;
+                while (file is not null && !_disposed && ReferenceEquals(file, _newest)
+                       && file.PrepareStep(Math.Min(PrepareWindow, segmentSize > 0 ? segmentSize : PrepareWindow), new ReadOnlySpan<byte>(zeros, size)))
+                {
+                }
+            }
+        }
+        finally
+        {
+            NativeMemory.AlignedFree(zeros);
+        }
+    }
+
+    public override void RemoveSegment(int segment)
+    {
+        if (_segments.TryRemove(segment, out var file))
+            file.Dispose();
+        try
+        {
+            File.Delete(GetSegmentFilename(FileName, segment));
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            // Left for the next truncation; FasterLog no longer reads it.
+        }
+    }
+
+    public override void RemoveSegmentAsync(int segment, AsyncCallback callback, IAsyncResult result)
+    {
+        RemoveSegment(segment);
+        callback(result);
+    }
+
+    public override long GetFileSize(int segment) =>
+        segmentSize > 0 ? segmentSize : new FileInfo(GetSegmentFilename(FileName, segment)).Length;
+
+    public override void Reset()
+    {
+        foreach (var id in _segments.Keys)
+            if (_segments.TryRemove(id, out var file))
+                file.Dispose();
+    }
+
+    public override void Dispose()
+    {
+        if (_disposed)
+            return;
+        _disposed = true;
+        _prepareSignal.Release();
+        _preparer?.Join(TimeSpan.FromSeconds(10));
+        Reset();
+        _newest = null;
+    }
+}
