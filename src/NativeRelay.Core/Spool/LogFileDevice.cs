@@ -97,20 +97,28 @@ internal sealed class LogFileDevice : StorageDeviceBase
         }
     }
 
+    // A segment that cannot be opened fails the I/O through FasterLog's callback, as a failed write would.
+    private bool TrySegment(int id, DeviceIOCompletionCallback callback, object context, out LogSegmentFile file)
+    {
+        try
+        {
+            file = Segment(id);
+            return true;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or ObjectDisposedException)
+        {
+            file = null!;
+            callback(uint.MaxValue, 0, context);
+            return false;
+        }
+    }
+
     public override void WriteAsync(IntPtr sourceAddress, int segmentId, ulong destinationAddress, uint numBytesToWrite,
         DeviceIOCompletionCallback callback, object context)
     {
         HandleCapacity(segmentId);
-        LogSegmentFile file;
-        try
-        {
-            file = Segment(segmentId);
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException or ObjectDisposedException)
-        {
-            callback(uint.MaxValue, 0, context);
+        if (!TrySegment(segmentId, callback, context, out var file))
             return;
-        }
         if (segmentId > Volatile.Read(ref _newestId))
         {
             lock (_segments)
@@ -128,16 +136,8 @@ internal sealed class LogFileDevice : StorageDeviceBase
     public override void ReadAsync(int segmentId, ulong sourceAddress, IntPtr destinationAddress, uint readLength,
         DeviceIOCompletionCallback callback, object context)
     {
-        LogSegmentFile file;
-        try
-        {
-            file = Segment(segmentId);
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException or ObjectDisposedException)
-        {
-            callback(uint.MaxValue, 0, context);
+        if (!TrySegment(segmentId, callback, context, out var file))
             return;
-        }
         ThreadPool.UnsafeQueueUserWorkItem(new Read(file, destinationAddress, (long)sourceAddress, readLength, callback, context), preferLocal: false);
     }
 
