@@ -28,34 +28,23 @@ internal sealed class LogFileDevice : StorageDeviceBase
     internal const long PrepareWindow = 4L * 1024 * 1024;
 
     private readonly ConcurrentDictionary<int, LogSegmentFile> _segments = new();
-    private readonly bool _direct;
-    private readonly bool _prepare;
     private readonly SemaphoreSlim _prepareSignal = new(0);
-    private readonly Thread? _preparer;
+    private readonly Thread _preparer;
     private volatile LogSegmentFile? _newest;
     private int _newestId = -1;
     private int _prepareRequested;
     private volatile bool _disposed;
 
     /// <param name="filename">The segment files' common prefix (<c>SPOOL/queue.log</c>).</param>
-    /// <param name="direct">Open segments O_DIRECT when the file system allows it, and prepare blocks ahead of the tail.</param>
-    public LogFileDevice(string filename, bool direct = true)
+    public LogFileDevice(string filename)
         : base(filename, LogSegmentFile.DirectAlignment, capacity: -1)
     {
-        _direct = direct;
-        _prepare = direct;
         ThrottleLimit = 120;
         Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(filename))!);
         RecoverSegmentRange();
-        if (_prepare)
-        {
-            _preparer = new Thread(PrepareLoop) { IsBackground = true, Name = "spool-prepare" };
-            _preparer.Start();
-        }
+        _preparer = new Thread(PrepareLoop) { IsBackground = true, Name = "spool-prepare" };
+        _preparer.Start();
     }
-
-    /// <summary>Whether the newest segment's writes bypass the page cache (for tests and the start-up log).</summary>
-    internal bool? NewestIsDirect => _newest?.IsDirect;
 
     /// <summary>The newest segment's prepared length (tests).</summary>
     internal long NewestPreparedEnd => _newest?.PreparedEnd ?? 0;
@@ -86,12 +75,13 @@ internal sealed class LogFileDevice : StorageDeviceBase
     {
         if (_segments.TryGetValue(id, out var file))
             return file;
-        ObjectDisposedException.ThrowIf(_disposed, this);
         lock (_segments)
         {
+            // Under the lock that Dispose takes too: no segment is opened after the device closed them all.
+            ObjectDisposedException.ThrowIf(_disposed, this);
             if (_segments.TryGetValue(id, out file))
                 return file;
-            file = new LogSegmentFile(GetSegmentFilename(FileName, id), segmentSize > 0 ? segmentSize : long.MaxValue, _direct);
+            file = new LogSegmentFile(GetSegmentFilename(FileName, id), segmentSize > 0 ? segmentSize : long.MaxValue);
             _segments[id] = file;
             return file;
         }
@@ -187,7 +177,7 @@ internal sealed class LogFileDevice : StorageDeviceBase
     // The preparer sleeps until a write leaves less than half the window prepared.
     private void RequestPrepare(LogSegmentFile file)
     {
-        if (_prepare && file.Lead < PrepareWindow / 2 && Interlocked.Exchange(ref _prepareRequested, 1) == 0)
+        if (file.Lead < PrepareWindow / 2 && Interlocked.Exchange(ref _prepareRequested, 1) == 0)
             _prepareSignal.Release();
     }
 
@@ -247,11 +237,14 @@ internal sealed class LogFileDevice : StorageDeviceBase
 
     public override void Dispose()
     {
-        if (_disposed)
-            return;
-        _disposed = true;
+        lock (_segments)
+        {
+            if (_disposed)
+                return;
+            _disposed = true;
+        }
         _prepareSignal.Release();
-        _preparer?.Join(TimeSpan.FromSeconds(10));
+        _preparer.Join(TimeSpan.FromSeconds(10));
         Reset();
         _newest = null;
     }

@@ -47,11 +47,11 @@ internal sealed unsafe partial class LogSegmentFile : IDisposable
     private bool _fillFailed;    // a fill failed (a full disk): stop filling this file, writes go on growing it
     private bool _disposed;
 
-    public LogSegmentFile(string path, long length, bool direct)
+    public LogSegmentFile(string path, long length)
     {
         _path = path;
         _length = length;
-        _writer = Open(path, Native.O_WRONLY | Native.O_CREAT | Native.O_DSYNC | (direct ? Native.O_DIRECT : 0), out bool isDirect);
+        _writer = Open(path, Native.O_WRONLY | Native.O_CREAT | Native.O_DSYNC | Native.O_DIRECT, out bool isDirect);
         IsDirect = isDirect;
         try
         {
@@ -95,7 +95,7 @@ internal sealed unsafe partial class LogSegmentFile : IDisposable
     /// concurrent page flushes as they come and writes them back together.
     /// </summary>
     private bool GoesDirect(nint source, long offset, int length) =>
-        IsDirect && length <= DirectWriteLimit && ((source | (nint)offset | length) & (DirectAlignment - 1)) == 0;
+        IsDirect && IsSmall(length) && ((source | (nint)offset | length) & (DirectAlignment - 1)) == 0;
 
     /// <summary>Whether a write of this size is the small kind that preparation serves.</summary>
     public static bool IsSmall(long length) => length <= DirectWriteLimit;
@@ -173,7 +173,11 @@ internal sealed unsafe partial class LogSegmentFile : IDisposable
     private SafeFileHandle BufferedWriter()
     {
         lock (_gate)
+        {
+            // Not opened anew once closed: a late write would leak the descriptor (and write a deleted file).
+            ObjectDisposedException.ThrowIf(_disposed, this);
             return _bufferedWriter ??= Open(_path, Native.O_WRONLY | Native.O_CREAT | Native.O_DSYNC, out _);
+        }
     }
 
     private static SafeFileHandle Open(string path, int flags, out bool direct)
@@ -204,7 +208,7 @@ internal sealed unsafe partial class LogSegmentFile : IDisposable
         }
         _writer.Dispose();
         _reader.Dispose();
-        _bufferedWriter?.Dispose();
+        _bufferedWriter?.Dispose(); // no longer set once _disposed is, so safe to read outside the gate
     }
 
     private static partial class Native
