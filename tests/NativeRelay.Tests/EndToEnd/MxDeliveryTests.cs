@@ -8,8 +8,8 @@ using NativeRelay.Tests.Support;
 
 /// <summary>
 /// Delivery loops and the SMTP client against peers on loopback: isolation of a hung destination,
-/// the per-destination connection limit under load, STARTTLS by policy, BDAT, and the peer's
-/// recipient limit.
+/// the per-destination connection limit under load (configured, and the default with slow
+/// start), STARTTLS by policy, BDAT, and the peer's recipient limit.
 /// </summary>
 [Trait("Category", "EndToEnd")]
 public sealed class MxDeliveryTests(ITestOutputHelper log)
@@ -76,6 +76,35 @@ public sealed class MxDeliveryTests(ITestOutputHelper log)
         Assert.True(peers[0].MaxConcurrentConnections >= 2, $"the messages went over one connection only\n{peers.Describe()}");
         // messagesPerConnection renews connections, so there were more than Limit connections in all.
         Assert.True(peers[0].ConnectionCount >= Messages / 100, peers.Describe());
+        Assert.Equal(Messages, peers[0].Messages.Select(m => m.Header("Message-ID")).Distinct().Count());
+    }
+
+    [Fact]
+    public async Task By_default_a_destination_grows_past_twenty_connections_and_stops_at_32()
+    {
+        // The default limit (docs/CONFIG.md) with slow start from 5: a slow destination and a
+        // queue far longer than the limit make the window grow to the limit and no further.
+        const int Messages = 200, Clients = 40, DefaultLimit = 32;
+        await using var dns = new TestDnsServer();
+        await using var peers = PeerGroup.Start("127.0.0.2");
+        peers[0].DataDelay = TimeSpan.FromMilliseconds(100);
+        dns.Mx("wide.test", (10, "mx.wide.test")).A("mx.wide.test", "127.0.0.2");
+        await using var relay = await MxRelay.StartAsync(log, dns, peers.Port);
+
+        var senders = Enumerable.Range(0, Clients).Select(c => Task.Run(async () =>
+        {
+            await using var client = await TestSmtpClient.ConnectAndGreetAsync(relay.Port);
+            await client.EhloAsync();
+            for (int i = 0; i < Messages / Clients; i++)
+                await client.SendAcceptedAsync(Sender, [$"r{c}-{i}@wide.test"], MessageText.Simple($"wide-{c}-{i}@test"));
+        })).ToArray();
+        await Task.WhenAll(senders);
+
+        await peers[0].WaitUntilAsync(() => peers[0].Messages.Count >= Messages, TimeSpan.FromSeconds(120), $"{Messages} messages");
+        Assert.True(peers[0].MaxConcurrentConnections <= DefaultLimit,
+            $"{peers[0].MaxConcurrentConnections} connections were open at once; the default limit is {DefaultLimit}.\n{peers.Describe()}");
+        Assert.True(peers[0].MaxConcurrentConnections > 20,
+            $"only {peers[0].MaxConcurrentConnections} connections were open at once under a queue of {Messages}.\n{peers.Describe()}");
         Assert.Equal(Messages, peers[0].Messages.Select(m => m.Header("Message-ID")).Distinct().Count());
     }
 

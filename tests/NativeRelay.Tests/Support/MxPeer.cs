@@ -55,6 +55,7 @@ public sealed class MxPeer : IAsyncDisposable
     private TaskCompletionSource _changed = NewSignal();
     private int _connectionCount;
     private int _open;
+    private int _inSession;
     private int _maxOpen;
     private int _dataAttempts;
     private int _ehlos;
@@ -121,6 +122,12 @@ public sealed class MxPeer : IAsyncDisposable
 
     public int ConnectionCount => Volatile.Read(ref _connectionCount);
     public int OpenConnections => Volatile.Read(ref _open);
+    /// <summary>
+    /// The most SMTP sessions open at once: a connection counts from its accept until the client
+    /// ends it with QUIT (or it closes). Not until the socket's close is seen: a client that
+    /// renews a connection gets 221, closes, and connects again, and this side may accept the new
+    /// connection before it reads the old one's end.
+    /// </summary>
     public int MaxConcurrentConnections => Volatile.Read(ref _maxOpen);
     public int DataAttemptCount => Volatile.Read(ref _dataAttempts);
 
@@ -236,7 +243,8 @@ public sealed class MxPeer : IAsyncDisposable
                 continue;
             }
             int number = Interlocked.Increment(ref _connectionCount);
-            int open = Interlocked.Increment(ref _open);
+            Interlocked.Increment(ref _open);
+            int open = Interlocked.Increment(ref _inSession);
             int max;
             while (open > (max = Volatile.Read(ref _maxOpen)) && Interlocked.CompareExchange(ref _maxOpen, open, max) != max)
             {
@@ -253,10 +261,11 @@ public sealed class MxPeer : IAsyncDisposable
 
     private async Task HandleAsync(TcpClient client, int number)
     {
+        var session = new SessionEnd(this);
         try
         {
             Record($"conn {number}: open from {client.Client.RemoteEndPoint}");
-            await SessionAsync(client.GetStream(), number, _stop.Token).ConfigureAwait(false);
+            await SessionAsync(client.GetStream(), number, session, _stop.Token).ConfigureAwait(false);
         }
         catch (Exception e) when (e is OperationCanceledException or IOException or SocketException or ObjectDisposedException
                                       or InvalidDataException or System.Security.Authentication.AuthenticationException)
@@ -265,6 +274,7 @@ public sealed class MxPeer : IAsyncDisposable
         }
         finally
         {
+            session.End();
             Interlocked.Decrement(ref _open);
             client.Dispose();
             Record($"conn {number}: closed");
@@ -272,7 +282,19 @@ public sealed class MxPeer : IAsyncDisposable
         }
     }
 
-    private async Task SessionAsync(Stream stream, int number, CancellationToken ct)
+    /// <summary>Takes a connection out of the session count once, at QUIT or at its close, whichever is first.</summary>
+    private sealed class SessionEnd(MxPeer peer)
+    {
+        private int _ended;
+
+        public void End()
+        {
+            if (Interlocked.Exchange(ref _ended, 1) == 0)
+                Interlocked.Decrement(ref peer._inSession);
+        }
+    }
+
+    private async Task SessionAsync(Stream stream, int number, SessionEnd session, CancellationToken ct)
     {
         using var sessionCts = CancellationTokenSource.CreateLinkedTokenSource(ct);
         sessionCts.CancelAfter(TimeSpan.FromMinutes(5));
@@ -499,6 +521,7 @@ public sealed class MxPeer : IAsyncDisposable
                     await Reply("250 2.0.0 Ok").ConfigureAwait(false);
                     break;
                 case "QUIT":
+                    session.End(); // before the 221: the client may connect again as soon as it has it
                     await Reply("221 2.0.0 Bye").ConfigureAwait(false);
                     return;
                 default:
