@@ -401,9 +401,13 @@ public static class CrashRun
             var loading = load.RunAsync(timeout);
             while (killed < kills && !loading.IsCompleted)
             {
-                // A random moment within the run: roughly spread over the expected load.
+                // A random moment within the run: after between a half and a whole share of the
+                // messages (messages / (kills + 1)), so every kill falls before the load ends. (Up to
+                // one and a half shares, three kills of 800 messages could ask for 900 and the
+                // run ended with two, about one run in fifty.)
                 int acked = load.Acknowledged;
-                int target = acked + random.Next(Math.Max(1, messages / (kills + 1) / 2), Math.Max(2, messages / (kills + 1) * 3 / 2));
+                int share = messages / (kills + 1);
+                int target = acked + random.Next(Math.Max(1, share / 2), Math.Max(2, share + 1));
                 var until = DateTime.UtcNow + TimeSpan.FromSeconds(30);
                 while (load.Acknowledged < target && !loading.IsCompleted && DateTime.UtcNow < until)
                     await Task.Delay(random.Next(5, 40));
