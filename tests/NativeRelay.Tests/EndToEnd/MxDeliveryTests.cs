@@ -50,33 +50,20 @@ public sealed class MxDeliveryTests(ITestOutputHelper log)
     public async Task The_connection_limit_per_destination_holds_under_1000_queued_messages()
     {
         const int Messages = 1000, Limit = 3, Clients = 10;
-        await using var dns = new TestDnsServer();
-        await using var peers = PeerGroup.Start("127.0.0.2");
-        peers[0].DataDelay = TimeSpan.FromMilliseconds(2);
-        dns.Mx("bulk.test", (10, "mx.bulk.test")).A("mx.bulk.test", "127.0.0.2");
-        await using var relay = await MxRelay.StartAsync(log, dns, peers.Port, config =>
+        await using var bulk = await SlowDestination.StartAsync(log, "bulk", TimeSpan.FromMilliseconds(2), config =>
         {
             config["delivery"]!["connectionsPerDestination"] = Limit;
             config["delivery"]!["initialConnectionsPerDestination"] = Limit;
             config["delivery"]!["messagesPerConnection"] = 100;
         });
+        var peers = bulk.Peers;
 
-        var senders = Enumerable.Range(0, Clients).Select(c => Task.Run(async () =>
-        {
-            await using var client = await TestSmtpClient.ConnectAndGreetAsync(relay.Port);
-            await client.EhloAsync();
-            for (int i = 0; i < Messages / Clients; i++)
-                await client.SendAcceptedAsync(Sender, [$"r{c}-{i}@bulk.test"], MessageText.Simple($"bulk-{c}-{i}@test"));
-        })).ToArray();
-        await Task.WhenAll(senders);
+        await bulk.SendFromClientsAsync(Clients, Messages);
 
-        await peers[0].WaitUntilAsync(() => peers[0].Messages.Count >= Messages, TimeSpan.FromSeconds(120), $"{Messages} messages");
-        Assert.True(peers[0].MaxConcurrentConnections <= Limit,
-            $"{peers[0].MaxConcurrentConnections} connections were open at once; the limit is {Limit}.\n{peers.Describe()}");
+        await bulk.AssertAllArrivedWithinLimitAsync(Messages, Limit);
         Assert.True(peers[0].MaxConcurrentConnections >= 2, $"the messages went over one connection only\n{peers.Describe()}");
         // messagesPerConnection renews connections, so there were more than Limit connections in all.
         Assert.True(peers[0].ConnectionCount >= Messages / 100, peers.Describe());
-        Assert.Equal(Messages, peers[0].Messages.Select(m => m.Header("Message-ID")).Distinct().Count());
     }
 
     [Fact]
@@ -85,27 +72,63 @@ public sealed class MxDeliveryTests(ITestOutputHelper log)
         // The default limit (docs/CONFIG.md) with slow start from 5: a slow destination and a
         // queue far longer than the limit make the window grow to the limit and no further.
         const int Messages = 200, Clients = 40, DefaultLimit = 32;
-        await using var dns = new TestDnsServer();
-        await using var peers = PeerGroup.Start("127.0.0.2");
-        peers[0].DataDelay = TimeSpan.FromMilliseconds(100);
-        dns.Mx("wide.test", (10, "mx.wide.test")).A("mx.wide.test", "127.0.0.2");
-        await using var relay = await MxRelay.StartAsync(log, dns, peers.Port);
+        await using var wide = await SlowDestination.StartAsync(log, "wide", TimeSpan.FromMilliseconds(100));
 
-        var senders = Enumerable.Range(0, Clients).Select(c => Task.Run(async () =>
+        await wide.SendFromClientsAsync(Clients, Messages);
+
+        await wide.AssertAllArrivedWithinLimitAsync(Messages, DefaultLimit);
+        Assert.True(wide.Peers[0].MaxConcurrentConnections > 20,
+            $"only {wide.Peers[0].MaxConcurrentConnections} connections were open at once under a queue of {Messages}.\n{wide.Peers.Describe()}");
+    }
+
+    /// <summary>A relay whose mail for DOMAIN.test goes to one peer that takes its time over each DATA.</summary>
+    private sealed class SlowDestination(string domain, TestDnsServer dns, PeerGroup peers, MxRelay relay) : IAsyncDisposable
+    {
+        public PeerGroup Peers => peers;
+
+        public static async Task<SlowDestination> StartAsync(ITestOutputHelper log, string domain, TimeSpan dataDelay,
+            Action<JsonObject>? configure = null)
         {
-            await using var client = await TestSmtpClient.ConnectAndGreetAsync(relay.Port);
-            await client.EhloAsync();
-            for (int i = 0; i < Messages / Clients; i++)
-                await client.SendAcceptedAsync(Sender, [$"r{c}-{i}@wide.test"], MessageText.Simple($"wide-{c}-{i}@test"));
-        })).ToArray();
-        await Task.WhenAll(senders);
+            var dns = new TestDnsServer();
+            var peers = PeerGroup.Start("127.0.0.2");
+            peers[0].DataDelay = dataDelay;
+            dns.Mx($"{domain}.test", (10, $"mx.{domain}.test")).A($"mx.{domain}.test", "127.0.0.2");
+            try
+            {
+                return new SlowDestination(domain, dns, peers, await MxRelay.StartAsync(log, dns, peers.Port, configure));
+            }
+            catch
+            {
+                await peers.DisposeAsync();
+                await dns.DisposeAsync();
+                throw;
+            }
+        }
 
-        await peers[0].WaitUntilAsync(() => peers[0].Messages.Count >= Messages, TimeSpan.FromSeconds(120), $"{Messages} messages");
-        Assert.True(peers[0].MaxConcurrentConnections <= DefaultLimit,
-            $"{peers[0].MaxConcurrentConnections} connections were open at once; the default limit is {DefaultLimit}.\n{peers.Describe()}");
-        Assert.True(peers[0].MaxConcurrentConnections > 20,
-            $"only {peers[0].MaxConcurrentConnections} connections were open at once under a queue of {Messages}.\n{peers.Describe()}");
-        Assert.Equal(Messages, peers[0].Messages.Select(m => m.Header("Message-ID")).Distinct().Count());
+        // Each client sends its share of the messages over one session.
+        public Task SendFromClientsAsync(int clients, int messages) =>
+            Task.WhenAll(Enumerable.Range(0, clients).Select(c => Task.Run(async () =>
+            {
+                await using var client = await TestSmtpClient.ConnectAndGreetAsync(relay.Port);
+                await client.EhloAsync();
+                for (int i = 0; i < messages / clients; i++)
+                    await client.SendAcceptedAsync(Sender, [$"r{c}-{i}@{domain}.test"], MessageText.Simple($"{domain}-{c}-{i}@test"));
+            })));
+
+        public async Task AssertAllArrivedWithinLimitAsync(int messages, int limit)
+        {
+            await peers[0].WaitUntilAsync(() => peers[0].Messages.Count >= messages, TimeSpan.FromSeconds(120), $"{messages} messages");
+            Assert.True(peers[0].MaxConcurrentConnections <= limit,
+                $"{peers[0].MaxConcurrentConnections} connections were open at once; the limit is {limit}.\n{peers.Describe()}");
+            Assert.Equal(messages, peers[0].Messages.Select(m => m.Header("Message-ID")).Distinct().Count());
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            await relay.DisposeAsync();
+            await peers.DisposeAsync();
+            await dns.DisposeAsync();
+        }
     }
 
     [Fact]
