@@ -1,6 +1,7 @@
 using System.Buffers;
 using System.Runtime.InteropServices;
 using System.Text;
+using NativeRelay.Interop;
 using NativeRelay.Message;
 
 namespace NativeRelay.Local;
@@ -12,7 +13,7 @@ namespace NativeRelay.Local;
 /// move survives a power loss. Lines end in LF on disk, as Maildir readers expect. A user's
 /// Maildir (tmp, new, cur) is made on first use with mode 0700, files with 0600.
 /// </summary>
-public sealed partial class MaildirWriter
+public sealed class MaildirWriter
 {
     private const UnixFileMode DirectoryMode = UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute;
     private const UnixFileMode FileMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
@@ -196,32 +197,17 @@ public sealed partial class MaildirWriter
     /// <summary>fsync(2) on a directory, so the entries made in it are on disk.</summary>
     public static void FsyncDirectory(string path)
     {
-        int fd = Native.Open(path, Native.O_RDONLY | Native.O_CLOEXEC);
+        int fd = Libc.Open(path, Libc.O_RDONLY | Libc.O_CLOEXEC);
         if (fd < 0)
             throw new IOException($"cannot open directory {path} to sync it (errno {Marshal.GetLastPInvokeError()})");
         try
         {
-            if (Native.Fsync(fd) != 0)
+            if (Libc.Fsync(fd) != 0)
                 throw new IOException($"fsync of directory {path} failed (errno {Marshal.GetLastPInvokeError()})");
         }
         finally
         {
-            Native.Close(fd);
+            Libc.Close(fd);
         }
-    }
-
-    private static partial class Native
-    {
-        public const int O_RDONLY = 0;
-        public const int O_CLOEXEC = 0x80000; // the same on x86-64 and arm64
-
-        [LibraryImport("libc", EntryPoint = "open", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
-        public static partial int Open(string path, int flags);
-
-        [LibraryImport("libc", EntryPoint = "fsync", SetLastError = true)]
-        public static partial int Fsync(int fd);
-
-        [LibraryImport("libc", EntryPoint = "close", SetLastError = true)]
-        public static partial int Close(int fd);
     }
 }

@@ -194,7 +194,7 @@ internal sealed class LogFileDevice : StorageDeviceBase
                 Volatile.Write(ref _prepareRequested, 0);
                 var file = _newest;
                 while (file is not null && !_disposed && ReferenceEquals(file, _newest)
-                       && file.PrepareStep(Math.Min(PrepareWindow, segmentSize > 0 ? segmentSize : PrepareWindow), new ReadOnlySpan<byte>(zeros, size)))
+                       && file.PrepareStep(PrepareWindow, new ReadOnlySpan<byte>(zeros, size)))
                 {
                 }
             }

@@ -1,5 +1,6 @@
 using System.Runtime.InteropServices;
 using Microsoft.Win32.SafeHandles;
+using NativeRelay.Interop;
 
 namespace NativeRelay.Spool;
 
@@ -23,7 +24,7 @@ namespace NativeRelay.Spool;
 /// flight waits for it. So zeros never land on a record.
 /// </para>
 /// </summary>
-internal sealed unsafe partial class LogSegmentFile : IDisposable
+internal sealed unsafe class LogSegmentFile : IDisposable
 {
     /// <summary>O_DIRECT's alignment for buffer, offset and length (the disk's logical block; FasterLog's sector).</summary>
     internal const int DirectAlignment = 512;
@@ -51,7 +52,7 @@ internal sealed unsafe partial class LogSegmentFile : IDisposable
     {
         _path = path;
         _length = length;
-        _writer = Open(path, Native.O_WRONLY | Native.O_CREAT | Native.O_DSYNC | Native.O_DIRECT, out bool isDirect);
+        _writer = Open(path, Libc.O_WRONLY | Libc.O_CREAT | Libc.O_DSYNC | Libc.O_DIRECT, out bool isDirect);
         IsDirect = isDirect;
         try
         {
@@ -176,19 +177,19 @@ internal sealed unsafe partial class LogSegmentFile : IDisposable
         {
             // Not opened anew once closed: a late write would leak the descriptor (and write a deleted file).
             ObjectDisposedException.ThrowIf(_disposed, this);
-            return _bufferedWriter ??= Open(_path, Native.O_WRONLY | Native.O_CREAT | Native.O_DSYNC, out _);
+            return _bufferedWriter ??= Open(_path, Libc.O_WRONLY | Libc.O_CREAT | Libc.O_DSYNC, out _);
         }
     }
 
     private static SafeFileHandle Open(string path, int flags, out bool direct)
     {
-        direct = (flags & Native.O_DIRECT) != 0;
-        int fd = Native.Open(path, flags | Native.O_CLOEXEC, 0x1B6 /* 0666, less the umask */);
-        if (fd < 0 && direct && Marshal.GetLastPInvokeError() == Native.EINVAL)
+        direct = (flags & Libc.O_DIRECT) != 0;
+        int fd = Libc.Open(path, flags | Libc.O_CLOEXEC, 0x1B6 /* 0666, less the umask */);
+        if (fd < 0 && direct && Marshal.GetLastPInvokeError() == Libc.EINVAL)
         {
             // The file system does not do O_DIRECT (tmpfs before Linux 6.6, some network file systems).
             direct = false;
-            fd = Native.Open(path, (flags & ~Native.O_DIRECT) | Native.O_CLOEXEC, 0x1B6);
+            fd = Libc.Open(path, (flags & ~Libc.O_DIRECT) | Libc.O_CLOEXEC, 0x1B6);
         }
         if (fd < 0)
         {
@@ -209,19 +210,5 @@ internal sealed unsafe partial class LogSegmentFile : IDisposable
         _writer.Dispose();
         _reader.Dispose();
         _bufferedWriter?.Dispose(); // no longer set once _disposed is, so safe to read outside the gate
-    }
-
-    private static partial class Native
-    {
-        public const int O_WRONLY = 0x1;
-        public const int O_CREAT = 0x40;
-        public const int O_DSYNC = 0x1000;
-        public const int O_CLOEXEC = 0x80000;
-        // The one flag here that differs between the two Linux ABIs we build for.
-        public static readonly int O_DIRECT = RuntimeInformation.ProcessArchitecture == Architecture.Arm64 ? 0x10000 : 0x4000;
-        public const int EINVAL = 22;
-
-        [LibraryImport("libc", EntryPoint = "open", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
-        public static partial int Open(string path, int flags, int mode);
     }
 }

@@ -49,8 +49,9 @@ public sealed class CompactionTests(ITestOutputHelper log)
             long size = SpoolEndToEnd.SpoolSize(dir.Spool);
             log.WriteLine($"log on disk after the traffic: {size} bytes for {history} bytes of messages");
             // Small means a few segments: compaction leaves up to two segments of history beside
-            // the live bytes, that span can touch three segment files, and the log's device
-            // keeps the newest one prepared (zero-filled) to its end, so four on disk at most.
+            // the live bytes, a span that can reach into four segment files, and each of those is
+            // whole on disk (the older ones written, the newest prepared to its end by the log's
+            // device), so four segments at most.
             await SpoolEndToEnd.WaitUntilAsync(() => (size = SpoolEndToEnd.SpoolSize(dir.Spool)) <= 4 * Segment, TimeSpan.FromSeconds(60),
                 "the log shrinking", () => $"{size} bytes on disk\n{relay.Describe()}");
             log.WriteLine($"log on disk after compaction: {size} bytes");
