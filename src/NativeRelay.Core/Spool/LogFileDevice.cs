@@ -28,7 +28,10 @@ internal sealed class LogFileDevice : StorageDeviceBase
     internal const long PrepareWindow = 4L * 1024 * 1024;
 
     private readonly ConcurrentDictionary<int, LogSegmentFile> _segments = new();
-    private readonly SemaphoreSlim _prepareSignal = new(0);
+    // An event, not a SemaphoreSlim: SemaphoreSlim.Wait spins and yields before it sleeps, and
+    // with big messages the preparer waits every few writes. 2,000 x 100 KiB relayed made
+    // 3,500-4,100 sched_yield calls with the semaphore, 1,800-1,900 with the event.
+    private readonly AutoResetEvent _prepareSignal = new(false);
     private readonly Thread _preparer;
     private volatile LogSegmentFile? _newest;
     private int _newestId = -1;
@@ -178,7 +181,7 @@ internal sealed class LogFileDevice : StorageDeviceBase
     private void RequestPrepare(LogSegmentFile file)
     {
         if (file.Lead < PrepareWindow / 2 && Interlocked.Exchange(ref _prepareRequested, 1) == 0)
-            _prepareSignal.Release();
+            _prepareSignal.Set();
     }
 
     private unsafe void PrepareLoop()
@@ -190,7 +193,7 @@ internal sealed class LogFileDevice : StorageDeviceBase
         {
             while (!_disposed)
             {
-                _prepareSignal.Wait();
+                _prepareSignal.WaitOne();
                 Volatile.Write(ref _prepareRequested, 0);
                 var file = _newest;
                 while (file is not null && !_disposed && ReferenceEquals(file, _newest)
@@ -243,7 +246,7 @@ internal sealed class LogFileDevice : StorageDeviceBase
                 return;
             _disposed = true;
         }
-        _prepareSignal.Release();
+        _prepareSignal.Set();
         _preparer.Join(TimeSpan.FromSeconds(10));
         Reset();
         _newest = null;
