@@ -169,15 +169,24 @@ internal sealed class Destination
         }
         finally
         {
-            // Give the slot back before the (slow) goodbye, and look at the queue again: a job
-            // that arrived while this connection was leaving must not wait for the next one.
-            _connections--;
-            _lastActiveMs = Environment.TickCount64;
             idleWait?.Dispose();
-            if (!context.Stopping.IsCancellationRequested)
-                TryOpenConnection();
-            if (session is not null)
-                await CloseAsync(session);
+            // The slot is this connection's until its socket is closed, goodbye included, so the
+            // next hop never sees more than the limit at once (a host that counts connections per
+            // client may refuse the one over). QUIT's wait is short (SmtpClientSession.QuitTimeout).
+            try
+            {
+                if (session is not null)
+                    await CloseAsync(session);
+            }
+            finally
+            {
+                // Then look at the queue again: a job that arrived while this connection was
+                // leaving must not wait for the next one.
+                _connections--;
+                _lastActiveMs = Environment.TickCount64;
+                if (!context.Stopping.IsCancellationRequested)
+                    TryOpenConnection();
+            }
         }
     }
 

@@ -453,13 +453,21 @@ public sealed class SmtpClientSession : IAsyncDisposable
         _broken = !reply.IsPositive;
     }
 
+    /// <summary>
+    /// How long <see cref="QuitAsync"/> waits for the reply to QUIT (at most the command timeout).
+    /// The delivery holds its connection slot until the socket is closed, so a peer that sits on
+    /// its goodbye must not keep a queued message waiting for the full command timeout; the reply
+    /// decides nothing (RFC 5321 4.1.1.10 asks the client only to wait for it, not how long).
+    /// </summary>
+    internal static readonly TimeSpan QuitTimeout = TimeSpan.FromSeconds(10);
+
     public async Task QuitAsync()
     {
         try
         {
             _output.Write("QUIT\r\n"u8);
             await _output.FlushAsync().ConfigureAwait(false);
-            await ReadReplyAsync().ConfigureAwait(false);
+            await ReadReplyAsync(timeout: QuitTimeout < _commandTimeout ? QuitTimeout : _commandTimeout).ConfigureAwait(false);
         }
         catch (Exception e) when (e is SmtpSessionException or IOException or OperationCanceledException
                                       or System.Net.Sockets.SocketException or ObjectDisposedException or InvalidOperationException)
@@ -567,16 +575,16 @@ public sealed class SmtpClientSession : IAsyncDisposable
         _output.Advance(n);
     }
 
-    /// <summary>Reads one (possibly multi-line) reply. Bounded by the command timeout.</summary>
+    /// <summary>Reads one (possibly multi-line) reply. Bounded by the command timeout, or by <paramref name="timeout"/>.</summary>
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
-    private async ValueTask<SmtpReply> ReadReplyAsync(bool parseCapabilities = false, bool keepText = false)
+    private async ValueTask<SmtpReply> ReadReplyAsync(bool parseCapabilities = false, bool keepText = false, TimeSpan? timeout = null)
     {
         if (parseCapabilities)
         {
             Capabilities = SmtpCapabilities.None;
             MaxSize = 0;
         }
-        _timeout.CancelAfter(_commandTimeout);
+        _timeout.CancelAfter(timeout ?? _commandTimeout);
         try
         {
             while (true)

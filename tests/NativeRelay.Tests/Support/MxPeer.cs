@@ -59,6 +59,7 @@ public sealed class MxPeer : IAsyncDisposable
     private int _maxOpen;
     private int _dataAttempts;
     private int _ehlos;
+    private int _quits;
 
     public MxPeer(string ip, int port, string name)
     {
@@ -119,6 +120,12 @@ public sealed class MxPeer : IAsyncDisposable
 
     /// <summary>Time taken before replying to the end of data (to keep connections busy).</summary>
     public TimeSpan DataDelay { get; set; }
+
+    /// <summary>Time taken before replying to QUIT (a slow goodbye; the session counts as open meanwhile).</summary>
+    public TimeSpan QuitDelay { get; set; }
+
+    /// <summary>QUIT commands received (over all connections), counted before <see cref="QuitDelay"/>.</summary>
+    public int QuitCount => Volatile.Read(ref _quits);
 
     public int ConnectionCount => Volatile.Read(ref _connectionCount);
     public int OpenConnections => Volatile.Read(ref _open);
@@ -521,6 +528,10 @@ public sealed class MxPeer : IAsyncDisposable
                     await Reply("250 2.0.0 Ok").ConfigureAwait(false);
                     break;
                 case "QUIT":
+                    Interlocked.Increment(ref _quits);
+                    Signal();
+                    if (QuitDelay > TimeSpan.Zero)
+                        await Task.Delay(QuitDelay, ct).ConfigureAwait(false);
                     session.End(); // before the 221: the client may connect again as soon as it has it
                     await Reply("221 2.0.0 Bye").ConfigureAwait(false);
                     return;
