@@ -180,7 +180,7 @@ internal sealed class LogFileDevice : StorageDeviceBase
     // The preparer sleeps until a write leaves less than half the window prepared.
     private void RequestPrepare(LogSegmentFile file)
     {
-        if (file.Lead < PrepareWindow / 2 && Interlocked.Exchange(ref _prepareRequested, 1) == 0)
+        if (file.NeedsPreparing(PrepareWindow) && Interlocked.Exchange(ref _prepareRequested, 1) == 0)
             _prepareSignal.Set();
     }
 

@@ -116,10 +116,19 @@ internal sealed unsafe class LogSegmentFile : IDisposable
         return total;
     }
 
-    /// <summary>How far the prepared blocks reach past the highest data written.</summary>
-    public long Lead
+    /// <summary>
+    /// Whether the prepared blocks reach less than half <paramref name="window"/> past the highest
+    /// data written, and there is something left to prepare: not when the file is prepared to its
+    /// end (a segment smaller than the window) or filling has failed (a full disk).
+    /// </summary>
+    public bool NeedsPreparing(long window)
     {
-        get { lock (_gate) return _preparedEnd - _writtenEnd; }
+        lock (_gate)
+        {
+            // Where the next fill would start (as in PrepareStep).
+            long start = Math.Max(_preparedEnd, AlignUp(_writtenEnd, BlockSize));
+            return !_disposed && !_fillFailed && start < _length && _preparedEnd - _writtenEnd < window / 2;
+        }
     }
 
     /// <summary>

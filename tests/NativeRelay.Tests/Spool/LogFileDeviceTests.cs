@@ -52,9 +52,11 @@ public sealed class LogFileDeviceTests : IDisposable
         Buffer(LogSegmentFile.MaxFillBytes, 0, out var zeros);
         var zeroSpan = new ReadOnlySpan<byte>((void*)zeros, LogSegmentFile.MaxFillBytes);
 
+        Assert.True(file.NeedsPreparing(2L << 20), "nothing is prepared yet");
         int steps = 0;
         while (file.PrepareStep(2L << 20, zeroSpan))
             Assert.True(++steps < 100, "preparation stops once the window is full");
+        Assert.False(file.NeedsPreparing(2L << 20), "the window is full");
 
         Assert.True(steps >= 2, $"the window was filled in growing pieces ({steps} steps)");
         Assert.True(file.PreparedEnd >= 8192 + (2L << 20), $"prepared to {file.PreparedEnd}");
@@ -67,6 +69,12 @@ public sealed class LogFileDeviceTests : IDisposable
         file.Write(next, 8192, 4096);
         Assert.All(ReadBack(file, 8192, 4096), b => Assert.Equal(0x33, b));
         Assert.All(ReadBack(file, 0, 8192), b => Assert.Equal(0x5A, b));
+
+        // Once the tail has eaten into more than half the window, the preparer is wanted again.
+        Assert.False(file.NeedsPreparing(2L << 20));
+        Buffer(64 * 1024, 0x44, out var far);
+        file.Write(far, file.PreparedEnd - (1L << 20), 64 * 1024);
+        Assert.True(file.NeedsPreparing(2L << 20), "less than half the window is left ahead of the tail");
     }
 
     [Fact]
@@ -80,6 +88,12 @@ public sealed class LogFileDeviceTests : IDisposable
             Assert.True(++steps < 100, "preparation stops at the end of the segment");
         Assert.Equal(length, file.PreparedEnd);
         Assert.Equal(length, new FileInfo(Path.Combine(_dir, "queue.log.0")).Length);
+        // A segment smaller than the window, prepared to its end: writes near its end must not
+        // wake the preparer for nothing.
+        Assert.False(file.NeedsPreparing(4L << 20));
+        Buffer(4096, 0x21, out var tail);
+        file.Write(tail, length - 4096, 4096);
+        Assert.False(file.NeedsPreparing(4L << 20));
     }
 
     [Fact]
