@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Interleaved A/B runs of NativeRelay builds or settings: smtp-source -> relay -> smtp-sink on
+# loopback, without Postfix. Each run starts a fresh smtp-sink and a relay on a fresh temporary
+# spool, sends N messages and reports, on one line:
+#   accept (msg/s until smtp-source is done), e2e (msg/s until smtp-sink has every message),
+#   relay_us and sink_us (each process's utime+stime from /proc per message), idle (the share
+#   of both cores left idle during the run, from /proc/stat).
+# The variants run alternately, REPS times each, so a change in the host's load hits all of
+# them alike; the machine's run-to-run noise is about +-10 %, so compare medians over several.
+#
+#   bash perf/ab.sh "LABEL|BINARY|RELAY ARGS|ENV=VALUE ..." ["LABEL|..." ...]
+#   REPS=5 N=20000 S=10 SIZE=1024 MODE=reuse bash perf/ab.sh "base|/tmp/nr-a||" "new|/tmp/nr-b||"
+#   bash perf/ab.sh "c32|out/nativerelay||" "c10|out/nativerelay|--config /tmp/c10.json|"
+#   bash perf/ab.sh "gc|out/nativerelay||DOTNET_GCgen0size=0x4000000"
+#   THREADS=1 adds the relay's CPU and context switches per message by thread name.
+#
+# MODE=conn opens a connection per message. Every wait is bounded; only the processes this
+# script starts are stopped, by pid.
+set -uo pipefail
+
+REPS=${REPS:-5}; N=${N:-20000}; S=${S:-10}; SIZE=${SIZE:-1024}; MODE=${MODE:-reuse}
+SINK_PORT=${SINK_PORT:-12126}; RELAY_PORT=${RELAY_PORT:-12125}
+HZ=$(getconf CLK_TCK)
+command -v smtp-source >/dev/null || { echo "ab.sh: smtp-source not found (apt-get install postfix)" >&2; exit 2; }
+[ $# -gt 0 ] || { sed -n 2,20p "$0" >&2; exit 2; }
+
+# utime+stime of a process, in clock ticks (fields 14 and 15, counted after the ")" that ends
+# the command name, which may contain spaces).
+cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
+idle_ticks() { awk '/^cpu /{print $5}' /proc/stat; }
+
+# Per thread name: CPU ticks, voluntary and involuntary switches (summed over same-named threads).
+thread_table() {
+  for t in /proc/"$1"/task/*; do
+    name=$(tr ' ' '_' < "$t/comm" | sed 's/[0-9]*$//')
+    ticks=$(sed 's/.*) //' "$t/stat" | awk '{print $12 + $13}')
+    awk -v n="$name" -v c="$ticks" '/^voluntary_ctxt/{v=$2} /^nonvoluntary_ctxt/{nv=$2} END{print n, c, v, nv}' "$t/status"
+  done | awk '{c[$1]+=$2; v[$1]+=$3; nv[$1]+=$4} END{for (k in c) print k, c[k], v[k], nv[k]}' | sort
+}
+
+sink_count() { tr '\r' '\n' < "$1" | tail -3 | sed -n 's/.*mesg=\([0-9]*\).*/\1/p' | tail -1; }
+
+one_run() { # LABEL BINARY RELAY_ARGS ENV
+  local label=$1 bin=$2 args=$3 envs=$4 work sink relay
+  work=$(mktemp -d /tmp/nativerelay-ab.XXXXXX)
+  smtp-sink -u nobody -c "127.0.0.1:$SINK_PORT" 1000 > "$work/sink.out" 2>&1 &
+  sink=$!
+  # shellcheck disable=SC2086  # args and envs are word lists on purpose
+  env $envs "$bin" serve --listen "127.0.0.1:$RELAY_PORT" --spool "$work/spool" \
+    --relay-to "127.0.0.1:$SINK_PORT" --hostname ab.nativerelay.test $args > "$work/relay.log" 2>&1 &
+  relay=$!
+  for _ in $(seq 200); do (echo > "/dev/tcp/127.0.0.1/$RELAY_PORT") 2>/dev/null && break; sleep 0.05; done
+  if ! kill -0 "$relay" 2>/dev/null; then
+    echo "$label: the relay did not start: $(tail -3 "$work/relay.log")"
+    kill "$sink"; wait "$sink" 2>/dev/null; rm -rf "$work"; return
+  fi
+  [ -n "${THREADS:-}" ] && thread_table "$relay" > "$work/threads.0"
+  local r0 s0 i0 t0 t1 t2 r1 s1 i1 got flags=""
+  r0=$(cpu_ticks "$relay"); s0=$(cpu_ticks "$sink"); i0=$(idle_ticks)
+  [ "$MODE" = reuse ] && flags=-d
+  t0=$(date +%s.%N)
+  timeout 600 smtp-source $flags -s "$S" -m "$N" -l "$SIZE" -f a@ab.test -t b@dest.test "127.0.0.1:$RELAY_PORT"
+  t1=$(date +%s.%N)
+  for _ in $(seq 6000); do got=$(sink_count "$work/sink.out"); [ "${got:-0}" -ge "$N" ] && break; sleep 0.01; done
+  t2=$(date +%s.%N)
+  r1=$(cpu_ticks "$relay"); s1=$(cpu_ticks "$sink"); i1=$(idle_ticks)
+  awk -v l="$label" -v n="$N" -v a="$t0" -v b="$t1" -v c="$t2" -v r=$((r1 - r0)) -v s=$((s1 - s0)) \
+      -v i=$((i1 - i0)) -v hz="$HZ" -v got="${got:-0}" 'BEGIN {
+    printf "%s accept %.0f e2e %.0f relay_us %.0f sink_us %.0f idle %.0f%% got %d\n",
+      l, n / (b - a), n / (c - a), r / hz * 1e6 / n, s / hz * 1e6 / n, i / hz / (c - a) / 2 * 100, got }'
+  if [ -n "${THREADS:-}" ]; then
+    thread_table "$relay" > "$work/threads.1"
+    join -a2 -e 0 -o 0,1.2,1.3,1.4,2.2,2.3,2.4 "$work/threads.0" "$work/threads.1" |
+      awk -v n="$N" -v hz="$HZ" '{ printf "    %-18s cpu_us %6.1f voluntary %5.2f involuntary %5.2f\n",
+        $1, ($5 - $2) / hz * 1e6 / n, ($6 - $3) / n, ($7 - $4) / n }'
+  fi
+  kill "$relay"; wait "$relay" 2>/dev/null
+  kill "$sink"; wait "$sink" 2>/dev/null
+  rm -rf "$work"
+}
+
+for _ in $(seq "$REPS"); do
+  for spec in "$@"; do
+    IFS='|' read -r label bin args envs <<< "$spec"
+    one_run "$label" "$bin" "$args" "${envs:-}"
+  done
+done
