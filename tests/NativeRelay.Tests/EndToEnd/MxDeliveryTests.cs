@@ -84,61 +84,58 @@ public sealed class MxDeliveryTests(ITestOutputHelper log)
     [Fact]
     public async Task A_connection_saying_goodbye_keeps_its_slot_until_it_is_closed()
     {
-        // Limit 1. The idle connection says QUIT after a second and the peer takes two to answer;
-        // a message that comes meanwhile waits for that goodbye instead of opening a second
-        // connection beside it.
-        await using var dns = new TestDnsServer();
-        await using var peers = PeerGroup.Start("127.0.0.2");
-        peers[0].QuitDelay = TimeSpan.FromSeconds(2);
-        dns.Mx("bye.test", (10, "mx.bye.test")).A("mx.bye.test", "127.0.0.2");
-        await using var relay = await MxRelay.StartAsync(log, dns, peers.Port, config =>
-        {
-            config["delivery"]!["connectionsPerDestination"] = 1;
-            config["delivery"]!["idleConnectionSeconds"] = 1;
-        });
+        // The peer takes two seconds to answer QUIT: the second message waits for that goodbye
+        // instead of opening a second connection beside it.
+        await using var bye = await SlowDestination.StartOneConnectionAsync(log, "bye", quitDelay: TimeSpan.FromSeconds(2));
 
-        await relay.SendAsync(Sender, ["a@bye.test"], MessageText.Simple("bye-1@test"));
-        await peers[0].WaitUntilAsync(() => peers[0].QuitCount == 1, Waits.Delivery, "QUIT from the idle connection");
-        string second = await relay.SendAsync(Sender, ["b@bye.test"], MessageText.Simple("bye-2@test"));
+        await bye.SendSecondWhileTheFirstConnectionSaysGoodbyeAsync();
 
-        await peers[0].WaitForMessageAsync(m => m.Header("Message-ID") == "<bye-2@test>", "the second message");
-        await relay.WaitForEventAsync(second, "delivered");
-        Assert.Equal(2, peers[0].ConnectionCount);
-        Assert.True(peers[0].MaxConcurrentConnections == 1,
-            $"{peers[0].MaxConcurrentConnections} connections were open at once; the limit is 1.\n{peers.Describe()}");
+        Assert.True(bye.Peers[0].MaxConcurrentConnections == 1,
+            $"{bye.Peers[0].MaxConcurrentConnections} connections were open at once; the limit is 1.\n{bye.Peers.Describe()}");
     }
 
     [Fact]
     public async Task A_peer_that_never_answers_quit_holds_the_slot_only_for_the_quit_timeout()
     {
-        // The command timeout stays at its 300 s; QUIT's reply is waited for 10 s at most, then the
-        // connection is closed and the queued message goes over a new one.
-        await using var dns = new TestDnsServer();
-        await using var peers = PeerGroup.Start("127.0.0.2");
-        peers[0].QuitDelay = TimeSpan.FromMinutes(5);
-        dns.Mx("mute.test", (10, "mx.mute.test")).A("mx.mute.test", "127.0.0.2");
-        await using var relay = await MxRelay.StartAsync(log, dns, peers.Port, config =>
-        {
-            config["delivery"]!["connectionsPerDestination"] = 1;
-            config["delivery"]!["idleConnectionSeconds"] = 1;
-            config["delivery"]!["commandTimeoutSeconds"] = 300;
-        });
+        // The command timeout is 300 s; QUIT's reply is waited for 10 s at most, then the
+        // connection is closed and the queued message goes over a new one, well within the
+        // command timeout.
+        await using var mute = await SlowDestination.StartOneConnectionAsync(log, "mute", quitDelay: TimeSpan.FromMinutes(5));
 
-        await relay.SendAsync(Sender, ["a@mute.test"], MessageText.Simple("mute-1@test"));
-        await peers[0].WaitUntilAsync(() => peers[0].QuitCount == 1, Waits.Delivery, "QUIT from the idle connection");
-        string second = await relay.SendAsync(Sender, ["b@mute.test"], MessageText.Simple("mute-2@test"));
-
-        // Well within the command timeout: only the QUIT bound lets the second connection open.
-        await peers[0].WaitForMessageAsync(m => m.Header("Message-ID") == "<mute-2@test>", Waits.Delivery,
-            "the second message, over a new connection once the QUIT wait ended");
-        await relay.WaitForEventAsync(second, "delivered");
-        Assert.Equal(2, peers[0].ConnectionCount);
+        await mute.SendSecondWhileTheFirstConnectionSaysGoodbyeAsync();
     }
 
-    /// <summary>A relay whose mail for DOMAIN.test goes to one peer that takes its time over each DATA.</summary>
+    /// <summary>A relay whose mail for DOMAIN.test goes to one peer that takes its time over each DATA (or QUIT).</summary>
     private sealed class SlowDestination(string domain, TestDnsServer dns, PeerGroup peers, MxRelay relay) : IAsyncDisposable
     {
         public PeerGroup Peers => peers;
+
+        /// <summary>One connection at most, idle for a second before QUIT, a peer slow to answer QUIT; the command timeout 300 s.</summary>
+        public static async Task<SlowDestination> StartOneConnectionAsync(ITestOutputHelper log, string domain, TimeSpan quitDelay)
+        {
+            var destination = await StartAsync(log, domain, TimeSpan.Zero, config =>
+            {
+                config["delivery"]!["connectionsPerDestination"] = 1;
+                config["delivery"]!["idleConnectionSeconds"] = 1;
+                config["delivery"]!["commandTimeoutSeconds"] = 300;
+            });
+            destination.Peers[0].QuitDelay = quitDelay;
+            return destination;
+        }
+
+        /// <summary>
+        /// Sends one message, waits until its idle connection has said QUIT, then sends a second
+        /// one; the peer gets it over a second connection and the relay logs it delivered.
+        /// </summary>
+        public async Task SendSecondWhileTheFirstConnectionSaysGoodbyeAsync()
+        {
+            await relay.SendAsync(Sender, [$"a@{domain}.test"], MessageText.Simple($"{domain}-1@test"));
+            await peers[0].WaitUntilAsync(() => peers[0].QuitCount == 1, Waits.Delivery, "QUIT from the idle connection");
+            string second = await relay.SendAsync(Sender, [$"b@{domain}.test"], MessageText.Simple($"{domain}-2@test"));
+            await peers[0].WaitForMessageAsync(m => m.Header("Message-ID") == $"<{domain}-2@test>", "the second message");
+            await relay.WaitForEventAsync(second, "delivered");
+            Assert.Equal(2, peers[0].ConnectionCount);
+        }
 
         public static async Task<SlowDestination> StartAsync(ITestOutputHelper log, string domain, TimeSpan dataDelay,
             Action<JsonObject>? configure = null)
