@@ -31,6 +31,8 @@ internal sealed class LogFileDevice : StorageDeviceBase
     // An event, not a SemaphoreSlim: SemaphoreSlim.Wait spins and yields before it sleeps, and
     // with big messages the preparer waits every few writes. 2,000 x 100 KiB relayed made
     // 3,500-4,100 sched_yield calls with the semaphore, 1,800-1,900 with the event.
+    // Never disposed: a write completing during Dispose may still signal it (on Linux it holds no
+    // descriptor, only a managed wait object).
     private readonly AutoResetEvent _prepareSignal = new(false);
     private readonly Thread _preparer;
     private volatile LogSegmentFile? _newest;

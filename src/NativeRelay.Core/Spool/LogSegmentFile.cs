@@ -124,12 +124,11 @@ internal sealed unsafe class LogSegmentFile : IDisposable
     public bool NeedsPreparing(long window)
     {
         lock (_gate)
-        {
-            // Where the next fill would start (as in PrepareStep).
-            long start = Math.Max(_preparedEnd, AlignUp(_writtenEnd, BlockSize));
-            return !_disposed && !_fillFailed && start < _length && _preparedEnd - _writtenEnd < window / 2;
-        }
+            return !_disposed && !_fillFailed && NextFillStart() < _length && _preparedEnd - _writtenEnd < window / 2;
     }
+
+    // Under _gate: a fill goes on from the prepared end, or from the first whole block past the data.
+    private long NextFillStart() => Math.Max(_preparedEnd, AlignUp(_writtenEnd, BlockSize));
 
     /// <summary>
     /// Fills the next piece of the window past the highest data written with zeros. The piece
@@ -144,7 +143,7 @@ internal sealed unsafe class LogSegmentFile : IDisposable
         {
             if (_disposed || _fillFailed)
                 return false;
-            start = Math.Max(_preparedEnd, AlignUp(_writtenEnd, BlockSize));
+            start = NextFillStart();
             long lead = start - _writtenEnd;
             if (lead >= window || start >= _length)
                 return false;
