@@ -124,7 +124,10 @@ internal sealed unsafe class LogSegmentFile : IDisposable
     public bool NeedsPreparing(long window)
     {
         lock (_gate)
-            return !_disposed && !_fillFailed && NextFillStart() < _length && _preparedEnd - _writtenEnd < window / 2;
+        {
+            long start = NextFillStart();
+            return !_disposed && !_fillFailed && start < _length && start - _writtenEnd < window / 2;
+        }
     }
 
     // Under _gate: a fill goes on from the prepared end, or from the first whole block past the data.

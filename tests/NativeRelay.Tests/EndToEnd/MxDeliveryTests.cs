@@ -102,7 +102,12 @@ public sealed class MxDeliveryTests(ITestOutputHelper log)
         // command timeout.
         await using var mute = await SlowDestination.StartOneConnectionAsync(log, "mute", quitDelay: TimeSpan.FromMinutes(5));
 
-        await mute.SendSecondWhileTheFirstConnectionSaysGoodbyeAsync();
+        var (quitSeen, second) = await mute.SendSecondWhileTheFirstConnectionSaysGoodbyeAsync();
+
+        // And the slot was held meanwhile: the second connection waited for the QUIT bound. The
+        // test saw the QUIT after the relay sent it, so the true wait is longer than this one.
+        var waited = second.ReceivedAt - quitSeen;
+        Assert.True(waited >= TimeSpan.FromSeconds(5), $"the second message came {waited.TotalSeconds:0.0} s after the QUIT.\n{mute.Peers.Describe()}");
     }
 
     /// <summary>A relay whose mail for DOMAIN.test goes to one peer that takes its time over each DATA (or QUIT).</summary>
@@ -126,15 +131,18 @@ public sealed class MxDeliveryTests(ITestOutputHelper log)
         /// <summary>
         /// Sends one message, waits until its idle connection has said QUIT, then sends a second
         /// one; the peer gets it over a second connection and the relay logs it delivered.
+        /// Returns when the test saw the QUIT (UTC) and the second message as the peer got it.
         /// </summary>
-        public async Task SendSecondWhileTheFirstConnectionSaysGoodbyeAsync()
+        public async Task<(DateTime QuitSeen, PeerMessage Second)> SendSecondWhileTheFirstConnectionSaysGoodbyeAsync()
         {
             await relay.SendAsync(Sender, [$"a@{domain}.test"], MessageText.Simple($"{domain}-1@test"));
             await peers[0].WaitUntilAsync(() => peers[0].QuitCount == 1, Waits.Delivery, "QUIT from the idle connection");
-            string second = await relay.SendAsync(Sender, [$"b@{domain}.test"], MessageText.Simple($"{domain}-2@test"));
-            await peers[0].WaitForMessageAsync(m => m.Header("Message-ID") == $"<{domain}-2@test>", "the second message");
-            await relay.WaitForEventAsync(second, "delivered");
+            var quitSeen = DateTime.UtcNow;
+            string id = await relay.SendAsync(Sender, [$"b@{domain}.test"], MessageText.Simple($"{domain}-2@test"));
+            var second = await peers[0].WaitForMessageAsync(m => m.Header("Message-ID") == $"<{domain}-2@test>", "the second message");
+            await relay.WaitForEventAsync(id, "delivered");
             Assert.Equal(2, peers[0].ConnectionCount);
+            return (quitSeen, second);
         }
 
         public static async Task<SlowDestination> StartAsync(ITestOutputHelper log, string domain, TimeSpan dataDelay,
