@@ -4,7 +4,9 @@
 # spool, sends N messages and reports, on one line:
 #   accept (msg/s until smtp-source is done), e2e (msg/s until smtp-sink has every message),
 #   relay_us and sink_us (each process's utime+stime from /proc per message), idle (the share
-#   of both cores left idle during the run, from /proc/stat).
+#   of both cores left idle during the run, from /proc/stat), alloc_B (managed bytes the relay
+#   allocated per message, from its metrics endpoint; "-" for a binary without that metric) and
+#   gc (its garbage collections during the run, generations 0/1/2).
 # The variants run alternately, REPS times each, so a change in the host's load hits all of
 # them alike; the machine's run-to-run noise is about +-10 %, so compare medians over several.
 #
@@ -19,7 +21,7 @@
 set -uo pipefail
 
 REPS=${REPS:-5}; N=${N:-20000}; S=${S:-10}; SIZE=${SIZE:-1024}; MODE=${MODE:-reuse}
-SINK_PORT=${SINK_PORT:-12126}; RELAY_PORT=${RELAY_PORT:-12125}
+SINK_PORT=${SINK_PORT:-12126}; RELAY_PORT=${RELAY_PORT:-12125}; METRICS_PORT=${METRICS_PORT:-12127}
 HZ=$(getconf CLK_TCK)
 command -v smtp-source >/dev/null || { echo "ab.sh: smtp-source not found (apt-get install postfix)" >&2; exit 2; }
 [ $# -gt 0 ] || { sed -n 2,20p "$0" >&2; exit 2; }
@@ -38,6 +40,20 @@ thread_table() {
   done | awk '{c[$1]+=$2; v[$1]+=$3; nv[$1]+=$4} END{for (k in c) print k, c[k], v[k], nv[k]}' | sort
 }
 
+# The relay's metrics endpoint, one scrape (nothing if it does not answer).
+scrape() {
+  { exec 3<>"/dev/tcp/127.0.0.1/$METRICS_PORT"; } 2>/dev/null || return 0
+  printf 'GET /metrics HTTP/1.1\r\nHost: ab\r\nConnection: close\r\n\r\n' >&3
+  timeout 5 cat <&3 | tr -d '\r'
+  exec 3<&-
+}
+# From one scrape: "allocated_bytes gen0/gen1/gen2", or nothing for a binary without those metrics.
+gc_figures() {
+  scrape | awk '$1 == "nativerelay_gc_allocated_bytes_total" { a = $2 }
+    /^nativerelay_gc_collections_total/ { split($1, p, "\""); c[p[2]] = $2 }
+    END { if (a != "" && length(c) == 3) printf "%.0f %d/%d/%d\n", a, c[0], c[1], c[2] }'
+}
+
 sink_count() { tr '\r' '\n' < "$1" | tail -3 | sed -n 's/.*mesg=\([0-9]*\).*/\1/p' | tail -1; }
 
 one_run() { # LABEL BINARY RELAY_ARGS ENV
@@ -47,7 +63,8 @@ one_run() { # LABEL BINARY RELAY_ARGS ENV
   sink=$!
   # shellcheck disable=SC2086  # args and envs are word lists on purpose
   env $envs "$bin" serve --listen "127.0.0.1:$RELAY_PORT" --spool "$work/spool" \
-    --relay-to "127.0.0.1:$SINK_PORT" --hostname ab.nativerelay.test $args > "$work/relay.log" 2>&1 &
+    --relay-to "127.0.0.1:$SINK_PORT" --hostname ab.nativerelay.test --metrics "127.0.0.1:$METRICS_PORT" \
+    $args > "$work/relay.log" 2>&1 &
   relay=$!
   for _ in $(seq 200); do (echo > "/dev/tcp/127.0.0.1/$RELAY_PORT") 2>/dev/null && break; sleep 0.05; done
   if ! kill -0 "$relay" 2>/dev/null; then
@@ -56,6 +73,8 @@ one_run() { # LABEL BINARY RELAY_ARGS ENV
   fi
   [ -n "${THREADS:-}" ] && thread_table "$relay" > "$work/threads.0"
   local r0 s0 i0 t0 t1 t2 r1 s1 i1 got flags=""
+  local gc0 gc1
+  gc0=$(gc_figures)
   r0=$(cpu_ticks "$relay"); s0=$(cpu_ticks "$sink"); i0=$(idle_ticks)
   [ "$MODE" = reuse ] && flags=-d
   t0=$(date +%s.%N)
@@ -64,10 +83,17 @@ one_run() { # LABEL BINARY RELAY_ARGS ENV
   for _ in $(seq 6000); do got=$(sink_count "$work/sink.out"); [ "${got:-0}" -ge "$N" ] && break; sleep 0.01; done
   t2=$(date +%s.%N)
   r1=$(cpu_ticks "$relay"); s1=$(cpu_ticks "$sink"); i1=$(idle_ticks)
+  gc1=$(gc_figures)
   awk -v l="$label" -v n="$N" -v a="$t0" -v b="$t1" -v c="$t2" -v r=$((r1 - r0)) -v s=$((s1 - s0)) \
-      -v i=$((i1 - i0)) -v hz="$HZ" -v got="${got:-0}" 'BEGIN {
-    printf "%s accept %.0f e2e %.0f relay_us %.0f sink_us %.0f idle %.0f%% got %d\n",
-      l, n / (b - a), n / (c - a), r / hz * 1e6 / n, s / hz * 1e6 / n, i / hz / (c - a) / 2 * 100, got }'
+      -v i=$((i1 - i0)) -v hz="$HZ" -v got="${got:-0}" -v gc0="$gc0" -v gc1="$gc1" 'BEGIN {
+    alloc = gc = "-"
+    if (gc0 != "" && gc1 != "") {
+      split(gc0, p, " "); split(gc1, q, " "); split(p[2], x, "/"); split(q[2], y, "/")
+      alloc = sprintf("%.0f", (q[1] - p[1]) / n)
+      gc = (y[1] - x[1]) "/" (y[2] - x[2]) "/" (y[3] - x[3])
+    }
+    printf "%s accept %.0f e2e %.0f relay_us %.0f sink_us %.0f idle %.0f%% alloc_B %s gc %s got %d\n",
+      l, n / (b - a), n / (c - a), r / hz * 1e6 / n, s / hz * 1e6 / n, i / hz / (c - a) / 2 * 100, alloc, gc, got }'
   if [ -n "${THREADS:-}" ]; then
     thread_table "$relay" > "$work/threads.1"
     join -a2 -e 0 -o 0,1.2,1.3,1.4,2.2,2.3,2.4 "$work/threads.0" "$work/threads.1" |

@@ -105,6 +105,25 @@ public sealed class Counter : Metric
     protected override void WriteSamples(StringBuilder sb) => Sample(sb, Name, _labels, Value);
 }
 
+/// <summary>
+/// A value that another component keeps (the process's CPU time, the runtime's GC totals), read
+/// from a callback when scraped and written as a counter or a gauge. Fractional, unlike
+/// <see cref="Counter"/>: seconds of CPU are not whole.
+/// </summary>
+public sealed class SampledMetric(string name, string help, bool counter, Func<double> read) : Metric(name, help)
+{
+    protected override string Type => counter ? "counter" : "gauge";
+
+    public double Value => read();
+
+    protected override void WriteSamples(StringBuilder sb)
+    {
+        double value;
+        try { value = read(); } catch (Exception) { value = 0; } // a scrape must never fail on a callback
+        Sample(sb, Name, null, value);
+    }
+}
+
 /// <summary>A number that goes up and down (open connections), or is read from a callback when scraped.</summary>
 public sealed class Gauge : Metric
 {
@@ -141,8 +160,8 @@ public sealed class Gauge : Metric
 }
 
 /// <summary>
-/// A gauge with one label whose values are fixed when it is made ("state" = active, deferred, ...),
-/// so the number of series can never grow.
+/// A gauge (or, made with <c>counter: true</c>, a counter) with one label whose values are fixed
+/// when it is made ("state" = active, deferred, ...), so the number of series can never grow.
 /// </summary>
 public sealed class GaugeVec : Metric
 {
@@ -150,8 +169,15 @@ public sealed class GaugeVec : Metric
     private readonly long[] _values;
     private readonly Func<long>?[] _sources;
 
-    public GaugeVec(string name, string help, string labelName, params string[] labelValues) : base(name, help)
+    private readonly bool _counter;
+
+    public GaugeVec(string name, string help, string labelName, params string[] labelValues)
+        : this(name, help, counter: false, labelName, labelValues) { }
+
+    /// <param name="counter">Written as a counter family: every value only goes up (collections by generation).</param>
+    public GaugeVec(string name, string help, bool counter, string labelName, params string[] labelValues) : base(name, help)
     {
+        _counter = counter;
         _labels = labelValues.Select(v => Label(labelName, v)).ToArray();
         LabelValues = labelValues;
         _values = new long[labelValues.Length];
@@ -160,7 +186,7 @@ public sealed class GaugeVec : Metric
 
     public IReadOnlyList<string> LabelValues { get; }
 
-    protected override string Type => "gauge";
+    protected override string Type => _counter ? "counter" : "gauge";
 
     public int IndexOf(string labelValue)
     {
@@ -394,6 +420,8 @@ public sealed class MetricsRegistry
     public GaugeVec GaugeVec(string name, string help, string labelName, params string[] values) => Add(new GaugeVec(name, help, labelName, values));
     public Histogram Histogram(string name, string help, params double[] bounds) => Add(new Histogram(name, help, bounds));
     public BoundedCounterVec BoundedCounterVec(string name, string help, string labelName, int maxSeries) => Add(new BoundedCounterVec(name, help, labelName, maxSeries));
+    public SampledMetric SampledCounter(string name, string help, Func<double> read) => Add(new SampledMetric(name, help, counter: true, read));
+    public SampledMetric SampledGauge(string name, string help, Func<double> read) => Add(new SampledMetric(name, help, counter: false, read));
 
     /// <summary>The whole registry in the Prometheus text exposition format, version 0.0.4.</summary>
     public string Render()

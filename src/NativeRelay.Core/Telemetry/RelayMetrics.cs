@@ -105,8 +105,41 @@ public static class RelayMetrics
     public static readonly Gauge StartTimeSeconds = Registry.Gauge(
         "nativerelay_start_time_seconds", "When the process started, in Unix seconds.");
 
+    // The process, read when scraped: what an operator watches for a leak or GC pressure, and how
+    // perf/ measures the hot path's allocations per message (allocated bytes over messages).
+
+    public static readonly SampledMetric ResidentMemoryBytes = Registry.SampledGauge(
+        "nativerelay_process_resident_memory_bytes", "Resident memory of the process (VmRSS).",
+        () => Tools.ProcessMemory.ResidentBytes);
+
+    public static readonly SampledMetric CpuSeconds = Registry.SampledCounter(
+        "nativerelay_process_cpu_seconds_total", "CPU time of the process, user and system.",
+        () => Environment.CpuUsage.TotalTime.TotalSeconds);
+
+    public static readonly SampledMetric GcHeapBytes = Registry.SampledGauge(
+        "nativerelay_gc_heap_bytes", "Bytes on the managed heap, live or not yet collected.",
+        () => GC.GetTotalMemory(forceFullCollection: false));
+
+    public static readonly SampledMetric GcAllocatedBytes = Registry.SampledCounter(
+        "nativerelay_gc_allocated_bytes_total", "Bytes allocated on the managed heap since start (the hot path should add nothing per message).",
+        () => GC.GetTotalAllocatedBytes(precise: false));
+
+    public static readonly GaugeVec GcCollections = Registry.Add(new GaugeVec(
+        "nativerelay_gc_collections_total", "Garbage collections since start, by the oldest generation collected.",
+        counter: true, "generation", "0", "1", "2"));
+
+    public static readonly SampledMetric GcPauseSeconds = Registry.SampledCounter(
+        "nativerelay_gc_pause_seconds_total", "Time the runtime paused the process for garbage collection.",
+        () => GC.GetTotalPauseDuration().TotalSeconds);
+
     static RelayMetrics()
     {
+        GcCollections.SetSnapshotSource(counts =>
+        {
+            // CollectionCount(n) counts collections of generation n or older; the label is the oldest one.
+            for (int generation = 0; generation < counts.Length; generation++)
+                counts[generation] = GC.CollectionCount(generation) - (generation < 2 ? GC.CollectionCount(generation + 1) : 0);
+        });
         BuildInfo.Set(0, 1);
         long start;
         try

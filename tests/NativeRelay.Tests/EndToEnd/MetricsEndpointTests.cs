@@ -102,6 +102,15 @@ public sealed class MetricsEndpointTests(ITestOutputHelper log)
             Assert.Equal(1, only.Value);
             Assert.DoesNotContain("\"other\"", only.Key);
         }
+
+        // The process, from the native binary's own runtime: memory, CPU and the GC's totals.
+        Assert.True(scrape["nativerelay_process_resident_memory_bytes"] > 1024 * 1024, "resident: " + scrape["nativerelay_process_resident_memory_bytes"]);
+        Assert.True(scrape["nativerelay_process_cpu_seconds_total"] > 0);
+        Assert.True(scrape["nativerelay_gc_allocated_bytes_total"] > 0);
+        Assert.True(scrape["nativerelay_gc_heap_bytes"] > 0);
+        Assert.Equal("counter", scrape.Types["nativerelay_gc_collections_total"]);
+        Assert.True(scrape.Samples.ContainsKey("nativerelay_gc_collections_total{generation=\"2\"}"));
+        Assert.Equal("counter", scrape.Types["nativerelay_gc_pause_seconds_total"]);
     }
 
     private static string Body(string response)

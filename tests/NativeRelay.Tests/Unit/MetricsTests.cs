@@ -167,6 +167,48 @@ public sealed class MetricsTests
         Assert.Equal("+Inf", scrape.Buckets("nativerelay_spool_commit_seconds")[^1].Le);
     }
 
+    [Fact]
+    public void Sampled_metrics_are_read_when_scraped_keep_fractions_and_survive_a_failing_callback()
+    {
+        var registry = new MetricsRegistry();
+        double seconds = 1.25;
+        registry.SampledCounter("t_cpu_seconds_total", "CPU.", () => seconds);
+        registry.SampledGauge("t_resident_bytes", "Memory.", () => 4096);
+        registry.SampledGauge("t_broken", "Broken.", () => throw new IOException("gone"));
+        registry.Add(new GaugeVec("t_collections_total", "Collections.", counter: true, "generation", "0", "1"));
+
+        var first = PrometheusText.Parse(registry.Render());
+        seconds = 2.5;
+        var second = PrometheusText.Parse(registry.Render());
+
+        Assert.Equal("counter", first.Types["t_cpu_seconds_total"]);
+        Assert.Equal("gauge", first.Types["t_resident_bytes"]);
+        Assert.Equal("counter", first.Types["t_collections_total"]);
+        Assert.Equal(1.25, first["t_cpu_seconds_total"]);
+        Assert.Equal(2.5, second["t_cpu_seconds_total"]); // read anew by each scrape
+        Assert.Equal(4096, first["t_resident_bytes"]);
+        Assert.Equal(0, first["t_broken"]);
+    }
+
+    [Fact]
+    public void The_process_figures_follow_the_runtime()
+    {
+        var before = PrometheusText.Parse(RelayMetrics.Registry.Render());
+        var kept = new byte[4 * 1024 * 1024]; // on the large object heap: counted at once, not per allocation context
+        GC.Collect(2, GCCollectionMode.Forced, blocking: true);
+        var after = PrometheusText.Parse(RelayMetrics.Registry.Render());
+        GC.KeepAlive(kept);
+
+        Assert.True(after["nativerelay_gc_allocated_bytes_total"] - before["nativerelay_gc_allocated_bytes_total"] >= kept.Length);
+        // The forced collection is a generation 2 one: counted under "2" and not under the younger labels.
+        Assert.True(after["nativerelay_gc_collections_total{generation=\"2\"}"] >= before["nativerelay_gc_collections_total{generation=\"2\"}"] + 1);
+        Assert.True(after["nativerelay_gc_heap_bytes"] >= kept.Length);
+        Assert.True(after["nativerelay_process_resident_memory_bytes"] >= kept.Length);
+        Assert.True(after["nativerelay_process_cpu_seconds_total"] > 0);
+        Assert.True(after["nativerelay_process_cpu_seconds_total"] >= before["nativerelay_process_cpu_seconds_total"]);
+        Assert.True(after["nativerelay_gc_pause_seconds_total"] > before["nativerelay_gc_pause_seconds_total"]);
+    }
+
     [Theory]
     [InlineData("t_x 1\n", "without a preceding TYPE")]
     [InlineData("# TYPE t_x counter\nt_x 1\n", "TYPE before HELP")]
@@ -190,6 +232,8 @@ public sealed class MetricsTests
                      "nativerelay_bounced_total", "nativerelay_queue_messages", "nativerelay_spool_commit_seconds",
                      "nativerelay_spool_commit_batch_messages", "nativerelay_delivery_latency_seconds",
                      "nativerelay_delivery_attempt_seconds", "nativerelay_destination_delivered_total", "nativerelay_build_info",
+                     "nativerelay_process_resident_memory_bytes", "nativerelay_process_cpu_seconds_total", "nativerelay_gc_heap_bytes",
+                     "nativerelay_gc_allocated_bytes_total", "nativerelay_gc_collections_total", "nativerelay_gc_pause_seconds_total",
                  })
             Assert.Contains($"# TYPE {name} ", text);
         Assert.Contains("nativerelay_queue_messages{state=\"deferred\"}", text);
