@@ -121,7 +121,7 @@ public static class RelayMetrics
         () => GC.GetTotalMemory(forceFullCollection: false));
 
     public static readonly SampledMetric GcAllocatedBytes = Registry.SampledCounter(
-        "nativerelay_gc_allocated_bytes_total", "Bytes allocated on the managed heap since start (the hot path should add nothing per message).",
+        "nativerelay_gc_allocated_bytes_total", "Bytes allocated on the managed heap since start.",
         () => GC.GetTotalAllocatedBytes(precise: false));
 
     public static readonly GaugeVec GcCollections = Registry.Add(new GaugeVec(
@@ -136,9 +136,20 @@ public static class RelayMetrics
     {
         GcCollections.SetSnapshotSource(counts =>
         {
-            // CollectionCount(n) counts collections of generation n or older; the label is the oldest one.
-            for (int generation = 0; generation < counts.Length; generation++)
-                counts[generation] = GC.CollectionCount(generation) - (generation < 2 ? GC.CollectionCount(generation + 1) : 0);
+            // CollectionCount(n) counts every collection of generation n or older; the label is
+            // the oldest one collected. The three are read again until no gen1 or gen2 collection
+            // came between the reads, so no series ever appears to go down.
+            int gen2, gen1, gen0;
+            do
+            {
+                gen2 = GC.CollectionCount(2);
+                gen1 = GC.CollectionCount(1);
+                gen0 = GC.CollectionCount(0);
+            }
+            while (gen2 != GC.CollectionCount(2) || gen1 != GC.CollectionCount(1));
+            counts[0] = gen0 - gen1;
+            counts[1] = gen1 - gen2;
+            counts[2] = gen2;
         });
         BuildInfo.Set(0, 1);
         long start;
