@@ -114,8 +114,6 @@ public sealed class SampledMetric(string name, string help, bool counter, Func<d
 {
     protected override string Type => counter ? "counter" : "gauge";
 
-    public double Value => read();
-
     protected override void WriteSamples(StringBuilder sb)
     {
         double value;
