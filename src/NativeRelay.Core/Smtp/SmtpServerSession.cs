@@ -1178,8 +1178,7 @@ internal sealed class SmtpServerSession
 
         WriteQueuedReply(id);
         _server.CountAccepted(message.ContentLength, envelope.Recipients.Length);
-        _server.Log.Info($"{QueueIdGenerator.ToString(id)}: queued from={envelope.SenderText} rcpts={envelope.Recipients.Length} size={message.ContentLength} client={_clientAddress}"
-                         + (_tls is null ? "" : " tls") + (_authenticatedUser is null ? "" : $" auth={_authenticatedUser}"));
+        _server.Log.Info($"{new QueueIdText(id)}: queued from={envelope.SenderForLog} rcpts={envelope.Recipients.Length} size={message.ContentLength} client={_clientAddress}{(_tls is null ? "" : " tls")}{(_authenticatedUser is null ? "" : " auth=")}{_authenticatedUser}");
 
         var queued = new QueuedMessage
         {

@@ -56,5 +56,7 @@ public sealed class Envelope
     public EnvelopeFlags Flags { get; init; }
 
     public string SenderText => Sender.Length == 0 ? "<>" : System.Text.Encoding.UTF8.GetString(Sender);
+    /// <summary>The sender as <see cref="SenderText"/> shows it, for a log line, without making a string.</summary>
+    public Telemetry.Utf8Text SenderForLog => new(Sender.Length == 0 ? "<>"u8 : Sender);
     public string RecipientText(int i) => System.Text.Encoding.UTF8.GetString(Recipients[i]);
 }

@@ -46,3 +46,15 @@ public sealed class QueueIdGenerator
     public static bool TryParse(string text, out ulong id) =>
         ulong.TryParse(text, System.Globalization.NumberStyles.HexNumber, null, out id) && text.Length == 16;
 }
+
+/// <summary>A queue id as its 16 hex digits, formatted where it is written (a log line) instead of as a string first.</summary>
+public readonly struct QueueIdText(ulong id) : IUtf8SpanFormattable
+{
+    public bool TryFormat(Span<byte> destination, out int written, ReadOnlySpan<char> format, IFormatProvider? provider)
+    {
+        written = destination.Length >= 16 ? QueueIdGenerator.Format(id, destination) : 0;
+        return written == 16;
+    }
+
+    public override string ToString() => QueueIdGenerator.ToString(id);
+}

@@ -11,7 +11,7 @@ internal static class ServeCommand
     public static async Task<int> RunAsync(string[] args)
     {
         var settings = BuildSettings(args);
-        using var log = new Log(Console.Out, settings.Lifecycle.LogLevel, settings.Lifecycle.LogFormat);
+        using var log = new Log(Console.OpenStandardOutput(), settings.Lifecycle.LogLevel, settings.Lifecycle.LogFormat);
         await using var metrics = MetricsServer.StartConfigured(settings, log);
         // SIGHUP reads the file and applies the flags again, exactly as at start (and as check-config does).
         var host = new RelayHost(settings, log, reloadSource: () => BuildSettings(args, checkFiles: true));

@@ -1,0 +1,151 @@
+using System.Text;
+using System.Text.Json;
+using NativeRelay.Spool;
+using NativeRelay.Telemetry;
+
+namespace NativeRelay.Tests.Unit;
+
+/// <summary>The relay's log: UTF-8 lines formatted in place, levels, the JSON form, a bounded backlog.</summary>
+public sealed class LogTests
+{
+    [Fact]
+    public void Interpolated_values_are_written_as_utf8_text()
+    {
+        var output = new MemoryStream();
+        using (var log = new Log(output))
+        {
+            byte[] sender = Encoding.UTF8.GetBytes("jörg@exämple.test");
+            log.Info($"{new QueueIdText(0x0191F0C2A3B40001)}: queued from={new Utf8Text(sender)} rcpts={3} size={1024L} ratio={0.5:0.00} {"tls"}{(string?)null}|{ConsoleColor.Red}|{new Version(1, 2)}");
+        }
+
+        string line = Encoding.UTF8.GetString(output.ToArray());
+        Assert.Matches(@"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z info  ", line);
+        Assert.EndsWith(" info  0191F0C2A3B40001: queued from=jörg@exämple.test rcpts=3 size=1024 ratio=0.50 tls|Red|1.2\n", line);
+    }
+
+    [Fact]
+    public void A_line_below_the_level_is_not_formatted_at_all()
+    {
+        var output = new MemoryStream();
+        var counted = new CountsToString();
+        using (var log = new Log(output, LogLevel.Warn))
+        {
+            log.Info($"skipped {counted}");
+            log.Debug($"skipped {counted}");
+            log.Write(LogLevel.Info, $"skipped {counted}");
+            log.Warn($"written {counted}");
+            log.Write(LogLevel.Error, $"written {counted}");
+        }
+
+        Assert.Equal(2, counted.Calls);
+        var lines = Encoding.UTF8.GetString(output.ToArray()).Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.Equal(2, lines.Length);
+        Assert.EndsWith(" warn  written 1", lines[0]);
+        Assert.EndsWith(" error written 2", lines[1]);
+    }
+
+    [Fact]
+    public void Long_lines_grow_the_buffer_and_arrive_whole()
+    {
+        var output = new MemoryStream();
+        string big = new('x', 5000);
+        using (var log = new Log(output))
+        {
+            log.Info($"{big}|{big}|{12345}");
+        }
+        Assert.EndsWith($" info  {big}|{big}|12345\n", Encoding.UTF8.GetString(output.ToArray()));
+    }
+
+    [Fact]
+    public void Json_lines_escape_client_text_and_survive_invalid_utf8()
+    {
+        var output = new StringWriter();
+        using (var log = new Log(output, LogLevel.Info, LogFormat.Json))
+        {
+            log.Info($"from={new Utf8Text("a\"b\r\n"u8)} size={7}");
+            log.Info($"bad={new Utf8Text([0x61, 0xFF, 0x62])}");
+        }
+
+        var lines = output.ToString().Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.Equal(2, lines.Length);
+        using (var first = JsonDocument.Parse(lines[0]))
+            Assert.Equal("from=a\"b\r\n size=7", first.RootElement.GetProperty("message").GetString());
+        using (var second = JsonDocument.Parse(lines[1]))
+            Assert.Equal("bad=a\uFFFDb", second.RootElement.GetProperty("message").GetString());
+    }
+
+    [Fact]
+    public void A_line_allocates_nothing_once_warm()
+    {
+        using var log = new Log(Stream.Null);
+        byte[] sender = "someone@example.test"u8.ToArray();
+        string client = "[127.0.0.1]:40000";
+        void OneLine(ulong id) =>
+            log.Info($"{new QueueIdText(id)}: queued from={new Utf8Text(sender)} rcpts={1} size={1024L} client={client}");
+
+        for (ulong i = 0; i < 100; i++)
+            OneLine(i);
+        log.Flush();
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        for (ulong i = 0; i < 1000; i++)
+        {
+            OneLine(i);
+            if (i % 50 == 49)
+                log.Flush(); // the pending buffer keeps its size, as it does under a steady load
+        }
+        long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+
+        // A string per line would be well over 100 KB for these 1,000 lines.
+        Assert.True(allocated < 1000, $"{allocated} bytes allocated for 1,000 lines");
+    }
+
+    [Fact]
+    public void When_the_output_falls_behind_lines_are_dropped_counted_and_reported()
+    {
+        // The output blocks until released, so whatever the flush timer does meanwhile, at most
+        // one batch is stuck in the output and one pending buffer fills: twice the cap and more
+        // must drop lines.
+        var output = new StalledStream();
+        int lines = 2 * Log.MaxPendingBytes / 1000 + 100;
+        using (var log = new Log(output))
+        {
+            string line = new('y', 1000);
+            for (int i = 0; i < lines; i++)
+                log.Info($"{i} {line}");
+            output.Release();
+            log.Flush();
+            log.Info("after");
+        }
+
+        var text = Encoding.UTF8.GetString(output.ToArray()).Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        var notice = Assert.Single(text, t => t.Contains("line(s) dropped"));
+        Assert.Contains(" warn  log: ", notice);
+        int dropped = int.Parse(notice.Split("log: ")[1].Split(' ')[0]);
+        int written = text.Count(t => t.EndsWith("yyy"));
+        Assert.True(dropped > 0);
+        Assert.True(written * 1000 <= 2 * Log.MaxPendingBytes, $"{written} lines written");
+        Assert.Equal(lines, written + dropped);
+        Assert.EndsWith(" info  0 " + new string('y', 1000), text[0]); // the first lines are the ones kept
+        Assert.EndsWith(" info  after", text[^1]);
+    }
+
+    /// <summary>An output that does not take a byte until <see cref="Release"/> (at most 30 s).</summary>
+    private sealed class StalledStream : MemoryStream
+    {
+        private readonly ManualResetEventSlim _released = new();
+
+        public void Release() => _released.Set();
+
+        public override void Write(ReadOnlySpan<byte> buffer)
+        {
+            _released.Wait(TimeSpan.FromSeconds(30));
+            base.Write(buffer);
+        }
+    }
+
+    private sealed class CountsToString
+    {
+        public int Calls;
+        public override string ToString() => (++Calls).ToString();
+    }
+}
