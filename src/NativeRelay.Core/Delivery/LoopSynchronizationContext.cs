@@ -1,3 +1,5 @@
+using System.Collections.Concurrent;
+
 namespace NativeRelay.Delivery;
 
 /// <summary>
@@ -5,29 +7,40 @@ namespace NativeRelay.Delivery;
 /// thread, so the state a delivery loop owns (destination queues, connection counts, retry heap)
 /// is only ever touched by that thread and needs no locks. Socket completions arrive on I/O
 /// threads and are posted here.
+/// <para>
+/// Posting takes no lock: under load every relayed message posts here from the socket threads
+/// several times, and a contended lock there spins and yields on a machine whose cores the
+/// sessions need. The loop runs whatever is queued and only sleeps on an empty queue; a poster
+/// wakes it only when it is asleep (<see cref="_sleeping"/>), so a busy loop costs its posters an
+/// enqueue and nothing else.
+/// </para>
 /// </summary>
 internal sealed class LoopSynchronizationContext : SynchronizationContext
 {
-    private readonly Queue<(SendOrPostCallback Callback, object? State)> _work = new();
-    private readonly object _gate = new();
-    private bool _stopped;
+    private readonly ConcurrentQueue<(SendOrPostCallback Callback, object? State)> _work = new();
+    private readonly AutoResetEvent _wake = new(false);
+    private int _sleeping; // 1 from just before the loop's last look at the queue until it wakes
+    private volatile bool _stopped;
+    private volatile bool _exited;
 
     public int ManagedThreadId { get; private set; }
 
     public override void Post(SendOrPostCallback d, object? state)
     {
-        lock (_gate)
+        if (_exited)
         {
-            if (_stopped)
-            {
-                // Late completions after shutdown still run, on the thread pool, so nothing hangs.
-                ThreadPool.UnsafeQueueUserWorkItem(s => d(s), state, preferLocal: false);
-                return;
-            }
-            _work.Enqueue((d, state));
-            if (_work.Count == 1)
-                Monitor.Pulse(_gate);
+            // Late completions after shutdown still run, on the thread pool, so nothing hangs.
+            ThreadPool.UnsafeQueueUserWorkItem(s => d(s), state, preferLocal: false);
+            return;
         }
+        _work.Enqueue((d, state));
+        // The enqueue is a full fence, so either the loop sees this item in its last look before
+        // sleeping, or this sees it asleep and wakes it.
+        if (Volatile.Read(ref _sleeping) == 1 && Interlocked.Exchange(ref _sleeping, 0) == 1)
+            _wake.Set();
+        // The loop may have ended after the check above: nothing would run this item then.
+        if (_exited)
+            HandOverToPool();
     }
 
     public override void Send(SendOrPostCallback d, object? state) =>
@@ -35,32 +48,41 @@ internal sealed class LoopSynchronizationContext : SynchronizationContext
 
     public override SynchronizationContext CreateCopy() => this;
 
-    /// <summary>Runs work items on the calling thread until <see cref="Stop"/>.</summary>
+    /// <summary>Runs work items on the calling thread until <see cref="Stop"/> and the queue is empty.</summary>
     public void Run()
     {
         ManagedThreadId = Environment.CurrentManagedThreadId;
         SetSynchronizationContext(this);
         while (true)
         {
-            (SendOrPostCallback Callback, object? State) item;
-            lock (_gate)
+            while (_work.TryDequeue(out var item))
+                item.Callback(item.State);
+            if (_stopped)
+                break;
+            Interlocked.Exchange(ref _sleeping, 1); // a full fence before the last look
+            if (!_work.IsEmpty || _stopped)
             {
-                while (_work.Count == 0 && !_stopped)
-                    Monitor.Wait(_gate);
-                if (_work.Count == 0)
-                    return;
-                item = _work.Dequeue();
+                Volatile.Write(ref _sleeping, 0);
+                continue;
             }
-            item.Callback(item.State);
+            _wake.WaitOne();
+            Volatile.Write(ref _sleeping, 0);
         }
+        _exited = true;
+        HandOverToPool();
     }
 
     public void Stop()
     {
-        lock (_gate)
-        {
-            _stopped = true;
-            Monitor.PulseAll(_gate);
-        }
+        _stopped = true;
+        Interlocked.Exchange(ref _sleeping, 0);
+        _wake.Set();
+    }
+
+    // After the loop ended: whatever is still queued runs on the thread pool.
+    private void HandOverToPool()
+    {
+        while (_work.TryDequeue(out var item))
+            ThreadPool.UnsafeQueueUserWorkItem(static s => s.Callback(s.State), item, preferLocal: false);
     }
 }
