@@ -307,7 +307,7 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
         if (scheduled)
             _deferred.Schedule(message.Id, due);
         Interlocked.Increment(ref _activity);
-        Wake();
+        WakeForFreedSlot();
     }
 
     // Under the index's gate (every change to the hot set is).
@@ -317,7 +317,19 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
             Volatile.Write(ref _activePeak, Volatile.Read(ref _hotCount));
     }
 
-    /// <summary>Lets the ticker run now (a slot came free, or work came in), without waiting for its next tick.</summary>
+    /// <summary>
+    /// A message left the active set. That only matters to the ticker if something waits for the
+    /// slot (parked new mail, or due retries it found no room for); otherwise waking it would cost
+    /// a thread-pool wake-up per relayed message for nothing. A retry that becomes due meanwhile
+    /// is found on the next tick.
+    /// </summary>
+    private void WakeForFreedSlot()
+    {
+        if (!_incoming.IsEmpty || _backlogWaiting)
+            Wake();
+    }
+
+    /// <summary>Lets the ticker run now (work came in, or a slot came free for waiting work), without waiting for its next tick.</summary>
     private void Wake()
     {
         if (_wakeup.CurrentCount == 0)
@@ -1100,7 +1112,7 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
         lock (_index.Gate)
             Unregister(message);
         Interlocked.Increment(ref _activity);
-        Wake();
+        WakeForFreedSlot();
         if (_log.IsEnabled(Telemetry.LogLevel.Debug))
             _log.Debug($"{message.IdText}: removed");
     }
