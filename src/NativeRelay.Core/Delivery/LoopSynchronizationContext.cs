@@ -21,13 +21,13 @@ internal sealed class LoopSynchronizationContext : SynchronizationContext
     private readonly AutoResetEvent _wake = new(false);
     private int _sleeping; // 1 from just before the loop's last look at the queue until it wakes
     private volatile bool _stopped;
-    private volatile bool _exited;
+    private int _exited; // 1 once Run has left; set with a full fence (see Run)
 
     public int ManagedThreadId { get; private set; }
 
     public override void Post(SendOrPostCallback d, object? state)
     {
-        if (_exited)
+        if (_stopped)
         {
             // Late completions after shutdown still run, on the thread pool, so nothing hangs.
             ThreadPool.UnsafeQueueUserWorkItem(s => d(s), state, preferLocal: false);
@@ -38,8 +38,9 @@ internal sealed class LoopSynchronizationContext : SynchronizationContext
         // sleeping, or this sees it asleep and wakes it.
         if (Volatile.Read(ref _sleeping) == 1 && Interlocked.Exchange(ref _sleeping, 0) == 1)
             _wake.Set();
-        // The loop may have ended after the check above: nothing would run this item then.
-        if (_exited)
+        // A stop may have come after the check above and the loop ended after its last look at
+        // the queue: then nothing else would run this item. (Both sides fence before they look.)
+        if (Volatile.Read(ref _exited) == 1)
             HandOverToPool();
     }
 
@@ -48,7 +49,7 @@ internal sealed class LoopSynchronizationContext : SynchronizationContext
 
     public override SynchronizationContext CreateCopy() => this;
 
-    /// <summary>Runs work items on the calling thread until <see cref="Stop"/> and the queue is empty.</summary>
+    /// <summary>Runs work items on the calling thread until <see cref="Stop"/>; what was queued by then still runs here, later posts go to the thread pool.</summary>
     public void Run()
     {
         ManagedThreadId = Environment.CurrentManagedThreadId;
@@ -68,7 +69,9 @@ internal sealed class LoopSynchronizationContext : SynchronizationContext
             _wake.WaitOne();
             Volatile.Write(ref _sleeping, 0);
         }
-        _exited = true;
+        // A full fence between saying so and the last look, so a racing Post either is seen
+        // here or sees this.
+        Interlocked.Exchange(ref _exited, 1);
         HandOverToPool();
     }
 

@@ -66,7 +66,7 @@ public sealed class Log : IDisposable
         _minimum = minimum;
         _format = format;
         _jsonWriter = new Utf8JsonWriter(_json);
-        _timer = new Timer(static s => ((Log)s!).Flush(), this, FlushInterval, FlushInterval);
+        _timer = new Timer(static s => ((Log)s!).FlushIfIdle(), this, FlushInterval, FlushInterval);
     }
 
     /// <summary>A log that writes nothing (tests, benchmarks).</summary>
@@ -102,10 +102,11 @@ public sealed class Log : IDisposable
     /// <summary>A line whose level is decided at run time.</summary>
     public void Write(LogLevel level, [InterpolatedStringHandlerArgument("", "level")] ref LogLine<LogLevels.Given> line) => line.Finish();
 
-    public void Write(LogLevel level, string message)
+    public void Write(LogLevel level, string? message)
     {
         if (!IsEnabled(level))
             return;
+        message ??= "";
         byte[] bytes = ArrayPool<byte>.Shared.Rent(Encoding.UTF8.GetMaxByteCount(message.Length));
         int length = Encoding.UTF8.GetBytes(message, bytes);
         Append(level, bytes.AsSpan(0, length));
@@ -116,34 +117,43 @@ public sealed class Log : IDisposable
     internal void Append(LogLevel level, ReadOnlySpan<byte> message)
     {
         Span<byte> time = stackalloc byte[32];
-        DateTime.UtcNow.TryFormat(time, out int timeLength, TimeFormat, CultureInfo.InvariantCulture);
-        time = time[..timeLength];
+        time = Now(time);
         lock (_gate)
+            AppendLocked(time, level, message);
+    }
+
+    private static Span<byte> Now(Span<byte> destination)
+    {
+        DateTime.UtcNow.TryFormat(destination, out int length, TimeFormat, CultureInfo.InvariantCulture);
+        return destination[..length];
+    }
+
+    // Under _gate.
+    private void AppendLocked(ReadOnlySpan<byte> time, LogLevel level, ReadOnlySpan<byte> message)
+    {
+        if (_format == LogFormat.Json)
         {
-            if (_format == LogFormat.Json)
-            {
-                AppendJson(time, level, message);
-                return;
-            }
-            ReadOnlySpan<byte> levelText = level switch
-            {
-                LogLevel.Debug => "debug"u8,
-                LogLevel.Info => "info "u8,
-                LogLevel.Warn => "warn "u8,
-                _ => "error"u8,
-            };
-            var line = Reserve(time.Length + 1 + levelText.Length + 1 + message.Length + 1);
-            if (line.IsEmpty)
-                return;
-            time.CopyTo(line);
-            int at = time.Length;
-            line[at++] = (byte)' ';
-            levelText.CopyTo(line[at..]);
-            at += levelText.Length;
-            line[at++] = (byte)' ';
-            message.CopyTo(line[at..]);
-            line[^1] = (byte)'\n';
+            AppendJson(time, level, message);
+            return;
         }
+        ReadOnlySpan<byte> levelText = level switch
+        {
+            LogLevel.Debug => "debug"u8,
+            LogLevel.Info => "info "u8,
+            LogLevel.Warn => "warn "u8,
+            _ => "error"u8,
+        };
+        var line = Reserve(time.Length + 1 + levelText.Length + 1 + message.Length + 1);
+        if (line.IsEmpty)
+            return;
+        time.CopyTo(line);
+        int at = time.Length;
+        line[at++] = (byte)' ';
+        levelText.CopyTo(line[at..]);
+        at += levelText.Length;
+        line[at++] = (byte)' ';
+        message.CopyTo(line[at..]);
+        line[^1] = (byte)'\n';
     }
 
     // Utf8JsonWriter escapes whatever a message carries (quotes, control characters, client input).
@@ -191,37 +201,61 @@ public sealed class Log : IDisposable
     public void Flush()
     {
         lock (_flushGate)
+            FlushLocked();
+    }
+
+    // The timer's flush: while a flush is stuck in a slow output, further ticks leave at once
+    // instead of each parking a thread-pool thread behind it.
+    private void FlushIfIdle()
+    {
+        if (!Monitor.TryEnter(_flushGate))
+            return;
+        try
         {
-            byte[] full;
-            int length;
-            long dropped;
-            lock (_gate)
-            {
-                if (_pendingLength == 0)
-                    return;
-                full = _pending;
-                length = _pendingLength;
-                dropped = _dropped;
-                _dropped = 0;
-                _pending = _spare;
-                _pendingLength = 0;
-                _spare = full;
-            }
-            // The dropped lines came after everything in this batch: the notice goes first in the next.
-            if (dropped > 0)
-                Write(LogLevel.Warn, $"log: {dropped} line(s) dropped, the output did not keep up");
-            try
-            {
-                WriteOut(full.AsSpan(0, length));
-            }
-            catch (IOException)
-            {
-                // stdout went away (closed pipe): the relay carries on without its log.
-            }
-            // A burst may have grown the buffer: keep the normal size as the spare.
-            if (full.Length > 1024 * 1024)
-                _spare = new byte[16 * 1024];
+            FlushLocked();
         }
+        finally
+        {
+            Monitor.Exit(_flushGate);
+        }
+    }
+
+    // Under _flushGate.
+    private void FlushLocked()
+    {
+        byte[] full;
+        int length;
+        lock (_gate)
+        {
+            if (_pendingLength == 0)
+                return;
+            full = _pending;
+            length = _pendingLength;
+            _pending = _spare;
+            _pendingLength = 0;
+            _spare = full;
+            if (_dropped > 0)
+            {
+                // The dropped lines came after everything in this batch: the notice opens the
+                // next one, whatever the level (the operator must learn that lines are missing).
+                Span<byte> notice = stackalloc byte[96];
+                Utf8.TryWrite(notice, CultureInfo.InvariantCulture, $"log: {_dropped} line(s) dropped, the output did not keep up", out int noticeLength);
+                _dropped = 0;
+                Span<byte> time = stackalloc byte[32];
+                AppendLocked(Now(time), LogLevel.Warn, notice[..noticeLength]);
+            }
+        }
+        try
+        {
+            WriteOut(full.AsSpan(0, length));
+        }
+        catch (IOException)
+        {
+            // stdout went away (closed pipe): the relay carries on without its log.
+        }
+        // A burst may have grown the buffer: keep the normal size as the spare.
+        if (full.Length > 1024 * 1024)
+            _spare = new byte[16 * 1024];
     }
 
     private void WriteOut(ReadOnlySpan<byte> bytes)
@@ -242,6 +276,7 @@ public sealed class Log : IDisposable
     {
         _timer.Dispose();
         Flush();
+        Flush(); // a drop notice the first flush put in line
     }
 }
 
@@ -275,6 +310,8 @@ public readonly ref struct Utf8Text(ReadOnlySpan<byte> bytes)
 [InterpolatedStringHandler]
 public ref struct LogLine<TLevel> where TLevel : struct, ILogLevel
 {
+    private const int MaxFormatRoom = 1024 * 1024;
+
     private readonly Log? _log; // null: the level is off, everything is skipped
     private readonly LogLevel _level;
     private byte[]? _buffer;
@@ -321,10 +358,15 @@ public ref struct LogLine<TLevel> where TLevel : struct, ILogLevel
             // For a value type the generic instantiation makes this a direct call, with no box.
             int written;
             while (!((IUtf8SpanFormattable)value).TryFormat(_buffer.AsSpan(_length), out written, format, CultureInfo.InvariantCulture))
-                Grow(_buffer!.Length);
+            {
+                if (_buffer!.Length >= MaxFormatRoom)
+                    goto asText; // a value that never fits: its ToString says what it is
+                Grow(_buffer.Length);
+            }
             _length += written;
             return;
         }
+    asText:
         AppendChars(value is IFormattable formattable ? formattable.ToString(format, CultureInfo.InvariantCulture) : value?.ToString());
     }
 

@@ -80,8 +80,10 @@ public sealed class LogTests
         using var log = new Log(Stream.Null);
         byte[] sender = "someone@example.test"u8.ToArray();
         string client = "[127.0.0.1]:40000";
+        string? tls = null, user = null;
+        // The relay's own "queued" line (SmtpServerSession), hole for hole.
         void OneLine(ulong id) =>
-            log.Info($"{new QueueIdText(id)}: queued from={new Utf8Text(sender)} rcpts={1} size={1024L} client={client}");
+            log.Info($"{new QueueIdText(id)}: queued from={new Utf8Text(sender)} rcpts={1} size={1024L} client={client}{(tls is null ? "" : " tls")}{(user is null ? "" : " auth=")}{user}");
 
         for (ulong i = 0; i < 100; i++)
             OneLine(i);
@@ -126,7 +128,29 @@ public sealed class LogTests
         Assert.True(written * 1000 <= 2 * Log.MaxPendingBytes, $"{written} lines written");
         Assert.Equal(lines, written + dropped);
         Assert.EndsWith(" info  0 " + new string('y', 1000), text[0]); // the first lines are the ones kept
+        Assert.Equal(notice, text[^2]); // after the lines that got out, before the next one
         Assert.EndsWith(" info  after", text[^1]);
+    }
+
+    [Fact]
+    public void Dropped_lines_are_reported_whatever_the_level_and_even_at_shutdown()
+    {
+        var output = new StalledStream();
+        int lines = 2 * Log.MaxPendingBytes / 1000 + 100;
+        using (var log = new Log(output, LogLevel.Error))
+        {
+            string line = new('z', 1000);
+            for (int i = 0; i < lines; i++)
+                log.Error($"{i} {line}");
+            output.Release();
+            // No flush here: the one at shutdown must still say what was lost.
+        }
+
+        var text = Encoding.UTF8.GetString(output.ToArray()).Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        var notice = text[^1];
+        Assert.Contains(" warn  log: ", notice);
+        int dropped = int.Parse(notice.Split("log: ")[1].Split(' ')[0]);
+        Assert.Equal(lines, text.Count(t => t.EndsWith("zzz")) + dropped);
     }
 
     /// <summary>An output that does not take a byte until <see cref="Release"/> (at most 30 s).</summary>

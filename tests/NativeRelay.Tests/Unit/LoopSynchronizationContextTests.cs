@@ -71,20 +71,61 @@ public sealed class LoopSynchronizationContextTests
     public void Work_queued_at_stop_still_runs_and_late_posts_go_to_the_thread_pool()
     {
         var loop = new LoopSynchronizationContext();
-        int onLoop = 0;
-        // Queued before the loop even starts, and the stop comes right behind them: all must run.
-        for (int i = 0; i < 100; i++)
-            loop.Post(_ => Interlocked.Increment(ref onLoop), null);
+        int onLoop = 0, elsewhere = 0;
         var thread = new Thread(loop.Run) { IsBackground = true };
+        // Queued before the loop even starts, and the stop comes right behind them: all must run, there.
+        for (int i = 0; i < 100; i++)
+            loop.Post(_ =>
+            {
+                if (Environment.CurrentManagedThreadId == thread.ManagedThreadId)
+                    Interlocked.Increment(ref onLoop);
+                else
+                    Interlocked.Increment(ref elsewhere);
+            }, null);
         thread.Start();
         loop.Stop();
         Assert.True(thread.Join(TimeSpan.FromSeconds(10)));
         Assert.Equal(100, onLoop);
+        Assert.Equal(0, elsewhere);
 
         using var late = new ManualResetEventSlim();
         bool onPool = false;
         loop.Post(_ => { onPool = Thread.CurrentThread.IsThreadPoolThread; late.Set(); }, null);
         Assert.True(late.Wait(TimeSpan.FromSeconds(10)), "a post after the loop ended never ran");
         Assert.True(onPool);
+    }
+
+    [Fact]
+    public void Posts_racing_the_stop_each_run_exactly_once_on_the_loop_or_the_pool()
+    {
+        // Many rounds, each stopping a loop while four threads post to it as fast as they can:
+        // a post that slips in as the loop leaves must still run (on the pool), never be lost.
+        for (int round = 0; round < 50; round++)
+        {
+            var loop = new LoopSynchronizationContext();
+            var thread = new Thread(loop.Run) { IsBackground = true };
+            thread.Start();
+            int posted = 0, ran = 0;
+            using var go = new ManualResetEventSlim();
+            var posters = Enumerable.Range(0, 4).Select(_ => new Thread(() =>
+            {
+                go.Wait();
+                for (int i = 0; i < 2_000; i++)
+                {
+                    loop.Post(_ => Interlocked.Increment(ref ran), null);
+                    Interlocked.Increment(ref posted);
+                }
+            })).ToList();
+            posters.ForEach(t => t.Start());
+            go.Set();
+            Thread.SpinWait(1000 * (round % 10));
+            loop.Stop();
+            posters.ForEach(t => t.Join());
+            Assert.True(thread.Join(TimeSpan.FromSeconds(10)), "the loop did not end after Stop");
+            var deadline = DateTime.UtcNow.AddSeconds(10);
+            while (Volatile.Read(ref ran) < posted && DateTime.UtcNow < deadline)
+                Thread.Sleep(1);
+            Assert.Equal(posted, Volatile.Read(ref ran));
+        }
     }
 }
