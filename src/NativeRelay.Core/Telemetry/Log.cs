@@ -355,18 +355,19 @@ public ref struct LogLine<TLevel> where TLevel : struct, ILogLevel
     {
         if (value is IUtf8SpanFormattable)
         {
-            // For a value type the generic instantiation makes this a direct call, with no box.
+            // For a value type the generic instantiation makes these direct calls, with no box.
+            // A value that does not fit even in MaxFormatRoom is written as its text instead.
+            bool fits;
             int written;
-            while (!((IUtf8SpanFormattable)value).TryFormat(_buffer.AsSpan(_length), out written, format, CultureInfo.InvariantCulture))
-            {
-                if (_buffer!.Length >= MaxFormatRoom)
-                    goto asText; // a value that never fits: its ToString says what it is
+            while (!(fits = ((IUtf8SpanFormattable)value).TryFormat(_buffer.AsSpan(_length), out written, format, CultureInfo.InvariantCulture))
+                   && _buffer!.Length < MaxFormatRoom)
                 Grow(_buffer.Length);
+            if (fits)
+            {
+                _length += written;
+                return;
             }
-            _length += written;
-            return;
         }
-    asText:
         AppendChars(value is IFormattable formattable ? formattable.ToString(format, CultureInfo.InvariantCulture) : value?.ToString());
     }
 
