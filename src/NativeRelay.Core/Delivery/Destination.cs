@@ -192,9 +192,16 @@ internal sealed class Destination
 
     private static async Task CloseAsync(SmtpClientSession session)
     {
-        if (session.IsUsable)
-            await session.QuitAsync();
-        await session.DisposeAsync();
+        try
+        {
+            if (session.IsUsable)
+                await session.QuitAsync();
+        }
+        finally
+        {
+            // Always: the session's deadline stays registered with the process's clock until disposed.
+            await session.DisposeAsync();
+        }
     }
 
     /// <summary>Parks an open connection until a job arrives (true) or the idle time passes (false).</summary>

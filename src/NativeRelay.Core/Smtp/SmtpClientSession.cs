@@ -58,7 +58,9 @@ public sealed class SmtpClientSession : IAsyncDisposable
     private PipeWriter _output;
     private SslStream? _ssl;
     private readonly TimeSpan _commandTimeout;
-    private CancellationTokenSource _timeout = new();
+    // Bounds each wait for a reply; watched by the process's one DeadlineClock, so arming it per
+    // reply is two field writes instead of a timer update and a token registration.
+    private readonly Deadline _deadline;
     private bool _broken;
 
     private SmtpClientSession(SocketConnection connection, TimeSpan commandTimeout)
@@ -67,6 +69,8 @@ public sealed class SmtpClientSession : IAsyncDisposable
         _input = connection.Transport.Input;
         _output = connection.Transport.Output;
         _commandTimeout = commandTimeout;
+        _deadline = new Deadline(DeadlineClock.Shared,
+            static (state, _) => ((SmtpClientSession)state)._input.CancelPendingRead(), this);
     }
 
     public SmtpCapabilities Capabilities { get; private set; }
@@ -584,22 +588,22 @@ public sealed class SmtpClientSession : IAsyncDisposable
             Capabilities = SmtpCapabilities.None;
             MaxSize = 0;
         }
-        _timeout.CancelAfter(timeout ?? _commandTimeout);
+        _deadline.Arm(timeout ?? _commandTimeout, DeadlineFor.Read);
+        SmtpReply parsed;
+        bool expired;
         try
         {
             while (true)
             {
-                var result = await _input.ReadAsync(_timeout.Token).ConfigureAwait(false);
+                var result = await _input.ReadAsync().ConfigureAwait(false);
+                // Only the deadline cancels this reader.
+                if (result.IsCanceled)
+                    throw new OperationCanceledException();
                 var buffer = result.Buffer;
-                if (TryParseReply(ref buffer, parseCapabilities, keepText, out var reply))
+                if (TryParseReply(ref buffer, parseCapabilities, keepText, out parsed))
                 {
                     _input.AdvanceTo(buffer.Start);
-                    if (!_timeout.TryReset())
-                    {
-                        _timeout.Dispose();
-                        _timeout = new CancellationTokenSource();
-                    }
-                    return reply;
+                    break;
                 }
                 _input.AdvanceTo(buffer.Start, buffer.End);
                 if (result.IsCompleted)
@@ -625,6 +629,19 @@ public sealed class SmtpClientSession : IAsyncDisposable
             _broken = true;
             throw new SmtpSessionException(SmtpReply.Local(421, $"4.4.2 connection lost: {OneLine(e.Message)}"), SmtpFailureStage.Transaction);
         }
+        finally
+        {
+            expired = _deadline.Disarm();
+        }
+        if (expired)
+        {
+            // The deadline passed even if a reply came with it: a cancel is on its way to this
+            // reader and would end whichever read comes next (the next reply, a TLS handshake), so
+            // the reply is dropped and the connection given up, as a timer that fired would have.
+            _broken = true;
+            throw new SmtpSessionException(SmtpReply.Local(421, "4.4.2 timeout waiting for the remote server"), SmtpFailureStage.Transaction);
+        }
+        return parsed;
     }
 
     // Consumes the lines of one complete reply. Each line is "ddd-text" (more follow) or
@@ -727,7 +744,7 @@ public sealed class SmtpClientSession : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
-        _timeout.Dispose();
+        _deadline.Dispose();
         if (_ssl is not null)
         {
             await _input.CompleteAsync().ConfigureAwait(false);

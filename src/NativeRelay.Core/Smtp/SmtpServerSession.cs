@@ -75,7 +75,9 @@ internal sealed class SmtpServerSession
     private PipeReader _input;
     private PipeWriter _output;
     private TlsTransport? _tls;
-    private CancellationTokenSource _timer = new();
+    // The command, data and flush timeouts: armed around each wait for the client, watched by the
+    // process's one DeadlineClock (no timer or token registration per command).
+    private readonly Deadline _deadline;
 
     private Phase _phase = Phase.Connected;
     private bool _esmtp;
@@ -131,6 +133,14 @@ internal sealed class SmtpServerSession
         _commandTimeout = TimeSpan.FromSeconds(limits.CommandTimeoutSeconds);
         _dataTimeout = TimeSpan.FromSeconds(limits.DataTimeoutSeconds);
         _transactionMilliseconds = limits.TransactionTimeoutSeconds * 1000L;
+        _deadline = new Deadline(DeadlineClock.Shared, static (state, waitingFor) =>
+        {
+            var session = (SmtpServerSession)state;
+            if (waitingFor == DeadlineFor.Read)
+                session._input.CancelPendingRead();
+            else
+                session._output.CancelPendingFlush();
+        }, this);
     }
 
     private bool InTransaction => _phase is Phase.HaveSender or Phase.HaveRecipients or Phase.Data or Phase.Bdat;
@@ -174,19 +184,23 @@ internal sealed class SmtpServerSession
                         await ReplyAndCloseAsync(SmtpReplies.TransactionTimeout);
                         break;
                     }
-                    _timer.CancelAfter(wait);
+                    _deadline.Arm(wait, DeadlineFor.Read);
+                    bool timedOut;
                     try
                     {
-                        result = await _input.ReadAsync(_timer.Token);
+                        result = await _input.ReadAsync();
                     }
-                    catch (OperationCanceledException)
+                    finally
                     {
+                        timedOut = _deadline.Disarm();
+                    }
+                    if (timedOut)
+                    {
+                        // Bytes that came in the same tick as the expiry are dropped with it, as a timer firing then would have.
                         _server.Log.Info($"{_clientAddress}: {(transactionLimit ? "transaction time limit" : "timeout")}, closing");
-                        ResetTimer();
                         await ReplyAndCloseAsync(transactionLimit ? SmtpReplies.TransactionTimeout : SmtpReplies.Timeout);
                         break;
                     }
-                    ResetTimer();
                 }
                 if (_closeAfterFlush)
                     break;
@@ -242,7 +256,7 @@ internal sealed class SmtpServerSession
         finally
         {
             onStop.Dispose();
-            _timer.Dispose();
+            _deadline.Dispose();
             ResetTransaction();
             if (_tls is not null)
                 await _tls.DisposeAsync(_outputBroken ? TimeSpan.Zero : TimeSpan.FromSeconds(5));
@@ -265,38 +279,36 @@ internal sealed class SmtpServerSession
         return wait;
     }
 
-    private void ResetTimer()
-    {
-        if (!_timer.TryReset())
-        {
-            _timer.Dispose();
-            _timer = new CancellationTokenSource();
-        }
-    }
-
     /// <summary>Flushes the replies; false when the peer is gone or did not take them within the command timeout.</summary>
     private async ValueTask<bool> FlushAsync()
     {
         if (_outputBroken)
             return false;
-        _timer.CancelAfter(_commandTimeout);
+        _deadline.Arm(_commandTimeout, DeadlineFor.Write);
+        FlushResult flush;
+        bool timedOut;
         try
         {
-            var flush = await _output.FlushAsync(_timer.Token);
-            if (flush.IsCompleted || flush.IsCanceled)
-                _outputBroken = true;
-            return !_outputBroken;
+            flush = await _output.FlushAsync();
         }
         catch (OperationCanceledException)
+        {
+            // Not expected (a cancelled flush is a result, not an exception), but a writer over a stream may say it so.
+            flush = new FlushResult(isCanceled: true, isCompleted: false);
+        }
+        finally
+        {
+            timedOut = _deadline.Disarm();
+        }
+        if (timedOut)
         {
             _server.Log.Info($"{_clientAddress}: does not read its replies, closing");
             _outputBroken = true;
             return false;
         }
-        finally
-        {
-            ResetTimer();
-        }
+        if (flush.IsCompleted || flush.IsCanceled)
+            _outputBroken = true;
+        return !_outputBroken;
     }
 
     private ValueTask<bool> ReplyAndCloseAsync(ReadOnlySpan<byte> reply)
