@@ -119,16 +119,20 @@ public sealed class LogTests
             log.Info("after");
         }
 
+        // One notice per batch that had drops: one, or two when the log's own timer swapped a full
+        // buffer while the lines were still coming (its write then stuck in the output).
         var text = Encoding.UTF8.GetString(output.ToArray()).Split('\n', StringSplitOptions.RemoveEmptyEntries);
-        var notice = Assert.Single(text, t => t.Contains("line(s) dropped"));
-        Assert.Contains(" warn  log: ", notice);
-        int dropped = int.Parse(notice.Split("log: ")[1].Split(' ')[0]);
-        int written = text.Count(t => t.EndsWith("yyy"));
+        var notices = text.Where(t => t.Contains("line(s) dropped")).ToArray();
+        Assert.InRange(notices.Length, 1, 2);
+        Assert.All(notices, n => Assert.Contains(" warn  log: ", n));
+        int dropped = notices.Sum(n => int.Parse(n.Split("log: ")[1].Split(' ')[0]));
+        var kept = text.Where(t => t.EndsWith("yyy")).Select(t => int.Parse(t.Split("info  ")[1].Split(' ')[0])).ToArray();
         Assert.True(dropped > 0);
-        Assert.True(written * 1000 <= 2 * Log.MaxPendingBytes, $"{written} lines written");
-        Assert.Equal(lines, written + dropped);
-        Assert.EndsWith(" info  0 " + new string('y', 1000), text[0]); // the first lines are the ones kept
-        Assert.Equal(notice, text[^2]); // after the lines that got out, before the next one
+        Assert.True(kept.Length * 1000 <= 2 * Log.MaxPendingBytes, $"{kept.Length} lines written");
+        Assert.Equal(lines, kept.Length + dropped);
+        Assert.Equal(0, kept[0]); // the first lines are the ones kept, and in order
+        Assert.True(kept.Zip(kept.Skip(1)).All(p => p.First < p.Second), "lines out of order");
+        Assert.All(notices, n => Assert.True(Array.IndexOf(text, n) > 0)); // after the lines that got out first
         Assert.EndsWith(" info  after", text[^1]);
     }
 
