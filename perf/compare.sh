@@ -7,7 +7,9 @@
 # NativeRelay as the relay (the published binary, a fresh temporary spool, --relay-to the
 # shared script's sink port). Then, for NativeRelay alone: idle RSS, peak RSS under load,
 # start-up time to listening, and accept latency p99 at half the peak rate (nativerelay blast
-# --rate). Prints every figure and the ratios; keeps the raw output under perf/runs/.
+# --rate). Also the CPU each MTA spends per message (all of Postfix's processes, NativeRelay's
+# one), which the host's load moves less than the rates. Prints every figure and the ratios;
+# keeps the raw output under perf/runs/.
 #
 #   bash perf/compare.sh            (make perf: publishes first)
 #   QUICK=1 bash perf/compare.sh    smaller loads, for a smoke test
@@ -62,16 +64,44 @@ json_number() { sed -n "s/.*\"$1\":{[^}]*\"$2\":\([0-9.]*\).*/\1/p" "$3"; }  # j
 kib() { awk '/^'"$1"':/ { print $2 }' "/proc/$2/status" 2>/dev/null || echo 0; }  # kib VmRSS PID
 port_open() { { : >"/dev/tcp/127.0.0.1/$1"; } 2>/dev/null; }
 
+# CPU clock ticks (utime+stime) a process has used, with those of its children: the reaped ones
+# (cutime+cstime) and the live ones. Postfix's master forks every daemon and reaps it, so the sum
+# over the master grows by exactly what the instance spends, whichever processes come and go.
+HZ=$(getconf CLK_TCK)
+own_ticks() { sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | awk -v c="${2:-0}" '{ print $12 + $13 + (c ? $14 + $15 : 0) }'; }
+tree_ticks() {
+  local total child ticks
+  total=$(own_ticks "$1" 1 || true); total=${total:-0}
+  for child in $(pgrep -P "$1" || true); do
+    ticks=$(own_ticks "$child" || true); total=$(( total + ${ticks:-0} ))
+  done
+  echo "$total"
+}
+PF_MASTER_PID_FILE=${PF_DIR:-/tmp/mta-bench-postfix}/spool/pid/master.pid
+# mta_ticks KIND: what the MTA under test has spent so far (0 for the ceiling, or before Postfix starts).
+mta_ticks() {
+  local pid
+  case $1 in
+    relay)   pid=$(own_ticks "$RELAY_PID" || true); echo "${pid:-0}" ;;
+    postfix) pid=$(tr -dc '0-9' < "$PF_MASTER_PID_FILE" 2>/dev/null || true)
+             if [ -n "$pid" ] && [ -d "/proc/$pid" ]; then tree_ticks "$pid"; else echo 0; fi ;;
+    *)       echo 0 ;;
+  esac
+}
+
 # mta KEY OUT ARGS...: runs mta-bench.sh ARGS into OUT until a "KEY:" line shows (at most 3 tries:
 # its sink stop can race with the sink's own exit and end the script before it prints). For
 # "relay", each try gets a fresh NativeRelay, so a failed try's messages cannot leak into the next;
-# NR_HWM[$name] keeps that relay's peak RSS.
+# NR_HWM[$name] keeps that relay's peak RSS. CPU_TICKS[$name.KIND] is what the MTA spent in the try.
 mta() {
-  local key=$1 out=$2 try
+  local key=$1 out=$2 try ticks0 ticks1
   shift 2
   for try in 1 2 3; do
     [ "$1" = relay ] && start_relay "$name-$try"
+    ticks0=$(mta_ticks "$1")
     bash "$MTA_BENCH" "$@" > "$out" 2>&1 || true
+    ticks1=$(mta_ticks "$1")
+    CPU_TICKS[$name.$1]=$(( ${ticks1:-0} - ${ticks0:-0} ))
     if [ "$1" = relay ]; then
       NR_HWM[$name]=$(kib VmHWM "$RELAY_PID")
       stop_relay
@@ -123,7 +153,8 @@ LOADS=(
   "100k-s10-reuse $N_100K 10 102400 -d"
 )
 
-declare -A CEIL PF_ACC PF_E2E NR_ACC NR_E2E NR_HWM
+declare -A CEIL PF_ACC PF_E2E NR_ACC NR_E2E NR_HWM CPU_TICKS PF_CPU NR_CPU
+cpu_us() { awk -v t="${1:-0}" -v hz="$HZ" -v n="$2" 'BEGIN { if (t > 0) printf "%.0f", t / hz * 1e6 / n; else print "n/a" }'; }
 PEAK_HWM=0
 for load in "${LOADS[@]}"; do
   read -r name n s size flags <<< "$load"
@@ -139,11 +170,15 @@ for load in "${LOADS[@]}"; do
   grep -v '^[[:space:]]*$' "$out.postfix" | tee -a "$RAW"
   PF_ACC[$name]=$(value postfix_accept_msgs_per_s "$out.postfix")
   PF_E2E[$name]=$(value postfix_e2e_msgs_per_s "$out.postfix")
+  PF_CPU[$name]=$(cpu_us "${CPU_TICKS[$name.postfix]}" "$n")
+  note "postfix_cpu_us_per_msg (all of its processes): ${PF_CPU[$name]}"
 
   mta relay_e2e_msgs_per_s "$out.nativerelay" relay "$RELAY_PORT" "$n" "$s" "$size" $flags
   sed 's/^relay_/nativerelay_/' "$out.nativerelay" | tee -a "$RAW"
   NR_ACC[$name]=$(value relay_accept_msgs_per_s "$out.nativerelay")
   NR_E2E[$name]=$(value relay_e2e_msgs_per_s "$out.nativerelay")
+  NR_CPU[$name]=$(cpu_us "${CPU_TICKS[$name.relay]}" "$n")
+  note "nativerelay_cpu_us_per_msg: ${NR_CPU[$name]}"
   note "nativerelay_peak_rss_kib: ${NR_HWM[$name]}"
   [ "${NR_HWM[$name]:-0}" -gt "$PEAK_HWM" ] && PEAK_HWM=${NR_HWM[$name]}
 done
@@ -208,13 +243,15 @@ verdict() { awk -v v="${1:-0}" -v t="$2" -v op="$3" 'BEGIN { if (v == "" || v ==
 
 {
   echo ""
-  echo "== summary (msgs/s; e2e = until smtp-sink has every message; ratios NativeRelay/Postfix e2e and NativeRelay e2e/ceiling)"
-  printf '%-15s %8s %8s %8s %8s %8s %9s %9s %8s\n' load ceiling pf_acc pf_e2e nr_acc nr_e2e nr/pf nr/ceil rss_MiB
+  echo "== summary (msgs/s; e2e = until smtp-sink has every message; ratios NativeRelay/Postfix e2e and NativeRelay e2e/ceiling;"
+  echo "   cpu = µs of CPU per message, all of Postfix's processes and NativeRelay's one, and how many times less NativeRelay spends)"
+  printf '%-15s %8s %8s %8s %8s %8s %9s %9s %8s %8s %8s %8s\n' load ceiling pf_acc pf_e2e nr_acc nr_e2e nr/pf nr/ceil rss_MiB pf_cpu nr_cpu pf/nr
   for load in "${LOADS[@]}"; do
     read -r name _ <<< "$load"
-    printf '%-15s %8s %8s %8s %8s %8s %8sx %9s %8s\n' "$name" "${CEIL[$name]:-n/a}" "${PF_ACC[$name]:-n/a}" "${PF_E2E[$name]:-n/a}" \
+    printf '%-15s %8s %8s %8s %8s %8s %8sx %9s %8s %8s %8s %7sx\n' "$name" "${CEIL[$name]:-n/a}" "${PF_ACC[$name]:-n/a}" "${PF_E2E[$name]:-n/a}" \
       "${NR_ACC[$name]:-n/a}" "${NR_E2E[$name]:-n/a}" "$(ratio "${NR_E2E[$name]}" "${PF_E2E[$name]}")" \
-      "$(pct "${NR_E2E[$name]}" "${CEIL[$name]}")" "$(( ${NR_HWM[$name]:-0} / 1024 ))"
+      "$(pct "${NR_E2E[$name]}" "${CEIL[$name]}")" "$(( ${NR_HWM[$name]:-0} / 1024 ))" \
+      "${PF_CPU[$name]:-n/a}" "${NR_CPU[$name]:-n/a}" "$(ratio "${PF_CPU[$name]}" "${NR_CPU[$name]}")"
   done
   echo ""
   echo "targets (issue 6):"
