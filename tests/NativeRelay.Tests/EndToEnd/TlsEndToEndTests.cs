@@ -1,3 +1,4 @@
+using System.Text;
 using System.Text.Json.Nodes;
 using Xunit.Abstractions;
 
@@ -177,5 +178,66 @@ public sealed class TlsEndToEndTests(ITestOutputHelper log)
         }
 
         Assert.Fail($"The relay still presents {seen}, not the new certificate {thumbprint}.\n{h.Relay.Describe()}");
+    }
+
+    // The timeouts under TLS: the session's pipes are then stream pipes over the SslStream, and a
+    // passed deadline must still end the read (idle client) or the write (client not reading).
+
+    [Fact]
+    public async Task An_idle_client_under_tls_gets_421_at_the_command_timeout()
+    {
+        await using var h = await ReceivingHarness.StartAsync(log, new()
+        {
+            Tls = true,
+            Configure = c => ReceivingHarness.Limits(c)["commandTimeoutSeconds"] = 1,
+        });
+        await using var client = await SecureSmtpClient.ConnectEhloAsync(h.Port);
+        await client.StartTlsAsync();
+        await client.ExpectAsync("EHLO client.test", 250);
+
+        var replies = await client.ReadUntilClosedAsync(TimeSpan.FromSeconds(60));
+
+        var bye = Assert.Single(replies); // encrypted, like everything after the handshake
+        Assert.Equal(421, bye.Code);
+        Assert.Equal("4.4.2", bye.EnhancedCode);
+    }
+
+    [Fact]
+    public async Task A_client_under_tls_that_never_reads_its_replies_is_dropped_and_its_slot_freed()
+    {
+        await using var h = await ReceivingHarness.StartAsync(log, new()
+        {
+            Tls = true,
+            Configure = c =>
+            {
+                var limits = ReceivingHarness.Limits(c);
+                limits["commandTimeoutSeconds"] = 1;
+                limits["maxConnectionsPerIp"] = 1;
+                limits["maxCommands"] = 10_000_000;
+            },
+        });
+        await using var hog = await SecureSmtpClient.ConnectEhloAsync(h.Port);
+        await hog.StartTlsAsync();
+        // From now on the hog writes NOOPs under TLS and never reads a reply.
+        var flood = Encoding.ASCII.GetBytes(string.Concat(Enumerable.Repeat("NOOP\r\n", 700_000)));
+        using var stopFlood = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        var flooding = Task.Run(async () =>
+        {
+            try
+            {
+                await hog.Tls!.WriteAsync(flood, stopFlood.Token);
+            }
+            catch (Exception e) when (e is IOException or OperationCanceledException or ObjectDisposedException)
+            {
+            }
+        });
+
+        await h.Relay.WaitForOutputAsync("does not read its replies", TimeSpan.FromSeconds(60));
+        // The only slot is free again: a new client is greeted and can start TLS.
+        await using var next = await SecureSmtpClient.ConnectEhloAsync(h.Port);
+        await next.StartTlsAsync();
+        await next.ExpectAsync("EHLO client.test", 250);
+        stopFlood.Cancel();
+        await flooding;
     }
 }
