@@ -80,9 +80,9 @@ tree_ticks() {
 PF_MASTER_PID_FILE=${PF_DIR:-/tmp/mta-bench-postfix}/spool/pid/master.pid
 # mta_ticks KIND: what the MTA under test has spent so far (0 for the ceiling, or before Postfix starts).
 mta_ticks() {
-  local pid
+  local pid ticks
   case $1 in
-    relay)   pid=$(own_ticks "$RELAY_PID" || true); echo "${pid:-0}" ;;
+    relay)   ticks=$(own_ticks "$RELAY_PID" || true); echo "${ticks:-0}" ;;
     postfix) pid=$(tr -dc '0-9' < "$PF_MASTER_PID_FILE" 2>/dev/null || true)
              if [ -n "$pid" ] && [ -d "/proc/$pid" ]; then tree_ticks "$pid"; else echo 0; fi ;;
     *)       echo 0 ;;

@@ -9,8 +9,8 @@ namespace NativeRelay.Net;
 /// <remarks>
 /// What it replaces: a <see cref="CancellationTokenSource"/> per connection re-armed with
 /// <c>CancelAfter</c> and reset with <c>TryReset</c> around every read and every flush, that is
-/// eight timer-queue updates (each under the timer queue's lock) and eight token registrations
-/// per relayed message on the receiving side alone, for timeouts of minutes that almost never
+/// sixteen timer-queue updates (each under the timer queue's lock) and eight token registrations
+/// per relayed message on the receiving side alone (four reads, four flushes), for timeouts of minutes that almost never
 /// fire. The price is precision: a deadline expires within one tick after it passes, which for
 /// SMTP's timeouts (whole seconds, RFC 5321 4.5.3.2 suggests minutes) is nothing.
 /// <para>The clock runs only while some deadline is registered, so an idle process is not woken
@@ -29,9 +29,7 @@ internal sealed class DeadlineClock
     private readonly Timer _timer;
     private readonly int _periodMs;
     private Deadline? _first;   // registered deadlines, a doubly linked list through the deadlines themselves
-    private int _count;
     private bool _running;
-    private readonly List<(Deadline Deadline, DeadlineFor WaitingFor)> _expired = [];
 
     public DeadlineClock(TimeSpan period)
     {
@@ -41,10 +39,19 @@ internal sealed class DeadlineClock
             _timer = new Timer(static s => ((DeadlineClock)s!).Tick(), this, Timeout.Infinite, Timeout.Infinite);
     }
 
-    /// <summary>How many deadlines are registered (tests, metrics).</summary>
+    /// <summary>How many deadlines are registered (tests).</summary>
     public int Count
     {
-        get { lock (_lock) return _count; }
+        get
+        {
+            lock (_lock)
+            {
+                int count = 0;
+                for (var d = _first; d is not null; d = d.Next)
+                    count++;
+                return count;
+            }
+        }
     }
 
     /// <summary>Whether the timer is running (it stops while nothing is registered).</summary>
@@ -65,7 +72,6 @@ internal sealed class DeadlineClock
             if (_first is not null)
                 _first.Previous = deadline;
             _first = deadline;
-            _count++;
             if (!_running)
             {
                 _running = true;
@@ -88,7 +94,6 @@ internal sealed class DeadlineClock
             if (deadline.Next is not null)
                 deadline.Next.Previous = deadline.Previous;
             deadline.Next = deadline.Previous = null;
-            _count--;
         }
     }
 
@@ -101,19 +106,11 @@ internal sealed class DeadlineClock
         lock (_lock)
         {
             long time = now ?? Environment.TickCount64;
-            try
+            for (var d = _first; d is not null; d = d.Next)
             {
-                for (var d = _first; d is not null; d = d.Next)
-                {
-                    if (d.TryExpire(time, out var waitingFor))
-                        _expired.Add((d, waitingFor));
-                }
-                foreach (var (deadline, waitingFor) in _expired)
-                    ThreadPool.UnsafeQueueUserWorkItem(static e => e.Item1.RunExpired(e.Item2), (deadline, waitingFor), preferLocal: false);
-            }
-            finally
-            {
-                _expired.Clear();
+                // Queued, not run: the owner's reaction must not run under this lock.
+                if (d.TryExpire(time, out var waitingFor))
+                    ThreadPool.UnsafeQueueUserWorkItem(static e => e.Deadline.RunExpired(e.WaitingFor), (Deadline: d, WaitingFor: waitingFor), preferLocal: false);
             }
             if (_first is null && _running)
             {

@@ -598,7 +598,7 @@ public sealed class SmtpClientSession : IAsyncDisposable
                 var result = await _input.ReadAsync().ConfigureAwait(false);
                 // Only the deadline cancels this reader.
                 if (result.IsCanceled)
-                    throw new OperationCanceledException();
+                    throw TimedOut();
                 var buffer = result.Buffer;
                 if (TryParseReply(ref buffer, parseCapabilities, keepText, out parsed))
                 {
@@ -618,11 +618,6 @@ public sealed class SmtpClientSession : IAsyncDisposable
                 }
             }
         }
-        catch (OperationCanceledException)
-        {
-            _broken = true;
-            throw new SmtpSessionException(SmtpReply.Local(421, "4.4.2 timeout waiting for the remote server"), SmtpFailureStage.Transaction);
-        }
         catch (IOException e)
         {
             // TLS streams report a reset or a bad record this way.
@@ -638,10 +633,15 @@ public sealed class SmtpClientSession : IAsyncDisposable
             // The deadline passed even if a reply came with it: a cancel is on its way to this
             // reader and would end whichever read comes next (the next reply, a TLS handshake), so
             // the reply is dropped and the connection given up, as a timer that fired would have.
-            _broken = true;
-            throw new SmtpSessionException(SmtpReply.Local(421, "4.4.2 timeout waiting for the remote server"), SmtpFailureStage.Transaction);
+            throw TimedOut();
         }
         return parsed;
+    }
+
+    private SmtpSessionException TimedOut()
+    {
+        _broken = true;
+        return new SmtpSessionException(SmtpReply.Local(421, "4.4.2 timeout waiting for the remote server"), SmtpFailureStage.Transaction);
     }
 
     // Consumes the lines of one complete reply. Each line is "ddd-text" (more follow) or
