@@ -22,11 +22,18 @@ public sealed record MxAnswer(DnsStatus Status, IReadOnlyList<(int Preference, s
 /// <summary>A host's addresses (A then AAAA), or why there are none.</summary>
 public sealed record AddressAnswer(DnsStatus Status, IPAddress[] Addresses, TimeSpan Ttl, string? Error = null);
 
-/// <summary>The DNS lookups routing needs. Implementations never throw for DNS failures; they answer TempFail.</summary>
+/// <summary>
+/// A name's TXT records, each the concatenation of its character-strings (RFC 7208 3.3, RFC 6376
+/// 3.6.2.2), or why there are none.
+/// </summary>
+public sealed record TxtAnswer(DnsStatus Status, IReadOnlyList<string> Records, TimeSpan Ttl, string? Error = null);
+
+/// <summary>The DNS lookups routing and mail authentication need. Implementations never throw for DNS failures; they answer TempFail.</summary>
 public interface IDnsResolver
 {
     Task<MxAnswer> QueryMxAsync(string domain, CancellationToken cancel);
     Task<AddressAnswer> QueryAddressesAsync(string host, CancellationToken cancel);
+    Task<TxtAnswer> QueryTxtAsync(string name, CancellationToken cancel);
 }
 
 /// <summary>
@@ -126,6 +133,35 @@ public sealed class DnsClientResolver : IDnsResolver
             return new AddressAnswer(DnsStatus.TempFail, [], TimeSpan.Zero, aError ?? sixError);
         var status = aStatus == DnsStatus.NxDomain && sixStatus == DnsStatus.NxDomain ? DnsStatus.NxDomain : DnsStatus.NoData;
         return new AddressAnswer(status, [], Min(aTtl, sixTtl));
+    }
+
+    public async Task<TxtAnswer> QueryTxtAsync(string name, CancellationToken cancel)
+    {
+        IDnsQueryResponse response;
+        try
+        {
+            response = await _client.QueryAsync(name, QueryType.TXT, QueryClass.IN, cancel).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is DnsResponseException or System.Net.Sockets.SocketException or IOException or TimeoutException
+                                      or OperationCanceledException && !cancel.IsCancellationRequested)
+        {
+            return new TxtAnswer(DnsStatus.TempFail, [], TimeSpan.Zero, Describe(e));
+        }
+        var status = Classify(response, out string? error);
+        if (status != DnsStatus.Ok)
+            return new TxtAnswer(status, [], NegativeTtl(response), error);
+        var records = new List<string>();
+        uint ttl = uint.MaxValue;
+        foreach (var txt in response.Answers.TxtRecords())
+        {
+            // The record's strings joined with nothing between them; DnsClient has already undone
+            // the presentation escapes (EscapedText is the quoted form), so Text is the raw octets.
+            records.Add(string.Concat(txt.Text));
+            ttl = Math.Min(ttl, (uint)Math.Max(0, txt.TimeToLive));
+        }
+        if (records.Count == 0)
+            return new TxtAnswer(DnsStatus.NoData, records, NegativeTtl(response));
+        return new TxtAnswer(DnsStatus.Ok, records, TimeSpan.FromSeconds(ttl));
     }
 
     private async Task<(DnsStatus, List<IPAddress>, TimeSpan, string?)> QueryOneAsync(string host, QueryType type, CancellationToken cancel)

@@ -8,14 +8,14 @@ namespace NativeRelay.Tests.Support;
 
 /// <summary>
 /// A real DNS responder over UDP on a loopback address and a free port, for the relay's
-/// <c>--dns</c>: it answers MX, A and AAAA from a zone the test writes, NXDOMAIN for names it does
+/// <c>--dns</c>: it answers MX, A, AAAA and TXT from a zone the test writes, NXDOMAIN for names it does
 /// not know, NODATA (with an SOA for negative caching) for known names without the asked type,
 /// SERVFAIL or silence for names the test breaks, and a null MX ("0 .") on request. Every query is
 /// counted, so caching can be asserted. Nothing here is timed; answers go out as soon as asked.
 /// </summary>
 public sealed class TestDnsServer : IAsyncDisposable, IDisposable
 {
-    private const ushort TypeA = 1, TypeSoa = 6, TypeMx = 15, TypeAaaa = 28;
+    private const ushort TypeA = 1, TypeSoa = 6, TypeMx = 15, TypeTxt = 16, TypeAaaa = 28;
 
     private readonly UdpClient _udp;
     private readonly CancellationTokenSource _stop = new();
@@ -24,6 +24,7 @@ public sealed class TestDnsServer : IAsyncDisposable, IDisposable
     private readonly Dictionary<string, List<(int Preference, string Host)>> _mx = new(StringComparer.OrdinalIgnoreCase);
     private readonly Dictionary<string, List<IPAddress>> _a = new(StringComparer.OrdinalIgnoreCase);
     private readonly Dictionary<string, List<IPAddress>> _aaaa = new(StringComparer.OrdinalIgnoreCase);
+    private readonly Dictionary<string, List<string>> _txt = new(StringComparer.OrdinalIgnoreCase);
     private readonly HashSet<string> _exists = new(StringComparer.OrdinalIgnoreCase);
     private readonly HashSet<string> _servFail = new(StringComparer.OrdinalIgnoreCase);
     private readonly HashSet<string> _silent = new(StringComparer.OrdinalIgnoreCase);
@@ -81,6 +82,17 @@ public sealed class TestDnsServer : IAsyncDisposable, IDisposable
         return this;
     }
 
+    /// <summary>
+    /// Sets a name's TXT records (replacing any). Each record longer than 255 octets goes out as
+    /// several character-strings, as a zone file splits it; resolvers join them again.
+    /// </summary>
+    public TestDnsServer Txt(string name, params string[] records)
+    {
+        lock (_lock)
+            _txt[Norm(name)] = records.ToList();
+        return this;
+    }
+
     /// <summary>The name exists (NOERROR) even without records: questions about it get NODATA.</summary>
     public TestDnsServer Exists(string name)
     {
@@ -98,6 +110,7 @@ public sealed class TestDnsServer : IAsyncDisposable, IDisposable
             _mx.Remove(name);
             _a.Remove(name);
             _aaaa.Remove(name);
+            _txt.Remove(name);
             _exists.Remove(name);
         }
         return this;
@@ -208,7 +221,7 @@ public sealed class TestDnsServer : IAsyncDisposable, IDisposable
         ushort qtype = BinaryPrimitives.ReadUInt16BigEndian(query.AsSpan(offset));
         int questionEnd = offset + 4;
         string name = Norm(string.Join('.', labels));
-        string typeName = qtype switch { TypeA => "A", TypeAaaa => "AAAA", TypeMx => "MX", _ => qtype.ToString() };
+        string typeName = qtype switch { TypeA => "A", TypeAaaa => "AAAA", TypeMx => "MX", TypeTxt => "TXT", _ => qtype.ToString() };
         _queries.AddOrUpdate($"{name}/{typeName}", 1, (_, n) => n + 1);
 
         int rcode = 0;
@@ -221,7 +234,7 @@ public sealed class TestDnsServer : IAsyncDisposable, IDisposable
                 return null;
             if (_servFail.Contains(name))
                 rcode = 2;
-            exists = _mx.ContainsKey(name) || _a.ContainsKey(name) || _aaaa.ContainsKey(name) || _exists.Contains(name);
+            exists = _mx.ContainsKey(name) || _a.ContainsKey(name) || _aaaa.ContainsKey(name) || _txt.ContainsKey(name) || _exists.Contains(name);
             ttl = _ttl.TryGetValue(name, out uint t) ? t : DefaultTtl;
             if (rcode == 0 && !exists)
                 rcode = 3;
@@ -236,6 +249,9 @@ public sealed class TestDnsServer : IAsyncDisposable, IDisposable
                 if (qtype == TypeAaaa && _aaaa.TryGetValue(name, out var aaaa))
                     foreach (var address in aaaa)
                         answers.Add(Record(TypeAaaa, ttl, address.GetAddressBytes()));
+                if (qtype == TypeTxt && _txt.TryGetValue(name, out var txt))
+                    foreach (var text in txt)
+                        answers.Add(Record(TypeTxt, ttl, TxtData(text)));
             }
         }
 
@@ -279,6 +295,21 @@ public sealed class TestDnsServer : IAsyncDisposable, IDisposable
         BinaryPrimitives.WriteUInt16BigEndian(data, (ushort)preference);
         name.CopyTo(data, 2);
         return data;
+    }
+
+    private static byte[] TxtData(string text)
+    {
+        var bytes = Encoding.UTF8.GetBytes(text);
+        var data = new List<byte>(bytes.Length + bytes.Length / 255 + 1);
+        int offset = 0;
+        do
+        {
+            int length = Math.Min(255, bytes.Length - offset);
+            data.Add((byte)length);
+            data.AddRange(bytes.AsSpan(offset, length).ToArray());
+            offset += length;
+        } while (offset < bytes.Length);
+        return data.ToArray();
     }
 
     private static byte[] SoaData(uint minimum)
