@@ -29,8 +29,7 @@ public sealed class SocketListener : IAsyncDisposable
         _socket = new Socket(endPoint.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
         if (endPoint.AddressFamily == AddressFamily.InterNetworkV6)
             _socket.DualMode = endPoint.Address.Equals(IPAddress.IPv6Any);
-        _socket.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.ReuseAddress, true);
-        _socket.Bind(endPoint);
+        ExclusiveBind.Bind(_socket, endPoint);
         _socket.Listen(1024);
         _info = new ListenerInfo((IPEndPoint)_socket.LocalEndPoint!, kind);
     }

@@ -33,8 +33,7 @@ public sealed class MetricsServer : IAsyncDisposable
         _listener = new Socket(endpoint.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
         try
         {
-            _listener.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.ReuseAddress, true);
-            _listener.Bind(endpoint);
+            NativeRelay.Net.ExclusiveBind.Bind(_listener, endpoint);
             _listener.Listen(64);
         }
         catch
@@ -66,7 +65,7 @@ public sealed class MetricsServer : IAsyncDisposable
         }
         catch (SocketException e)
         {
-            throw new NativeRelay.Config.ConfigException($"metrics.listen: cannot listen on {m.Listen}: {e.SocketErrorCode}");
+            throw new NativeRelay.Config.ConfigException($"metrics.listen: {NativeRelay.Net.ExclusiveBind.Describe(m.Listen, e)}");
         }
         server.Start();
         log.Info($"metrics on http://{server.EndPoint}/metrics{(m.IsLoopback ? "" : " (not loopback: reachable from the network)")}");
