@@ -112,20 +112,33 @@ public sealed partial class DeliveryScheduler : IQueueAdmin
         return FromCold(id, cold, states, cold.Due);
     }
 
-    /// <summary>Attempts the selected messages now (held ones stay held; ones being attempted are left alone).</summary>
-    public Task<int> FlushAsync(QueueSelector selector) => AdminAsync(selector, async (message, cold) =>
+    /// <summary>
+    /// Attempts the selected messages now (held ones stay held; ones being attempted are left
+    /// alone). With neither an id nor a domain it selects the whole queue, as Postfix's
+    /// <c>postqueue -f</c> does. The flushed messages go into the retry heap due now, so the ticker
+    /// starts them within the active limit. Their status records share one commit: a flush of the
+    /// whole queue is one disk flush, not one per message (a flush lost to a crash only leaves a
+    /// message at its old retry time).
+    /// </summary>
+    public async Task<int> FlushAsync(QueueSelector selector)
     {
-        lock (message)
+        int flushed = await AdminAsync(selector, async (message, cold) =>
         {
-            if (!cold || message.Round is not null || message.IsStopped)
-                return false;
-        }
-        long now = NowMs();
-        await AppendDurableAsync(message, StatusFlags.None, now, []);
-        Event("flushed", message);
-        message.NextAttemptUnixMs = now; // back cold, due now (AdminAsync)
-        return true;
-    });
+            lock (message)
+            {
+                if (!cold || message.Round is not null || message.IsStopped || message.Held || message.Finalized)
+                    return false;
+            }
+            long now = NowMs();
+            await AppendStatusAsync(message, StatusFlags.None, now, []);
+            Event("flushed", message);
+            message.NextAttemptUnixMs = now; // back cold, due now (AdminAsync)
+            return true;
+        });
+        if (flushed > 0)
+            await _spool.WaitForCommitAsync(_spool.TailAddress - 1);
+        return flushed;
+    }
 
     /// <summary>Removes the selected messages without telling anyone.</summary>
     public Task<int> DeleteAsync(QueueSelector selector) => AdminAsync(selector, async (message, _) =>
@@ -301,7 +314,7 @@ public sealed partial class DeliveryScheduler : IQueueAdmin
             return selected;
         }
         if (selector.Domain is null)
-            return selected;
+            return _index.ColdIds(); // the whole queue (flush; the other commands require an id or a domain)
         foreach (ulong id in _index.ColdIds())
             if (Look(id) is { } message && HasPendingIn(message, selector.Domain))
                 selected.Add(id);
@@ -375,6 +388,14 @@ public sealed partial class DeliveryScheduler : IQueueAdmin
     /// <summary>Appends a status record and waits until it is on disk.</summary>
     private async Task AppendDurableAsync(QueuedMessage message, StatusFlags flags, long now, (ushort, RecipientState)[] changes)
     {
+        await AppendStatusAsync(message, flags, now, changes);
+        // Everything appended before this call is in the commit it waits for.
+        await _spool.WaitForCommitAsync(_spool.TailAddress - 1);
+    }
+
+    /// <summary>Appends a status record; the caller waits for a commit that covers it.</summary>
+    private async ValueTask AppendStatusAsync(QueuedMessage message, StatusFlags flags, long now, (ushort, RecipientState)[] changes)
+    {
         int attempts;
         long next;
         lock (message)
@@ -391,8 +412,6 @@ public sealed partial class DeliveryScheduler : IQueueAdmin
             NextAttemptUnixMs = next,
             Changes = changes,
         });
-        // Everything appended before this call is in the commit it waits for.
-        await _spool.WaitForCommitAsync(_spool.TailAddress - 1);
     }
 
     private void Event(string name, QueuedMessage message) =>

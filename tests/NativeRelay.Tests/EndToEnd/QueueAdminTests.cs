@@ -123,6 +123,61 @@ public sealed class QueueAdminTests(ITestOutputHelper log)
     }
 
     [Fact]
+    public async Task Flush_without_an_id_or_domain_attempts_every_deferred_message_but_the_held_ones()
+    {
+        using var dir = new TempDir();
+        int sinkPort = FreePort.Get(); // down until the flush
+        var config = RelayConfig.For(dir, $"127.0.0.1:{sinkPort}", retryInitialSeconds: 3600, retryMaxSeconds: 3600);
+        using var relay = await SpoolEndToEnd.StartRelayAsync(config, dir, log);
+        var ids = new List<string>();
+        await using (var client = await TestSmtpClient.ConnectAndGreetAsync(config.Port))
+        {
+            await client.EhloAsync();
+            for (int i = 0; i < 12; i++)
+                ids.Add(await client.SendAcceptedAsync(Sender, [$"user{i}@domain{i % 3}.test"], MessageText.Simple($"flush-all-{i}@client.test")));
+        }
+        string spool = dir.Spool;
+        await SpoolEndToEnd.WaitUntilAsync(() => Entries(Queue(dir, "list", "--json", "--spool", spool).GetAwaiter().GetResult()).All(e => e.Attempts > 0),
+            Waits.Delivery, "the first (failed) attempts", relay.Describe);
+        Assert.Contains("1 message(s) held", (await Queue(dir, "hold", ids[5], "--spool", spool)).Stdout);
+
+        await using var sink = new CountingSink(sinkPort);
+        var flush = await Queue(dir, "flush", "--spool", spool);
+
+        Assert.Equal(0, flush.ExitCode);
+        Assert.Contains("11 message(s) scheduled for immediate delivery", flush.Stdout);
+        await SpoolEndToEnd.WaitUntilAsync(() => Enumerable.Range(0, 12).Where(i => i != 5).All(i => sink.Has($"flush-all-{i}@client.test")),
+            Waits.Delivery, "every flushed message", relay.Describe);
+        Assert.False(sink.Has("flush-all-5@client.test"), "a held message stays held");
+        var left = Entries(await Queue(dir, "list", "--json", "--spool", spool));
+        Assert.Equal([ids[5]], left.Select(e => e.Id));
+        Assert.Contains("0 message(s) scheduled", (await Queue(dir, "flush", "--spool", spool)).Stdout);
+    }
+
+    [Fact]
+    public async Task Verbs_that_need_a_target_say_so_and_list_and_stats_work_without_one()
+    {
+        using var dir = new TempDir();
+        var config = RelayConfig.For(dir, $"127.0.0.1:{FreePort.Get()}");
+        using var relay = await SpoolEndToEnd.StartRelayAsync(config, dir, log);
+        foreach (var verb in new[] { "delete", "bounce", "hold", "release" })
+        {
+            var result = await Queue(dir, verb, "--spool", dir.Spool);
+            Assert.Equal(2, result.ExitCode);
+            Assert.Contains($"{verb} needs a queue id or --domain D", result.Stderr);
+        }
+        var show = await Queue(dir, "show", "--spool", dir.Spool);
+        Assert.Equal(2, show.ExitCode);
+        Assert.Contains("show needs a queue id", show.Stderr);
+        Assert.Equal(0, (await Queue(dir, "list", "--spool", dir.Spool)).ExitCode);
+        Assert.Contains("the queue is empty", (await Queue(dir, "list", "--spool", dir.Spool)).Stdout);
+        Assert.Equal(0, (await Queue(dir, "stats", "--spool", dir.Spool)).ExitCode);
+        var none = await Queue(dir, "--spool", dir.Spool);
+        Assert.Equal(2, none.ExitCode);
+        Assert.Contains("which queue command?", none.Stderr);
+    }
+
+    [Fact]
     public async Task Queue_commands_say_clearly_when_no_relay_is_running()
     {
         using var dir = new TempDir();
