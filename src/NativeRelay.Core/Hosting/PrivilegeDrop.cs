@@ -70,8 +70,12 @@ public static partial class PrivilegeDrop
         if (!empty && !File.Exists(Path.Combine(path, "relay.lock")))
             throw new ConfigException($"user: the spool {path} is neither empty nor a NativeRelay spool; refusing to give it to '{account.Name}'");
         Own(path);
+        // The maildrop's files belong to the users who submitted them (their owner is who the
+        // Received header names), so they keep it; the maildrop directory itself is the relay's.
+        string maildrop = Path.Combine(path, NativeRelay.Maildrop.MaildropDirectory.Name) + Path.DirectorySeparatorChar;
         foreach (var entry in Directory.EnumerateFileSystemEntries(path, "*", new EnumerationOptions { RecurseSubdirectories = true, AttributesToSkip = 0 }))
-            Own(entry);
+            if (!(entry.StartsWith(maildrop, StringComparison.Ordinal) && File.Exists(entry) && Path.GetDirectoryName(entry) + Path.DirectorySeparatorChar == maildrop))
+                Own(entry);
 
         void Own(string p)
         {

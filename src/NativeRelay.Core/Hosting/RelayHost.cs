@@ -37,6 +37,7 @@ public sealed class RelayHost : IAsyncDisposable
     private Task? _recovering;
     private DeliveryLog? _deliveryLog;
     private ControlServer? _control;
+    private NativeRelay.Maildrop.MaildropPickup? _maildrop;
     private IDisposable? _reloading;
     private PosixSignalRegistration? _hangup;
     private IDisposable? _queueGauges;
@@ -81,7 +82,7 @@ public sealed class RelayHost : IAsyncDisposable
             }
             catch (System.Net.Sockets.SocketException e)
             {
-                throw new ConfigException($"cannot listen on {l.EndPoint}: {e.SocketErrorCode} ({e.Message})");
+                throw new ConfigException(NativeRelay.Net.ExclusiveBind.Describe(l.EndPoint, e));
             }
             _listeners.Add(listener);
         }
@@ -105,6 +106,11 @@ public sealed class RelayHost : IAsyncDisposable
         _scheduler = new DeliveryScheduler(_settings, _spool, _router, _log, ids, _deliveryLog);
         if (!_settings.LocalDelivery.IsEmpty)
             _scheduler.LocalAgent = new NativeRelay.Local.ReloadableLocalDeliveryAgent(CreateLocalAgent(_settings));
+        // sendmail's maildrop: files whose message the spool recovered are removed before any
+        // delivery can start, so a file is queued exactly once across a crash.
+        _maildrop = new NativeRelay.Maildrop.MaildropPickup(_settings.SpoolDirectory, _spool, ids, _scheduler,
+            _settings.Hostname, _settings.Limits.MaxMessageSize, _log);
+        _maildrop.ResolveInterrupted(recovered.Select(m => m.Id).ToHashSet());
         _scheduler.Start();
         // The recovered queue goes to delivery in the background: with a large backlog that takes
         // seconds (each message's envelope is read back from its head), and neither new mail nor
@@ -114,6 +120,7 @@ public sealed class RelayHost : IAsyncDisposable
         // `nativerelay queue ...` talks to the delivery side through the control socket.
         _control = ControlServer.Start(_spool, (object)_scheduler as IQueueAdmin, _log);
         _queueGauges = QueueGauges.Attach(_scheduler); // queue sizes for the metrics endpoint, counted when scraped
+        _maildrop.Start();
 
         var server = CreateServer(_settings, authThrottle: null);
         _servers.Swap(server);
@@ -331,6 +338,11 @@ public sealed class RelayHost : IAsyncDisposable
         {
             await _control.DisposeAsync();
             _control = null;
+        }
+        if (_maildrop is not null)
+        {
+            await _maildrop.DisposeAsync();
+            _maildrop = null;
         }
         _stopping.Cancel();
         await Task.WhenAll(_listeners.Select(l => l.DrainAsync(deadline)));

@@ -195,12 +195,12 @@ internal sealed unsafe class LogSegmentFile : IDisposable
     private static SafeFileHandle Open(string path, int flags, out bool direct)
     {
         direct = (flags & Libc.O_DIRECT) != 0;
-        int fd = Libc.Open(path, flags | Libc.O_CLOEXEC, 0x1B6 /* 0666, less the umask */);
+        int fd = Libc.Open(path, flags | Libc.O_CLOEXEC, 0x180 /* 0600: mail, readable by the relay only (the spool is searchable by all, for the maildrop) */);
         if (fd < 0 && direct && Marshal.GetLastPInvokeError() == Libc.EINVAL)
         {
             // The file system does not do O_DIRECT (tmpfs before Linux 6.6, some network file systems).
             direct = false;
-            fd = Libc.Open(path, (flags & ~Libc.O_DIRECT) | Libc.O_CLOEXEC, 0x1B6);
+            fd = Libc.Open(path, (flags & ~Libc.O_DIRECT) | Libc.O_CLOEXEC, 0x180);
         }
         if (fd < 0)
         {

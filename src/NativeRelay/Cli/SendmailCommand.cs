@@ -1,6 +1,7 @@
 using System.Net;
 using NativeRelay.Config;
 using NativeRelay.Local;
+using NativeRelay.Maildrop;
 using NativeRelay.Message;
 using NativeRelay.Net;
 
@@ -10,8 +11,12 @@ namespace NativeRelay.Cli;
 /// <c>nativerelay sendmail</c>, also run when the binary is called as "sendmail" (a symlink at
 /// /usr/sbin/sendmail): the interface applications use to send mail. Reads the message on
 /// standard input and hands it to the running relay over SMTP in one all-or-nothing transaction.
-/// Exit codes are sendmail's (sysexits.h): 0 queued, 64 usage, 69 refused for good, 75 try again
-/// later (relay not running, temporary refusal), 74 input error, 78 bad configuration.
+/// When the relay cannot be reached (or refuses for now), the message goes durably into the
+/// spool's maildrop instead (<see cref="MaildropDirectory"/>), which the relay takes into its
+/// queue when it runs: a cron job piping into sendmail never loses its mail to a stopped relay.
+/// Exit codes are sendmail's (sysexits.h): 0 queued (by the relay, or in the maildrop), 64 usage,
+/// 69 refused for good, 75 try again later (neither the relay nor the maildrop took it), 74 input
+/// error, 78 bad configuration.
 /// </summary>
 internal static class SendmailCommand
 {
@@ -42,6 +47,7 @@ internal static class SendmailCommand
         public string? FullName;
         public string? Server;
         public string? Config;
+        public string? Spool;
         public bool Verbose;
         public List<string> Recipients = [];
     }
@@ -56,21 +62,23 @@ internal static class SendmailCommand
         catch (UsageException e)
         {
             Console.Error.WriteLine($"sendmail: {e.Message}");
-            Console.Error.WriteLine("usage: nativerelay sendmail [-t] [-i] [-f SENDER] [-F NAME] [--server HOST:PORT] [--config FILE] [RECIPIENT]...");
+            Console.Error.WriteLine("usage: nativerelay sendmail [-t] [-i] [-f SENDER] [-F NAME] [--server HOST:PORT] [--config FILE] [--spool DIR] [RECIPIENT]...");
             return ExUsage;
         }
         if (o.Recipients.Contains("--help"))
         {
-            Console.WriteLine("usage: nativerelay sendmail [-t] [-i] [-f SENDER] [-F NAME] [--server HOST:PORT] [--config FILE] [RECIPIENT]...");
-            Console.WriteLine("Reads a message on standard input and queues it with the running relay.");
+            Console.WriteLine("usage: nativerelay sendmail [-t] [-i] [-f SENDER] [-F NAME] [--server HOST:PORT] [--config FILE] [--spool DIR] [RECIPIENT]...");
+            Console.WriteLine("Reads a message on standard input and queues it with the running relay; when the relay");
+            Console.WriteLine("cannot be reached, leaves it in the spool's maildrop, which the relay picks up when it runs.");
             return ExOk;
         }
 
         MailEndpoint server;
         string hostname;
+        string spool;
         try
         {
-            (server, hostname) = FindRelay(o);
+            (server, hostname, spool) = FindRelay(o);
         }
         catch (ConfigException e)
         {
@@ -126,6 +134,8 @@ internal static class SendmailCommand
                     Console.Error.WriteLine($"sendmail: queued for {recipients.Count} recipient(s) by {server}: {result.Reply}");
                 return ExOk;
             }
+            if (result.Reply.IsTransient && result.Refused.Count == 0)
+                return Maildrop(spool, sender, recipients, prepared, $"{server} said {result.Reply}", o.Verbose);
             foreach (var (recipient, reply) in result.Refused)
                 Console.Error.WriteLine($"sendmail: <{recipient}> refused: {reply}");
             Console.Error.WriteLine($"sendmail: the message was not queued: {server} said {result.Reply}");
@@ -133,12 +143,28 @@ internal static class SendmailCommand
         }
         catch (MailProtocolException e)
         {
-            Console.Error.WriteLine($"sendmail: the message was not queued: {e.Reply.Text ?? e.Reply.ToString()} (is the relay running? use --server HOST:PORT)");
-            return ExTempFail;
+            return Maildrop(spool, sender, recipients, prepared, $"{server}: {e.Reply.Text ?? e.Reply.ToString()}", o.Verbose);
         }
         finally
         {
             body.Release();
+        }
+    }
+
+    /// <summary>The relay is not there (or refuses for now): the message waits in the maildrop for it.</summary>
+    private static int Maildrop(string spool, string sender, List<string> recipients, SendmailMessage.Prepared prepared, string why, bool verbose)
+    {
+        try
+        {
+            string name = MaildropDirectory.Submit(spool, MaildropFile.Encode(sender, recipients, prepared.EightBit, prepared.Message));
+            if (verbose)
+                Console.Error.WriteLine($"sendmail: the relay did not take the message ({why}); left in {MaildropDirectory.PathOf(spool)} as {name} for it to pick up");
+            return ExOk;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            Console.Error.WriteLine($"sendmail: the message was not queued: {why}, and the maildrop {MaildropDirectory.PathOf(spool)} cannot be written: {e.Message} (is the relay running? use --server HOST:PORT or --spool DIR)");
+            return ExTempFail;
         }
     }
 
@@ -166,6 +192,7 @@ internal static class SendmailCommand
                 {
                     case "--server": o.Server = Value(); break;
                     case "--config": o.Config = Value(); break;
+                    case "--spool": o.Spool = Value(); break;
                     case "--help": o.Recipients.Add("--help"); break;
                     default: throw new UsageException($"unknown option {name}");
                 }
@@ -219,8 +246,12 @@ internal static class SendmailCommand
         return o;
     }
 
-    /// <summary>--server, else the first SMTP listener of the configuration (--config, $NATIVERELAY_CONFIG, /etc/nativerelay/nativerelay.json), else 127.0.0.1:2525.</summary>
-    private static (MailEndpoint Server, string Hostname) FindRelay(Options o)
+    /// <summary>
+    /// --server, else the first SMTP listener of the configuration (--config, $NATIVERELAY_CONFIG,
+    /// /etc/nativerelay/nativerelay.json), else 127.0.0.1:2525; and the spool (for its maildrop):
+    /// --spool, else the configuration's, else the default, as <c>queue</c> finds it.
+    /// </summary>
+    private static (MailEndpoint Server, string Hostname, string Spool) FindRelay(Options o)
     {
         string? configPath = o.Config ?? Environment.GetEnvironmentVariable("NATIVERELAY_CONFIG");
         if (configPath is null && File.Exists(DefaultConfig))
@@ -229,11 +260,12 @@ internal static class SendmailCommand
         if (configPath is not null)
             settings = RelaySettings.Validate(RelaySettings.LoadFile(configPath));
         string hostname = settings?.Hostname ?? LocalHostname();
+        string spool = Path.GetFullPath(o.Spool ?? settings?.SpoolDirectory ?? new RelayOptions().Spool);
 
         if (o.Server is not null)
         {
             var hop = NextHop.Parse(o.Server, "--server");
-            return (new MailEndpoint(hop.Host, hop.Port, null), hostname);
+            return (new MailEndpoint(hop.Host, hop.Port, null), hostname, spool);
         }
         if (settings is not null)
         {
@@ -243,9 +275,9 @@ internal static class SendmailCommand
                 throw new ConfigException($"{configPath}: no plain SMTP listener to hand mail to (use --server HOST:PORT)");
             var address = listen.Address.Equals(IPAddress.Any) ? IPAddress.Loopback
                 : listen.Address.Equals(IPAddress.IPv6Any) ? IPAddress.IPv6Loopback : listen.Address;
-            return (new MailEndpoint(address.ToString(), listen.Port, null), hostname);
+            return (new MailEndpoint(address.ToString(), listen.Port, null), hostname, spool);
         }
-        return (new MailEndpoint("127.0.0.1", 2525, null), hostname);
+        return (new MailEndpoint("127.0.0.1", 2525, null), hostname, spool);
     }
 
     private static string DefaultSender(string hostname)
