@@ -27,4 +27,8 @@ internal static partial class Libc
 
     [LibraryImport("libc", EntryPoint = "close", SetLastError = true)]
     public static partial int Close(int fd);
+
+    /// <summary>syncfs(2): commits the whole file system that holds <paramref name="fd"/> (data and metadata).</summary>
+    [LibraryImport("libc", EntryPoint = "syncfs", SetLastError = true)]
+    public static partial int SyncFs(int fd);
 }

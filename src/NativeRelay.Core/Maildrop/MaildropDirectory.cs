@@ -1,5 +1,6 @@
+using System.Runtime.InteropServices;
 using System.Security.Cryptography;
-using NativeRelay.Local;
+using NativeRelay.Interop;
 
 namespace NativeRelay.Maildrop;
 
@@ -36,6 +37,31 @@ public static class MaildropDirectory
         | UnixFileMode.GroupExecute | UnixFileMode.OtherExecute;
 
     public static string PathOf(string spoolDirectory) => Path.Combine(spoolDirectory, Name);
+
+    /// <summary>
+    /// Makes the new name durable. The relay's user fsyncs the directory; another user cannot,
+    /// since fsync needs the directory open and the maildrop is not readable to others, so its
+    /// sendmail commits the file system that holds the file instead (syncfs: slower, and rare).
+    /// </summary>
+    private static void MakeRenameDurable(string directory, Microsoft.Win32.SafeHandles.SafeFileHandle file)
+    {
+        int fd = Libc.Open(directory, Libc.O_RDONLY | Libc.O_CLOEXEC);
+        if (fd >= 0)
+        {
+            try
+            {
+                if (Libc.Fsync(fd) != 0)
+                    throw new IOException($"fsync of directory {directory} failed (errno {Marshal.GetLastPInvokeError()})");
+            }
+            finally
+            {
+                Libc.Close(fd);
+            }
+            return;
+        }
+        if (Libc.SyncFs((int)file.DangerousGetHandle()) != 0)
+            throw new IOException($"syncfs for {directory} failed (errno {Marshal.GetLastPInvokeError()})");
+    }
 
     /// <summary>
     /// Makes the maildrop (and gives the spool its mode) as the relay's user; called by the relay
@@ -85,21 +111,19 @@ public static class MaildropDirectory
         string final = Path.Combine(directory, name);
         try
         {
-            using (var stream = new FileStream(temp, new FileStreamOptions
-                   {
-                       Mode = System.IO.FileMode.CreateNew,
-                       Access = FileAccess.Write,
-                       Share = FileShare.None,
-                       UnixCreateMode = FileMode,
-                   }))
+            using var stream = new FileStream(temp, new FileStreamOptions
             {
-                // The umask may have taken the group's read bit; the relay needs it.
-                File.SetUnixFileMode(stream.SafeFileHandle, FileMode);
-                stream.Write(file);
-                stream.Flush(flushToDisk: true);
-            }
+                Mode = System.IO.FileMode.CreateNew,
+                Access = FileAccess.Write,
+                Share = FileShare.None,
+                UnixCreateMode = FileMode,
+            });
+            // The umask may have taken the group's read bit; the relay needs it.
+            File.SetUnixFileMode(stream.SafeFileHandle, FileMode);
+            stream.Write(file);
+            stream.Flush(flushToDisk: true);
             File.Move(temp, final);
-            MaildirWriter.FsyncDirectory(directory);
+            MakeRenameDurable(directory, stream.SafeFileHandle);
             return name;
         }
         catch

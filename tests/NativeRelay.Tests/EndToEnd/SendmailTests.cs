@@ -120,6 +120,36 @@ public sealed class SendmailTests(ITestOutputHelper log)
     }
 
     [Fact]
+    [System.Runtime.Versioning.SupportedOSPlatform("linux")]
+    public async Task Another_user_can_drop_mail_but_cannot_list_the_maildrop_or_read_the_spool()
+    {
+        Assert.True(Environment.UserName == "root", "this test switches to the user nobody, so it runs as root (as CI does)");
+        await using var harness = await RelayHarness.StartAsync(log);
+        // The test's own directory must be passable for nobody, as /var/spool is.
+        File.SetUnixFileMode(harness.Dir.Path, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute | UnixFileMode.GroupExecute | UnixFileMode.OtherExecute);
+        string maildrop = Path.Combine(harness.Dir.Spool, "maildrop");
+        string[] asNobody = ["--reuid=65534", "--regid=65534", "--clear-groups"];
+        string id = $"nobody-{Guid.NewGuid():N}@app.test";
+
+        // The relay runs, but this sendmail is pointed where nothing listens: its message takes the maildrop.
+        var result = await CliRun.RunAsync([.. asNobody, RelayBinary.Path, "sendmail", "--server", $"127.0.0.1:{FreePort.Get()}", "--spool", harness.Dir.Spool,
+                "-f", "nobody@app.test", "ops@example.test"],
+            CliRun.Latin1($"Subject: from nobody\nMessage-ID: <{id}>\n\nhi\n"), harness.Dir.Path, log, executable: "/usr/bin/setpriv");
+
+        Assert.True(result.ExitCode == 0, result.ToString());
+        var delivered = await harness.WaitForMessageIdAsync(id);
+        Assert.StartsWith("Received: by relay.test (NativeRelay maildrop, from user nobody uid 65534)", delivered.DataText);
+        var list = await CliRun.RunAsync([.. asNobody, "/bin/ls", maildrop], null, harness.Dir.Path, log, executable: "/usr/bin/setpriv");
+        Assert.NotEqual(0, list.ExitCode);
+        Assert.Contains("Permission denied", list.Stderr);
+        var spool = await CliRun.RunAsync([.. asNobody, "/bin/ls", harness.Dir.Spool], null, harness.Dir.Path, log, executable: "/usr/bin/setpriv");
+        Assert.NotEqual(0, spool.ExitCode);
+        var log0 = await CliRun.RunAsync([.. asNobody, "/bin/cat", Path.Combine(harness.Dir.Spool, "queue.log.0")], null, harness.Dir.Path, log, executable: "/usr/bin/setpriv");
+        Assert.NotEqual(0, log0.ExitCode);
+        Assert.DoesNotContain("from nobody", log0.Stdout);
+    }
+
+    [Fact]
     public async Task A_running_relay_picks_up_new_maildrop_files_and_moves_bad_ones_aside()
     {
         await using var harness = await RelayHarness.StartAsync(log);
