@@ -27,8 +27,10 @@ publish:
 	@test -x $(BIN)
 
 # Runs the relay on built-in defaults: 127.0.0.1:2525, spool ./var/spool, loopback relaying only.
+# Flags for serve go in RUN_ARGS, e.g. make run RUN_ARGS="--relay-to 127.0.0.1:2526".
+RUN_ARGS      ?=
 run: publish
-	$(BIN) serve
+	$(BIN) serve $(RUN_ARGS)
 
 # A test that stops making progress for this long is stopped and named (the test host is killed,
 # the run fails), so a hang costs minutes of CI, not its whole time limit. No test comes near it.
