@@ -48,6 +48,15 @@ internal sealed class SocketAwaitableEventArgs : SocketAsyncEventArgs, IValueTas
         return socket.SendAsync(this) ? new ValueTask<int>(this, 0) : CompletedSynchronously();
     }
 
+    /// <summary>Drops the buffer or buffer list of the last operation (before the args go back to a pool).</summary>
+    public void ClearBuffers()
+    {
+        if (BufferList is not null)
+            BufferList = null;
+        else
+            SetBuffer(Memory<byte>.Empty);
+    }
+
     private ValueTask<int> CompletedSynchronously() =>
         SocketError == SocketError.Success
             ? new ValueTask<int>(BytesTransferred)

@@ -2,6 +2,7 @@ using System.Buffers;
 using System.IO.Pipelines;
 using System.Net;
 using System.Net.Sockets;
+using NativeRelay.Telemetry;
 
 namespace NativeRelay.Net;
 
@@ -10,6 +11,13 @@ namespace NativeRelay.Net;
 /// into the input pipe's pooled memory; a send loop drains the output pipe into the socket with
 /// gathered writes. Protocol code (server or client session) only sees <see cref="Transport"/>,
 /// so it never touches the socket and costs no copies: the Kestrel transport's shape.
+/// <para>
+/// The pump loops never fault, as Kestrel's do not: each records why the connection ended (the
+/// first reason wins, see <see cref="EndReason"/>), an error nobody expects (anything but the
+/// ordinary ways a peer goes away) is logged once with its type and stack, and
+/// <see cref="DisposeAsync"/> always finishes its cleanup: both loops end, both pipes complete,
+/// the socket and the receive event args are disposed, every pipe block goes back to the pool.
+/// </para>
 /// </summary>
 public sealed class SocketConnection : IAsyncDisposable
 {
@@ -21,8 +29,7 @@ public sealed class SocketConnection : IAsyncDisposable
     // The pipes' block size (the default is 4 KiB). A 100 KiB message then takes 7 receives instead
     // of 25, and the delivery side's dot-stuffed copy 7 blocks: with 4 KiB blocks the relay spent
     // 630-773 µs of CPU per relayed 100 KiB message, with 16 KiB 480-663 (perf/RESULTS.md); 1 KiB
-    // mail did not change. The price: an idle connection holds one 16 KiB block for its pending
-    // receive.
+    // mail did not change. An idle connection holds none: see the receive loop.
     private const int SegmentSize = 16 * 1024;
     private static readonly TimeSpan SendDrainTimeout = TimeSpan.FromSeconds(10);
 
@@ -30,15 +37,19 @@ public sealed class SocketConnection : IAsyncDisposable
     private readonly Pipe _input;
     private readonly Pipe _output;
     private readonly SocketAwaitableEventArgs _receiveArgs;
-    private readonly SocketAwaitableEventArgs _sendArgs;
-    private readonly List<ArraySegment<byte>> _sendSegments = new();
+    private List<ArraySegment<byte>>? _sendSegments; // made on the first gathered send
+    private readonly Log? _log;
     private Task? _receiving;
     private Task? _sending;
     private int _disposed;
+    private string? _endReason;
+    private static long s_nextId;
 
-    public SocketConnection(Socket socket, MemoryPool<byte>? pool = null)
+    public SocketConnection(Socket socket, MemoryPool<byte>? pool = null, Log? log = null)
     {
         _socket = socket;
+        _log = log;
+        Id = Interlocked.Increment(ref s_nextId);
         _socket.NoDelay = true;
         pool ??= MemoryPool<byte>.Shared;
         // Run to completion: the session reads a command on the thread whose receive completed it
@@ -50,11 +61,22 @@ public sealed class SocketConnection : IAsyncDisposable
         _output = new Pipe(new PipeOptions(pool, PipeScheduler.Inline, PipeScheduler.ThreadPool,
             PauseWriterThreshold, ResumeWriterThreshold, SegmentSize, useSynchronizationContext: true));
         _receiveArgs = new SocketAwaitableEventArgs(PipeScheduler.Inline);
-        _sendArgs = new SocketAwaitableEventArgs(PipeScheduler.Inline);
         Transport = new DuplexPipe(_input.Reader, _output.Writer);
         RemoteEndPoint = socket.RemoteEndPoint as IPEndPoint ?? new IPEndPoint(IPAddress.None, 0);
         LocalEndPoint = socket.LocalEndPoint as IPEndPoint ?? new IPEndPoint(IPAddress.None, 0);
     }
+
+    /// <summary>A number for this connection in log lines (unique in the process).</summary>
+    public long Id { get; }
+
+    /// <summary>
+    /// Why the connection ended, once it has: "closed by the peer", "reset by the peer", "closed
+    /// by us", "timed out", or the unexpected error's type and message. The first reason wins.
+    /// </summary>
+    public string? EndReason => Volatile.Read(ref _endReason);
+
+    /// <summary>For tests: an exception to throw in place of the next receive or send ("receive" or "send").</summary>
+    internal Func<string, Exception?>? InjectFault { get; set; }
 
     /// <summary>What the protocol reads from and writes to.</summary>
     public IDuplexPipe Transport { get; }
@@ -73,7 +95,7 @@ public sealed class SocketConnection : IAsyncDisposable
     }
 
     /// <summary>Connects to a remote endpoint and starts the pump loops.</summary>
-    public static async ValueTask<SocketConnection> ConnectAsync(EndPoint remote, IPEndPoint? local, CancellationToken cancel)
+    public static async ValueTask<SocketConnection> ConnectAsync(EndPoint remote, IPEndPoint? local, CancellationToken cancel, Log? log = null)
     {
         var socket = new Socket(remote.AddressFamily == AddressFamily.Unspecified ? AddressFamily.InterNetwork : remote.AddressFamily,
             SocketType.Stream, ProtocolType.Tcp);
@@ -88,7 +110,7 @@ public sealed class SocketConnection : IAsyncDisposable
             socket.Dispose();
             throw;
         }
-        var connection = new SocketConnection(socket);
+        var connection = new SocketConnection(socket, log: log);
         connection.Start();
         return connection;
     }
@@ -96,15 +118,24 @@ public sealed class SocketConnection : IAsyncDisposable
     private async Task ReceiveLoopAsync()
     {
         var writer = _input.Writer;
-        Exception? error = null;
         try
         {
             while (true)
             {
+                // Wait until there is something to read before renting a block (Kestrel's
+                // WaitForDataBeforeAllocatingBuffer): a zero-byte receive completes when data
+                // arrives, and the pipe holds no block while the input is drained, so an idle
+                // connection costs no buffer. The price is one more (non-blocking) recv per read.
+                await _receiveArgs.ReceiveAsync(_socket, Memory<byte>.Empty);
+                if (InjectFault?.Invoke("receive") is { } fault)
+                    throw fault;
                 var memory = writer.GetMemory(MinReceiveBuffer);
                 int received = await _receiveArgs.ReceiveAsync(_socket, memory);
                 if (received == 0)
-                    break; // orderly shutdown by the peer
+                {
+                    RecordEnd("closed by the peer");
+                    break;
+                }
                 writer.Advance(received);
                 var flush = await writer.FlushAsync();
                 if (flush.IsCompleted || flush.IsCanceled)
@@ -115,18 +146,20 @@ public sealed class SocketConnection : IAsyncDisposable
                     break;
             }
         }
-        catch (SocketException e) when (IsConnectionEnd(e.SocketErrorCode))
+        catch (Exception e)
         {
-            // A reset or an abort is the ordinary end of many SMTP conversations.
+            Ended(e, "receive");
         }
-        catch (ObjectDisposedException)
+        // The session sees the end of its input; why is in EndReason (and logged when unexpected),
+        // so it is not reported a second time as the session's own error.
+        try
         {
+            await writer.CompleteAsync();
         }
         catch (Exception e)
         {
-            error = e;
+            Ended(e, "completing the input");
         }
-        await writer.CompleteAsync(error);
     }
 
     private async Task SendLoopAsync()
@@ -140,6 +173,8 @@ public sealed class SocketConnection : IAsyncDisposable
                 var buffer = result.Buffer;
                 if (!buffer.IsEmpty)
                 {
+                    if (InjectFault?.Invoke("send") is { } fault)
+                        throw fault;
                     await SendAsync(buffer);
                 }
                 reader.AdvanceTo(buffer.End);
@@ -147,63 +182,110 @@ public sealed class SocketConnection : IAsyncDisposable
                     break;
             }
         }
-        catch (SocketException e) when (IsConnectionEnd(e.SocketErrorCode))
+        catch (Exception e)
         {
+            Ended(e, "send");
         }
-        catch (ObjectDisposedException)
+        try
         {
+            await reader.CompleteAsync();
+        }
+        catch (Exception e)
+        {
+            Ended(e, "completing the output");
+        }
+        // Nothing more to send: tell the peer, then stop receiving. Session end closes the socket.
+        try { _socket.Shutdown(SocketShutdown.Both); } catch (SocketException) { } catch (ObjectDisposedException) { }
+        _input.Writer.CancelPendingFlush();
+    }
+
+    /// <summary>Sends the whole buffer with event args taken from the shared pool for the length of the send.</summary>
+    private async ValueTask SendAsync(ReadOnlySequence<byte> buffer)
+    {
+        var sender = SocketSenderPool.Rent();
+        try
+        {
+            if (buffer.IsSingleSegment)
+            {
+                var memory = buffer.First;
+                while (!memory.IsEmpty)
+                {
+                    int sent = await sender.SendAsync(_socket, memory);
+                    memory = memory[sent..];
+                }
+                return;
+            }
+
+            // Several segments: one gathered send for all (common after a pipelined burst of replies
+            // or a message body that spans pool blocks).
+            var segments = _sendSegments ??= new List<ArraySegment<byte>>();
+            while (!buffer.IsEmpty)
+            {
+                segments.Clear();
+                foreach (var segment in buffer)
+                {
+                    if (!System.Runtime.InteropServices.MemoryMarshal.TryGetArray(segment, out var array))
+                        throw new InvalidOperationException("pipe memory must be array-backed");
+                    segments.Add(array);
+                }
+                int sent = await sender.SendAsync(_socket, segments);
+                buffer = buffer.Slice(sent);
+            }
+            segments.Clear();
         }
         finally
         {
-            await reader.CompleteAsync();
-            // Nothing more to send: tell the peer, then stop receiving. Session end closes the socket.
-            try { _socket.Shutdown(SocketShutdown.Both); } catch (SocketException) { } catch (ObjectDisposedException) { }
-            _input.Writer.CancelPendingFlush();
+            // A send that threw (reset, socket disposed) has completed too: the args are free.
+            SocketSenderPool.Return(sender);
         }
     }
 
-    private async ValueTask SendAsync(ReadOnlySequence<byte> buffer)
+    /// <summary>Records why a pump loop ended; an error nobody expects is logged once, with its stack.</summary>
+    private void Ended(Exception e, string where)
     {
-        if (buffer.IsSingleSegment)
+        string? expected = e switch
         {
-            var memory = buffer.First;
-            while (!memory.IsEmpty)
-            {
-                int sent = await _sendArgs.SendAsync(_socket, memory);
-                memory = memory[sent..];
-            }
+            SocketException { SocketErrorCode: SocketError.ConnectionReset or SocketError.NetworkReset } => "reset by the peer",
+            SocketException { SocketErrorCode: SocketError.TimedOut } => "timed out",
+            SocketException { SocketErrorCode: SocketError.HostUnreachable or SocketError.NetworkUnreachable or SocketError.NetworkDown } s => s.SocketErrorCode.ToString(),
+            SocketException s when IsConnectionEnd(s.SocketErrorCode) => "closed by us",
+            ObjectDisposedException => "closed by us",
+            _ => null,
+        };
+        if (expected is not null)
+        {
+            RecordEnd(expected);
             return;
         }
-
-        // Several segments: one gathered send for all (common after a pipelined burst of replies
-        // or a message body that spans pool blocks).
-        while (!buffer.IsEmpty)
-        {
-            _sendSegments.Clear();
-            foreach (var segment in buffer)
-            {
-                if (!System.Runtime.InteropServices.MemoryMarshal.TryGetArray(segment, out var array))
-                    throw new InvalidOperationException("pipe memory must be array-backed");
-                _sendSegments.Add(array);
-            }
-            int sent = await _sendArgs.SendAsync(_socket, _sendSegments);
-            buffer = buffer.Slice(sent);
-        }
+        if (RecordEnd($"{e.GetType().Name} in {where}: {e.Message}"))
+            _log?.Error($"connection {Id} ({RemoteEndPoint}): unexpected error in {where}, connection closed: {e}");
     }
+
+    private bool RecordEnd(string reason) => Interlocked.CompareExchange(ref _endReason, reason, null) is null;
 
     private static bool IsConnectionEnd(SocketError error) =>
         error is SocketError.ConnectionReset or SocketError.ConnectionAborted or SocketError.Shutdown
             or SocketError.OperationAborted or SocketError.Interrupted or SocketError.InvalidArgument
             or SocketError.NotConnected;
 
-    /// <summary>Stops both loops and closes the socket. The session completes its pipe ends first.</summary>
+    /// <summary>
+    /// Stops both loops and closes the socket. The session completes its pipe ends first. Never
+    /// throws: every step runs whatever the one before it did.
+    /// </summary>
     public async ValueTask DisposeAsync()
     {
         if (Interlocked.Exchange(ref _disposed, 1) != 0)
             return;
         // Let queued replies (a 221, a 421) go out before the socket closes, but only for a
         // while: a peer that stops reading must not keep the connection (and its slot) forever.
-        await Transport.Output.CompleteAsync();
+        try
+        {
+            await Transport.Output.CompleteAsync();
+        }
+        catch (Exception e)
+        {
+            Ended(e, "completing the output");
+        }
         if (_sending is not null && !_sending.IsCompleted)
         {
             try
@@ -213,17 +295,26 @@ public sealed class SocketConnection : IAsyncDisposable
             catch (TimeoutException)
             {
                 DrainTimedOut = true;
+                RecordEnd("the peer stopped reading");
             }
         }
+        RecordEnd("closed by us");
         try { _socket.Shutdown(SocketShutdown.Both); } catch (SocketException) { } catch (ObjectDisposedException) { }
         _socket.Dispose();
+        // The loops catch everything, so these only wait (the socket is gone: they end now).
         if (_sending is not null)
-            await _sending; // ends now: the socket is gone
+            await _sending;
         if (_receiving is not null)
             await _receiving;
-        await Transport.Input.CompleteAsync();
+        try
+        {
+            await Transport.Input.CompleteAsync();
+        }
+        catch (Exception e)
+        {
+            Ended(e, "completing the input");
+        }
         _receiveArgs.Dispose();
-        _sendArgs.Dispose();
     }
 
     private sealed class DuplexPipe(PipeReader input, PipeWriter output) : IDuplexPipe

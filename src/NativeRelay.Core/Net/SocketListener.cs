@@ -16,7 +16,10 @@ public sealed class SocketListener : IAsyncDisposable
     private readonly ConnectionLimiter _limiter;
     private readonly Log _log;
     private readonly Socket _socket;
-    private readonly ConcurrentDictionary<Task, bool> _sessions = new();
+    // Sessions running: a count and one signal for the drain, instead of a task set with a
+    // continuation per connection (a few hundred bytes each for thousands of idle connections).
+    private int _active;
+    private readonly TaskCompletionSource _allEnded = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly CancellationTokenSource _stopAccepting = new();
     private Task? _acceptLoop;
 
@@ -39,7 +42,7 @@ public sealed class SocketListener : IAsyncDisposable
     public ListenerKind Kind => _info.Kind;
 
     /// <summary>Sessions still running (after a drain: those the deadline cut short).</summary>
-    public int SessionCount => _sessions.Keys.Count(t => !t.IsCompleted);
+    public int SessionCount => Volatile.Read(ref _active);
 
     public void Start(CancellationToken stopping)
     {
@@ -71,10 +74,8 @@ public sealed class SocketListener : IAsyncDisposable
                 continue;
             }
 
-            var task = RunSessionAsync(client, stopping);
-            _sessions.TryAdd(task, true);
-            _ = task.ContinueWith(static (t, state) => ((ConcurrentDictionary<Task, bool>)state!).TryRemove(t, out _),
-                _sessions, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+            Interlocked.Increment(ref _active);
+            _ = RunSessionAsync(client, stopping);
         }
     }
 
@@ -85,7 +86,7 @@ public sealed class SocketListener : IAsyncDisposable
         // Nothing before that wait blocks (see SocketEngineTuning).
         var remote = client.RemoteEndPoint as IPEndPoint;
         var address = remote?.Address ?? IPAddress.None;
-        var connection = new SocketConnection(client);
+        var connection = new SocketConnection(client, log: _log);
         connection.Start();
         var admitted = _limiter.TryAcquire(address);
         try
@@ -106,7 +107,7 @@ public sealed class SocketListener : IAsyncDisposable
         catch (Exception e)
         {
             // A session bug must cost one connection, never the listener.
-            _log.Error($"session from {remote} ended with an error: {e.GetType().Name}: {e.Message}");
+            _log.Error($"session from {remote} ended with an error: {e}");
         }
         finally
         {
@@ -115,9 +116,12 @@ public sealed class SocketListener : IAsyncDisposable
                 _limiter.Release(address);
                 Telemetry.RelayMetrics.ConnectionsActive.Decrement();
             }
-            await connection.DisposeAsync();
+            await connection.DisposeAsync(); // never throws: its pump loops record why they ended instead
             if (connection.DrainTimedOut)
                 _log.Info($"{remote}: connection closed with bytes unsent (the peer stopped reading)");
+            // The last session to end after the listener stopped accepting releases the drain.
+            if (Interlocked.Decrement(ref _active) == 0 && _stopAccepting.IsCancellationRequested)
+                _allEnded.TrySetResult();
         }
     }
 
@@ -133,8 +137,9 @@ public sealed class SocketListener : IAsyncDisposable
     {
         if (_acceptLoop is not null)
             await _acceptLoop;
-        var all = Task.WhenAll(_sessions.Keys);
-        await Task.WhenAny(all, Task.Delay(deadline));
+        if (Volatile.Read(ref _active) == 0)
+            return;
+        await Task.WhenAny(_allEnded.Task, Task.Delay(deadline));
     }
 
     public async ValueTask DisposeAsync()

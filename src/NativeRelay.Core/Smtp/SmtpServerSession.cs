@@ -63,7 +63,6 @@ internal sealed class SmtpServerSession
     private readonly IPAddress _clientAddress;
     private string? _clientAddressText; // the envelope's copy, made once per connection
     private readonly bool _isRelayClient;
-    private readonly byte[] _lineScratch = new byte[MaxCommandLine];
     private byte[]? _authScratch;
     private readonly DotUnstuffer _unstuffer;
     private readonly BdatReader _bdat;
@@ -345,6 +344,8 @@ internal sealed class SmtpServerSession
     /// <summary>Handles everything complete in <paramref name="buffer"/>; on return it starts at what is left.</summary>
     private Step Process(ref ReadOnlySequence<byte> buffer)
     {
+        // For a command line split across pipe blocks (rare); on the stack, so an idle session holds no line buffer.
+        Span<byte> lineScratch = stackalloc byte[MaxCommandLine];
         while (!buffer.IsEmpty)
         {
             if (_skipRemaining > 0)
@@ -407,7 +408,7 @@ internal sealed class SmtpServerSession
             }
             else
             {
-                lineStatus = CommandLineReader.TryReadLine(buffer, MaxCommandLine, _lineScratch, out line, out lineEnd);
+                lineStatus = CommandLineReader.TryReadLine(buffer, MaxCommandLine, lineScratch, out line, out lineEnd);
                 // RFC 4954 4: an AUTH command with its initial response may be up to 12288 octets.
                 if (lineStatus == LineStatus.TooLong && StartsWithAuth(buffer))
                     lineStatus = CommandLineReader.TryReadLine(buffer, Sasl.MaxResponseLine, AuthScratch, out line, out lineEnd);
