@@ -15,15 +15,28 @@ namespace NativeRelay.Hosting;
 public static class StartupChecks
 {
     public static void Check(RelaySettings settings) =>
-        Check(settings, () => OpenSslLibrary.Problem, () => DnsClientResolver.SystemServersProblem());
+        Check(settings, () => OpenSslLibrary.Problem, () => DnsClientResolver.SystemServersProblem(), HomeDirectory);
 
-    internal static void Check(RelaySettings settings, Func<string?> openSslProblem, Func<string?> dnsProblem)
+    internal static void Check(RelaySettings settings, Func<string?> openSslProblem, Func<string?> dnsProblem, Func<string> home)
     {
-        if (TlsRequiredBy(settings) is { } what && openSslProblem() is { } ssl)
-            throw new ConfigException(OpenSslLibrary.Refusal(what, ssl));
+        if (TlsRequiredBy(settings) is { } what)
+        {
+            if (openSslProblem() is { } ssl)
+                throw new ConfigException(OpenSslLibrary.Refusal(what, ssl));
+            // .NET's certificate code looks for the user's certificate stores under the home
+            // directory ($HOME, else the user's /etc/passwd entry) and fails with a bare "No such
+            // file or directory" when there is none (a scratch image without /etc/passwd).
+            if (settings.Tls is not null && home().Length == 0)
+                throw new ConfigException($"tls.certificate: the relay's user has no home directory (HOME is unset and /etc/passwd has no entry for uid {PrivilegeDrop.GetEUid()}), which .NET needs to load a certificate; add the user to /etc/passwd or set HOME");
+        }
         if (settings.Routing.DnsServers.Count == 0 && NeedsDns(settings.Routing) && dnsProblem() is { } dns)
             throw new ConfigException(dns);
     }
+
+    /// <summary>$HOME, else the user's entry in the password database, as .NET looks for it; "" when neither.</summary>
+    private static string HomeDirectory() =>
+        Environment.GetEnvironmentVariable("HOME") is { Length: > 0 } home ? home
+        : PrivilegeDrop.CurrentUserHasEntry() ? "(from /etc/passwd)" : "";
 
     /// <summary>
     /// The option that makes the relay use TLS, or null when nothing does: a certificate (STARTTLS

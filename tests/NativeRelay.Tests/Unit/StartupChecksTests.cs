@@ -55,12 +55,12 @@ public sealed class StartupChecksTests
     public void No_dns_servers_is_one_line_only_where_dns_is_needed()
     {
         const string problem = "no DNS servers: /etc/resolv.conf is missing; give --dns IP[:PORT] or routing.dns";
-        var e = Assert.Throws<ConfigException>(() => StartupChecks.Check(Settings(), () => null, () => problem));
+        var e = Assert.Throws<ConfigException>(() => StartupChecks.Check(Settings(), () => null, () => problem, () => "/home"));
         Assert.Equal(problem, e.Message);
 
         // A smarthost by address, or servers given: the system's are never looked for.
-        StartupChecks.Check(Settings(o => o.RelayTo = "192.0.2.1:25"), () => null, () => Fails("DNS"));
-        StartupChecks.Check(Settings(o => o.Routing.Dns = ["192.0.2.53"]), () => null, () => Fails("DNS"));
+        StartupChecks.Check(Settings(o => o.RelayTo = "192.0.2.1:25"), () => null, () => Fails("DNS"), () => "/home");
+        StartupChecks.Check(Settings(o => o.Routing.Dns = ["192.0.2.53"]), () => null, () => Fails("DNS"), () => "/home");
     }
 
     [Fact]
@@ -72,20 +72,24 @@ public sealed class StartupChecksTests
         File.WriteAllText(key, "");
         Func<string?> missing = () => "libssl.so.3 is missing";
 
-        var e = Assert.Throws<ConfigException>(() => StartupChecks.Check(Settings(o => { o.Tls.Certificate = cert; o.Tls.Key = key; }), missing, () => null));
+        var e = Assert.Throws<ConfigException>(() => StartupChecks.Check(Settings(o => { o.Tls.Certificate = cert; o.Tls.Key = key; }), missing, () => null, () => "/home"));
         Assert.DoesNotContain('\n', e.Message);
         Assert.StartsWith("tls.certificate needs OpenSSL 3, which cannot be loaded: libssl.so.3 is missing", e.Message);
         Assert.Contains("libssl3 on Debian", e.Message);
         Assert.Contains("openssl on Alpine", e.Message);
 
-        e = Assert.Throws<ConfigException>(() => StartupChecks.Check(Settings(o => o.Delivery.TlsPolicy = "required"), missing, () => null));
+        e = Assert.Throws<ConfigException>(() => StartupChecks.Check(Settings(o => o.Delivery.TlsPolicy = "required"), missing, () => null, () => "/home"));
         Assert.StartsWith("delivery.tlsPolicy \"required\" needs OpenSSL 3", e.Message);
-        e = Assert.Throws<ConfigException>(() => StartupChecks.Check(Settings(o => o.Routing.Routes["example.com"] = new RouteOptions { Tls = "required" }), missing, () => null));
+        e = Assert.Throws<ConfigException>(() => StartupChecks.Check(Settings(o => o.Routing.Routes["example.com"] = new RouteOptions { Tls = "required" }), missing, () => null, () => "/home"));
         Assert.StartsWith("routing.routes[\"example.com\"].tls \"required\" needs OpenSSL 3", e.Message);
 
+        // OpenSSL there, but no home directory for .NET's certificate stores.
+        e = Assert.Throws<ConfigException>(() => StartupChecks.Check(Settings(o => { o.Tls.Certificate = cert; o.Tls.Key = key; }), () => null, () => null, () => ""));
+        Assert.StartsWith("tls.certificate: the relay's user has no home directory (HOME is unset and /etc/passwd has no entry for uid ", e.Message);
+
         // Without TLS configured (opportunistic STARTTLS is then skipped) the relay starts as before.
-        StartupChecks.Check(Settings(), missing, () => null);
-        StartupChecks.Check(Settings(o => o.Delivery.TlsPolicy = "none"), () => Fails("OpenSSL"), () => null);
+        StartupChecks.Check(Settings(), missing, () => null, () => "");
+        StartupChecks.Check(Settings(o => o.Delivery.TlsPolicy = "none"), () => Fails("OpenSSL"), () => null, () => "/home");
     }
 
     [Fact]
