@@ -44,7 +44,7 @@ buildah config \
   --entrypoint '["/usr/local/bin/nativerelay"]' \
   --cmd '["serve", "--config", "/etc/nativerelay/nativerelay.json"]' \
   --stop-signal SIGTERM \
-  --healthcheck 'CMD ["/usr/local/bin/nativerelay", "queue", "stats", "--config", "/etc/nativerelay/nativerelay.json"]' \
+  --healthcheck 'CMD /usr/local/bin/nativerelay queue stats --config /etc/nativerelay/nativerelay.json' \
   --healthcheck-interval 30s --healthcheck-timeout 5s --healthcheck-start-period 10s --healthcheck-retries 3 \
   --label org.opencontainers.image.title=nativerelay \
   --label org.opencontainers.image.description="NativeRelay edge relay: native-AOT MTA on a scratch root" \
@@ -54,14 +54,18 @@ buildah commit --quiet --format docker "$ctr" "docker-archive:$out/nativerelay-d
 # The OCI form drops the HEALTHCHECK (buildah says so); the orchestrator's probe runs the same command.
 buildah commit --quiet --format oci "$ctr" "oci:$out/oci:${tag##*:}" 2>&1 >/dev/null | grep -v -i 'healthcheck' >&2 || true
 
+# Sizes: the root file system, the layer as stored (an uncompressed tar in the OCI layout) and
+# that layer gzip-compressed, as a registry would hold it.
 bytes=$(du -sb --apparent-size "$out/rootfs" | cut -f1)
-layer=$(tar -tvf "$out/nativerelay-docker.tar" >/dev/null && python3 - "$out/oci" <<'PY'
+layer=$(python3 - "$out/oci" <<'PY'
 import json, sys, os
 root = sys.argv[1]
 index = json.load(open(os.path.join(root, "index.json")))
 d = index["manifests"][0]["digest"].split(":")
 manifest = json.load(open(os.path.join(root, "blobs", d[0], d[1])))
-print(sum(l["size"] for l in manifest["layers"]))
+print(" ".join(os.path.join(root, "blobs", *l["digest"].split(":")) for l in manifest["layers"]))
 PY
 )
-awk -v tag="$tag" -v b="$bytes" -v l="$layer" 'BEGIN { printf "image %s: root file system %d bytes (%.1f MB) uncompressed, layer %d bytes (%.1f MB) compressed\n", tag, b, b / 1e6, l, l / 1e6 }' | tee "$out/size.txt"
+tarred=$(cat $layer | wc -c)
+gzipped=$(cat $layer | gzip -9 | wc -c)
+awk -v tag="$tag" -v b="$bytes" -v t="$tarred" -v g="$gzipped" 'BEGIN { printf "image %s: files %d bytes (%.1f MB), layer %d bytes (%.1f MB) uncompressed, %d bytes (%.1f MB) gzipped\n", tag, b, b / 1e6, t, t / 1e6, g, g / 1e6 }' | tee "$out/size.txt"
