@@ -70,6 +70,10 @@ public sealed class FootprintTests(ITestOutputHelper log)
             Assert.True(received.Count >= 2, delivered.DataText);
             Assert.Matches(@"by hop\.test .*with ESMTPS", received[0]);
             Assert.Matches(@"by image\.test .*with ESMTPS", received[1]);
+
+            // The image's health check, run as the image runs it.
+            using (var health = ChrootProcess.Start(root, ["queue", "stats", "--config", ConfigPath], log))
+                Assert.True(await health.WaitForExitAsync() == 0, health.Output);
             Assert.Equal(0, await relay.StopAsync());
         }
 
@@ -94,16 +98,24 @@ public sealed class FootprintTests(ITestOutputHelper log)
         foreach (var lib in new[] { "libssl.so.3", "libcrypto.so.3" })
             File.Delete(root + Lib + lib);
 
+        // The next hop offers STARTTLS: without OpenSSL the relay must not try it (the handshake
+        // would abort the process) and delivers in plain text, as to a peer without STARTTLS.
         await using var sink = new TestSmtpSink();
+        var cert = TestCertificate.Create(dir.Path, "hop", "hop.test");
+        int hopPort = FreePort.Get();
+        using var hop = await RelayProcess.StartServeAsync(
+            ["--listen", $"127.0.0.1:{hopPort}", "--spool", dir.File("hop-spool"), "--hostname", "hop.test",
+             "--relay-to", sink.Endpoint, "--tls-cert", cert.CertificatePath, "--tls-key", cert.KeyPath], hopPort, dir.Path, log);
         int port = FreePort.Get();
-        using var relay = ChrootProcess.Start(root, ["serve", "--listen", $"127.0.0.1:{port}", "--spool", Spool, "--hostname", "image.test", "--relay-to", sink.Endpoint], log);
+        using var relay = ChrootProcess.Start(root, ["serve", "--listen", $"127.0.0.1:{port}", "--spool", Spool, "--hostname", "image.test", "--relay-to", $"127.0.0.1:{hopPort}"], log);
         await relay.WaitUntilGreetingAsync(port);
         await using (var client = await SecureSmtpClient.ConnectEhloAsync(port))
         {
             var queued = await client.SendMessageAsync("alice@client.test", ["bob@example.test"], MessageText.Simple("scratch@client.test"));
             Assert.True(queued.Code == 250, queued.ToString());
         }
-        await sink.WaitForMessageAsync(m => m.DataText.Contains("scratch@client.test"), TimeSpan.FromSeconds(30), "the message relayed from the scratch root");
+        var delivered = await sink.WaitForMessageAsync(m => m.DataText.Contains("scratch@client.test"), TimeSpan.FromSeconds(30), "the message relayed from the scratch root");
+        Assert.Matches(@"Received: from image\.test .*\s+by hop\.test .*with ESMTP id", delivered.DataText.Replace("\r\n ", " ").Replace("\r\n\t", " "));
         Assert.Equal(0, await relay.StopAsync());
         Assert.DoesNotContain("Unhandled", relay.Output);
     }
