@@ -24,8 +24,8 @@ command -v buildah >/dev/null || { echo "build.sh: buildah is required (apt-get 
 rm -rf "$out/rootfs" "$out/oci" "$out/nativerelay-docker.tar"
 mkdir -p "$out"
 "$here/rootfs.sh" "$bin" "$out/rootfs"
-# Port 25 (and 465, 587) as the unprivileged user: the one capability, on the binary. Docker and
-# podman also let any user bind low ports inside a container (net.ipv4.ip_unprivileged_port_start).
+# Port 25 (and 465, 587) as the unprivileged user: the one capability, on the binary. Docker 20.10
+# and later also lets any user bind low ports inside a container (net.ipv4.ip_unprivileged_port_start).
 setcap cap_net_bind_service=+ep "$out/rootfs/usr/local/bin/nativerelay"
 
 ctr=$(buildah from --format docker scratch)
