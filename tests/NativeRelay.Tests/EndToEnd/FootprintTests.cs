@@ -253,32 +253,40 @@ public sealed class FootprintTests(ITestOutputHelper log)
         || Footprint.Any(f => f.StartsWith(path.TrimEnd('/') + "/", StringComparison.Ordinal));
 
     /// <summary>
-    /// Paths in the file system calls of the relay (from its execve on: the trace begins in the
-    /// chroot tool, which reads the host's files before it changes root), split into those that
-    /// succeeded and those that did not. Relative paths are under the working directory, the spool.
+    /// Paths in the file system calls of the relay, split into those that succeeded and those that
+    /// did not. One trace file per thread (TRACE.PID); the process's own begins in the chroot tool,
+    /// which reads the host's files before it changes root, so it counts from the relay's execve
+    /// on; the others are the relay's threads. A relative path is taken as under the spool (the
+    /// working directory, and the directory whose fd the spool's openat calls use).
     /// </summary>
     private static (HashSet<string> Opened, HashSet<string> Missing) StraceFiles(string trace)
     {
         var opened = new HashSet<string>(StringComparer.Ordinal);
         var missing = new HashSet<string>(StringComparer.Ordinal);
-        bool started = false;
-        var call = new Regex(@"^\d+\s+(?:<\.\.\. )?(\w+)\((?:AT_FDCWD|\d+)?,?\s*""([^""]*)"".*=\s*(-?\d+)", RegexOptions.Compiled);
-        foreach (var line in File.ReadLines(trace))
+        var call = new Regex(@"^(\w+)\((?:AT_FDCWD, |\d+, )?""([^""]*)"".*\)\s+=\s+(-?\d+)", RegexOptions.Compiled);
+        var files = Directory.GetFiles(Path.GetDirectoryName(trace)!, Path.GetFileName(trace) + ".*");
+        string exec = $"execve(\"{Binary}\"";
+        var main = files.Where(f => File.ReadLines(f).Any(l => l.StartsWith(exec, StringComparison.Ordinal) && !l.Contains("= -1", StringComparison.Ordinal))).ToList();
+        Assert.True(main.Count == 1, $"one trace with the relay's execve expected, found {main.Count} of {files.Length}");
+        foreach (var file in files)
         {
-            if (!started)
+            bool started = file != main[0];
+            foreach (var line in File.ReadLines(file))
             {
-                started = line.Contains($"execve(\"{Binary}\"", StringComparison.Ordinal) && !line.Contains("= -1", StringComparison.Ordinal);
-                continue;
+                if (!started)
+                {
+                    started = line.StartsWith(exec, StringComparison.Ordinal);
+                    continue;
+                }
+                var m = call.Match(line);
+                if (!m.Success || m.Groups[2].Value.Length == 0)
+                    continue;
+                string path = m.Groups[2].Value;
+                if (!path.StartsWith('/'))
+                    path = Spool + "/" + path;
+                (m.Groups[3].Value.StartsWith('-') ? missing : opened).Add(path);
             }
-            var m = call.Match(line);
-            if (!m.Success || m.Groups[2].Value.Length == 0)
-                continue;
-            string path = m.Groups[2].Value;
-            if (!path.StartsWith('/'))
-                path = Spool + "/" + path; // openat(dirfd, name): the spool's files, by their directory's fd
-            (m.Groups[3].Value.StartsWith('-') ? missing : opened).Add(path);
         }
-        Assert.True(started, "the trace has no execve of the relay");
         return (opened, missing);
     }
 
@@ -335,7 +343,8 @@ public sealed class FootprintTests(ITestOutputHelper log)
             {
                 if (!File.Exists("/usr/bin/strace"))
                     throw new Xunit.Sdk.XunitException("strace is needed to trace the relay's file accesses (apt-get install strace; .ci/run installs it)");
-                argv.AddRange(["/usr/bin/strace", "-f", "-qq", "-e", "trace=%file", "-o", straceTo]);
+                // -ff: one file per thread (straceTo.PID), so no call is split across lines.
+                argv.AddRange(["/usr/bin/strace", "-ff", "-qq", "-e", "trace=%file", "-o", straceTo]);
             }
             argv.AddRange(["/usr/sbin/chroot", $"--userspec={Uid}:{Uid}", root, Binary]);
             argv.AddRange(args);
