@@ -11,7 +11,7 @@ export DOTNET_CLI_TELEMETRY_OPTOUT=1
 export DOTNET_NOLOGO=1
 export DOTNET_SKIP_FIRST_TIME_EXPERIENCE=1
 
-.PHONY: all build publish run test unit-test e2e-test bench perf crash-test backlog-test clean
+.PHONY: all build publish run test unit-test e2e-test image image-test bench perf crash-test backlog-test clean
 
 all: build
 
@@ -44,6 +44,20 @@ e2e-test:
 	NATIVERELAY_BIN=$(CURDIR)/$(BIN) $(DOTNET) test $(TESTS) -c $(CONFIGURATION) --no-build --filter 'Category=EndToEnd' --logger 'console;verbosity=normal' $(HANG_GUARD)
 
 test: build unit-test publish e2e-test
+
+# The edge relay as an OCI image, without a container daemon (buildah; as root): out/image/oci
+# (OCI layout), out/image/nativerelay-docker.tar (with its HEALTHCHECK), out/image/rootfs and the
+# size in out/image/size.txt. docs/deploy/FOOTPRINT.md says what is in it and why.
+IMAGE_TAG     ?= nativerelay:$(shell sed -n 's:.*<Version>\(.*\)</Version>.*:\1:p' Directory.Build.props)
+image: publish
+	bash docs/deploy/image/build.sh $(BIN) $(OUT)/image $(IMAGE_TAG)
+
+# The footprint tests against the built image's own root file system (unpacked from the OCI
+# layout with umoci) instead of one laid out by rootfs.sh, as `make test` does.
+image-test: image
+	rm -rf $(OUT)/image/bundle
+	umoci unpack --image $(OUT)/image/oci:$(lastword $(subst :, ,$(IMAGE_TAG))) $(OUT)/image/bundle
+	NATIVERELAY_BIN=$(CURDIR)/$(BIN) NATIVERELAY_ROOTFS=$(CURDIR)/$(OUT)/image/bundle/rootfs $(DOTNET) test $(TESTS) -c $(CONFIGURATION) --filter 'Category=EndToEnd&FullyQualifiedName~Footprint' --logger 'console;verbosity=normal' $(HANG_GUARD)
 
 # All benchmarks by default; narrow with e.g. BENCH_ARGS="--filter '*Spool*'" or add "--job Dry".
 BENCH_ARGS ?= --filter '*'

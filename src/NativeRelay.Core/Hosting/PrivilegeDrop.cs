@@ -87,6 +87,12 @@ public static partial class PrivilegeDrop
     [LibraryImport("libc", EntryPoint = "getpwnam", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
     private static partial nint GetPwNam(string name);
 
+    [LibraryImport("libc", EntryPoint = "getpwuid", SetLastError = true)]
+    internal static partial IntPtr GetPwUid(uint uid);
+
+    /// <summary>True when the password database has an entry for the effective user (what .NET falls back to without HOME).</summary>
+    internal static bool CurrentUserHasEntry() => GetPwUid(GetEUid()) != IntPtr.Zero;
+
     [LibraryImport("libc", EntryPoint = "initgroups", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
     private static partial int InitGroups(string user, uint group);
 
@@ -100,7 +106,7 @@ public static partial class PrivilegeDrop
     private static partial uint GetUid();
 
     [LibraryImport("libc", EntryPoint = "geteuid")]
-    private static partial uint GetEUid();
+    internal static partial uint GetEUid();
 
     [LibraryImport("libc", EntryPoint = "getgid")]
     private static partial uint GetGid();

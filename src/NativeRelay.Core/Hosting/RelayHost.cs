@@ -228,6 +228,7 @@ public sealed class RelayHost : IAsyncDisposable
                 // Everything is built (and so checked) before anything is swapped in.
                 plan = ReloadPlan.Create(_settings, running, _reloadSource());
                 var s = plan.Settings;
+                StartupChecks.Check(s);
                 server = CreateServer(s, _servers.Current?.AuthThrottle);
                 local = s.LocalDelivery.IsEmpty ? null : CreateLocalAgent(s);
                 if (plan.Changed.Any(AffectsRouting))

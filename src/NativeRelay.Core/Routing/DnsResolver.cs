@@ -48,31 +48,99 @@ public sealed class DnsClientResolver : IDnsResolver
     /// <summary>A negative answer without an SOA (RFC 2308 says: do not cache); a short time still absorbs a burst.</summary>
     internal static readonly TimeSpan NegativeTtlWithoutSoa = TimeSpan.FromSeconds(30);
 
-    private readonly LookupClient _client;
+    /// <summary>
+    /// Made at the first lookup, not in the constructor, so a relay that routes everything to IP
+    /// addresses never looks for DNS servers (a scratch image has no /etc at all).
+    /// </summary>
+    private readonly Lazy<(LookupClient? Client, string? Problem)> _client;
 
-    public DnsClientResolver(IReadOnlyList<IPEndPoint> servers, TimeSpan timeout)
+    public DnsClientResolver(IReadOnlyList<IPEndPoint> servers, TimeSpan timeout, string resolvConf = ResolvConf)
     {
-        LookupClientOptions options;
-        if (servers.Count > 0)
+        _client = new Lazy<(LookupClient?, string?)>(() => Create(servers, timeout, resolvConf), LazyThreadSafetyMode.ExecutionAndPublication);
+    }
+
+    private static (LookupClient?, string?) Create(IReadOnlyList<IPEndPoint> servers, TimeSpan timeout, string resolvConf)
+    {
+        // Without configured servers, the system's are the nameserver lines of /etc/resolv.conf,
+        // read here rather than by DnsClient: its own search walks the network interfaces (and
+        // DHCP lease files) and, finding nothing, may fall back to a public resolver on the
+        // Internet or throw; a mail relay should ask the resolver it was given, or say it has none.
+        if (servers.Count == 0)
         {
-            var nameServers = new NameServer[servers.Count];
-            for (int i = 0; i < servers.Count; i++)
-                nameServers[i] = new NameServer(servers[i]);
-            options = new LookupClientOptions(nameServers);
+            if (SystemServers(resolvConf, out string? problem) is not { } system)
+                return (null, problem);
+            servers = system;
         }
-        else
+
+        var nameServers = new NameServer[servers.Count];
+        for (int i = 0; i < servers.Count; i++)
+            nameServers[i] = new NameServer(servers[i]);
+        var options = new LookupClientOptions(nameServers)
         {
-            options = new LookupClientOptions();
+            UseCache = false,
+            Timeout = timeout,
+            Retries = 1,
+            ThrowDnsErrors = false,
+            // SERVFAIL from one server: ask the next. An empty answer is an answer (NODATA), not an error.
+            ContinueOnDnsError = true,
+            ContinueOnEmptyResponse = false,
+            UseTcpFallback = true,
+        };
+        return (new LookupClient(options), null);
+    }
+
+    /// <summary>The file the system's resolvers are read from when no server is configured.</summary>
+    public const string ResolvConf = "/etc/resolv.conf";
+
+    /// <summary>
+    /// Null when the system names DNS servers; otherwise one line saying why not and what to do,
+    /// for start-up (<see cref="NativeRelay.Hosting.StartupChecks"/>); a lookup without servers
+    /// fails transiently with the same line (the message is deferred, not lost).
+    /// </summary>
+    public static string? SystemServersProblem(string resolvConf = ResolvConf)
+    {
+        SystemServers(resolvConf, out string? problem);
+        return problem;
+    }
+
+    /// <summary>
+    /// The "nameserver ADDRESS" lines of resolv.conf(5) (port 53; an IPv6 zone such as %eth0 is
+    /// kept), or null with the reason. A file without nameserver lines is reported rather than
+    /// taken to mean the local machine, as the C library would: an explicit --dns says that.
+    /// </summary>
+    internal static List<IPEndPoint>? SystemServers(string resolvConf, out string? problem)
+    {
+        string[] lines;
+        try
+        {
+            lines = File.ReadAllLines(resolvConf);
         }
-        options.UseCache = false;
-        options.Timeout = timeout;
-        options.Retries = 1;
-        options.ThrowDnsErrors = false;
-        // SERVFAIL from one server: ask the next. An empty answer is an answer (NODATA), not an error.
-        options.ContinueOnDnsError = true;
-        options.ContinueOnEmptyResponse = false;
-        options.UseTcpFallback = true;
-        _client = new LookupClient(options);
+        catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException)
+        {
+            problem = $"no DNS servers: {resolvConf} is missing; give --dns IP[:PORT] or routing.dns";
+            return null;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            problem = $"no DNS servers: {resolvConf} cannot be read ({e.Message.ReplaceLineEndings(" ")}); give --dns IP[:PORT] or routing.dns";
+            return null;
+        }
+        var servers = new List<IPEndPoint>();
+        foreach (var line in lines)
+        {
+            var fields = line.Split((char[])[' ', '\t'], StringSplitOptions.RemoveEmptyEntries);
+            if (fields.Length >= 2 && fields[0] == "nameserver" && IPAddress.TryParse(fields[1], out var address))
+                servers.Add(new IPEndPoint(address, 53));
+        }
+        problem = servers.Count == 0 ? $"no DNS servers: {resolvConf} names none; give --dns IP[:PORT] or routing.dns" : null;
+        return servers.Count == 0 ? null : servers;
+    }
+
+    /// <summary>The client, or the one line saying why there is none (every lookup then fails transiently with it).</summary>
+    private LookupClient? Client(out string? problem)
+    {
+        (var client, problem) = _client.Value;
+        return client;
     }
 
     public async Task<MxAnswer> QueryMxAsync(string domain, CancellationToken cancel)
@@ -80,7 +148,9 @@ public sealed class DnsClientResolver : IDnsResolver
         IDnsQueryResponse response;
         try
         {
-            response = await _client.QueryAsync(domain, QueryType.MX, QueryClass.IN, cancel).ConfigureAwait(false);
+            if (Client(out string? problem) is not { } client)
+                return new MxAnswer(DnsStatus.TempFail, [], false, TimeSpan.Zero, problem);
+            response = await client.QueryAsync(domain, QueryType.MX, QueryClass.IN, cancel).ConfigureAwait(false);
         }
         catch (Exception e) when (e is DnsResponseException or System.Net.Sockets.SocketException or IOException or TimeoutException
                                       or OperationCanceledException && !cancel.IsCancellationRequested)
@@ -140,7 +210,9 @@ public sealed class DnsClientResolver : IDnsResolver
         IDnsQueryResponse response;
         try
         {
-            response = await _client.QueryAsync(name, QueryType.TXT, QueryClass.IN, cancel).ConfigureAwait(false);
+            if (Client(out string? problem) is not { } client)
+                return new TxtAnswer(DnsStatus.TempFail, [], TimeSpan.Zero, problem);
+            response = await client.QueryAsync(name, QueryType.TXT, QueryClass.IN, cancel).ConfigureAwait(false);
         }
         catch (Exception e) when (e is DnsResponseException or System.Net.Sockets.SocketException or IOException or TimeoutException
                                       or OperationCanceledException && !cancel.IsCancellationRequested)
@@ -169,7 +241,9 @@ public sealed class DnsClientResolver : IDnsResolver
         IDnsQueryResponse response;
         try
         {
-            response = await _client.QueryAsync(host, type, QueryClass.IN, cancel).ConfigureAwait(false);
+            if (Client(out string? problem) is not { } client)
+                return (DnsStatus.TempFail, [], TimeSpan.Zero, problem);
+            response = await client.QueryAsync(host, type, QueryClass.IN, cancel).ConfigureAwait(false);
         }
         catch (Exception e) when (e is DnsResponseException or System.Net.Sockets.SocketException or IOException or TimeoutException
                                       or OperationCanceledException && !cancel.IsCancellationRequested)

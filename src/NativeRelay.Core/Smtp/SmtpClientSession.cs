@@ -163,6 +163,10 @@ public sealed class SmtpClientSession : IAsyncDisposable
 
         if (options.Tls == TlsPolicy.None)
             return;
+        // Without OpenSSL a handshake would abort the process: opportunistic TLS is then skipped
+        // (start-up refuses a configuration that requires TLS, so only Opportunistic gets here).
+        if (options.Tls == TlsPolicy.Opportunistic && !NativeRelay.Net.OpenSslLibrary.IsAvailable)
+            return;
         if ((Capabilities & SmtpCapabilities.StartTls) == 0)
         {
             if (options.Tls == TlsPolicy.Required)

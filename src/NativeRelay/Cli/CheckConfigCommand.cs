@@ -31,6 +31,7 @@ internal static class CheckConfigCommand
         {
             settings = RelaySettings.Validate(options);
             CheckFiles(settings);
+            NativeRelay.Hosting.StartupChecks.Check(settings);
             local = LocalDeliveryAgent.Create(settings.LocalDelivery, settings.Hostname,
                 TimeSpan.FromSeconds(settings.Delivery.ConnectTimeoutSeconds), TimeSpan.FromSeconds(settings.Delivery.CommandTimeoutSeconds));
         }

@@ -11,6 +11,7 @@ internal static class ServeCommand
     public static async Task<int> RunAsync(string[] args)
     {
         var settings = BuildSettings(args);
+        StartupChecks.Check(settings);
         using var log = new Log(Console.OpenStandardOutput(), settings.Lifecycle.LogLevel, settings.Lifecycle.LogFormat);
         await using var metrics = MetricsServer.StartConfigured(settings, log);
         // SIGHUP reads the file and applies the flags again, exactly as at start (and as check-config does).

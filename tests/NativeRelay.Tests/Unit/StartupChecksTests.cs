@@ -1,0 +1,146 @@
+using NativeRelay.Config;
+using NativeRelay.Hosting;
+using NativeRelay.Net;
+using NativeRelay.Routing;
+using NativeRelay.Tests.Support;
+
+namespace NativeRelay.Tests.Unit;
+
+/// <summary>
+/// What a configuration needs from the machine (OpenSSL, DNS servers), checked at start with one
+/// line. The runs in roots without these files are in EndToEnd/FootprintTests.
+/// </summary>
+public sealed class StartupChecksTests
+{
+    private static RelaySettings Settings(Action<RelayOptions>? change = null)
+    {
+        var options = new RelayOptions { Hostname = "relay.test", Listen = ["127.0.0.1:2525"], Spool = "/tmp/unused-spool" };
+        change?.Invoke(options);
+        return RelaySettings.Validate(options);
+    }
+
+    private static string? Fails(string what) => throw new Xunit.Sdk.XunitException($"{what} should not have been probed");
+
+    [Theory]
+    [InlineData(null, false)]                    // MX for everything
+    [InlineData("192.0.2.1:25", true)]           // a smarthost by address: no DNS at all
+    [InlineData("[2001:db8::1]:2525", true)]
+    [InlineData("smarthost.example.net:25", false)] // a smarthost by name: its addresses come from DNS
+    public void Relay_to_an_address_needs_no_dns(string? relayTo, bool noDns)
+    {
+        var s = Settings(o => o.RelayTo = relayTo);
+        Assert.Equal(!noDns, StartupChecks.NeedsDns(s.Routing));
+    }
+
+    [Fact]
+    public void Static_routes_need_dns_only_for_names_mx_overrides_and_what_no_route_takes()
+    {
+        RoutingSettings Routes(params (string Pattern, RouteOptions Route)[] routes) => Settings(o =>
+        {
+            foreach (var (p, r) in routes)
+                o.Routing.Routes[p] = r;
+        }).Routing;
+
+        Assert.False(StartupChecks.NeedsDns(Routes(("*", new RouteOptions { Hosts = ["10.0.0.1:25"] }), ("example.com", new RouteOptions { Hosts = ["10.0.0.2"] }))));
+        Assert.False(StartupChecks.NeedsDns(Routes(("*", new RouteOptions { Local = true }))));
+        // No "*": other domains go to MX.
+        Assert.True(StartupChecks.NeedsDns(Routes(("example.com", new RouteOptions { Hosts = ["10.0.0.2"] }))));
+        // A route without hosts is MX with overrides.
+        Assert.True(StartupChecks.NeedsDns(Routes(("*", new RouteOptions { Hosts = ["10.0.0.1"] }), ("example.com", new RouteOptions { Connections = 2 }))));
+        // A host name.
+        Assert.True(StartupChecks.NeedsDns(Routes(("*", new RouteOptions { Hosts = ["10.0.0.1"] }), ("example.com", new RouteOptions { Hosts = ["mx.example.com"] }))));
+    }
+
+    [Fact]
+    public void No_dns_servers_is_one_line_only_where_dns_is_needed()
+    {
+        const string problem = "no DNS servers: /etc/resolv.conf is missing; give --dns IP[:PORT] or routing.dns";
+        var e = Assert.Throws<ConfigException>(() => StartupChecks.Check(Settings(), () => null, () => problem, () => "/home"));
+        Assert.Equal(problem, e.Message);
+
+        // A smarthost by address, or servers given: the system's are never looked for.
+        StartupChecks.Check(Settings(o => o.RelayTo = "192.0.2.1:25"), () => null, () => Fails("DNS"), () => "/home");
+        StartupChecks.Check(Settings(o => o.Routing.Dns = ["192.0.2.53"]), () => null, () => Fails("DNS"), () => "/home");
+    }
+
+    [Fact]
+    public void Tls_configured_without_openssl_is_refused_with_the_file_and_the_package()
+    {
+        using var dir = new TempDir();
+        string cert = dir.File("cert.pem"), key = dir.File("key.pem");
+        File.WriteAllText(cert, "");
+        File.WriteAllText(key, "");
+        Func<string?> missing = () => "libssl.so.3 is missing";
+
+        var e = Assert.Throws<ConfigException>(() => StartupChecks.Check(Settings(o => { o.Tls.Certificate = cert; o.Tls.Key = key; }), missing, () => null, () => "/home"));
+        Assert.DoesNotContain('\n', e.Message);
+        Assert.StartsWith("tls.certificate needs OpenSSL 3, which cannot be loaded: libssl.so.3 is missing", e.Message);
+        Assert.Contains("libssl3 on Debian", e.Message);
+        Assert.Contains("openssl on Alpine", e.Message);
+
+        e = Assert.Throws<ConfigException>(() => StartupChecks.Check(Settings(o => o.Delivery.TlsPolicy = "required"), missing, () => null, () => "/home"));
+        Assert.StartsWith("delivery.tlsPolicy \"required\" needs OpenSSL 3", e.Message);
+        e = Assert.Throws<ConfigException>(() => StartupChecks.Check(Settings(o => o.Routing.Routes["example.com"] = new RouteOptions { Tls = "required" }), missing, () => null, () => "/home"));
+        Assert.StartsWith("routing.routes[\"example.com\"].tls \"required\" needs OpenSSL 3", e.Message);
+
+        // OpenSSL there, but no home directory for .NET's certificate stores.
+        e = Assert.Throws<ConfigException>(() => StartupChecks.Check(Settings(o => { o.Tls.Certificate = cert; o.Tls.Key = key; }), () => null, () => null, () => ""));
+        Assert.StartsWith("tls.certificate: the relay's user has no home directory (HOME is unset and /etc/passwd has no entry for uid ", e.Message);
+
+        // Without TLS configured (opportunistic STARTTLS is then skipped) the relay starts as before.
+        StartupChecks.Check(Settings(), missing, () => null, () => "");
+        StartupChecks.Check(Settings(o => o.Delivery.TlsPolicy = "none"), () => Fails("OpenSSL"), () => null, () => "/home");
+    }
+
+    [Fact]
+    public void The_probe_names_the_missing_file()
+    {
+        static OpenSslLibrary.TryLoad Having(params string[] files) => (string name, out IntPtr handle) =>
+        {
+            handle = files.Contains(name) ? 1 : 0;
+            return handle != 0;
+        };
+        Assert.Null(OpenSslLibrary.Probe(Having("libcrypto.so.3", "libssl.so.3"), null));
+        Assert.Null(OpenSslLibrary.Probe(Having("libssl.so.1.1"), null));
+        Assert.Null(OpenSslLibrary.Probe(Having("libssl.so.3.5"), "3.5"));
+        Assert.Equal("libcrypto.so.3 is missing", OpenSslLibrary.Probe(Having(), null));
+        Assert.Equal("libssl.so.3 is missing", OpenSslLibrary.Probe(Having("libcrypto.so.3"), null));
+        // The test machine has OpenSSL 3 (the TLS tests use it).
+        Assert.True(OpenSslLibrary.IsAvailable, OpenSslLibrary.Problem);
+    }
+}
+
+/// <summary>The system's DNS servers are the nameserver lines of resolv.conf, read by the relay itself.</summary>
+public sealed class SystemDnsServersTests
+{
+    [Fact]
+    public void Nameserver_lines_are_the_servers()
+    {
+        using var dir = new TempDir();
+        string file = dir.File("resolv.conf");
+        File.WriteAllText(file, "# generated\nsearch example.com\nnameserver 192.0.2.53\n\tnameserver\t2001:db8::53 \noptions ndots:2\nnameserver not-an-address\n");
+        var servers = DnsClientResolver.SystemServers(file, out string? problem);
+        Assert.Null(problem);
+        Assert.Equal(["192.0.2.53:53", "[2001:db8::53]:53"], servers!.Select(s => s.ToString()));
+    }
+
+    [Fact]
+    public async Task A_missing_or_empty_resolv_conf_is_one_line_and_lookups_fail_transiently_with_it()
+    {
+        using var dir = new TempDir();
+        string file = dir.File("resolv.conf");
+        Assert.Equal($"no DNS servers: {file} is missing; give --dns IP[:PORT] or routing.dns", DnsClientResolver.SystemServersProblem(file));
+        Assert.Equal($"no DNS servers: {dir.File("etc")}/resolv.conf is missing; give --dns IP[:PORT] or routing.dns", DnsClientResolver.SystemServersProblem(dir.File("etc") + "/resolv.conf"));
+
+        // Made without servers and without the file: no exception until a lookup, which is TempFail.
+        var resolver = new DnsClientResolver([], TimeSpan.FromSeconds(1), file);
+        var mx = await resolver.QueryMxAsync("example.com", CancellationToken.None);
+        Assert.Equal(DnsStatus.TempFail, mx.Status);
+        Assert.Contains("is missing", mx.Error);
+        var a = await resolver.QueryAddressesAsync("mx.example.com", CancellationToken.None);
+        Assert.Equal(DnsStatus.TempFail, a.Status);
+
+        File.WriteAllText(file, "search example.com\n");
+        Assert.Equal($"no DNS servers: {file} names none; give --dns IP[:PORT] or routing.dns", DnsClientResolver.SystemServersProblem(file));
+    }
+}
