@@ -68,7 +68,7 @@ public sealed class ControlServer : IAsyncDisposable
         catch (Exception e) when (e is SocketException or IOException or UnauthorizedAccessException)
         {
             socket.Dispose();
-            log.Error($"control socket not opened at {path}: {e.Message}; queue commands are unavailable");
+            log.Error($"control socket not opened at {path}: {ExceptionText.Of(e)}; queue commands are unavailable");
             return null;
         }
         if (admin is null)
@@ -211,7 +211,7 @@ public sealed class ControlServer : IAsyncDisposable
         }
         catch (Exception e) when (e is IOException or InvalidOperationException)
         {
-            _log.Warn($"control socket: {request.Command} failed: {e.Message}");
+            _log.Warn($"control socket: {request.Command} failed: {ExceptionText.Of(e)}");
             await WriteAsync(stream, new ControlResponse { Done = true, Error = e.Message });
         }
     }

@@ -357,7 +357,7 @@ public sealed partial class DeliveryScheduler : IQueueAdmin
         }
         catch (Exception e)
         {
-            _log.Warn($"{message.IdText}: cannot read its envelope from the spool: {e.Message}");
+            _log.Warn($"{message.IdText}: cannot read its envelope from the spool: {ExceptionText.Of(e)}");
             return null;
         }
     }

@@ -374,7 +374,7 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
         catch (Exception e)
         {
             // Keep it queued (it may be a passing I/O error) and try again in a minute.
-            _log.Error($"{message.IdText}: cannot read its envelope from the spool ({e.Message}); trying again in a minute");
+            _log.Error($"{message.IdText}: cannot read its envelope from the spool ({ExceptionText.Of(e)}); trying again in a minute");
             lock (message)
                 message.Round = null;
             Cool(message, NowMs() + 60_000);
@@ -733,6 +733,23 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
 
     // ---- The end of a round ---------------------------------------------------------------
 
+    /// <summary>What a finished round decided for a message, recipient by recipient (<see cref="FinishRoundAsync"/>).</summary>
+    private struct RoundOutcome
+    {
+        public DeliveryRound Round;
+        public List<int>? Failed, Expired, Delayed, Relayed;
+        public bool Done, Attempted, Warn;
+        public int Attempts;
+
+        /// <summary>Without the DSN the failures must not be recorded: the recipients stay queued and are tried again (delivery and bounce).</summary>
+        public void NotificationFailed()
+        {
+            Failed = Expired = null;
+            Warn = false;
+            Done = false;
+        }
+    }
+
     /// <summary>
     /// Settles a round once every job has reported: permanent failures, expiry and the delay
     /// warning make (at most) one DSN, spooled and committed before the failures are recorded
@@ -742,22 +759,34 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
     internal async Task FinishRoundAsync(QueuedMessage message, List<(ushort, RecipientState)>? delivered = null)
     {
         long now = NowMs();
+        if (!TryDecide(message, now, out var outcome))
+            return;
+        ulong? dsnId = await NotifySenderAsync(message, outcome, now);
+        if (dsnId is null)
+            outcome.NotificationFailed();
+        var (changes, next) = await RecordOutcomeAsync(message, outcome, delivered, now);
+        Settle(message, outcome, changes, next, dsnId ?? 0);
+    }
+
+    /// <summary>
+    /// Step 1, under the message's lock: which recipients failed for good, expired, want a delay
+    /// warning or a success notice, and whether the message is done. False when an administrator
+    /// deleted or returned it while the jobs ran (that already decided it).
+    /// </summary>
+    private bool TryDecide(QueuedMessage message, long now, out RoundOutcome outcome)
+    {
+        outcome = default;
         var envelope = message.Envelope;
         int count = message.Recipients.Length;
-        DeliveryRound round;
-        List<int>? failed = null, expired = null, delayed = null, relayed = null;
-        bool done, attempted, warn = false;
-        int attempts;
         lock (message)
         {
-            round = message.Round!;
+            var round = outcome.Round = message.Round!;
             if (message.Finalized)
             {
-                // Deleted or returned by an administrator while the jobs ran: that already decided it.
                 message.Round = null;
-                return;
+                return false;
             }
-            attempted = round.Attempted;
+            outcome.Attempted = round.Attempted;
             int pending = 0;
             for (int i = 0; i < count; i++)
             {
@@ -765,101 +794,113 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
                 if (state == RecipientState.Delivered)
                 {
                     if (round.Replies[i].IsPositive && Wants(envelope, i, DsnNotify.Success) && !(round.DsnPassed?[i] ?? false))
-                        (relayed ??= new()).Add(i);
+                        (outcome.Relayed ??= new()).Add(i);
                     continue;
                 }
                 if (state != RecipientState.Pending)
                     continue;
                 if (round.Replies[i].IsPermanent)
-                    (failed ??= new()).Add(i);
+                    (outcome.Failed ??= new()).Add(i);
                 else
                     pending++;
             }
-            if (attempted)
+            if (outcome.Attempted)
             {
                 message.Attempts++;
                 message.LastError = LastError(round);
             }
-            attempts = message.Attempts;
-            if (pending > 0 && attempted && _retry.IsExpired(envelope.ArrivalUnixMs, now))
+            outcome.Attempts = message.Attempts;
+            if (pending > 0 && outcome.Attempted && _retry.IsExpired(envelope.ArrivalUnixMs, now))
             {
                 for (int i = 0; i < count; i++)
                     if (message.Recipients[i] == RecipientState.Pending && !round.Replies[i].IsPermanent)
-                        (expired ??= new()).Add(i);
+                        (outcome.Expired ??= new()).Add(i);
                 pending = 0;
             }
-            if (pending > 0 && attempted && _routing.DelayWarning is { } delay && !message.DelayWarned
+            if (pending > 0 && outcome.Attempted && _routing.DelayWarning is { } delay && !message.DelayWarned
                 && now - envelope.ArrivalUnixMs >= (long)delay.TotalMilliseconds)
             {
-                warn = true;
+                outcome.Warn = true;
                 for (int i = 0; i < count; i++)
                     if (message.Recipients[i] == RecipientState.Pending && !round.Replies[i].IsPermanent && Wants(envelope, i, DsnNotify.Delay))
-                        (delayed ??= new()).Add(i);
+                        (outcome.Delayed ??= new()).Add(i);
             }
-            done = pending == 0;
-            if (done)
+            outcome.Done = pending == 0;
+            if (outcome.Done)
                 message.Finalized = true;
         }
+        return true;
+    }
 
-        // One DSN for everything this round has to tell the sender.
-        ulong dsnId = 0;
-        var notices = Notices(message, round, failed, expired, delayed, relayed, now);
-        if (notices is not null)
+    /// <summary>Step 2: one DSN for everything this round has to tell the sender; its queue id, 0 for none, null when it could not be queued.</summary>
+    private async Task<ulong?> NotifySenderAsync(QueuedMessage message, RoundOutcome outcome, long now)
+    {
+        var notices = Notices(message, outcome.Round, outcome.Failed, outcome.Expired, outcome.Delayed, outcome.Relayed, now);
+        if (notices is null)
+            return 0;
+        try
         {
-            try
-            {
-                dsnId = await _bouncer.SendAsync(message, notices, now);
-            }
-            catch (Exception e)
-            {
-                // Without the DSN the failures must not be recorded: keep the recipients queued
-                // and try again (delivery and bounce) at the next retry.
-                _log.Error($"{message.IdText}: could not queue the delivery status notification: {e.Message}");
-                failed = expired = null;
-                warn = false;
-                done = false;
-                lock (message)
-                    message.Finalized = false;
-            }
+            return await _bouncer.SendAsync(message, notices, now);
         }
-
-        var changes = delivered ?? new List<(ushort, RecipientState)>();
-        if (failed is not null)
-            foreach (int i in failed)
-                changes.Add(((ushort)i, RecipientState.Failed));
-        if (expired is not null)
-            foreach (int i in expired)
-                changes.Add(((ushort)i, RecipientState.Failed));
-        long next = done ? 0 : _retry.NextAttemptUnixMs(attempts, now);
-        if (attempted || changes.Count > 0 || done)
+        catch (Exception e)
         {
-            var flags = done ? StatusFlags.Done : StatusFlags.None;
-            if (warn)
+            _log.Error($"{message.IdText}: could not queue the delivery status notification: {ExceptionText.Of(e)}");
+            lock (message)
+                message.Finalized = false;
+            return null;
+        }
+    }
+
+    /// <summary>Step 3: one status record with every recipient's change and the next attempt time, awaited until durable.</summary>
+    private async Task<(List<(ushort, RecipientState)> Changes, long Next)> RecordOutcomeAsync(QueuedMessage message, RoundOutcome outcome,
+        List<(ushort, RecipientState)>? delivered, long now)
+    {
+        var changes = delivered ?? new List<(ushort, RecipientState)>();
+        if (outcome.Failed is not null)
+            foreach (int i in outcome.Failed)
+                changes.Add(((ushort)i, RecipientState.Failed));
+        if (outcome.Expired is not null)
+            foreach (int i in outcome.Expired)
+                changes.Add(((ushort)i, RecipientState.Failed));
+        long next = outcome.Done ? 0 : _retry.NextAttemptUnixMs(outcome.Attempts, now);
+        if (outcome.Attempted || changes.Count > 0 || outcome.Done)
+        {
+            var flags = outcome.Done ? StatusFlags.Done : StatusFlags.None;
+            if (outcome.Warn)
                 flags |= StatusFlags.DelayWarned;
             await AppendStatusAsync(new StatusRecord
             {
                 Id = message.Id,
                 TimeUnixMs = now,
                 Flags = flags,
-                Attempts = attempts,
+                Attempts = outcome.Attempts,
                 NextAttemptUnixMs = next,
                 Changes = changes.ToArray(),
             });
         }
+        return (changes, next);
+    }
 
+    /// <summary>
+    /// Step 4: the recorded outcome in memory, the log lines, then the message leaves the queue or
+    /// goes back to its index slot and the retry heap (waiting costs as little memory as possible:
+    /// the envelope is read back at the next attempt).
+    /// </summary>
+    private void Settle(QueuedMessage message, RoundOutcome outcome, List<(ushort, RecipientState)> changes, long next, ulong dsnId)
+    {
         lock (message)
         {
             foreach (var (i, state) in changes)
                 message.Recipients[i] = state;
-            if (warn)
+            if (outcome.Warn)
                 message.DelayWarned = true;
             message.NextAttemptUnixMs = next;
             message.Round = null;
         }
-        LogRoundEnd(message, round, failed, expired, delayed, relayed, dsnId, attempts, next, done);
+        LogRoundEnd(message, outcome.Round, outcome.Failed, outcome.Expired, outcome.Delayed, outcome.Relayed, dsnId, outcome.Attempts, next, outcome.Done);
 
         message.ReleaseBody();
-        if (done)
+        if (outcome.Done)
         {
             Completed(message);
             return;
@@ -867,8 +908,6 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
         bool finalized;
         lock (message)
             finalized = message.Finalized;
-        // Waiting costs as little memory as possible: back to the index slot and the retry heap;
-        // the envelope is read back at the next attempt.
         if (!finalized)
             Cool(message, next);
     }
@@ -1126,7 +1165,7 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
         }
         catch (Exception e)
         {
-            _log.Error($"{QueueIdGenerator.ToString(record.Id)}: could not record delivery status: {e.Message}");
+            _log.Error($"{QueueIdGenerator.ToString(record.Id)}: could not record delivery status: {ExceptionText.Of(e)}");
         }
     }
 

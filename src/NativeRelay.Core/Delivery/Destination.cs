@@ -4,6 +4,7 @@ using NativeRelay.Message;
 using NativeRelay.Routing;
 using NativeRelay.Smtp;
 using NativeRelay.Spool;
+using NativeRelay.Telemetry;
 
 namespace NativeRelay.Delivery;
 
@@ -345,7 +346,7 @@ internal sealed class Destination
         }
         catch (Exception e)
         {
-            context.Log.Error($"{message.IdText}: cannot read from the spool: {e.Message}");
+            context.Log.Error($"{message.IdText}: cannot read from the spool: {ExceptionText.Of(e)}");
             Array.Fill(results, SmtpReply.Local(451, $"4.3.0 spool read failed: {e.Message}"));
             await context.Scheduler.CompleteJobAsync(job, results, peer with { ReplyFromRemote = false });
             return false;

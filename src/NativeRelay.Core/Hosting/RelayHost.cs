@@ -238,7 +238,7 @@ public sealed class RelayHost : IAsyncDisposable
             {
                 // ConfigException is the usual case (its message names the option or file); anything
                 // else is refused the same way rather than taking the running relay down.
-                _log.Error($"reload refused: {(e is ConfigException ? e.Message : e.GetType().Name + ": " + e.Message)}; keeping the running configuration");
+                _log.Error($"reload refused: {(e is ConfigException ? e.Message : ExceptionText.Of(e))}; keeping the running configuration");
                 return false;
             }
 
@@ -296,7 +296,7 @@ public sealed class RelayHost : IAsyncDisposable
         catch (Exception e) when (e is not OutOfMemoryException)
         {
             if (!_stopping.IsCancellationRequested)
-                _log.Error($"handing the recovered queue to delivery failed: {e.Message}");
+                _log.Error($"handing the recovered queue to delivery failed: {ExceptionText.Of(e)}");
         }
     }
 

@@ -88,7 +88,7 @@ public sealed class MaildropPickup : IAsyncDisposable
             catch (Exception e)
             {
                 // The maildrop itself unreadable (removed, permissions): say so, try again next round.
-                _log.Warn($"maildrop {_directory}: {e.GetType().Name}: {e.Message}");
+                _log.Warn($"maildrop {_directory}: {ExceptionText.Of(e)}");
             }
         }
         while (await WaitAsync(timer, stop));
@@ -210,7 +210,7 @@ public sealed class MaildropPickup : IAsyncDisposable
         {
             _intake.CancelReservation(id);
             body.Release();
-            _log.Warn($"{new QueueIdText(id)}: maildrop file left for later: the spool refused it: {e.Message}");
+            _log.Warn($"{new QueueIdText(id)}: maildrop file left for later: the spool refused it: {ExceptionText.Of(e)}");
             return Outcome.SpoolRefused;
         }
 
@@ -293,7 +293,7 @@ public sealed class MaildropPickup : IAsyncDisposable
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
-            _log.Warn($"maildrop: cannot move {name} aside ({reason}): {e.Message}");
+            _log.Warn($"maildrop: cannot move {name} aside ({reason}): {ExceptionText.Of(e)}");
         }
     }
 

@@ -196,7 +196,7 @@ public sealed class SmtpServer : IConnectionHandler
                 }
                 catch (Exception e)
                 {
-                    Log.Warn($"reload check failed: {e.Message}");
+                    Log.Warn($"reload check failed: {ExceptionText.Of(e)}");
                 }
             }
         }

@@ -86,7 +86,7 @@ internal sealed partial class SpoolCommitFile : ILogCommitManager
             // Not thrown: FASTER calls this from its commit worker, where an exception would stall
             // every later commit. The previous file stays valid; log segments stay on disk.
             if (Interlocked.Increment(ref _failures) == 1)
-                _log.Error($"spool: cannot write commit metadata ({e.Message}); log files are kept until it can");
+                _log.Error($"spool: cannot write commit metadata ({ExceptionText.Of(e)}); log files are kept until it can");
             try
             {
                 File.Delete(temp);

@@ -51,7 +51,7 @@ internal sealed class SpoolCompactor(SpoolLog spool)
             }
             catch (Exception e) when (e is IOException or InvalidDataException or FASTER.core.FasterException)
             {
-                _log.Warn($"spool: compaction could not move {QueueIdGenerator.ToString(id)}: {e.Message}");
+                _log.Warn($"spool: compaction could not move {QueueIdGenerator.ToString(id)}: {ExceptionText.Of(e)}");
                 break;
             }
         }

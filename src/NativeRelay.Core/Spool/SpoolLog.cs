@@ -604,7 +604,7 @@ public sealed class SpoolLog : IAsyncDisposable
         }
         catch (Exception e) when (e is not OutOfMemoryException)
         {
-            _logger.Warn($"spool housekeeping: {e.Message}");
+            _logger.Warn($"spool housekeeping: {ExceptionText.Of(e)}");
         }
         finally
         {
@@ -724,7 +724,7 @@ public sealed class SpoolLog : IAsyncDisposable
         }
         catch (Exception e)
         {
-            _logger.Error($"spool: reopening the log failed: {e.Message}");
+            _logger.Error($"spool: reopening the log failed: {ExceptionText.Of(e)}");
             return; // _handle stays closed: every operation fails until the next attempt
         }
         long recovered = fresh.Log.CommittedUntilAddress;
@@ -768,7 +768,7 @@ public sealed class SpoolLog : IAsyncDisposable
         }
         catch (Exception e)
         {
-            _logger.Warn($"spool: closing the log: {e.Message}");
+            _logger.Warn($"spool: closing the log: {ExceptionText.Of(e)}");
         }
         handle.Device.Dispose();
         handle.Commits.Dispose();
@@ -799,7 +799,7 @@ public sealed class SpoolLog : IAsyncDisposable
             }
             catch (Exception e)
             {
-                _logger.Error($"final spool commit failed: {e.Message}");
+                _logger.Error($"final spool commit failed: {ExceptionText.Of(e)}");
             }
         }
         _disposed = true;

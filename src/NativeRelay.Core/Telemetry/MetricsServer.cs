@@ -207,7 +207,7 @@ public sealed class MetricsServer : IAsyncDisposable
         }
         catch (Exception e)
         {
-            _log?.Error($"metrics: rendering failed: {e.Message}");
+            _log?.Error($"metrics: rendering failed: {ExceptionText.Of(e)}");
             await SendAsync(socket, 500, "Internal Server Error", "rendering failed\n", close: true, isHead).ConfigureAwait(false);
             return false;
         }

@@ -181,7 +181,7 @@ public sealed class SmtpSink : IConnectionHandler, IAsyncDisposable
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
-            _log.Error($"sink: cannot save {path}: {e.Message}");
+            _log.Error($"sink: cannot save {path}: {ExceptionText.Of(e)}");
         }
     }
 
