@@ -85,6 +85,18 @@ public sealed class LimitsOptions
     public int MaxReceivedHeaders { get; set; } = 50;
     /// <summary>RFC 5321 4.5.3.2.7: the server waits at least 5 minutes for a command.</summary>
     public int CommandTimeoutSeconds { get; set; } = 300;
+    /// <summary>
+    /// A connection that has sent no command at all this long after its greeting is closed (421):
+    /// the cheap defence against connect-and-wait clients (scanners, slow botnets). Real senders
+    /// say EHLO within a second.
+    /// </summary>
+    public int IdleBeforeCommandSeconds { get; set; } = 60;
+    /// <summary>
+    /// Postscreen's pregreet test, on plain SMTP listeners for clients outside relayNetworks: the
+    /// greeting waits this long, and a client that talks before it is refused (554) and dropped.
+    /// 0 (the default) greets at once.
+    /// </summary>
+    public int GreetingDelaySeconds { get; set; }
     /// <summary>RFC 5321 4.5.3.2.6: the server waits at least 10 minutes after the data terminator... and between data blocks.</summary>
     public int DataTimeoutSeconds { get; set; } = 600;
     /// <summary>Commands in one session before 421 and disconnect.</summary>

@@ -99,6 +99,9 @@ public sealed record RelaySettings
         Positive(l.MaxReceivedHeaders, "limits.maxReceivedHeaders");
         Positive(l.CommandTimeoutSeconds, "limits.commandTimeoutSeconds");
         Positive(l.DataTimeoutSeconds, "limits.dataTimeoutSeconds");
+        Positive(l.IdleBeforeCommandSeconds, "limits.idleBeforeCommandSeconds");
+        if (l.GreetingDelaySeconds is < 0 or > 60)
+            throw new ConfigException("limits.greetingDelaySeconds: 0 (off) to 60");
         Positive(l.MaxCommands, "limits.maxCommands");
         Positive(l.TransactionTimeoutSeconds, "limits.transactionTimeoutSeconds");
         if (l.MaxLineLength is < 78 or > 65536)

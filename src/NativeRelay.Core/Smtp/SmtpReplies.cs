@@ -39,6 +39,7 @@ internal static class SmtpReplies
     public static ReadOnlySpan<byte> SpoolFailure => "451 4.3.0 Local error in processing: message not queued, try again later\r\n"u8;
     public static ReadOnlySpan<byte> TooManyErrors => "421 4.7.0 Too many errors; closing connection\r\n"u8;
     public static ReadOnlySpan<byte> Timeout => "421 4.4.2 Timeout exceeded; closing connection\r\n"u8;
+    public static ReadOnlySpan<byte> PregreetViolation => "554 5.5.1 Protocol error: talked before the greeting\r\n"u8;
     public static ReadOnlySpan<byte> ShuttingDown => "421 4.3.2 Service shutting down; closing connection\r\n"u8;
     public static ReadOnlySpan<byte> TooManyConnections => "421 4.7.0 Too many connections; try again later\r\n"u8;
     public static ReadOnlySpan<byte> SizeParamSyntax => "501 5.5.4 Syntax error in SIZE parameter\r\n"u8;

@@ -68,6 +68,7 @@ internal sealed class SmtpServerSession
     private readonly BdatReader _bdat;
     private readonly int _traceReserve;
     private readonly TimeSpan _commandTimeout;
+    private readonly TimeSpan _idleBeforeCommand;
     private readonly TimeSpan _dataTimeout;
     private readonly long _transactionMilliseconds;
 
@@ -130,6 +131,7 @@ internal sealed class SmtpServerSession
         _bdat = new BdatReader(limits.MaxLineLength, limits.MaxMessageSize);
         _traceReserve = ReceivedHeader.MaxLength + (listener.IsSubmission ? SubmissionHeaders.MaxLength : 0);
         _commandTimeout = TimeSpan.FromSeconds(limits.CommandTimeoutSeconds);
+        _idleBeforeCommand = TimeSpan.FromSeconds(limits.IdleBeforeCommandSeconds);
         _dataTimeout = TimeSpan.FromSeconds(limits.DataTimeoutSeconds);
         _transactionMilliseconds = limits.TransactionTimeoutSeconds * 1000L;
         _deadline = new Deadline(DeadlineClock.Shared, static (state, waitingFor) =>
@@ -161,6 +163,8 @@ internal sealed class SmtpServerSession
             // progress is allowed to finish first (checked after each step).
             onStop = stopping.UnsafeRegister(static s => ((SmtpServerSession)s!)._input.CancelPendingRead(), this);
 
+            if (await TalksBeforeGreetingAsync())
+                return;
             _output.Write(_server.Greeting);
             if (!await FlushAsync())
                 return;
@@ -196,7 +200,9 @@ internal sealed class SmtpServerSession
                     if (timedOut)
                     {
                         // Bytes that came in the same tick as the expiry are dropped with it, as a timer firing then would have.
-                        _server.Log.Info($"{_clientAddress}: {(transactionLimit ? "transaction time limit" : "timeout")}, closing");
+                        if (_commands == 0)
+                            Telemetry.RelayMetrics.IdleBeforeCommandClosed.Increment();
+                        _server.Log.Info($"{_clientAddress}: {(transactionLimit ? "transaction time limit" : _commands == 0 ? "no command" : "timeout")}, closing");
                         await ReplyAndCloseAsync(transactionLimit ? SmtpReplies.TransactionTimeout : SmtpReplies.Timeout);
                         break;
                     }
@@ -262,10 +268,49 @@ internal sealed class SmtpServerSession
         }
     }
 
+    /// <summary>
+    /// Postscreen's pregreet test (limits.greetingDelaySeconds, on plain SMTP listeners for
+    /// clients outside relayNetworks): the greeting waits, and a client that sends anything first
+    /// is not speaking SMTP as RFC 5321 4.3.1 has it (it waits for the 220), which is what
+    /// spambots that blast commands without listening do. True when the session is over.
+    /// </summary>
+    private async ValueTask<bool> TalksBeforeGreetingAsync()
+    {
+        int delay = _server.Settings.Limits.GreetingDelaySeconds;
+        if (delay <= 0 || _listener.Kind != ListenerKind.Smtp || _isRelayClient)
+            return false;
+        _deadline.Arm(TimeSpan.FromSeconds(delay), DeadlineFor.Read);
+        ReadResult early;
+        bool waited;
+        try
+        {
+            early = await _input.ReadAsync();
+        }
+        finally
+        {
+            waited = _deadline.Disarm();
+        }
+        if (waited || (early.IsCanceled && early.Buffer.IsEmpty))
+        {
+            // Silent for the whole delay (or the relay is stopping: the loop says 421 then).
+            _input.AdvanceTo(early.Buffer.Start);
+            return false;
+        }
+        _input.AdvanceTo(early.Buffer.End);
+        if (early.Buffer.IsEmpty && early.IsCompleted)
+            return true; // gone before the greeting
+        Telemetry.RelayMetrics.PregreetRefused.Increment();
+        _server.Log.Info($"{_clientAddress}: talked before the greeting ({early.Buffer.Length} bytes), refused");
+        await ReplyAndCloseAsync(SmtpReplies.PregreetViolation);
+        return true;
+    }
+
     private TimeSpan ReadTimeout(out bool transactionLimit)
     {
         var wait = _phase is Phase.Data or Phase.Bdat ? _dataTimeout : _commandTimeout;
         transactionLimit = false;
+        if (_commands == 0 && _idleBeforeCommand < wait)
+            wait = _idleBeforeCommand;
         if (_transactionDeadline != 0 && InTransaction)
         {
             long left = _transactionDeadline - Environment.TickCount64;

@@ -22,6 +22,12 @@ public static class RelayMetrics
     public static readonly Counter ConnectionsRefused = Registry.Counter(
         "nativerelay_connections_refused_total", "SMTP connections refused at connect (connection limits).");
 
+    public static readonly Counter PregreetRefused = Registry.Counter(
+        "nativerelay_pregreet_refused_total", "Connections refused for talking before the greeting (limits.greetingDelaySeconds).");
+
+    public static readonly Counter IdleBeforeCommandClosed = Registry.Counter(
+        "nativerelay_idle_before_command_closed_total", "Connections closed for sending no command within limits.idleBeforeCommandSeconds.");
+
     public static readonly Gauge ConnectionsActive = Registry.Gauge(
         "nativerelay_connections_active", "SMTP connections open now.");
 
