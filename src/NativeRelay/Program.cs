@@ -34,7 +34,8 @@ namespace NativeRelay.Cli
                     Console.Error.WriteLine($"nativerelay: {Usage.Error(result)}");
                     return ExitUsage;
                 }
-                return await result.InvokeAsync(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
+                // The verbs handle SIGINT and SIGTERM themselves (serve drains, the tools report): no handler of System.CommandLine.
+                return await result.InvokeAsync(new InvocationConfiguration { EnableDefaultExceptionHandler = false, ProcessTerminationTimeout = null });
             }
             catch (ConfigException e)
             {

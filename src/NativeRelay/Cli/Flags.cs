@@ -83,13 +83,17 @@ internal static class Flags
     public static T? ValueOrNull<T>(this ParseResult result, Option<T> option) where T : class =>
         result.GetResult(option) is { Implicit: false } ? result.GetValue(option) : null;
 
-    /// <summary>An argument (not a flag) checked by <paramref name="parse"/>.</summary>
+    /// <summary>
+    /// An argument (not a flag) checked by <paramref name="parse"/>. A word starting with '-' is
+    /// an unknown flag, not the argument (System.CommandLine would take it as the argument).
+    /// </summary>
     public static Argument<T> Argument<T>(string name, string description, Func<string, string, T> parse, bool optional = false) =>
         new(name)
         {
             Description = description,
             Arity = optional ? ArgumentArity.ZeroOrOne : ArgumentArity.ExactlyOne,
-            CustomParser = result => Parse(result, name, parse),
+            CustomParser = result => Parse(result, name, (argument, text) =>
+                text.Length > 1 && text[0] == '-' ? throw new ConfigException($"unknown flag '{text}'") : parse(argument, text)),
         };
 
     public static string Describe(string description, object? shown) =>

@@ -18,6 +18,10 @@ internal static class Usage
                 : command.Subcommands.Count > 0 ? $"unknown command '{token}'"
                 : $"unexpected argument '{token}'";
         }
+        else if (command.Arguments.FirstOrDefault(a => a.Arity.MinimumNumberOfValues > 0 && result.GetResult(a) is not { Tokens.Count: > 0 }) is { } missing)
+        {
+            message = $"{missing.Name} is missing: usage: {Synopsis(command)}";
+        }
         else if (command.Action is null && command.Subcommands.Count > 0)
         {
             message = $"which command? {string.Join(", ", command.Subcommands.Where(c => !c.Hidden).Select(c => c.Name))}";
@@ -29,6 +33,16 @@ internal static class Usage
         return path.Length == 0
             ? $"{message} (try 'nativerelay --help')"
             : $"{path}: {message} (try 'nativerelay {path} --help')";
+    }
+
+    /// <summary>"nativerelay passwd USER [options]".</summary>
+    private static string Synopsis(Command command)
+    {
+        var words = new List<string> { "nativerelay", Path(command) };
+        words.AddRange(command.Arguments.Select(a => a.Arity.MinimumNumberOfValues > 0 ? a.Name : $"[{a.Name}]"));
+        if (command.Options.Any(o => o is not System.CommandLine.Help.HelpOption))
+            words.Add("[options]");
+        return string.Join(' ', words);
     }
 
     /// <summary>"queue list" for the list subcommand of queue; "" for the root.</summary>
