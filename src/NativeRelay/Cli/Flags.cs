@@ -25,7 +25,7 @@ internal static class Flags
             Description = Describe(description, shown),
             Arity = ArgumentArity.OneOrMore,
             AllowMultipleArgumentsPerToken = false,
-            CustomParser = result => Parse(result, name, parse),
+            CustomParser = result => Parse(result, name, (flag, text) => parse(flag, NotAFlag(flag, text))),
         };
 
     /// <summary>A flag with one value taken as it is.</summary>
@@ -49,6 +49,7 @@ internal static class Flags
                     values[i] = result.Tokens[i].Value;
                     try
                     {
+                        NotAFlag(name, values[i]);
                         check?.Invoke(name, values[i]);
                     }
                     catch (ConfigException e)
@@ -95,6 +96,10 @@ internal static class Flags
             CustomParser = result => Parse(result, name, (argument, text) =>
                 text.Length > 1 && text[0] == '-' ? throw new ConfigException($"unknown flag '{text}'") : parse(argument, text)),
         };
+
+    // "--spool --bogus": System.CommandLine would take an unknown flag as the value; the old parser said "needs a value", and so do these.
+    private static string NotAFlag(string flag, string text) =>
+        text.StartsWith("--", StringComparison.Ordinal) ? throw new ConfigException($"{flag} needs a value (got the flag '{text}')") : text;
 
     public static string Describe(string description, object? shown) =>
         shown is null ? description : $"{description} [default: {shown}]";

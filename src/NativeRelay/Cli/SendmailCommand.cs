@@ -66,6 +66,16 @@ internal static class SendmailCommand
         return command;
     }
 
+    private static int PrintHelp()
+    {
+        if (!InvokedAsSendmail())
+            return Entry.Parse(["sendmail", "--help"]).Invoke();
+        // Called as "sendmail", the root command is named "sendmail" too: show this verb alone.
+        var alone = Build();
+        alone.Options.Add(Verbs.WithDetails(new System.CommandLine.Help.HelpOption()));
+        return alone.Parse(["--help"]).Invoke();
+    }
+
     private sealed class Options
     {
         public bool ReadHeaderRecipients;
@@ -92,7 +102,7 @@ internal static class SendmailCommand
             return ExUsage;
         }
         if (o.Help)
-            return await Entry.Parse(["sendmail", "--help"]).InvokeAsync();
+            return PrintHelp();
 
         MailEndpoint server;
         string hostname;

@@ -35,8 +35,8 @@ internal static class Verbs
         {
             if (option is VersionOption version)
                 version.Action = new PrintVersion();
-            if (option is HelpOption { Action: HelpAction standard } help)
-                help.Action = new VerbCommand.HelpWithDetails(standard);
+            if (option is HelpOption help)
+                WithDetails(help);
         }
         // With no verb: the list of verbs, on standard error, as a usage error.
         root.SetAction(result =>
@@ -45,6 +45,14 @@ internal static class Verbs
             return Entry.ExitUsage;
         });
         return root;
+    }
+
+    /// <summary>-h/--help that also prints a <see cref="VerbCommand"/>'s details.</summary>
+    public static HelpOption WithDetails(HelpOption help)
+    {
+        if (help.Action is HelpAction standard)
+            help.Action = new VerbCommand.HelpWithDetails(standard);
+        return help;
     }
 
     public static string Version =>

@@ -127,6 +127,25 @@ public sealed class CliHelpTests(ITestOutputHelper log)
     }
 
     [Fact]
+    public async Task Called_as_sendmail_it_answers_help_and_h_as_sendmail()
+    {
+        using var dir = new TempDir();
+        string link = dir.File("sendmail");
+        File.CreateSymbolicLink(link, RelayBinary.Path);
+        foreach (var help in new[] { "--help", "-h" })
+        {
+            var result = await CliRun.RunAsync([help], [], dir.Path, log, executable: link);
+
+            Assert.True(result.ExitCode == 0, result.ToString());
+            Assert.Contains("sendmail [<RECIPIENT>...] [options]", result.Stdout);
+            Assert.Contains("--server <HOST:PORT>", result.Stdout);
+        }
+        var bad = await CliRun.RunAsync(["-Q"], [], dir.Path, log, executable: link);
+        Assert.True(bad.ExitCode == 64, bad.ToString());
+        Assert.Equal("sendmail: unknown option -Q (try 'nativerelay sendmail --help')", bad.Stderr.Trim());
+    }
+
+    [Fact]
     public async Task Shell_completion_suggests_the_flags_of_a_verb()
     {
         using var dir = new TempDir();

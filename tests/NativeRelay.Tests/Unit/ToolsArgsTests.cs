@@ -215,6 +215,8 @@ public class ToolsArgsTests
     [InlineData("sink", "--frobnicate", "sink: unknown flag '--frobnicate' (try 'nativerelay sink --help')")]
     [InlineData("bench", "stray", "bench: unexpected argument 'stray' (try 'nativerelay bench --help')")]
     [InlineData("blast", "--messages 0", "blast: --messages must be a whole number from 1 to 1000000000000 (got '0') (try 'nativerelay blast --help')")]
+    [InlineData("blast", "--to --json", "blast: --to needs a value (got the flag '--json') (try 'nativerelay blast --help')")]
+    [InlineData("sink", "--save --quiet", "sink: --save needs a value (got the flag '--quiet') (try 'nativerelay sink --help')")]
     public void Usage_errors_are_one_line_naming_the_verbs_help(string verb, string arguments, string expected)
     {
         var e = Assert.Throws<ConfigException>(() => Parse(verb, arguments.Split(' '), r => r));
