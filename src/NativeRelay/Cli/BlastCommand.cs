@@ -50,8 +50,8 @@ internal static class BlastCommand
         var command = new VerbCommand("blast", "Load generator: send messages over concurrent SMTP sessions, report rates and latencies.",
             """
             Sends N messages over S concurrent SMTP sessions and reports messages/s, MB/s, errors by reply code,
-            and connect and accept latency percentiles. Uses PIPELINING when the server
-            offers it (MAIL, every RCPT and DATA in one write) and reuses connections.
+            and connect and accept latency percentiles. Uses PIPELINING when the server offers it (MAIL, every
+            RCPT and DATA in one write) and reuses connections.
 
             Progress goes to standard error (a bar on a terminal, a line a second otherwise); the summary goes
             to standard output. Exit code 0 when every message was accepted, 1 when any failed or the timeout
