@@ -1,3 +1,6 @@
+using System.CommandLine;
+using System.CommandLine.Invocation;
+using System.CommandLine.Parsing;
 using NativeRelay.Cli;
 using NativeRelay.Config;
 
@@ -9,55 +12,40 @@ namespace NativeRelay.Cli
 {
     internal static class Entry
     {
+        public const int ExitUsage = 2;
+
         public static async Task<int> RunAsync(string[] args)
         {
             // Before any socket exists: the runtime decides how to dispatch socket completions once.
             NativeRelay.Net.SocketEngineTuning.Apply();
             // Installed as /usr/sbin/sendmail (a symlink): behave as "nativerelay sendmail".
+            // sendmail keeps its own getopt-style parser (-ti, -fsender, -oi, ...).
             if (SendmailCommand.InvokedAsSendmail())
                 return await SendmailCommand.RunAsync(args);
+            if (args is ["sendmail", ..])
+                return await SendmailCommand.RunAsync(args[1..]);
+            if (args is ["help" or "version"])
+                args = ["--" + args[0]];
             try
             {
-                if (args.Length == 0)
-                    return Usage(Console.Error, 2);
-                switch (args[0])
+                var result = Parse(args);
+                if (result.Action is ParseErrorAction)
                 {
-                    case "--version":
-                    case "version":
-                        Console.WriteLine($"nativerelay {Version}");
-                        return 0;
-                    case "--help":
-                    case "-h":
-                    case "help":
-                        return Usage(Console.Out, 0);
+                    Console.Error.WriteLine($"nativerelay: {Usage.Error(result)}");
+                    return ExitUsage;
                 }
-                foreach (var verb in Verbs.All)
-                    if (verb.Name == args[0])
-                        return await verb.Run(args.AsSpan(1).ToArray());
-                throw new ConfigException($"unknown command '{args[0]}' (try --help)");
+                // The verbs handle SIGINT and SIGTERM themselves (serve drains, the tools report): no handler of System.CommandLine.
+                return await result.InvokeAsync(new InvocationConfiguration { EnableDefaultExceptionHandler = false, ProcessTerminationTimeout = null });
             }
             catch (ConfigException e)
             {
                 Console.Error.WriteLine($"nativerelay: {e.Message}");
-                return 2;
+                return ExitUsage;
             }
         }
 
-        public static string Version =>
-            typeof(Entry).Assembly.GetName().Version?.ToString(3) ?? "0.0.0";
-
-        private static int Usage(TextWriter w, int code)
-        {
-            w.WriteLine($"nativerelay {Version}: a mail transfer agent");
-            w.WriteLine();
-            w.WriteLine("usage:");
-            foreach (var verb in Verbs.All)
-                w.WriteLine($"  nativerelay {verb.Usage}");
-            w.WriteLine("  nativerelay --version");
-            w.WriteLine();
-            w.WriteLine("serve with no arguments listens on 127.0.0.1:2525, spools under ./var/spool and");
-            w.WriteLine("relays for loopback clients only. See docs/CONFIG.md for the configuration file.");
-            return code;
-        }
+        /// <summary>The command line against the tree of <see cref="Verbs"/>; "@file" is an argument like any other, not a response file.</summary>
+        public static ParseResult Parse(string[] args) =>
+            Verbs.Root().Parse(args, new ParserConfiguration { ResponseFileTokenReplacer = null });
     }
 }

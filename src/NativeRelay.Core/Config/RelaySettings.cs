@@ -181,7 +181,7 @@ public sealed record RelaySettings
         return colon > 0 && colon > bracket && (bracket >= 0 || text.IndexOf(':') == colon);
     }
 
-    internal static bool IsValidHostname(string name)
+    public static bool IsValidHostname(string name)
     {
         if (name.Length is 0 or > 253)
             return false;

@@ -1,5 +1,7 @@
+using System.CommandLine;
 using System.Globalization;
 using System.Runtime.InteropServices;
+using NativeRelay.Config;
 using NativeRelay.Tools;
 
 namespace NativeRelay.Cli;
@@ -7,14 +9,72 @@ namespace NativeRelay.Cli;
 /// <summary><c>nativerelay blast</c>: the load generator (see <see cref="Blaster"/>).</summary>
 internal static class BlastCommand
 {
-    public static async Task<int> RunAsync(string[] args)
+    private static readonly BlastOptions Defaults = new();
+
+    private static readonly FlagSetter<BlastOptions>[] Settings =
+    [
+        Flag(Flags.Value("--to", "HOST:PORT", "server to send to", FlagValues.HostPort, Defaults.Target),
+            (o, v) => (o.Host, o.Port) = v),
+        Flag(Flags.Value("--messages", "N", "messages to send in all", (f, t) => FlagValues.Long(f, t, 1, 1_000_000_000_000), Defaults.Messages),
+            (o, v) => o.Messages = v),
+        Flag(Flags.Value("--sessions", "S", "concurrent SMTP sessions", (f, t) => FlagValues.Int(f, t, 1, 10_000), Defaults.Sessions),
+            (o, v) => o.Sessions = v),
+        Flag(Flags.Value("--size", "BYTES", "size of each message, headers included (100k, 1m work)", (f, t) => (int)FlagValues.Size(f, t, 1, 1L << 30), Defaults.Size),
+            (o, v) => o.Size = v),
+        Flag(Flags.Value("--per-connection", "M", "messages per connection, then QUIT and reconnect (0: no limit)", (f, t) => FlagValues.Long(f, t, 0, long.MaxValue), Defaults.PerConnection),
+            (o, v) => o.PerConnection = v),
+        Flag(Flags.Value("--recipients", "R", "recipients per message", (f, t) => FlagValues.Int(f, t, 1, 10_000), Defaults.Recipients),
+            (o, v) => o.Recipients = v),
+        Flag(Flags.Value("--from", "ADDRESS", "envelope sender and From:", FlagValues.Address, Defaults.From),
+            (o, v) => o.From = v),
+        Flag(Flags.Value("--rcpt", "ADDRESS", "recipient; with R > 1 it gets a number in front: 1rcpt@..., 2rcpt@...", FlagValues.Address, Defaults.Rcpt),
+            (o, v) => o.Rcpt = v),
+        Flag(Flags.Value("--rate", "MSGS_PER_S", "start at most this many messages per second (0: as fast as possible)", (f, t) => FlagValues.Double(f, t, 10_000_000), Defaults.Rate),
+            (o, v) => o.Rate = v),
+        Flag(Flags.Value("--timeout", "SECONDS", "stop after this long and report what was done", (f, t) => FlagValues.Seconds(f, t, 30 * 24 * 3600), Defaults.Timeout.TotalSeconds),
+            (o, v) => o.Timeout = v),
+        Flag(Flags.Switch("--tls", "STARTTLS before sending (the server's certificate is not verified)"),
+            (o, v) => o.Tls = v),
+        Flag(Flags.Value("--helo", "NAME", "EHLO name", FlagValues.HostName, Defaults.Helo),
+            (o, v) => o.Helo = v),
+        Flag(Flags.Switch("--json", "print the summary as one JSON object"),
+            (o, v) => o.Json = v),
+        Flag(Flags.Switch("--quiet", "no progress display"),
+            (o, v) => o.Quiet = v),
+    ];
+
+    private static FlagSetter<BlastOptions> Flag<T>(Option<T> option, Action<BlastOptions, T> apply) => FlagSetter<BlastOptions>.Of(option, apply);
+
+    public static Command Build()
     {
-        if (args.Any(a => a is "--help" or "-h"))
-        {
-            Console.Out.Write(BlastOptions.Usage);
-            return 0;
-        }
-        var options = BlastOptions.Parse(args);
+        var command = new VerbCommand("blast", "Load generator: send messages over concurrent SMTP sessions, report rates and latencies.",
+            """
+            Sends N messages over S concurrent SMTP sessions and reports messages/s, MB/s, errors by reply code,
+            and connect and accept latency percentiles. Uses PIPELINING when the server offers it (MAIL, every
+            RCPT and DATA in one write) and reuses connections.
+
+            Progress goes to standard error (a bar on a terminal, a line a second otherwise); the summary goes
+            to standard output. Exit code 0 when every message was accepted, 1 when any failed or the timeout
+            hit, 2 for a usage error. Connect latency is from connect() to the 220 greeting; accept latency is
+            from the end of the data (the final "." sent) to the server's reply.
+            """);
+        FlagSetter<BlastOptions>.AddAll(command, Settings);
+        command.SetAction((result, _) => RunAsync(Bind(result)));
+        return command;
+    }
+
+    /// <summary>The options the command line asks for (defaults for the flags not given).</summary>
+    internal static BlastOptions Bind(ParseResult result)
+    {
+        var o = FlagSetter<BlastOptions>.ApplyAll(result, Settings, new BlastOptions());
+        int minimum = BlastMessage.MinimumSize(o.From, o.Rcpt);
+        if (o.Size < minimum)
+            throw new ConfigException($"blast: --size must be at least {minimum} bytes (the message's header section)");
+        return o;
+    }
+
+    private static async Task<int> RunAsync(BlastOptions options)
+    {
         using var interrupt = new CancellationTokenSource();
         using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; interrupt.Cancel(); });
         using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; interrupt.Cancel(); });

@@ -1,3 +1,4 @@
+using System.CommandLine;
 using System.Text;
 using NativeRelay.Config;
 using NativeRelay.Local;
@@ -13,17 +14,25 @@ namespace NativeRelay.Cli;
 /// </summary>
 internal static class CheckConfigCommand
 {
-    public static Task<int> RunAsync(string[] args)
-    {
-        if (args.Length == 1 && args[0] is "--help" or "-h")
-        {
-            Console.WriteLine("usage: nativerelay check-config FILE");
-            return Task.FromResult(0);
-        }
-        if (args.Length != 1 || args[0].StartsWith("--", StringComparison.Ordinal))
-            throw new ConfigException("usage: nativerelay check-config FILE");
-        string path = args[0];
+    private static readonly Argument<string> File = Flags.Argument("FILE", "the configuration file (JSON, docs/CONFIG.md)", static (_, text) => text);
 
+    public static Command Build()
+    {
+        var command = new VerbCommand("check-config", "Validate a configuration file and print what the relay would do.",
+            """
+            Reads FILE exactly as 'serve --config FILE' would (aliases files and the files it names included,
+            but no port is bound and the spool is not opened). Exit 0 when valid; otherwise one line on
+            standard error and exit 2.
+            """)
+        {
+            File,
+        };
+        command.SetAction(result => Run(result.GetValue(File)!));
+        return command;
+    }
+
+    private static int Run(string path)
+    {
         var options = RelaySettings.LoadFile(path);
         RelaySettings settings;
         LocalDeliveryAgent local;
@@ -41,7 +50,7 @@ internal static class CheckConfigCommand
         }
 
         Console.Out.Write(Describe(path, settings, local));
-        return Task.FromResult(0);
+        return 0;
     }
 
     /// <summary>The files the configuration names must exist (their contents are checked by loading them).</summary>
@@ -55,7 +64,7 @@ internal static class CheckConfigCommand
 
     private static void CheckFile(string? file, string what)
     {
-        if (file is not null && !File.Exists(file))
+        if (file is not null && !System.IO.File.Exists(file))
             throw new ConfigException($"{what}: {file} does not exist");
     }
 

@@ -1,3 +1,4 @@
+using System.CommandLine;
 using System.Text;
 using NativeRelay.Config;
 using NativeRelay.Smtp.Auth;
@@ -14,51 +15,34 @@ namespace NativeRelay.Cli;
 /// </summary>
 internal static class PasswdCommand
 {
-    public static Task<int> RunAsync(string[] args)
+    private static readonly Argument<string> User = Flags.Argument("USER", "the user name (no ':', white space or control characters)", static (_, text) => text);
+
+    private static readonly Option<string> File = Flags.Text("--file", "FILE",
+        "add or replace the user's line in FILE (rewritten atomically, mode 0600)", "print the line");
+
+    private static readonly Option<int> Iterations = Flags.Value("--iterations", "N", "PBKDF2 iterations",
+        static (flag, text) => FlagValues.Int(flag, text, PasswordHash.MinIterations, PasswordHash.MaxIterations), PasswordHash.DefaultIterations);
+
+    private static readonly Option<bool> Delete = Flags.Switch("--delete", "remove the user's line from --file");
+
+    public static Command Build()
     {
-        string? user = null;
-        string? file = null;
-        int iterations = PasswordHash.DefaultIterations;
-        bool delete = false;
-        for (int i = 0; i < args.Length; i++)
+        var command = new VerbCommand("passwd", "Make (or, with --file, add, replace or --delete) a user's line of the users file for AUTH.",
+            """
+            The line is USER:$pbkdf2-sha256$ITERATIONS$SALT$HASH (PBKDF2-HMAC-SHA256,
+            salted). The password is read from standard input: typed twice without echo on a terminal, or the
+            first line of a pipe. A running relay picks a changed file up on SIGHUP or within reloadCheckSeconds.
+            """)
         {
-            string arg = args[i];
-            string? inline = null;
-            if (arg.StartsWith("--", StringComparison.Ordinal) && arg.IndexOf('=') is int eq and > 0)
-            {
-                inline = arg[(eq + 1)..];
-                arg = arg[..eq];
-            }
-            switch (arg)
-            {
-                case "--file":
-                    file = inline ?? Next(args, ref i, arg);
-                    break;
-                case "--iterations":
-                    var text = inline ?? Next(args, ref i, arg);
-                    if (!int.TryParse(text, out iterations) || iterations < PasswordHash.MinIterations || iterations > PasswordHash.MaxIterations)
-                        throw new ConfigException($"--iterations: a number from {PasswordHash.MinIterations} to {PasswordHash.MaxIterations}");
-                    break;
-                case "--delete":
-                    delete = true;
-                    break;
-                case "--help":
-                case "-h":
-                    Console.Out.WriteLine("usage: nativerelay passwd USER [--file FILE] [--iterations N] [--delete]");
-                    Console.Out.WriteLine("Reads the password from standard input and writes USER:HASH (PBKDF2-HMAC-SHA256, salted).");
-                    Console.Out.WriteLine("With --file, adds or replaces the user's line in FILE (mode 0600); --delete removes it.");
-                    return Task.FromResult(0);
-                default:
-                    if (arg.StartsWith("--", StringComparison.Ordinal))
-                        throw new ConfigException($"unknown flag '{arg}' for passwd (try passwd --help)");
-                    if (user is not null)
-                        throw new ConfigException($"unexpected argument '{arg}': one user at a time");
-                    user = arg;
-                    break;
-            }
-        }
-        if (user is null)
-            throw new ConfigException("passwd needs a user name: nativerelay passwd USER [--file FILE]");
+            User, File, Iterations, Delete,
+        };
+        command.SetAction(result => Run(result.GetValue(User)!, result.ValueOrNull(File),
+            result.ValueOr(Iterations, PasswordHash.DefaultIterations), result.GetValue(Delete)));
+        return command;
+    }
+
+    private static int Run(string user, string? file, int iterations, bool delete)
+    {
         if (!UserStore.IsValidName(user))
             throw new ConfigException($"user name '{user}' may not contain ':', white space or control characters");
 
@@ -69,7 +53,7 @@ internal static class PasswdCommand
             if (!Rewrite(file, user, newLine: null))
                 throw new ConfigException($"user {user} is not in {file}");
             Console.Error.WriteLine($"nativerelay: removed user {user} from {file}");
-            return Task.FromResult(0);
+            return 0;
         }
 
         var password = ReadPassword();
@@ -77,18 +61,11 @@ internal static class PasswdCommand
         if (file is null)
         {
             Console.Out.WriteLine(line);
-            return Task.FromResult(0);
+            return 0;
         }
         bool replaced = Rewrite(file, user, line);
         Console.Error.WriteLine($"nativerelay: {(replaced ? "changed the password of" : "added")} user {user} in {file}");
-        return Task.FromResult(0);
-    }
-
-    private static string Next(string[] args, ref int i, string flag)
-    {
-        if (i + 1 >= args.Length)
-            throw new ConfigException($"{flag} needs a value");
-        return args[++i];
+        return 0;
     }
 
     private static string ReadPassword()
@@ -139,9 +116,9 @@ internal static class PasswdCommand
         bool found = false;
         try
         {
-            if (File.Exists(path))
+            if (System.IO.File.Exists(path))
             {
-                foreach (var line in File.ReadAllLines(path))
+                foreach (var line in System.IO.File.ReadAllLines(path))
                 {
                     var trimmed = line.TrimStart();
                     int colon = trimmed.IndexOf(':');
@@ -167,7 +144,7 @@ internal static class PasswdCommand
             var options = new FileStreamOptions { Mode = FileMode.Create, Access = FileAccess.Write };
             if (!OperatingSystem.IsWindows())
                 options.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
-            File.Delete(temp);
+            System.IO.File.Delete(temp);
             using (var stream = new FileStream(temp, options))
             using (var writer = new StreamWriter(stream, new UTF8Encoding(false)))
             {
@@ -176,7 +153,7 @@ internal static class PasswdCommand
                 writer.Flush();
                 stream.Flush(flushToDisk: true);
             }
-            File.Move(temp, full, overwrite: true);
+            System.IO.File.Move(temp, full, overwrite: true);
             return found;
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)

@@ -1,3 +1,4 @@
+using System.CommandLine;
 using System.Globalization;
 using System.Text;
 using System.Text.Json;
@@ -19,9 +20,6 @@ internal static class QueueCommand
     public const int ExitUsage = 2;
     public const int ExitNoRelay = 3;
 
-    public const string Usage =
-        "queue list [--domain D] [--older-than AGE] | show ID | flush [ID | --domain D] | delete ID | --domain D [--yes] | bounce ID | --domain D | hold ID | --domain D | release ID | --domain D | stats   [--json] [--spool DIR | --config FILE]";
-
     private static readonly TimeSpan Timeout = TimeSpan.FromMinutes(5);
 
     private sealed class Options
@@ -36,26 +34,98 @@ internal static class QueueCommand
         public string? Config;
     }
 
-    public static async Task<int> RunAsync(string[] args)
-    {
-        Options o;
-        try
-        {
-            o = Parse(args);
-        }
-        catch (ConfigException e)
-        {
-            Console.Error.WriteLine($"nativerelay queue: {e.Message}");
-            Console.Error.WriteLine($"usage: nativerelay {Usage}");
-            return ExitUsage;
-        }
-        if (o.Command == "help")
-        {
-            Console.WriteLine($"usage: nativerelay {Usage}");
-            Console.WriteLine("AGE is a number of seconds or 90s, 30m, 2h, 3d. flush without an ID or --domain retries every message now.");
-            return ExitOk;
-        }
+    // On queue itself and every subcommand (before or after the subcommand's name).
+    private static readonly Option<bool> Json = Recursive(Flags.Switch("--json", "print JSON (one object per line) instead of text"));
+    private static readonly Option<string> SpoolFlag = Recursive(Flags.Text("--spool", "DIR", "the spool of the relay to ask",
+        $"the configuration's, else {new RelayOptions().Spool}"));
+    private static readonly Option<string> Config = Recursive(Flags.Text("--config", "FILE", "find the spool in this configuration file, as serve does"));
 
+    private static readonly Option<string> Domain = Flags.Text("--domain", "D", "only the messages with a recipient in domain D");
+    private static readonly Option<long> OlderThan = Flags.Value("--older-than", "AGE",
+        "only the messages older than AGE: seconds, or 90s, 30m, 2h, 3d", static (_, text) => ParseAge(text));
+    private static readonly Option<bool> Yes = Flags.Switch("--yes", "do not ask for confirmation", "-y");
+
+    private const string Details =
+        "Exit codes: 0 done, 1 nothing matched or not confirmed, 2 usage or configuration error, 3 no relay running on that spool.";
+
+    private const string IdDescription = "the queue id (16 hex digits, as in \"queued as ...\")";
+
+    public static Command Build()
+    {
+        var queue = new VerbCommand("queue", "Look at and act on the queue of a running relay.",
+            """
+            Looks at and acts on the queue of the relay running on a spool, through its control socket (found
+            with --spool DIR or --config FILE, as serve finds its spool). Exit codes: 0 done, 1 nothing matched
+            or not confirmed, 2 usage or configuration error, 3 no relay running on that spool.
+            """)
+        {
+            Json, SpoolFlag, Config,
+            Subcommand("list", "List the messages in the queue.", id: IdUse.None, Domain, OlderThan),
+            Subcommand("show", "Show one message: envelope, attempts, next attempt, last error.", id: IdUse.Required),
+            Subcommand("flush", "Retry now: one message, a domain's, or (with neither) every message.", id: IdUse.Optional, Domain),
+            Subcommand("delete", "Remove messages without notifying their senders (asks first unless --yes).", id: IdUse.OrDomain, Domain, Yes),
+            Subcommand("bounce", "Return messages to their senders with a DSN and remove them.", id: IdUse.OrDomain, Domain),
+            Subcommand("hold", "Keep messages from delivery until released (survives restarts).", id: IdUse.OrDomain, Domain),
+            Subcommand("release", "Let held messages be delivered again.", id: IdUse.OrDomain, Domain),
+            Subcommand("stats", "Counts: active, deferred, held, by destination; the spool's size and free space.", id: IdUse.None),
+        };
+        return queue;
+    }
+
+    private static Option<T> Recursive<T>(Option<T> option)
+    {
+        option.Recursive = true;
+        return option;
+    }
+
+    private enum IdUse { None, Required, Optional, OrDomain }
+
+    private static Command Subcommand(string name, string description, IdUse id, params Option[] options)
+    {
+        var command = new VerbCommand(name, description, Details);
+        if (id != IdUse.None)
+        {
+            // One Argument instance per subcommand: its arity differs (show needs one).
+            var arg = Flags.Argument<string?>("ID", IdDescription, IdParser, optional: id != IdUse.Required);
+            command.Arguments.Add(arg);
+            command.Validators.Add(result =>
+            {
+                bool hasId = result.GetResult(arg) is { Tokens.Count: > 0 };
+                bool hasDomain = result.GetResult(Domain) is { Implicit: false };
+                if (id == IdUse.OrDomain && hasId == hasDomain)
+                    result.AddError("needs a queue id or --domain D (one of them)");
+                else if (id == IdUse.Optional && hasId && hasDomain)
+                    result.AddError("takes a queue id or --domain D, not both");
+            });
+            command.SetAction((result, _) => RunAsync(Bind(result, name, result.GetValue(arg))));
+        }
+        else
+        {
+            command.SetAction((result, _) => RunAsync(Bind(result, name, null)));
+        }
+        foreach (var option in options)
+            command.Options.Add(option);
+        return command;
+    }
+
+    private static string? IdParser(string flag, string text) =>
+        Spool.QueueIdGenerator.TryParse(text, out _) ? text.ToUpperInvariant()
+            : throw new ConfigException($"'{text}' is not a queue id (16 hex digits, as in \"queued as ...\")");
+
+    private static Options Bind(ParseResult result, string command, string? id) => new()
+    {
+        Command = command,
+        Id = id,
+        Domain = result.ValueOrNull(Domain),
+        OlderThanSeconds = result.GetResult(OlderThan) is { Implicit: false } ? result.GetValue(OlderThan) : null,
+        Yes = result.GetValue(Yes),
+        Json = result.GetValue(Json),
+        Spool = result.ValueOrNull(SpoolFlag),
+        Config = result.ValueOrNull(Config),
+    };
+
+    private static async Task<int> RunAsync(Options o)
+    {
         string spool = SpoolDirectory(o);
         try
         {
@@ -83,84 +153,6 @@ internal static class QueueCommand
             Console.Error.WriteLine($"nativerelay queue: talking to the relay failed: {e.Message}");
             return ExitFailed;
         }
-    }
-
-    private static Options Parse(string[] args)
-    {
-        var o = new Options();
-        var positional = new List<string>();
-        for (int i = 0; i < args.Length; i++)
-        {
-            string arg = args[i];
-            string? inline = null;
-            int eq = arg.IndexOf('=');
-            if (arg.StartsWith("--", StringComparison.Ordinal) && eq > 0)
-            {
-                inline = arg[(eq + 1)..];
-                arg = arg[..eq];
-            }
-            string Value() => inline ?? (i + 1 < args.Length ? args[++i] : throw new ConfigException($"{arg} needs a value"));
-            switch (arg)
-            {
-                case "--domain":
-                    o.Domain = Value();
-                    break;
-                case "--older-than":
-                    o.OlderThanSeconds = ParseAge(Value());
-                    break;
-                case "--yes":
-                case "-y":
-                    o.Yes = true;
-                    break;
-                case "--json":
-                    o.Json = true;
-                    break;
-                case "--spool":
-                    o.Spool = Value();
-                    break;
-                case "--config":
-                    o.Config = Value();
-                    break;
-                case "--help":
-                case "-h":
-                    positional.Insert(0, "help");
-                    break;
-                default:
-                    if (arg.StartsWith('-'))
-                        throw new ConfigException($"unknown flag '{arg}'");
-                    positional.Add(arg);
-                    break;
-            }
-        }
-        if (positional.Count == 0)
-            throw new ConfigException("which queue command? list, show, flush, delete, bounce, hold, release or stats");
-        o.Command = positional[0];
-        if (o.Command == "help")
-            return o;
-        if (o.Command is not ("list" or "show" or "flush" or "delete" or "bounce" or "hold" or "release" or "stats"))
-            throw new ConfigException($"unknown queue command '{o.Command}'");
-        if (positional.Count > 2)
-            throw new ConfigException($"unexpected argument '{positional[2]}'");
-        if (positional.Count == 2)
-        {
-            if (!Spool.QueueIdGenerator.TryParse(positional[1], out _))
-                throw new ConfigException($"'{positional[1]}' is not a queue id (16 hex digits, as in \"queued as ...\")");
-            o.Id = positional[1].ToUpperInvariant();
-        }
-        switch (o.Command)
-        {
-            case "list" or "stats" when o.Id is not null:
-                throw new ConfigException($"{o.Command} takes no queue id (use show ID)");
-            case "show" when o.Id is null:
-                throw new ConfigException("show needs a queue id");
-            case "delete" or "bounce" or "hold" or "release" when (o.Id is null) == (o.Domain is null):
-                throw new ConfigException($"{o.Command} needs a queue id or --domain D (one of them)");
-            case "flush" when o.Id is not null && o.Domain is not null:
-                throw new ConfigException("flush takes a queue id or --domain D, not both");
-        }
-        if (o.OlderThanSeconds is not null && o.Command != "list")
-            throw new ConfigException("--older-than is for list");
-        return o;
     }
 
     /// <summary>Seconds from "90", "90s", "30m", "2h" or "3d".</summary>

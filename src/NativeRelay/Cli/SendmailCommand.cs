@@ -1,3 +1,4 @@
+using System.CommandLine;
 using System.Net;
 using NativeRelay.Config;
 using NativeRelay.Local;
@@ -39,6 +40,48 @@ internal static class SendmailCommand
         return argv0 is not null && Path.GetFileName(argv0) == "sendmail";
     }
 
+    /// <summary>
+    /// The flags as --help and shell completion show them. The command line itself is read by
+    /// <see cref="Parse"/>, getopt-style as sendmail does (-ti, -fsender, -oi, -bm ...), which
+    /// System.CommandLine does not: a flag added here must be added there too.
+    /// </summary>
+    public static Command Build()
+    {
+        var command = new VerbCommand("sendmail", "Queue a message read on standard input with the running relay (/usr/sbin/sendmail).",
+            """
+            Hands the message to the running relay over SMTP in one all-or-nothing transaction. Also run when
+            the binary is called as "sendmail" (a symlink at /usr/sbin/sendmail). Options cluster as in
+            sendmail (-ti, -fsender); -oi is -i; -bm, -oX, -B, -N, -R, -V, -L, -h N, -O, -X, -n, -m, -U, -G and
+            -e are accepted and change nothing; -h alone is this help. Exit codes (sysexits.h): 0 queued,
+            64 usage, 69 refused for good, 74 input error, 75 try again later
+            (relay not running, temporary refusal), 78 bad configuration.
+            """)
+        {
+            Flags.Switch("-t", "read the recipients from the message's To, Cc and Bcc (Bcc is removed)"),
+            Flags.Switch("-i", "a line with a single dot does not end the message", "-oi"),
+            Flags.Text("-f", "SENDER", "envelope sender, <> for none", "USER@HOSTNAME"),
+            Flags.Text("-F", "NAME", "full name for the From: header the message is given when it has none"),
+            Flags.Switch("-v", "say on standard error what the relay answered"),
+            Flags.Text("--server", "HOST:PORT", "the relay to hand the message to", "the configuration's first SMTP listener, else 127.0.0.1:2525"),
+            Flags.Text("--config", "FILE", "the relay's configuration (also -C FILE, $NATIVERELAY_CONFIG)", DefaultConfig),
+            Flags.Text("--spool", "DIR", "the spool whose maildrop takes the message when the relay cannot be reached", "the configuration's spool, else ./var/spool"),
+            new Argument<string[]>("RECIPIENT") { Description = "recipients (commas separate several in one argument)", Arity = ArgumentArity.ZeroOrMore },
+        };
+        // Only reached through a parse of the whole command line; "nativerelay sendmail ..." goes straight to RunAsync.
+        command.SetAction((result, _) => RunAsync([.. result.Tokens.SkipWhile(t => t.Value != "sendmail").Skip(1).Select(t => t.Value)]));
+        return command;
+    }
+
+    private static int PrintHelp()
+    {
+        if (!InvokedAsSendmail())
+            return Entry.Parse(["sendmail", "--help"]).Invoke();
+        // Called as "sendmail", the root command is named "sendmail" too: show this verb alone.
+        var alone = Build();
+        alone.Options.Add(Verbs.WithDetails(new System.CommandLine.Help.HelpOption()));
+        return alone.Parse(["--help"]).Invoke();
+    }
+
     private sealed class Options
     {
         public bool ReadHeaderRecipients;
@@ -49,6 +92,7 @@ internal static class SendmailCommand
         public string? Config;
         public string? Spool;
         public bool Verbose;
+        public bool Help;
         public List<string> Recipients = [];
     }
 
@@ -61,17 +105,11 @@ internal static class SendmailCommand
         }
         catch (UsageException e)
         {
-            Console.Error.WriteLine($"sendmail: {e.Message}");
-            Console.Error.WriteLine("usage: nativerelay sendmail [-t] [-i] [-f SENDER] [-F NAME] [--server HOST:PORT] [--config FILE] [--spool DIR] [RECIPIENT]...");
+            Console.Error.WriteLine($"sendmail: {e.Message} (try 'nativerelay sendmail --help')");
             return ExUsage;
         }
-        if (o.Recipients.Contains("--help"))
-        {
-            Console.WriteLine("usage: nativerelay sendmail [-t] [-i] [-f SENDER] [-F NAME] [--server HOST:PORT] [--config FILE] [--spool DIR] [RECIPIENT]...");
-            Console.WriteLine("Reads a message on standard input and queues it with the running relay; when the relay");
-            Console.WriteLine("cannot be reached, leaves it in the spool's maildrop, which the relay picks up when it runs.");
-            return ExOk;
-        }
+        if (o.Help)
+            return PrintHelp();
 
         MailEndpoint server;
         string hostname;
@@ -174,6 +212,12 @@ internal static class SendmailCommand
     private static Options Parse(string[] args)
     {
         var o = new Options();
+        // -h alone is help; -h N is sendmail's hop count (accepted, ignored).
+        if (args is ["-h"])
+        {
+            o.Help = true;
+            return o;
+        }
         int i = 0;
         for (; i < args.Length; i++)
         {
@@ -193,7 +237,7 @@ internal static class SendmailCommand
                     case "--server": o.Server = Value(); break;
                     case "--config": o.Config = Value(); break;
                     case "--spool": o.Spool = Value(); break;
-                    case "--help": o.Recipients.Add("--help"); break;
+                    case "--help": o.Help = true; break;
                     default: throw new UsageException($"unknown option {name}");
                 }
                 continue;

@@ -1,3 +1,4 @@
+using System.CommandLine;
 using System.Runtime.InteropServices;
 using NativeRelay.Config;
 using NativeRelay.Hosting;
@@ -8,7 +9,80 @@ namespace NativeRelay.Cli;
 /// <summary><c>nativerelay serve</c>: runs the relay until SIGTERM or SIGINT.</summary>
 internal static class ServeCommand
 {
-    public static async Task<int> RunAsync(string[] args)
+    private static readonly RelayOptions Defaults = new();
+
+    private static readonly Option<string> Config = Flags.Text("--config", "FILE",
+        "read the configuration from FILE (docs/CONFIG.md); the other flags override it");
+
+    // Every flag but --config, --local-domain and --maildir-root: what it sets in the options read
+    // from the file (or the defaults), applied in this order when the flag is given. A new flag is
+    // one entry here.
+    private static readonly FlagSetter<RelayOptions>[] Settings =
+    [
+        Flag(Flags.Repeatable("--listen", "IP:PORT", "accept SMTP on this address", shown: string.Join(", ", Defaults.Listen)),
+            (o, v) => o.Listen = [.. v]),
+        Flag(Flags.Text("--spool", "DIR", "the spool directory (the queue and its state)", Defaults.Spool),
+            (o, v) => o.Spool = v),
+        Flag(Flags.Text("--hostname", "NAME", "the name in the greeting, EHLO and Received headers", "the machine's host name"),
+            (o, v) => o.Hostname = v),
+        Flag(Flags.Text("--relay-to", "HOST:PORT", "send every non-local message to this next hop instead of its MX hosts", "MX lookup"),
+            (o, v) => o.RelayTo = v),
+        Flag(Flags.Repeatable("--dns", "IP:PORT", "DNS server for MX lookups", shown: "the servers of /etc/resolv.conf"),
+            (o, v) => o.Routing.Dns = [.. v]),
+        Flag(Flags.Value("--remote-port", "N", "port of the next hops found by MX lookup",
+                (flag, text) => FlagValues.Int(flag, text, 1, 65535), Defaults.Routing.RemotePort),
+            (o, v) => o.Routing.RemotePort = v),
+        Flag(Flags.Text("--tls-cert", "PEM", "certificate chain for STARTTLS and implicit TLS (with --tls-key)", "no TLS"),
+            (o, v) => o.Tls.Certificate = v),
+        Flag(Flags.Text("--tls-key", "PEM", "private key of --tls-cert"),
+            (o, v) => o.Tls.Key = v),
+        Flag(Flags.Repeatable("--listen-tls", "IP:PORT", "accept SMTP over implicit TLS (port 465 style) on this address"),
+            (o, v) => o.Listeners.AddRange(v.Select(a => new ListenerOptions { Address = a, Kind = "implicit-tls" }))),
+        Flag(Flags.Repeatable("--submission", "IP:PORT", "accept message submission (AUTH required) on this address"),
+            (o, v) => o.Listeners.AddRange(v.Select(a => new ListenerOptions { Address = a, Kind = "submission" }))),
+        Flag(Flags.Text("--users", "FILE", "users and password hashes for AUTH (lines made by 'nativerelay passwd')", "no AUTH"),
+            (o, v) => o.UsersFile = v),
+        Flag(Flags.Text("--metrics", "IP:PORT", "serve Prometheus metrics at http://IP:PORT/metrics", "off"),
+            (o, v) => o.Metrics.Listen = v),
+        Flag(Flags.Text("--log-format", "text|json", "one human-readable line per event, or one JSON object per line", Defaults.Log.Format).Completing("text", "json"),
+            (o, v) => o.Log.Format = v),
+        Flag(Flags.Text("--log-level", "LEVEL", "the least severe line written: debug, info, warn or error", Defaults.Log.Level).Completing("debug", "info", "warn", "error"),
+            (o, v) => o.Log.Level = v),
+        Flag(Flags.Value("--drain-seconds", "N", "on SIGTERM, how long transactions in progress may take to finish",
+                (flag, text) => FlagValues.Int(flag, text, 0, int.MaxValue), Defaults.Shutdown.DrainSeconds),
+            (o, v) => o.Shutdown.DrainSeconds = v),
+        Flag(Flags.Text("--user", "NAME", "run as this user once the ports are bound (start as root)", "stay the user it is started as"),
+            (o, v) => o.User = v),
+    ];
+
+    private static readonly Option<string[]> LocalDomain = Flags.Repeatable("--local-domain", "DOMAIN",
+        "deliver this domain's mail into Maildirs under --maildir-root instead of relaying it", shown: "none");
+
+    private static readonly Option<string> MaildirRoot = Flags.Text("--maildir-root", "DIR",
+        "root of the Maildirs of the --local-domain domains (DIR/DOMAIN/USER)");
+
+    private static FlagSetter<RelayOptions> Flag<T>(Option<T> option, Action<RelayOptions, T> apply) => FlagSetter<RelayOptions>.Of(option, apply);
+
+    public static Command Build()
+    {
+        var command = new VerbCommand("serve", "Run the relay.",
+            """
+            Runs until SIGTERM or SIGINT (transactions in progress may finish for --drain-seconds). SIGHUP reads
+            the configuration file again and applies these flags over it, as at start; a broken file is refused
+            and the running configuration stays. Flags override the file (--config); the defaults shown are
+            those without a file.
+            """)
+        {
+            Config,
+        };
+        FlagSetter<RelayOptions>.AddAll(command, Settings);
+        command.Options.Add(LocalDomain);
+        command.Options.Add(MaildirRoot);
+        command.SetAction((result, _) => RunAsync(result));
+        return command;
+    }
+
+    private static async Task<int> RunAsync(ParseResult args)
     {
         var settings = BuildSettings(args);
         StartupChecks.Check(settings);
@@ -48,100 +122,12 @@ internal static class ServeCommand
 
     /// <summary>Defaults, then the config file, then flags (flags win).</summary>
     /// <param name="checkFiles">Also check that the files the configuration names exist, as check-config does (the reload path).</param>
-    internal static RelaySettings BuildSettings(string[] args, bool checkFiles = false)
+    internal static RelaySettings BuildSettings(ParseResult args, bool checkFiles = false)
     {
-        string? configFile = null;
-        // First pass: find --config so the file is the base the other flags override.
-        for (int i = 0; i < args.Length; i++)
-        {
-            if (args[i] == "--config" && i + 1 < args.Length)
-                configFile = args[i + 1];
-            else if (args[i].StartsWith("--config=", StringComparison.Ordinal))
-                configFile = args[i]["--config=".Length..];
-        }
+        var configFile = args.ValueOrNull(Config);
         var options = configFile is null ? new RelayOptions() : RelaySettings.LoadFile(configFile);
-
-        List<string>? listen = null;
-        List<string>? dns = null;
-        List<string>? localDomains = null;
-        string? maildirRoot = null;
-        var reader = new ArgReader(args);
-        while (reader.TryNextFlag(out var flag))
-        {
-            switch (flag)
-            {
-                case "--config":
-                    reader.Value(flag);
-                    break;
-                case "--listen":
-                    (listen ??= new()).Add(reader.Value(flag));
-                    break;
-                case "--spool":
-                    options.Spool = reader.Value(flag);
-                    break;
-                case "--hostname":
-                    options.Hostname = reader.Value(flag);
-                    break;
-                case "--relay-to":
-                    options.RelayTo = reader.Value(flag);
-                    break;
-                case "--dns":
-                    (dns ??= new()).Add(reader.Value(flag));
-                    break;
-                case "--remote-port":
-                    var portText = reader.Value(flag);
-                    if (!int.TryParse(portText, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int remotePort))
-                        throw new ConfigException($"--remote-port: '{portText}' is not a port number");
-                    options.Routing.RemotePort = remotePort;
-                    break;
-                case "--tls-cert":
-                    options.Tls.Certificate = reader.Value(flag);
-                    break;
-                case "--tls-key":
-                    options.Tls.Key = reader.Value(flag);
-                    break;
-                case "--listen-tls":
-                    options.Listeners.Add(new ListenerOptions { Address = reader.Value(flag), Kind = "implicit-tls" });
-                    break;
-                case "--submission":
-                    options.Listeners.Add(new ListenerOptions { Address = reader.Value(flag), Kind = "submission" });
-                    break;
-                case "--users":
-                    options.UsersFile = reader.Value(flag);
-                    break;
-                case "--local-domain":
-                    (localDomains ??= new()).Add(reader.Value(flag));
-                    break;
-                case "--maildir-root":
-                    maildirRoot = reader.Value(flag);
-                    break;
-                case "--metrics":
-                    options.Metrics.Listen = reader.Value(flag);
-                    break;
-                case "--log-format":
-                    options.Log.Format = reader.Value(flag);
-                    break;
-                case "--log-level":
-                    options.Log.Level = reader.Value(flag);
-                    break;
-                case "--drain-seconds":
-                    var drainText = reader.Value(flag);
-                    if (!int.TryParse(drainText, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int drain))
-                        throw new ConfigException($"--drain-seconds: '{drainText}' is not a number of seconds");
-                    options.Shutdown.DrainSeconds = drain;
-                    break;
-                case "--user":
-                    options.User = reader.Value(flag);
-                    break;
-                default:
-                    throw new ConfigException($"unknown flag '{flag}' for serve (try --help)");
-            }
-        }
-        if (listen is not null)
-            options.Listen = listen;
-        if (dns is not null)
-            options.Routing.Dns = dns;
-        NativeRelay.Local.LocalDeliverySettings.ApplyFlags(options, localDomains, maildirRoot);
+        FlagSetter<RelayOptions>.ApplyAll(args, Settings, options);
+        NativeRelay.Local.LocalDeliverySettings.ApplyFlags(options, args.ValueOrNull(LocalDomain), args.ValueOrNull(MaildirRoot));
         var settings = RelaySettings.Validate(options);
         if (checkFiles)
             CheckConfigCommand.CheckFiles(settings);

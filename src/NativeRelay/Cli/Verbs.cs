@@ -1,20 +1,72 @@
+using System.CommandLine;
+using System.CommandLine.Help;
+using System.CommandLine.Invocation;
+
 namespace NativeRelay.Cli;
 
-/// <summary>A command of the binary: its name, a usage line for --help, and what it runs.</summary>
-internal sealed record Verb(string Name, string Usage, Func<string[], Task<int>> Run);
-
-/// <summary>Every verb, in the order --help lists them. Add a verb here and in its own file.</summary>
+/// <summary>
+/// The command tree of the binary: every verb, in the order <c>nativerelay --help</c> lists them.
+/// A verb is a file under Cli/ with a <c>Build()</c> that returns its <see cref="Command"/>
+/// (flags, arguments, subcommands, action); adding a verb is one line here.
+/// </summary>
 internal static class Verbs
 {
-    public static readonly Verb[] All =
-    [
-        new("serve", "serve [--listen IP:PORT]... [--spool DIR] [--hostname NAME] [--relay-to HOST:PORT] [--dns IP:PORT]... [--remote-port N] [--config FILE] [--tls-cert PEM --tls-key PEM] [--listen-tls IP:PORT]... [--submission IP:PORT]... [--users FILE] [--local-domain DOMAIN]... [--maildir-root DIR] [--metrics IP:PORT] [--log-format text|json] [--log-level LEVEL] [--drain-seconds N] [--user NAME]", ServeCommand.RunAsync),
-        new("check-config", "check-config FILE  (validates a configuration and prints what the relay would do)", CheckConfigCommand.RunAsync),
-        new("sendmail", "sendmail [-t] [-i] [-f SENDER] [--server HOST:PORT] [--config FILE] [RECIPIENT]...  (message on standard input)", SendmailCommand.RunAsync),
-        new("passwd", "passwd USER [--file FILE] [--iterations N] [--delete]  (password from standard input; writes NAME:HASH)", PasswdCommand.RunAsync),
-        new("blast", "blast --to HOST:PORT [--messages N] [--sessions S] [--size BYTES] [--rate MSGS_PER_S] [--json] ... (blast --help)", BlastCommand.RunAsync),
-        new("sink", "sink [--listen IP:PORT] [--reply-code CODE] [--rcpt-reply CODE] [--delay MS] [--save DIR] ... (sink --help)", SinkCommand.RunAsync),
-        new("bench", "bench [--messages N] [--sessions S] [--size BYTES] [--json] (bench --help)", BenchCommand.RunAsync),
-        new("queue", QueueCommand.Usage, QueueCommand.RunAsync),
-    ];
+    public static RootCommand Root()
+    {
+        var root = new RootCommand(
+            """
+            NativeRelay: a mail transfer agent.
+
+            serve with no arguments listens on 127.0.0.1:2525, spools under ./var/spool and relays for
+            loopback clients only. See docs/CONFIG.md for the configuration file, and
+            'nativerelay VERB --help' for the flags of each verb.
+            """)
+        {
+            ServeCommand.Build(),
+            CheckConfigCommand.Build(),
+            SendmailCommand.Build(),
+            PasswdCommand.Build(),
+            BlastCommand.Build(),
+            SinkCommand.Build(),
+            BenchCommand.Build(),
+            QueueCommand.Build(),
+        };
+        foreach (var option in root.Options)
+        {
+            if (option is VersionOption version)
+                version.Action = new PrintVersion();
+            if (option is HelpOption help)
+                WithDetails(help);
+        }
+        // With no verb: the list of verbs, on standard error, as a usage error.
+        root.SetAction(result =>
+        {
+            root.Parse(["--help"]).Invoke(new InvocationConfiguration { Output = Console.Error });
+            return Entry.ExitUsage;
+        });
+        return root;
+    }
+
+    /// <summary>-h/--help that also prints a <see cref="VerbCommand"/>'s details.</summary>
+    public static HelpOption WithDetails(HelpOption help)
+    {
+        if (help.Action is HelpAction standard)
+            help.Action = new VerbCommand.HelpWithDetails(standard);
+        return help;
+    }
+
+    public static string Version =>
+        typeof(Verbs).Assembly.GetName().Version?.ToString(3) ?? "0.0.0";
+
+    /// <summary>"nativerelay 0.1.0", not the informational version System.CommandLine prints by default.</summary>
+    private sealed class PrintVersion : SynchronousCommandLineAction
+    {
+        public override bool ClearsParseErrors => true;
+
+        public override int Invoke(ParseResult parseResult)
+        {
+            parseResult.InvocationConfiguration.Output.WriteLine($"nativerelay {Version}");
+            return 0;
+        }
+    }
 }

@@ -29,6 +29,8 @@ public sealed class CliTests(ITestOutputHelper log)
     [InlineData("--listen nonsense")]
     [InlineData("--listen 127.0.0.1:99999")]
     [InlineData("--listen")]
+    [InlineData("--hostname --bogus")]
+    [InlineData("--listen=127.0.0.1:2525 --listen --relay-to")]
     public async Task Bad_serve_arguments_print_one_error_line_and_exit_2(string badArguments)
     {
         using var dir = new TempDir();
