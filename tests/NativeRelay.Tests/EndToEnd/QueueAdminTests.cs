@@ -164,17 +164,17 @@ public sealed class QueueAdminTests(ITestOutputHelper log)
         {
             var result = await Queue(dir, verb, "--spool", dir.Spool);
             Assert.Equal(2, result.ExitCode);
-            Assert.Contains($"{verb} needs a queue id or --domain D", result.Stderr);
+            Assert.Contains($"queue {verb}: needs a queue id or --domain D", result.Stderr);
         }
         var show = await Queue(dir, "show", "--spool", dir.Spool);
         Assert.Equal(2, show.ExitCode);
-        Assert.Contains("show needs a queue id", show.Stderr);
+        Assert.Contains("queue show: ID is missing", show.Stderr);
         Assert.Equal(0, (await Queue(dir, "list", "--spool", dir.Spool)).ExitCode);
         Assert.Contains("the queue is empty", (await Queue(dir, "list", "--spool", dir.Spool)).Stdout);
         Assert.Equal(0, (await Queue(dir, "stats", "--spool", dir.Spool)).ExitCode);
         var none = await Queue(dir, "--spool", dir.Spool);
         Assert.Equal(2, none.ExitCode);
-        Assert.Contains("which queue command?", none.Stderr);
+        Assert.Contains("queue: which command?", none.Stderr);
     }
 
     [Fact]
