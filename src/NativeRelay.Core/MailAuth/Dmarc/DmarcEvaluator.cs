@@ -41,6 +41,12 @@ public sealed record DmarcVerdict(
 }
 
 /// <summary>
+/// The policy that applies to a From domain, found before the DKIM results are in: the record and
+/// where it was published, or the outcome already decided (none, temperror, permerror) and why.
+/// </summary>
+public sealed record DmarcPolicyLookup(string? FromDomain, string? OrganizationalDomain, DmarcRecord? Record, string? PolicyDomain, DmarcResult? Outcome, string? Problem);
+
+/// <summary>
 /// RFC 7489 section 6.6: policy discovery (the TXT record at _dmarc.&lt;From domain&gt;, else at
 /// _dmarc.&lt;organizational domain&gt;, the organizational domain from the Public Suffix List),
 /// identifier alignment (relaxed: same organizational domain; strict: the same name) of the SPF
@@ -75,33 +81,57 @@ public sealed class DmarcEvaluator
     public PublicSuffixList PublicSuffixList => _psl;
 
     /// <summary>Evaluates the message's From (found in its header section) against the SPF and DKIM results.</summary>
-    public Task<DmarcVerdict> EvaluateAsync(ReadOnlySpan<byte> message, SpfVerdict? spf, IReadOnlyList<DkimVerdict> dkim, CancellationToken cancel)
+    public async Task<DmarcVerdict> EvaluateAsync(ReadOnlyMemory<byte> message, SpfVerdict? spf, IReadOnlyList<DkimVerdict> dkim, CancellationToken cancel)
     {
-        var from = FromDomain.Find(message);
-        if (from.Domain is null)
-            return Task.FromResult(new DmarcVerdict(DmarcResult.PermError, null, null, null, DmarcPolicy.Reject, DmarcPolicy.Reject, false, false, from.Problem));
-        return EvaluateAsync(from.Domain, spf, dkim, cancel);
+        var from = FromDomain.Find(message.Span);
+        var policy = await DiscoverAsync(from.Domain, cancel, from.Problem).ConfigureAwait(false);
+        return await EvaluateAsync(policy, spf, dkim, cancel).ConfigureAwait(false);
     }
 
     /// <summary>Evaluates a From domain (lower case, A-labels) against the SPF and DKIM results.</summary>
     public async Task<DmarcVerdict> EvaluateAsync(string fromDomain, SpfVerdict? spf, IReadOnlyList<DkimVerdict> dkim, CancellationToken cancel)
     {
-        string organizational = _psl.GetOrganizationalDomain(fromDomain) ?? fromDomain;
+        var policy = await DiscoverAsync(fromDomain, cancel).ConfigureAwait(false);
+        return await EvaluateAsync(policy, spf, dkim, cancel).ConfigureAwait(false);
+    }
 
-        // Policy discovery (6.6.3).
+    /// <summary>
+    /// Policy discovery alone (RFC 7489 6.6.3), so that it can run while DKIM is being verified.
+    /// A message without one From address gives a lookup that evaluates to permerror.
+    /// </summary>
+    public async Task<DmarcPolicyLookup> DiscoverAsync(string? fromDomain, CancellationToken cancel, string? fromProblem = null)
+    {
+        if (fromDomain is null)
+            return new DmarcPolicyLookup(null, null, null, null, DmarcResult.PermError, fromProblem ?? "no From domain");
+        string organizational = _psl.GetOrganizationalDomain(fromDomain) ?? fromDomain;
         var (record, status, problem) = await FindRecordAsync("_dmarc." + fromDomain, cancel).ConfigureAwait(false);
         if (status == DnsStatus.TempFail)
-            return new DmarcVerdict(DmarcResult.TempError, fromDomain, null, null, DmarcPolicy.None, DmarcPolicy.None, false, false, problem);
+            return new DmarcPolicyLookup(fromDomain, organizational, null, null, DmarcResult.TempError, problem);
         string policyDomain = fromDomain;
         if (record is null && !organizational.Equals(fromDomain, StringComparison.OrdinalIgnoreCase))
         {
             (record, status, problem) = await FindRecordAsync("_dmarc." + organizational, cancel).ConfigureAwait(false);
             if (status == DnsStatus.TempFail)
-                return new DmarcVerdict(DmarcResult.TempError, fromDomain, null, null, DmarcPolicy.None, DmarcPolicy.None, false, false, problem);
+                return new DmarcPolicyLookup(fromDomain, organizational, null, null, DmarcResult.TempError, problem);
             policyDomain = organizational;
         }
         if (record is null)
-            return new DmarcVerdict(DmarcResult.None, fromDomain, null, null, DmarcPolicy.None, DmarcPolicy.None, false, false, problem);
+            return new DmarcPolicyLookup(fromDomain, organizational, null, null, DmarcResult.None, problem);
+        return new DmarcPolicyLookup(fromDomain, organizational, record, policyDomain, null, null);
+    }
+
+    /// <summary>Alignment and policy (RFC 7489 3.1, 6.6.4) once the policy is known.</summary>
+    public async Task<DmarcVerdict> EvaluateAsync(DmarcPolicyLookup lookup, SpfVerdict? spf, IReadOnlyList<DkimVerdict> dkim, CancellationToken cancel)
+    {
+        if (lookup.Outcome is { } outcome)
+        {
+            var reject = outcome == DmarcResult.PermError ? DmarcPolicy.Reject : DmarcPolicy.None;
+            return new DmarcVerdict(outcome, lookup.FromDomain, null, null, reject, reject, false, false, lookup.Problem);
+        }
+        string fromDomain = lookup.FromDomain!;
+        string organizational = lookup.OrganizationalDomain!;
+        string policyDomain = lookup.PolicyDomain!;
+        var record = lookup.Record!;
 
         // Identifier alignment (3.1).
         bool spfAligned = spf is { Result: SpfResult.Pass } && Aligned(spf.Domain, fromDomain, organizational, record.StrictSpf);
