@@ -127,27 +127,23 @@ public sealed class PublicSuffixList
     /// "www.example.co.uk"), in A-label form. Null when the name is itself a public suffix (or not
     /// a domain). This is publicsuffix.org's checkPublicSuffix.
     /// </summary>
-    public string? GetRegistrableDomain(string domain)
-    {
-        string? name = Normalize(domain, null);
-        if (name is null)
-            return null;
-        int suffix = SuffixLabels(name, out int total);
-        return total > suffix ? LastLabels(name, suffix + 1) : null;
-    }
+    public string? GetRegistrableDomain(string domain) => Registrable(domain, orSelf: false);
 
     /// <summary>
     /// RFC 7489 3.2's organizational domain: the registrable domain, or, for a name that is itself
     /// a public suffix (which has no label to add), the name itself. Null for a name that is not a
     /// domain.
     /// </summary>
-    public string? GetOrganizationalDomain(string domain)
+    public string? GetOrganizationalDomain(string domain) => Registrable(domain, orSelf: true);
+
+    /// <summary>The public suffix plus one label; for a public suffix itself, the name (orSelf) or null.</summary>
+    private string? Registrable(string domain, bool orSelf)
     {
         string? name = Normalize(domain, null);
         if (name is null)
             return null;
         int suffix = SuffixLabels(name, out int total);
-        return total > suffix ? LastLabels(name, suffix + 1) : name;
+        return total > suffix ? LastLabels(name, suffix + 1) : orSelf ? name : null;
     }
 
     /// <summary>How many labels on the right of <paramref name="name"/> make its public suffix.</summary>
@@ -203,7 +199,7 @@ public sealed class PublicSuffixList
         {
             try
             {
-                name = (idn ?? new IdnMapping()).GetAscii(text.ToString()).ToLowerInvariant();
+                name = (idn ?? new IdnMapping()).GetAscii(text.ToString().ToLowerInvariant());
             }
             catch (ArgumentException)
             {

@@ -214,6 +214,7 @@ public sealed class DmarcTests : IDisposable
     [InlineData("From: (comment) joe@sub.example.com.\r\n", "sub.example.com")]
     [InlineData("From: Joe\r\n <joe@example.com>\r\n", "example.com")]
     [InlineData("From: j@bücher.example\r\n", "xn--bcher-kva.example")]
+    [InlineData("From: j@BÜCHER.Example\r\n", "xn--bcher-kva.example")]
     public void From_domain_is_found(string header, string domain)
     {
         var found = FromDomain.Find(Encoding.UTF8.GetBytes("Subject: x\r\n" + header + "To: a@b.test\r\n\r\nbody"));

@@ -392,6 +392,14 @@ public sealed class SpfTests : IDisposable
     }
 
     [Fact]
+    public async Task An_internationalized_sender_domain_is_looked_up_by_its_A_label()
+    {
+        _dns.Txt("xn--bcher-kva.example", "v=spf1 ip4:192.0.2.1 -all");
+        var verdict = await Check("192.0.2.1", "kunde@Bücher.example");
+        Assert.Equal((SpfResult.Pass, "xn--bcher-kva.example"), (verdict.Result, verdict.Domain));
+    }
+
+    [Fact]
     public async Task Fail_carries_the_expanded_explanation()
     {
         _dns.Txt("example.com", "v=spf1 mx -all exp=explain._spf.%{d}")

@@ -58,7 +58,8 @@ public sealed class SpfEvaluator
     {
         if (ip.IsIPv4MappedToIPv6)
             ip = ip.MapToIPv4();
-        domain = domain.TrimEnd('.').ToLowerInvariant();
+        // Lower case, and an internationalized domain (SMTPUTF8) in its A-label form for DNS.
+        domain = PublicSuffixList.Normalize(domain, null) ?? domain.ToLowerInvariant();
         var context = new SpfMacroContext(ip, sender, domain, helo)
         {
             ReceiverName = _receiverName,
@@ -180,9 +181,7 @@ public sealed class SpfEvaluator
             case SpfMechanismKind.A:
             {
                 string target = await TargetAsync(state, context, mechanism).ConfigureAwait(false);
-                var addresses = await _dns.QueryAddressesAsync(target, state.Cancel).ConfigureAwait(false);
-                if (addresses.Status == DnsStatus.TempFail)
-                    throw Temp($"DNS failure looking up {target} ({addresses.Error ?? "temporary"})");
+                var addresses = await AddressesAsync(state, target).ConfigureAwait(false);
                 bool any = false;
                 foreach (var address in addresses.Addresses)
                 {
@@ -211,9 +210,7 @@ public sealed class SpfEvaluator
                     throw Perm($"{target} has more than {MaxMxNames} MX names");
                 foreach (var (_, host) in mx.Hosts)
                 {
-                    var addresses = await _dns.QueryAddressesAsync(host, state.Cancel).ConfigureAwait(false);
-                    if (addresses.Status == DnsStatus.TempFail)
-                        throw Temp($"DNS failure looking up {host} ({addresses.Error ?? "temporary"})");
+                    var addresses = await AddressesAsync(state, host).ConfigureAwait(false);
                     foreach (var address in addresses.Addresses)
                         if (address.AddressFamily == ip.AddressFamily && InNetwork(ip, address, six ? mechanism.Cidr6 : mechanism.Cidr4))
                             return true;
@@ -233,9 +230,7 @@ public sealed class SpfEvaluator
             {
                 string target = await TargetAsync(state, context, mechanism).ConfigureAwait(false);
                 // Always an A query, whatever the client's family (RFC 7208 5.7).
-                var addresses = await _dns.QueryAddressesAsync(target, state.Cancel).ConfigureAwait(false);
-                if (addresses.Status == DnsStatus.TempFail)
-                    throw Temp($"DNS failure looking up {target} ({addresses.Error ?? "temporary"})");
+                var addresses = await AddressesAsync(state, target).ConfigureAwait(false);
                 foreach (var address in addresses.Addresses)
                     if (address.AddressFamily == AddressFamily.InterNetwork)
                         return true;
@@ -259,6 +254,15 @@ public sealed class SpfEvaluator
             default:
                 return false;
         }
+    }
+
+    /// <summary>A name's addresses; a DNS failure ends the check as a temperror.</summary>
+    private async Task<AddressAnswer> AddressesAsync(State state, string name)
+    {
+        var addresses = await _dns.QueryAddressesAsync(name, state.Cancel).ConfigureAwait(false);
+        if (addresses.Status == DnsStatus.TempFail)
+            throw Temp($"DNS failure looking up {name} ({addresses.Error ?? "temporary"})");
+        return addresses;
     }
 
     /// <summary>The names of the client's PTR records that resolve back to it (RFC 7208 5.5), at most 10 tried.</summary>

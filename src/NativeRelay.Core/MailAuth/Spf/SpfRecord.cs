@@ -91,27 +91,9 @@ public sealed class SpfRecord
             if (!SpfMacro.IsValid(value, allowExplanationLetters: false, out error))
                 return false;
             if (name.Equals("redirect", StringComparison.OrdinalIgnoreCase))
-            {
-                if (redirect is not null)
-                {
-                    error = "redirect appears twice";
-                    return false;
-                }
-                if (!IsDomainSpec(value, out error))
-                    return false;
-                redirect = value;
-            }
-            else if (name.Equals("exp", StringComparison.OrdinalIgnoreCase))
-            {
-                if (explanation is not null)
-                {
-                    error = "exp appears twice";
-                    return false;
-                }
-                if (!IsDomainSpec(value, out error))
-                    return false;
-                explanation = value;
-            }
+                return SetOnce(ref redirect, "redirect", value, out error);
+            if (name.Equals("exp", StringComparison.OrdinalIgnoreCase))
+                return SetOnce(ref explanation, "exp", value, out error);
             return true; // unknown modifiers are ignored (RFC 7208 6)
         }
 
@@ -203,6 +185,17 @@ public sealed class SpfRecord
             default:
                 return Fail("unknown mechanism", out error);
         }
+    }
+
+    /// <summary>redirect and exp: a domain-spec each, at most once (RFC 7208 6).</summary>
+    private static bool SetOnce(ref string? slot, string name, string value, out string? error)
+    {
+        if (slot is not null)
+            return Fail($"{name} appears twice", out error);
+        if (!IsDomainSpec(value, out error))
+            return false;
+        slot = value;
+        return true;
     }
 
     private static bool Fail(string message, out string? error)
