@@ -359,6 +359,29 @@ public sealed class SpfTests : IDisposable
             SpfMacro.Expand("%{ir}.%{v}._spf.%{d2}", context));
     }
 
+    [Theory]
+    [InlineData("192.0.2.65", SpfResult.Pass)]    // validated as amy.example.com
+    [InlineData("192.0.2.140", SpfResult.Fail)]   // mail-c.example.org: validated, but not listed
+    [InlineData("10.2.3.4", SpfResult.Pass)]      // bob.example.com does not point back: "unknown"
+    public async Task The_p_macro_is_the_validated_name_or_unknown(string ip, SpfResult expected)
+    {
+        _dns.Txt("example.com", "v=spf1 exists:%{p}.allow.example.com -all")
+            .A("amy.example.com.allow.example.com", "127.0.0.2")
+            .A("unknown.allow.example.com", "127.0.0.2");
+        Assert.Equal(expected, (await Check(ip)).Result);
+    }
+
+    [Fact]
+    public async Task An_expansion_over_253_characters_loses_labels_on_the_left()
+    {
+        string local = string.Join('.', Enumerable.Repeat("abcdefg", 8)); // 63 characters, 8 labels
+        string full = $"{local}.{local}.{local}.{local}.example.com";      // 267 characters
+        string expected = full[16..];                                        // two labels fewer: 251
+        Assert.Equal(251, expected.Length);
+        _dns.Txt("example.com", "v=spf1 exists:%{l}.%{l}.%{l}.%{l}.example.com -all").A(expected, "127.0.0.2");
+        Assert.Equal(SpfResult.Pass, (await Check("192.0.2.1", local + "@example.com")).Result);
+    }
+
     [Fact]
     public void Explanation_only_letters_are_refused_outside_exp_text()
     {
