@@ -135,6 +135,16 @@ public sealed class AuthenticationResultsTests
     }
 
     [Fact]
+    public void Forged_fields_can_be_renamed_in_place_instead()
+    {
+        string message = "X: 1\r\nAUTHENTICATION-RESULTS : mx.relay.test; none\r\nAuthentication-Results: other.test; none\r\n\r\nbody";
+        var bytes = Encoding.UTF8.GetBytes(message);
+        AuthenticationResults.ObscureInPlace(bytes, AuthenticationResults.FindOurs(bytes, "mx.relay.test"));
+        Assert.Equal("X: 1\r\nX-Removed-Auth-Results : mx.relay.test; none\r\nAuthentication-Results: other.test; none\r\n\r\nbody", Encoding.UTF8.GetString(bytes));
+        Assert.Empty(AuthenticationResults.FindOurs(bytes, "mx.relay.test"));
+    }
+
+    [Fact]
     public void Nothing_to_remove_leaves_the_message_as_it_was()
     {
         string message = "From: a@example.com\r\nAuthentication-Results: elsewhere.test; none\r\n\r\nbody";
