@@ -114,6 +114,18 @@ public sealed class DmarcTests : IDisposable
         Assert.Equal(DmarcResult.None, (await Evaluate("example.net")).Result);
     }
 
+    [Theory]
+    [InlineData("v=DMARC1; p=none", "v=DMARC1; p=quarantine")]
+    [InlineData("v=DMARC1; p=bogus")]
+    public async Task An_unusable_record_at_the_from_domain_ends_discovery_there(params string[] records)
+    {
+        _dns.Txt("_dmarc.sub.example.com", records).Txt("_dmarc.example.com", "v=DMARC1; p=reject");
+        var verdict = await Evaluate("sub.example.com", Spf(SpfResult.Fail, "example.com"));
+        Assert.Equal((DmarcResult.None, DmarcPolicy.None), (verdict.Result, verdict.Disposition));
+        Assert.NotNull(verdict.Problem);
+        Assert.Equal(0, _dns.Queries("_dmarc.example.com", "TXT"));
+    }
+
     [Fact]
     public async Task A_dns_failure_is_a_temperror_and_never_a_disposition()
     {

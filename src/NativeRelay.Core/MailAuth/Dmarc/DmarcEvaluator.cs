@@ -108,7 +108,9 @@ public sealed class DmarcEvaluator
         if (status == DnsStatus.TempFail)
             return new DmarcPolicyLookup(fromDomain, organizational, null, null, DmarcResult.TempError, problem);
         string policyDomain = fromDomain;
-        if (record is null && !organizational.Equals(fromDomain, StringComparison.OrdinalIgnoreCase))
+        // Only when the From domain has no DMARC record at all; several, or one that must be
+        // discarded, end the discovery there (6.6.3 steps 5 and 6).
+        if (record is null && status != DnsStatus.Ok && !organizational.Equals(fromDomain, StringComparison.OrdinalIgnoreCase))
         {
             (record, status, problem) = await FindRecordAsync("_dmarc." + organizational, cancel).ConfigureAwait(false);
             if (status == DnsStatus.TempFail)
