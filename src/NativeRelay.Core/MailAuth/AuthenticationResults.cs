@@ -225,31 +225,24 @@ public static class AuthenticationResults
         string domain = at >= 0 ? s[(at + 1)..] : s;
         bool simpleDomain = domain.Length > 0 && domain.All(c => char.IsAsciiLetterOrDigit(c) || c is '.' or '-' or '_');
         bool simpleLocal = local.All(c => c < 127 && (char.IsAsciiLetterOrDigit(c) || "!#$%&'*+-/=?^_`{|}~.".Contains(c)));
-        return simpleDomain && simpleLocal ? s : Quoted(s);
+        return simpleDomain && simpleLocal ? s : Quoted(s, asciiOnly: false); // an SMTPUTF8 address stays as it is
     }
 
-    private static string Quoted(string s)
-    {
-        var text = new StringBuilder(s.Length + 2).Append('"');
-        foreach (char c in s)
-        {
-            if (c is '"' or '\\')
-                text.Append('\\');
-            text.Append(c is '\r' or '\n' ? ' ' : c);
-        }
-        return text.Append('"').ToString();
-    }
+    /// <summary>A quoted-string; reasons quote DNS text, so anything but printable ASCII becomes '?'.</summary>
+    private static string Quoted(string s, bool asciiOnly = true) => Enclose(s, '"', '"', "\"\\", asciiOnly);
 
-    private static string Comment(string s)
+    private static string Comment(string s) => Enclose(s, '(', ')', "()\\", asciiOnly: true);
+
+    private static string Enclose(string s, char open, char close, string escaped, bool asciiOnly)
     {
-        var text = new StringBuilder(s.Length + 2).Append('(');
+        var text = new StringBuilder(s.Length + 2).Append(open);
         foreach (char c in s)
         {
-            if (c is '(' or ')' or '\\')
+            if (escaped.Contains(c))
                 text.Append('\\');
-            text.Append(c is '\r' or '\n' ? ' ' : c);
+            text.Append(c is '\r' or '\n' or '\t' ? ' ' : asciiOnly && c is < ' ' or > '~' ? '?' : c);
         }
-        return text.Append(')').ToString();
+        return text.Append(close).ToString();
     }
 
     private static string Shorten(string s) => s.Length <= MaxReason ? s : s[..MaxReason] + "...";

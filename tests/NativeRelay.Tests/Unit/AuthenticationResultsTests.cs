@@ -76,6 +76,18 @@ public sealed class AuthenticationResultsTests
     }
 
     [Fact]
+    public void Reasons_from_dns_text_stay_printable_ascii_and_escaped()
+    {
+        var spf = new SpfVerdict(SpfResult.PermError, "mailfrom", "example.com", "a@example.com", Problem: "'ä\u0001\"x\\': bad (really)");
+        var dmarc = new DmarcVerdict(DmarcResult.None, "example.com", null, null, DmarcPolicy.None, DmarcPolicy.None, false, false, "tab\there");
+        byte[] field = AuthenticationResults.Build("mx.relay.test", spf, null, dmarc);
+        Assert.True(System.Text.Ascii.IsValid(field));
+        var (_, results) = Parse(field);
+        Assert.Equal("spf=permerror reason=\"'??\\\"x\\\\': bad (really)\" smtp.mailfrom=a@example.com", results[0]);
+        Assert.Equal("dmarc=none reason=\"tab here\" header.from=example.com", results[1]);
+    }
+
+    [Fact]
     public void Nothing_checked_is_none_and_unchecked_methods_are_left_out()
     {
         Assert.Equal("Authentication-Results: mx.relay.test; none\r\n", Encoding.UTF8.GetString(AuthenticationResults.Build("mx.relay.test", null, null, null)));
