@@ -22,7 +22,14 @@ public sealed class SpfTestSuiteTests : IDisposable
         return await evaluator.CheckAsync(IPAddress.Parse(host), mailFrom, helo, CancellationToken.None);
     }
 
-    private static SpfResult R(string name) => Enum.Parse<SpfResult>(name, ignoreCase: true);
+    /// <summary>Checks one case and asserts the suite's result, naming the case and our problem text when it differs.</summary>
+    private async Task<SpfVerdict> Expect(string name, string result, string host, string mailFrom, string helo = "mail.example.com")
+    {
+        var verdict = await Check(host, mailFrom, helo);
+        Assert.True(Enum.Parse<SpfResult>(result, ignoreCase: true) == verdict.Result,
+            $"{name}: expected {result}, got {verdict.ResultName} ({verdict.Problem})");
+        return verdict;
+    }
 
     // ---- Initial processing, record lookup and selection ----
 
@@ -66,8 +73,7 @@ public sealed class SpfTestSuiteTests : IDisposable
             .A("mail.example1.com", "1.2.3.4")
             .Txt("example5.com", "v=spf1 -all", "v=spf1 +all")
             .Txt("example9.com", "v=SpF1 ~all");
-        var verdict = await Check(host, mailFrom, helo);
-        Assert.True(R(result) == verdict.Result, $"{name}: expected {result}, got {verdict.ResultName} ({verdict.Problem})");
+        var verdict = await Expect(name, result, host, mailFrom, helo);
         if (name == "nolocalpart")
             Assert.Equal("postmaster", verdict.Explanation);
     }
@@ -110,8 +116,7 @@ public sealed class SpfTestSuiteTests : IDisposable
             .Txt("e3.example.com", "v=spf1 -all/8")
             .Txt("e4.example.com", "v=spf1 ?all")
             .Txt("e5.example.com", "v=spf1 all -all");
-        var verdict = await Check(host, mailFrom, "mail.example.com");
-        Assert.True(R(result) == verdict.Result, $"{name}: expected {result}, got {verdict.ResultName} ({verdict.Problem})");
+        await Expect(name, result, host, mailFrom);
     }
 
     [Theory]
@@ -134,8 +139,7 @@ public sealed class SpfTestSuiteTests : IDisposable
             .Txt("e4.example.com", "v=spf1 ptr -all")
             .Txt("e5.example.com", "v=spf1 ptr:")
             .Txt("e6.example.com", "v=spf1 ptr:example.Com -all");
-        var verdict = await Check(host, mailFrom, "mail.example.com");
-        Assert.True(R(result) == verdict.Result, $"{name}: expected {result}, got {verdict.ResultName} ({verdict.Problem})");
+        await Expect(name, result, host, mailFrom);
     }
 
     // ---- a, mx, include, exists, ip4, ip6 ----
@@ -198,8 +202,7 @@ public sealed class SpfTestSuiteTests : IDisposable
             .Txt("e13.example.com", "v=spf1 a:")
             .Txt("e14.example.com", "v=spf1 a:foo.example.xn--zckzah -all")
             .A("foo.example.xn--zckzah", "1.2.3.4");
-        var verdict = await Check(host, mailFrom, "mail.example.com");
-        Assert.True(R(result) == verdict.Result, $"{name}: expected {result}, got {verdict.ResultName} ({verdict.Problem})");
+        await Expect(name, result, host, mailFrom);
     }
 
     [Theory]
@@ -244,8 +247,7 @@ public sealed class SpfTestSuiteTests : IDisposable
             .Mx("foo:bar/baz.example.com", (0, "foo:bar/baz.example.com")).A("foo:bar/baz.example.com", "1.2.3.4")
             .Txt("e12.example.com", "v=spf1 mx:example.-com")
             .Txt("e13.example.com", "v=spf1 mx: -all");
-        var verdict = await Check(host, mailFrom, "mail.example.com");
-        Assert.True(R(result) == verdict.Result, $"{name}: expected {result}, got {verdict.ResultName} ({verdict.Problem})");
+        await Expect(name, result, host, mailFrom);
     }
 
     [Theory]
@@ -275,8 +277,7 @@ public sealed class SpfTestSuiteTests : IDisposable
             .Txt("e7.example.com", "v=spf1 include:erehwon.example.com -all")
             .Txt("e8.example.com", "v=spf1 include: -all")
             .Txt("e9.example.com", "v=spf1 include:ip5.example.com/24 -all");
-        var verdict = await Check(host, mailFrom, "mail.example.com");
-        Assert.True(R(result) == verdict.Result, $"{name}: expected {result}, got {verdict.ResultName} ({verdict.Problem})");
+        await Expect(name, result, host, mailFrom);
     }
 
     [Theory]
@@ -330,8 +331,7 @@ public sealed class SpfTestSuiteTests : IDisposable
             .Txt("g4.example.com", "v=spf1 ip6:::1.1.1.1//33")
             .Txt("g5.example.com", "v=spf1 ip6:Cafe:Babe:8000::/33")
             .Txt("g6.example.com", "v=spf1 ip6::CAFE::BABE");
-        var verdict = await Check(host, mailFrom, "mail.example.com");
-        Assert.True(R(result) == verdict.Result, $"{name}: expected {result}, got {verdict.ResultName} ({verdict.Problem})");
+        await Expect(name, result, host, mailFrom);
     }
 
     // ---- exp and other modifiers ----
@@ -397,8 +397,7 @@ public sealed class SpfTestSuiteTests : IDisposable
             .Txt("tworecs.example.com", "v=spf1 exp=twoexp.example.com -all")
             .Txt("twoexp.example.com", "one", "two")
             .Txt("e23.example.com", "v=spf1 a:erehwon.example.com a:foobar.com exp=nxdomain.com -all");
-        var verdict = await Check("1.2.3.4", mailFrom, "mail.example.com");
-        Assert.True(R(result) == verdict.Result, $"{name}: expected {result}, got {verdict.ResultName} ({verdict.Problem})");
+        var verdict = await Expect(name, result, "1.2.3.4", mailFrom);
         if (verdict.Result == SpfResult.Fail)
             Assert.Equal(explanation, verdict.Explanation);
     }
@@ -482,8 +481,7 @@ public sealed class SpfTestSuiteTests : IDisposable
             .A("1.2.3.4.gladstone.philip.user.example.com", "127.0.0.2")
             .Txt("e12.example.com", "v=spf1 exists:%{l2r+-}.user.%{d2}")
             .A("bar.foo.user.example.com", "127.0.0.2");
-        var verdict = await Check(host, mailFrom, helo);
-        Assert.True(R(result) == verdict.Result, $"{name}: expected {result}, got {verdict.ResultName} ({verdict.Problem})");
+        var verdict = await Expect(name, result, host, mailFrom, helo);
         if (explanation is not null)
             Assert.Equal(explanation, verdict.Explanation);
     }
@@ -521,7 +519,6 @@ public sealed class SpfTestSuiteTests : IDisposable
             .Txt("e10.example.com", "v=spf1 a -all").A("e10.example.com", Enumerable.Range(1, 12).Select(i => $"1.2.3.{i}").ToArray())
             .Txt("e11.example.com", "v=spf1 a:err.example.com a:err1.example.com a:err2.example.com ?all")
             .Txt("e12.example.com", "v=spf1 a:err.example.com a:err1.example.com ?all");
-        var verdict = await Check(host, mailFrom, "mail.example.com");
-        Assert.True(R(result) == verdict.Result, $"{name}: expected {result}, got {verdict.ResultName} ({verdict.Problem})");
+        await Expect(name, result, host, mailFrom);
     }
 }
