@@ -33,7 +33,7 @@ public sealed record InboundAuthSettings(
 
     public static InboundAuthSettings Validate(RelayOptions o, string hostname)
     {
-        var a = o.InboundAuth;
+        var a = o.InboundAuth ?? new InboundAuthOptions(); // "inboundAuth": null means the defaults
         var mode = ParseMode(a.Mode, "inboundAuth.mode");
         var listenerModes = new Dictionary<IPEndPoint, InboundAuthMode>();
         foreach (var listener in o.Listeners)

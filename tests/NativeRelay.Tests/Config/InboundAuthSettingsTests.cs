@@ -78,6 +78,13 @@ public sealed class InboundAuthSettingsTests : IDisposable
         Assert.True(s.AnyOn);
     }
 
+    [Fact]
+    public void A_null_section_means_the_defaults()
+    {
+        var s = Load("{ \"inboundAuth\": null }").InboundAuth!;
+        Assert.Equal(InboundAuthMode.Off, s.Mode);
+    }
+
     [Theory]
     [InlineData("{ \"inboundAuth\": { \"mode\": \"strict\" } }", "inboundAuth.mode")]
     [InlineData("{ \"inboundAuth\": { \"authservId\": \"bad id;\" } }", "inboundAuth.authservId")]
