@@ -64,6 +64,9 @@ public sealed class RelayOptions
     /// <summary>The Prometheus endpoint (off unless metrics.listen is set; see MetricsOptions.cs).</summary>
     public MetricsOptions Metrics { get; set; } = new();
 
+    /// <summary>SPF, DKIM and DMARC checks of inbound mail and the Authentication-Results header (off by default; see InboundAuthOptions.cs).</summary>
+    public InboundAuthOptions InboundAuth { get; set; } = new();
+
     /// <summary>Log level and format (see LifecycleOptions.cs).</summary>
     public LogOptions Log { get; set; } = new();
 
@@ -118,6 +121,8 @@ public sealed class ListenerOptions
     public string Address { get; set; } = "";
     /// <summary>"smtp" (MTA, STARTTLS offered), "submission" (RFC 6409, AUTH required), "implicit-tls" (submission over TLS from the first byte, RFC 8314).</summary>
     public string Kind { get; set; } = "smtp";
+    /// <summary>This listener's mail authentication mode ("off", "annotate", "enforce"); default: inboundAuth.mode for "smtp" listeners, off for the others.</summary>
+    public string? InboundAuth { get; set; }
 }
 
 /// <summary>The server certificate (PEM files), reloaded on SIGHUP or when the files change.</summary>

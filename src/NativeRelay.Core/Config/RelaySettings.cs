@@ -38,6 +38,8 @@ public sealed record RelaySettings
     public NativeRelay.Telemetry.MetricsSettings? Metrics { get; init; }
     /// <summary>Log level and format, SIGTERM drain time, the user to run as.</summary>
     public LifecycleSettings Lifecycle { get; init; } = LifecycleSettings.Default;
+    /// <summary>Mail authentication of inbound mail (inboundAuth); null only for settings built by hand.</summary>
+    public InboundAuthSettings? InboundAuth { get; init; }
     /// <summary>The options this was validated from (file and flags merged); null when built by hand. SIGHUP compares them.</summary>
     public RelayOptions? Options { get; init; }
 
@@ -162,6 +164,7 @@ public sealed record RelaySettings
             LocalDelivery = NativeRelay.Local.LocalDeliverySettings.Validate(o.LocalDomains),
             Metrics = NativeRelay.Telemetry.MetricsSettings.Validate(o.Metrics),
             Lifecycle = LifecycleSettings.Validate(o),
+            InboundAuth = InboundAuthSettings.Validate(o, hostname),
             Options = o,
         };
     }

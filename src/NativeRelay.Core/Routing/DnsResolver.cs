@@ -28,12 +28,19 @@ public sealed record AddressAnswer(DnsStatus Status, IPAddress[] Addresses, Time
 /// </summary>
 public sealed record TxtAnswer(DnsStatus Status, IReadOnlyList<string> Records, TimeSpan Ttl, string? Error = null);
 
+/// <summary>The names a PTR lookup of an address gave (RFC 7208 5.5's ptr mechanism and %{p} macro), or why there are none.</summary>
+public sealed record PtrAnswer(DnsStatus Status, IReadOnlyList<string> Names, TimeSpan Ttl, string? Error = null);
+
 /// <summary>The DNS lookups routing and mail authentication need. Implementations never throw for DNS failures; they answer TempFail.</summary>
 public interface IDnsResolver
 {
     Task<MxAnswer> QueryMxAsync(string domain, CancellationToken cancel);
     Task<AddressAnswer> QueryAddressesAsync(string host, CancellationToken cancel);
     Task<TxtAnswer> QueryTxtAsync(string name, CancellationToken cancel);
+
+    /// <summary>The PTR names of an address (in-addr.arpa / ip6.arpa). A resolver without it answers NoData.</summary>
+    Task<PtrAnswer> QueryPtrAsync(IPAddress address, CancellationToken cancel) =>
+        Task.FromResult(new PtrAnswer(DnsStatus.NoData, [], TimeSpan.Zero));
 }
 
 /// <summary>
@@ -234,6 +241,33 @@ public sealed class DnsClientResolver : IDnsResolver
         if (records.Count == 0)
             return new TxtAnswer(DnsStatus.NoData, records, NegativeTtl(response));
         return new TxtAnswer(DnsStatus.Ok, records, TimeSpan.FromSeconds(ttl));
+    }
+
+    public async Task<PtrAnswer> QueryPtrAsync(IPAddress address, CancellationToken cancel)
+    {
+        IDnsQueryResponse response;
+        try
+        {
+            response = await _client.QueryAsync(address.GetArpaName(), QueryType.PTR, QueryClass.IN, cancel).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is DnsResponseException or System.Net.Sockets.SocketException or IOException or TimeoutException
+                                      or OperationCanceledException && !cancel.IsCancellationRequested)
+        {
+            return new PtrAnswer(DnsStatus.TempFail, [], TimeSpan.Zero, Describe(e));
+        }
+        var status = Classify(response, out string? error);
+        if (status != DnsStatus.Ok)
+            return new PtrAnswer(status, [], NegativeTtl(response), error);
+        var names = new List<string>();
+        uint ttl = uint.MaxValue;
+        foreach (var ptr in response.Answers.PtrRecords())
+        {
+            names.Add(ptr.PtrDomainName.Value.TrimEnd('.').ToLowerInvariant());
+            ttl = Math.Min(ttl, (uint)Math.Max(0, ptr.TimeToLive));
+        }
+        if (names.Count == 0)
+            return new PtrAnswer(DnsStatus.NoData, names, NegativeTtl(response));
+        return new PtrAnswer(DnsStatus.Ok, names, TimeSpan.FromSeconds(ttl));
     }
 
     private async Task<(DnsStatus, List<IPAddress>, TimeSpan, string?)> QueryOneAsync(string host, QueryType type, CancellationToken cancel)

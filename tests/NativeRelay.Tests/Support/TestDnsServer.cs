@@ -8,14 +8,14 @@ namespace NativeRelay.Tests.Support;
 
 /// <summary>
 /// A real DNS responder over UDP on a loopback address and a free port, for the relay's
-/// <c>--dns</c>: it answers MX, A, AAAA and TXT from a zone the test writes, NXDOMAIN for names it does
+/// <c>--dns</c>: it answers MX, A, AAAA, TXT and PTR from a zone the test writes, NXDOMAIN for names it does
 /// not know, NODATA (with an SOA for negative caching) for known names without the asked type,
 /// SERVFAIL or silence for names the test breaks, and a null MX ("0 .") on request. Every query is
 /// counted, so caching can be asserted. Nothing here is timed; answers go out as soon as asked.
 /// </summary>
 public sealed class TestDnsServer : IAsyncDisposable, IDisposable
 {
-    private const ushort TypeA = 1, TypeSoa = 6, TypeMx = 15, TypeTxt = 16, TypeAaaa = 28;
+    private const ushort TypeA = 1, TypeSoa = 6, TypePtr = 12, TypeMx = 15, TypeTxt = 16, TypeAaaa = 28;
 
     private readonly UdpClient _udp;
     private readonly CancellationTokenSource _stop = new();
@@ -25,6 +25,7 @@ public sealed class TestDnsServer : IAsyncDisposable, IDisposable
     private readonly Dictionary<string, List<IPAddress>> _a = new(StringComparer.OrdinalIgnoreCase);
     private readonly Dictionary<string, List<IPAddress>> _aaaa = new(StringComparer.OrdinalIgnoreCase);
     private readonly Dictionary<string, List<string>> _txt = new(StringComparer.OrdinalIgnoreCase);
+    private readonly Dictionary<string, List<string>> _ptr = new(StringComparer.OrdinalIgnoreCase);
     private readonly HashSet<string> _exists = new(StringComparer.OrdinalIgnoreCase);
     private readonly HashSet<string> _servFail = new(StringComparer.OrdinalIgnoreCase);
     private readonly HashSet<string> _silent = new(StringComparer.OrdinalIgnoreCase);
@@ -93,6 +94,14 @@ public sealed class TestDnsServer : IAsyncDisposable, IDisposable
         return this;
     }
 
+    /// <summary>Sets the PTR names of an address (its in-addr.arpa or ip6.arpa name), replacing any.</summary>
+    public TestDnsServer Ptr(string address, params string[] names)
+    {
+        lock (_lock)
+            _ptr[ArpaName(IPAddress.Parse(address))] = names.Select(Norm).ToList();
+        return this;
+    }
+
     /// <summary>The name exists (NOERROR) even without records: questions about it get NODATA.</summary>
     public TestDnsServer Exists(string name)
     {
@@ -111,6 +120,7 @@ public sealed class TestDnsServer : IAsyncDisposable, IDisposable
             _a.Remove(name);
             _aaaa.Remove(name);
             _txt.Remove(name);
+            _ptr.Remove(name);
             _exists.Remove(name);
         }
         return this;
@@ -157,6 +167,18 @@ public sealed class TestDnsServer : IAsyncDisposable, IDisposable
     {
         var counts = string.Join(", ", _queries.OrderBy(p => p.Key).Select(p => $"{p.Key}={p.Value}"));
         return $"--- test DNS {Address}: queries {counts} ---";
+    }
+
+    /// <summary>"3.2.0.192.in-addr.arpa", or the 32 nibbles of an IPv6 address under ip6.arpa.</summary>
+    private static string ArpaName(IPAddress address)
+    {
+        var bytes = address.GetAddressBytes();
+        if (bytes.Length == 4)
+            return $"{bytes[3]}.{bytes[2]}.{bytes[1]}.{bytes[0]}.in-addr.arpa";
+        var nibbles = new StringBuilder();
+        for (int i = bytes.Length - 1; i >= 0; i--)
+            nibbles.Append($"{bytes[i] & 15:x}.{bytes[i] >> 4:x}.");
+        return nibbles + "ip6.arpa";
     }
 
     private static string Norm(string name) => name.Trim().TrimEnd('.').ToLowerInvariant();
@@ -221,7 +243,7 @@ public sealed class TestDnsServer : IAsyncDisposable, IDisposable
         ushort qtype = BinaryPrimitives.ReadUInt16BigEndian(query.AsSpan(offset));
         int questionEnd = offset + 4;
         string name = Norm(string.Join('.', labels));
-        string typeName = qtype switch { TypeA => "A", TypeAaaa => "AAAA", TypeMx => "MX", TypeTxt => "TXT", _ => qtype.ToString() };
+        string typeName = qtype switch { TypeA => "A", TypeAaaa => "AAAA", TypeMx => "MX", TypeTxt => "TXT", TypePtr => "PTR", _ => qtype.ToString() };
         _queries.AddOrUpdate($"{name}/{typeName}", 1, (_, n) => n + 1);
 
         int rcode = 0;
@@ -234,7 +256,7 @@ public sealed class TestDnsServer : IAsyncDisposable, IDisposable
                 return null;
             if (_servFail.Contains(name))
                 rcode = 2;
-            exists = _mx.ContainsKey(name) || _a.ContainsKey(name) || _aaaa.ContainsKey(name) || _txt.ContainsKey(name) || _exists.Contains(name);
+            exists = _mx.ContainsKey(name) || _a.ContainsKey(name) || _aaaa.ContainsKey(name) || _txt.ContainsKey(name) || _ptr.ContainsKey(name) || _exists.Contains(name);
             ttl = _ttl.TryGetValue(name, out uint t) ? t : DefaultTtl;
             if (rcode == 0 && !exists)
                 rcode = 3;
@@ -252,6 +274,9 @@ public sealed class TestDnsServer : IAsyncDisposable, IDisposable
                 if (qtype == TypeTxt && _txt.TryGetValue(name, out var txt))
                     foreach (var text in txt)
                         answers.Add(Record(TypeTxt, ttl, TxtData(text)));
+                if (qtype == TypePtr && _ptr.TryGetValue(name, out var ptr))
+                    foreach (var host in ptr)
+                        answers.Add(Record(TypePtr, ttl, EncodeName(host)));
             }
         }
 
