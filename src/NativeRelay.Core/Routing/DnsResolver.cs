@@ -248,7 +248,9 @@ public sealed class DnsClientResolver : IDnsResolver
         IDnsQueryResponse response;
         try
         {
-            response = await _client.QueryAsync(address.GetArpaName(), QueryType.PTR, QueryClass.IN, cancel).ConfigureAwait(false);
+            if (Client(out string? problem) is not { } client)
+                return new PtrAnswer(DnsStatus.TempFail, [], TimeSpan.Zero, problem);
+            response = await client.QueryAsync(address.GetArpaName(), QueryType.PTR, QueryClass.IN, cancel).ConfigureAwait(false);
         }
         catch (Exception e) when (e is DnsResponseException or System.Net.Sockets.SocketException or IOException or TimeoutException
                                       or OperationCanceledException && !cancel.IsCancellationRequested)
