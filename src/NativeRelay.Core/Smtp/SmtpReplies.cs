@@ -36,6 +36,8 @@ internal static class SmtpReplies
     public static ReadOnlySpan<byte> DataLineTooLong => "550 5.6.0 Message refused: a line is longer than 998 octets (RFC 5322 2.1.1)\r\n"u8;
     public static ReadOnlySpan<byte> BareLineEnding => "554 5.6.0 Message refused: bare CR or LF in message data (RFC 5321 2.3.8); closing connection\r\n"u8;
     public static ReadOnlySpan<byte> MailLoop => "554 5.4.6 Too many hops: mail loop detected\r\n"u8;
+    /// <summary>The spool's disk is (nearly) full: RFC 5321 4.5.3.1.10 and RFC 3463 4.3.1; the client keeps the message and retries.</summary>
+    public static ReadOnlySpan<byte> InsufficientStorage => "452 4.3.1 Insufficient system storage\r\n"u8;
     public static ReadOnlySpan<byte> SpoolFailure => "451 4.3.0 Local error in processing: message not queued, try again later\r\n"u8;
     public static ReadOnlySpan<byte> TooManyErrors => "421 4.7.0 Too many errors; closing connection\r\n"u8;
     public static ReadOnlySpan<byte> Timeout => "421 4.4.2 Timeout exceeded; closing connection\r\n"u8;
