@@ -38,6 +38,8 @@ public sealed record RelaySettings
     public NativeRelay.Telemetry.MetricsSettings? Metrics { get; init; }
     /// <summary>Log level and format, SIGTERM drain time, the user to run as.</summary>
     public LifecycleSettings Lifecycle { get; init; } = LifecycleSettings.Default;
+    /// <summary>DKIM signing keys (files named, loaded by the receiving side) and verification limits.</summary>
+    public NativeRelay.MailAuth.Dkim.DkimSettings Dkim { get; init; } = NativeRelay.MailAuth.Dkim.DkimSettings.Off;
     /// <summary>The options this was validated from (file and flags merged); null when built by hand. SIGHUP compares them.</summary>
     public RelayOptions? Options { get; init; }
 
@@ -159,6 +161,7 @@ public sealed record RelaySettings
             LocalDelivery = NativeRelay.Local.LocalDeliverySettings.Validate(o.LocalDomains),
             Metrics = NativeRelay.Telemetry.MetricsSettings.Validate(o.Metrics),
             Lifecycle = LifecycleSettings.Validate(o),
+            Dkim = NativeRelay.MailAuth.Dkim.DkimSettings.Validate(o.Dkim),
             Options = o,
         };
     }
