@@ -67,7 +67,8 @@ internal sealed class SmtpServerSession
     private byte[]? _authScratch;
     private readonly DotUnstuffer _unstuffer;
     private readonly BdatReader _bdat;
-    private readonly int _traceReserve;
+    private readonly int _traceReserve;  // Received (and on submission Message-ID, Date)
+    private readonly int _frontReserve;  // that, and room for DKIM-Signature fields when signing
     private readonly TimeSpan _commandTimeout;
     private readonly TimeSpan _dataTimeout;
     private readonly long _transactionMilliseconds;
@@ -129,7 +130,9 @@ internal sealed class SmtpServerSession
         var limits = server.Settings.Limits;
         _unstuffer = new DotUnstuffer(maxLineLength: limits.MaxLineLength, maxMessageSize: limits.MaxMessageSize);
         _bdat = new BdatReader(limits.MaxLineLength, limits.MaxMessageSize);
+        // Room in front of the message for the trace headers and, when signing, the DKIM-Signature fields.
         _traceReserve = ReceivedHeader.MaxLength + (listener.IsSubmission ? SubmissionHeaders.MaxLength : 0);
+        _frontReserve = Math.Min(MessageBuffer.MaxReserve, _traceReserve + (server.Signer?.MaxHeaderLength ?? 0));
         _commandTimeout = TimeSpan.FromSeconds(limits.CommandTimeoutSeconds);
         _dataTimeout = TimeSpan.FromSeconds(limits.DataTimeoutSeconds);
         _transactionMilliseconds = limits.TransactionTimeoutSeconds * 1000L;
@@ -983,7 +986,7 @@ internal sealed class SmtpServerSession
         _queueId = _server.Ids.Next();
         _dataStarted = DateTimeOffset.UtcNow;
         _message = MessageBuffer.Rent();
-        _message.Reserve(_traceReserve);
+        _message.Reserve(_frontReserve);
     }
 
     /// <summary>BDAT chunk-size [LAST] (RFC 3030). The chunk's bytes follow the command line at once.</summary>
@@ -1148,6 +1151,8 @@ internal sealed class SmtpServerSession
             return;
         }
         WriteTraceHeaders(message, facts);
+        if (_server.Signer is { } signer)
+            message = await SignAsync(signer, message);
 
         var envelope = new Envelope
         {
@@ -1204,6 +1209,24 @@ internal sealed class SmtpServerSession
         _message = null;
         ResetTransaction();
         await _server.Intake.EnqueueAsync(queued);
+    }
+
+    /// <summary>
+    /// DKIM: once per message, before the spool append, so the signature is stored with the message.
+    /// The signer hashes and signs on the thread pool. A failure leaves the message unsigned, never refused.
+    /// </summary>
+    private async ValueTask<MessageBuffer> SignAsync(NativeRelay.MailAuth.IMessageSigner signer, MessageBuffer message)
+    {
+        try
+        {
+            // The signer may hand back a copy with more room in front (it then released the original).
+            return _message = await signer.SignAsync(message, _sender, _authenticatedUser);
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            _server.Log.Error($"{new QueueIdText(_queueId)}: DKIM signing failed, sent unsigned: {e.Message}");
+            return message;
+        }
     }
 
     private void WriteQueuedReply(ulong id)

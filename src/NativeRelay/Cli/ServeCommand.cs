@@ -132,6 +132,9 @@ internal static class ServeCommand
                 case "--user":
                     options.User = reader.Value(flag);
                     break;
+                case "--dkim":
+                    options.Dkim.Keys.Add(DkimCommand.ParseKeyFlag(reader.Value(flag)));
+                    break;
                 default:
                     throw new ConfigException($"unknown flag '{flag}' for serve (try --help)");
             }
