@@ -65,6 +65,8 @@ public sealed class DkimTests : IDisposable
         Assert.Equal(Sha("abc\r\n"), BodyHash("abc", DkimCanonicalization.Simple));
         Assert.Equal(Sha("abc\r\n"), BodyHash("abc  ", DkimCanonicalization.Relaxed));
         Assert.Equal(Sha("a\r\n\r\nb\r\n"), BodyHash("a\r\n\r\nb\r\n\r\n", DkimCanonicalization.Simple));
+        Assert.Equal(Sha(" one two three four\r\nfive six\r\n"), BodyHash("  one two\tthree  four \r\nfive six", DkimCanonicalization.Relaxed));
+        Assert.Equal(Sha("one two\r\n"), BodyHash("one two", DkimCanonicalization.Relaxed, 4));
     }
 
     [Theory]
@@ -74,7 +76,7 @@ public sealed class DkimTests : IDisposable
     [InlineData(7)]
     public void A_body_cut_into_pieces_anywhere_hashes_the_same(int pieceSize)
     {
-        const string body = "Hello  \t world \r\n\r\n line two\t\r\n\r\n  \r\nlast\r\n\r\n\r\n";
+        const string body = "Hello  \t world \r\n\r\n line two\t\r\n\r\n  \r\nlast word of a b c\r\n\r\n\r\n";
         foreach (var mode in new[] { DkimCanonicalization.Relaxed, DkimCanonicalization.Simple })
             Assert.Equal(BodyHash(body, mode), BodyHash(body, mode, pieceSize));
     }

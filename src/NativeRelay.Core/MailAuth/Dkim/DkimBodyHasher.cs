@@ -62,7 +62,7 @@ public sealed class DkimBodyHasher : IDisposable
                 Content("\r"u8);
                 continue;
             }
-            int i = special is null ? data.IndexOf((byte)'\r') : data.IndexOfAny(special);
+            int i = special is null ? data.IndexOf((byte)'\r') : NextRelaxedSpecial(data, special);
             var run = i < 0 ? data : data[..i];
             if (!run.IsEmpty)
                 Content(run);
@@ -73,6 +73,30 @@ public sealed class DkimBodyHasher : IDisposable
             else
                 _pendingSpace = true;
             data = data[(i + 1)..];
+        }
+    }
+
+    /// <summary>
+    /// Where relaxed canonicalization has work to do: a CR, a tab, or a space that is not a lone
+    /// space between two other bytes of the line. A lone space inside a run of text is kept as it
+    /// is, so ordinary text is hashed in long runs rather than word by word.
+    /// </summary>
+    private static int NextRelaxedSpecial(ReadOnlySpan<byte> data, SearchValues<byte> special)
+    {
+        int from = 0;
+        while (true)
+        {
+            int i = data[from..].IndexOfAny(special);
+            if (i < 0)
+                return -1;
+            i += from;
+            // A space with text on both sides within this piece (the byte before is text: runs hold no specials).
+            if (data[i] == (byte)' ' && i > 0 && i + 1 < data.Length && data[i + 1] is not ((byte)' ' or (byte)'\t' or (byte)'\r'))
+            {
+                from = i + 1;
+                continue;
+            }
+            return i;
         }
     }
 

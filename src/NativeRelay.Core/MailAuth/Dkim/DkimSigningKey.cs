@@ -18,6 +18,7 @@ public sealed class DkimSigningKey : IDisposable
 
     private readonly RSA? _rsa;
     private readonly byte[]? _ed25519Seed;
+    private readonly byte[]? _ed25519Public;
 
     private DkimSigningKey(string domain, string selector, string file, RSA? rsa, byte[]? ed25519Seed)
     {
@@ -26,6 +27,12 @@ public sealed class DkimSigningKey : IDisposable
         File = file;
         _rsa = rsa;
         _ed25519Seed = ed25519Seed;
+        if (ed25519Seed is not null)
+        {
+            // Kept so each signature does not derive it again (that would double the cost).
+            _ed25519Public = new byte[Ed25519Math.PublicKeySize];
+            Ed25519Math.GeneratePublicKey(ed25519Seed, 0, _ed25519Public, 0);
+        }
         Algorithm = rsa is null ? DkimAlgorithm.Ed25519Sha256 : DkimAlgorithm.RsaSha256;
         SignatureLength = rsa is null ? Ed25519Math.SignatureSize : (rsa.KeySize + 7) / 8;
     }
@@ -125,9 +132,10 @@ public sealed class DkimSigningKey : IDisposable
     {
         if (_rsa is not null)
             return _rsa.SignHash(sha256, signature, HashAlgorithmName.SHA256, RSASignaturePadding.Pkcs1);
+        // BouncyCastle's RFC 8032 code takes arrays: two small ones per signature.
         byte[] message = sha256.ToArray();
         byte[] sig = new byte[Ed25519Math.SignatureSize];
-        Ed25519Math.Sign(_ed25519Seed!, 0, message, 0, message.Length, sig, 0);
+        Ed25519Math.Sign(_ed25519Seed!, 0, _ed25519Public!, 0, message, 0, message.Length, sig, 0);
         sig.CopyTo(signature);
         return sig.Length;
     }
@@ -137,9 +145,7 @@ public sealed class DkimSigningKey : IDisposable
     {
         if (_rsa is not null)
             return _rsa.ExportSubjectPublicKeyInfo();
-        var pk = new byte[Ed25519Math.PublicKeySize];
-        Ed25519Math.GeneratePublicKey(_ed25519Seed!, 0, pk, 0);
-        return pk;
+        return _ed25519Public!.ToArray();
     }
 
     /// <summary>The DNS key record's text: "v=DKIM1; k=rsa; p=...".</summary>
