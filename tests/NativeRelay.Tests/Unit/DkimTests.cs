@@ -81,6 +81,29 @@ public sealed class DkimTests : IDisposable
             Assert.Equal(BodyHash(body, mode), BodyHash(body, mode, pieceSize));
     }
 
+    /// <summary>RFC 6376 3.4.4 written the plain way, to check the run-based hasher against.</summary>
+    private static string RelaxedReference(string body)
+    {
+        var lines = body.Split("\r\n").Select(l => System.Text.RegularExpressions.Regex.Replace(l, "[ \t]+", " ").TrimEnd(' ')).ToList();
+        while (lines.Count > 0 && lines[^1].Length == 0)
+            lines.RemoveAt(lines.Count - 1);
+        return lines.Count == 0 ? "" : string.Join("\r\n", lines) + "\r\n";
+    }
+
+    [Fact]
+    public void Random_bodies_in_random_pieces_hash_as_the_plain_reading_of_the_RFC_says()
+    {
+        var random = new Random(6376);
+        string[] atoms = ["a", "bc", " ", "  ", "\t", " \t ", "\r\n", "\r\n\r\n", "word", "x y"];
+        for (int round = 0; round < 300; round++)
+        {
+            var body = string.Concat(Enumerable.Range(0, random.Next(0, 40)).Select(_ => atoms[random.Next(atoms.Length)]));
+            var expected = Sha(RelaxedReference(body));
+            Assert.True(expected.AsSpan().SequenceEqual(BodyHash(body, DkimCanonicalization.Relaxed)), $"relaxed: [{body.Replace("\r", "\\r").Replace("\n", "\\n").Replace("\t", "\\t")}]");
+            Assert.True(expected.AsSpan().SequenceEqual(BodyHash(body, DkimCanonicalization.Relaxed, random.Next(1, 6))), $"relaxed in pieces: [{body.Replace("\r", "\\r").Replace("\n", "\\n").Replace("\t", "\\t")}]");
+        }
+    }
+
     [Fact]
     public void Tag_lists_trim_white_space_and_refuse_duplicates()
     {

@@ -12,8 +12,6 @@ namespace NativeRelay.MailAuth.Dkim;
 /// </summary>
 public sealed class DkimBodyHasher : IDisposable
 {
-    private static readonly SearchValues<byte> RelaxedSpecial = SearchValues.Create(" \t\r"u8);
-
     private readonly IncrementalHash _hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
     private readonly byte[] _out = new byte[4096];
     private int _outLength;
@@ -46,7 +44,11 @@ public sealed class DkimBodyHasher : IDisposable
 
     public void Append(ReadOnlySpan<byte> data)
     {
-        var special = _mode == DkimCanonicalization.Relaxed ? RelaxedSpecial : null;
+        if (_mode == DkimCanonicalization.Relaxed)
+        {
+            AppendRelaxed(data);
+            return;
+        }
         while (!data.IsEmpty)
         {
             if (_pendingCr)
@@ -55,48 +57,77 @@ public sealed class DkimBodyHasher : IDisposable
                 if (data[0] == (byte)'\n')
                 {
                     _pendingLines++;
-                    _pendingSpace = false; // white space at the end of a line is dropped (relaxed)
                     data = data[1..];
                     continue;
                 }
                 Content("\r"u8);
                 continue;
             }
-            int i = special is null ? data.IndexOf((byte)'\r') : NextRelaxedSpecial(data, special);
+            int i = data.IndexOf((byte)'\r');
             var run = i < 0 ? data : data[..i];
             if (!run.IsEmpty)
                 Content(run);
             if (i < 0)
                 return;
-            if (data[i] == (byte)'\r')
-                _pendingCr = true;
-            else
-                _pendingSpace = true;
+            _pendingCr = true;
             data = data[(i + 1)..];
         }
     }
 
     /// <summary>
-    /// Where relaxed canonicalization has work to do: a CR, a tab, or a space that is not a lone
-    /// space between two other bytes of the line. A lone space inside a run of text is kept as it
-    /// is, so ordinary text is hashed in long runs rather than word by word.
+    /// Relaxed (RFC 6376 3.4.4): white space at line ends dropped, every other run of SP/HTAB made
+    /// one SP. Text is hashed in runs that end only at a CR, a tab or two spaces in a row, so a lone
+    /// space between words costs nothing; the search for "  " is done once per piece, not per line.
     /// </summary>
-    private static int NextRelaxedSpecial(ReadOnlySpan<byte> data, SearchValues<byte> special)
+    private void AppendRelaxed(ReadOnlySpan<byte> data)
     {
-        int from = 0;
-        while (true)
+        int pos = 0;
+        int nextDouble = -1; // where the next "  " starts (data.Length when there is none); -1: not searched yet
+        while (pos < data.Length)
         {
-            int i = data[from..].IndexOfAny(special);
-            if (i < 0)
-                return -1;
-            i += from;
-            // A space with text on both sides within this piece (the byte before is text: runs hold no specials).
-            if (data[i] == (byte)' ' && i > 0 && i + 1 < data.Length && data[i + 1] is not ((byte)' ' or (byte)'\t' or (byte)'\r'))
+            byte b = data[pos];
+            if (_pendingCr)
             {
-                from = i + 1;
+                _pendingCr = false;
+                if (b == (byte)'\n')
+                {
+                    _pendingLines++;
+                    _pendingSpace = false; // white space at the end of a line is dropped
+                    pos++;
+                    continue;
+                }
+                Content("\r"u8);
                 continue;
             }
-            return i;
+            if (b is (byte)' ' or (byte)'\t')
+            {
+                _pendingSpace = true; // one SP before the next text, nothing before a line end
+                pos++;
+                continue;
+            }
+            if (b == (byte)'\r')
+            {
+                _pendingCr = true;
+                pos++;
+                continue;
+            }
+            // Text: up to the next CR or tab, or two spaces in a row.
+            int stop = data[pos..].IndexOfAny((byte)'\r', (byte)'\t');
+            stop = stop < 0 ? data.Length : pos + stop;
+            if (nextDouble < pos)
+            {
+                int d = data[pos..].IndexOf("  "u8);
+                nextDouble = d < 0 ? data.Length : pos + d;
+            }
+            stop = Math.Min(stop, nextDouble);
+            // Spaces at the end of the run are white space (before a line end, a tab, or the next piece).
+            int end = stop;
+            while (end > pos && data[end - 1] == (byte)' ')
+                end--;
+            Content(data[pos..end]);
+            if (end < stop)
+                _pendingSpace = true;
+            pos = stop;
         }
     }
 
