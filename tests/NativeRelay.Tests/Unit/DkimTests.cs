@@ -385,6 +385,11 @@ public sealed class DkimTests : IDisposable
             var bytes = Bytes(result);
             Assert.EndsWith(big, Encoding.ASCII.GetString(bytes));
             Assert.Equal(DkimResult.Pass, (await Verifier().VerifyAsync(bytes, default))[0].Result);
+            // The same from the pooled blocks, as a receiving session would check it.
+            Assert.Equal(DkimResult.Pass, (await Verifier().VerifyAsync(result, default))[0].Result);
+            var tampered = Buffer(Encoding.ASCII.GetString(bytes).Replace("abcdefghij\r\n0123", "abcdefghiJ\r\n0123"), 0);
+            Assert.Equal(DkimResult.Fail, (await Verifier().VerifyAsync(tampered, default))[0].Result);
+            tampered.Release();
         }
         finally
         {

@@ -16,8 +16,6 @@ namespace NativeRelay.MailAuth.Dkim;
 /// </summary>
 public sealed class DkimSigner : IMessageSigner, IDisposable
 {
-    /// <summary>The largest header section that is scanned and signed; beyond it the message goes unsigned.</summary>
-    private const int MaxHeaderSection = 1024 * 1024;
     private const int FoldWidth = 72;
 
     [ThreadStatic] private static SigningScratch? t_scratch;
@@ -178,31 +176,17 @@ public sealed class DkimSigner : IMessageSigner, IDisposable
     public MessageBuffer Sign(MessageBuffer message, DkimSigningKey[] keys)
     {
         var scratch = t_scratch ??= new SigningScratch();
-        byte[]? headerCopy = null;
+        var section = DkimHeaderSection.Read(message);
         byte[] output = ArrayPool<byte>.Shared.Rent(EstimateLength(keys) + 1024);
         try
         {
-            // The header section: almost always in the first block; a larger one is copied (bounded).
-            var first = message.FirstBlockContent();
-            var scanner = new HeaderScanner(first);
-            while (scanner.TryReadNext(out _)) { }
-            ReadOnlySpan<byte> headers = first;
-            if (scanner.Status == HeaderScanStatus.NoBody && first.Length < message.ContentLength)
+            if (!section.Complete)
             {
-                int length = (int)Math.Min(message.ContentLength, MaxHeaderSection);
-                headerCopy = ArrayPool<byte>.Shared.Rent(length);
-                message.CopyTo(0, headerCopy.AsSpan(0, length));
-                headers = headerCopy.AsSpan(0, length);
-                scanner = new HeaderScanner(headers);
-                while (scanner.TryReadNext(out _)) { }
-                if (scanner.Status == HeaderScanStatus.NoBody && length < message.ContentLength)
-                {
-                    _log?.Warn($"dkim: header section over {MaxHeaderSection} bytes: sent unsigned");
-                    return message;
-                }
+                _log?.Warn($"dkim: header section over {DkimHeaderSection.MaxLength} bytes: sent unsigned");
+                return message;
             }
-            long bodyStart = scanner.BodyStart;
-            headers = headers[..(int)bodyStart];
+            var headers = section.Headers;
+            long bodyStart = section.BodyStart;
 
             // The body hash, once for every key (they share the canonicalization).
             Span<byte> bodyHash = stackalloc byte[32];
@@ -233,8 +217,7 @@ public sealed class DkimSigner : IMessageSigner, IDisposable
         finally
         {
             ArrayPool<byte>.Shared.Return(output);
-            if (headerCopy is not null)
-                ArrayPool<byte>.Shared.Return(headerCopy);
+            section.Dispose();
         }
     }
 

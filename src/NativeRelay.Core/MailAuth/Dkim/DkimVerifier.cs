@@ -34,9 +34,39 @@ public sealed class DkimVerifier : IDkimVerifier
     public static DkimVerifier Create(IDnsResolver resolver, DkimSettings settings) =>
         new(resolver, settings.MaxSignatures, settings.KeyCacheSize);
 
-    public async Task<IReadOnlyList<DkimVerdict>> VerifyAsync(ReadOnlyMemory<byte> message, CancellationToken cancel)
+    public Task<IReadOnlyList<DkimVerdict>> VerifyAsync(ReadOnlyMemory<byte> message, CancellationToken cancel)
     {
-        var checks = Prepare(message.Span);
+        var scanner = new HeaderScanner(message.Span);
+        while (scanner.TryReadNext(out _)) { }
+        var body = message[scanner.BodyStart..];
+        return CheckAsync(Prepare(message.Span[..scanner.BodyStart], hasher => hasher.Append(body.Span)), cancel);
+    }
+
+    /// <summary>
+    /// The same for a message in the relay's pooled blocks (what a receiving session holds): the
+    /// header section is read in place (or copied, bounded, when it spans blocks), the body hashed
+    /// block by block; nothing of the message is referenced after this returns its task.
+    /// </summary>
+    public Task<IReadOnlyList<DkimVerdict>> VerifyAsync(MessageBuffer message, CancellationToken cancel)
+    {
+        var section = DkimHeaderSection.Read(message);
+        try
+        {
+            long bodyStart = section.BodyStart;
+            return CheckAsync(Prepare(section.Headers, hasher =>
+            {
+                foreach (var segment in message.GetSegments(bodyStart))
+                    hasher.Append(segment.Span);
+            }), cancel);
+        }
+        finally
+        {
+            section.Dispose();
+        }
+    }
+
+    private async Task<IReadOnlyList<DkimVerdict>> CheckAsync(List<Pending> checks, CancellationToken cancel)
+    {
         if (checks.Count == 0)
             return [];
         var lookups = new Task<DkimKeyAnswer>?[checks.Count];
@@ -74,13 +104,13 @@ public sealed class DkimVerifier : IDkimVerifier
         public DkimVerdict Result(DkimResult result, string? reason) => new(result, Domain, Selector, Algorithm, reason, Prefix);
     }
 
-    private List<Pending> Prepare(ReadOnlySpan<byte> message)
+    /// <summary>Parses and hashes every signature (up to the limit) of a header section; the body comes through <paramref name="feedBody"/>.</summary>
+    private List<Pending> Prepare(ReadOnlySpan<byte> message, Action<DkimBodyHasher> feedBody)
     {
         var fields = new List<HeaderField>();
         var scanner = new HeaderScanner(message);
         while (scanner.TryReadNext(out var field))
             fields.Add(field);
-        var body = message[scanner.BodyStart..];
         var checks = new List<Pending>();
         using var bodyHasher = new DkimBodyHasher();
         using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
@@ -90,13 +120,13 @@ public sealed class DkimVerifier : IDkimVerifier
                 continue;
             if (checks.Count == _maxSignatures)
                 break;
-            checks.Add(PrepareOne(message, fields, field, body, bodyHasher, hash));
+            checks.Add(PrepareOne(message, fields, field, feedBody, bodyHasher, hash));
         }
         return checks;
     }
 
     private Pending PrepareOne(ReadOnlySpan<byte> message, List<HeaderField> fields, HeaderField signatureField,
-        ReadOnlySpan<byte> body, DkimBodyHasher bodyHasher, IncrementalHash hash)
+        Action<DkimBodyHasher> feedBody, DkimBodyHasher bodyHasher, IncrementalHash hash)
     {
         var p = new Pending();
         // Copies (verification is off the sending hot path): the tag helpers below read them.
@@ -187,7 +217,7 @@ public sealed class DkimVerifier : IDkimVerifier
 
         // The body hash.
         bodyHasher.Reset(bodyMode, limit);
-        bodyHasher.Append(body);
+        feedBody(bodyHasher);
         Span<byte> computed = stackalloc byte[32];
         bodyHasher.Finish(computed);
         if (limit != long.MaxValue && bodyHasher.CanonicalLength < limit)
