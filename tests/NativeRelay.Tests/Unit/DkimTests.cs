@@ -398,6 +398,23 @@ public sealed class DkimTests : IDisposable
     }
 
     [Fact]
+    public async Task A_From_below_a_header_section_longer_than_the_first_block_still_picks_the_key()
+    {
+        var ed = NewKey("example.test", "ed", DkimAlgorithm.Ed25519Sha256);
+        using var signer = Signer(new DkimOptions { Keys = [new() { Domain = "example.test", Selector = "ed", KeyFile = ed.File }] });
+        var references = "References:" + string.Concat(Enumerable.Range(0, 400).Select(i => $"\r\n <thread-{i}@lists.example.test>"));
+        var message = references + "\r\n" + Message;
+        Assert.True(message.IndexOf("From:", StringComparison.Ordinal) > MessageBuffer.FirstBlockSize);
+        var signed = await SignAsync(signer, message);
+        var text = Encoding.ASCII.GetString(signed);
+        Assert.StartsWith("DKIM-Signature:", text);
+        Assert.Contains("references", text[..text.IndexOf("References:", StringComparison.Ordinal)]);
+        Assert.Equal(DkimResult.Pass, (await Verifier().VerifyAsync(signed, default))[0].Result);
+        var dkimpy = await DkimTools.DkimpyVerifyAsync(signed, new Dictionary<string, string> { ["ed._domainkey.example.test"] = ed.Record });
+        Assert.Equal("pass", Assert.Single(dkimpy).Result);
+    }
+
+    [Fact]
     public async Task Messages_signed_by_dkimpy_verify_here_and_broken_ones_do_not()
     {
         using var rsa = RSA.Create(2048);

@@ -104,22 +104,30 @@ public sealed class DkimSigner : IMessageSigner, IDisposable
 
     private DkimSigningKey[]? FindByFrom(MessageBuffer message)
     {
-        var scanner = new HeaderScanner(message.FirstBlockContent());
-        var first = message.FirstBlockContent();
-        while (scanner.TryReadNext(out var field))
-            if (field.NameEquals(first, "From"u8))
-                return FindByAddress(field.RawValue(first));
-        return null;
+        // The whole header section: a long References: can push From: past the first block.
+        using var section = DkimHeaderSection.Read(message);
+        return TryFindFrom(section.Headers, out var value) ? FindByAddress(section.Headers[value]) : null;
     }
 
-    private string FromDomainForLog(MessageBuffer message)
+    private static string FromDomainForLog(MessageBuffer message)
     {
-        var first = message.FirstBlockContent();
-        var scanner = new HeaderScanner(first);
+        using var section = DkimHeaderSection.Read(message);
+        return TryFindFrom(section.Headers, out var value) ? Encoding.UTF8.GetString(DomainOf(section.Headers[value])) : "(no From)";
+    }
+
+    private static bool TryFindFrom(ReadOnlySpan<byte> headers, out Range value)
+    {
+        var scanner = new HeaderScanner(headers);
         while (scanner.TryReadNext(out var field))
-            if (field.NameEquals(first, "From"u8))
-                return Encoding.UTF8.GetString(DomainOf(field.RawValue(first)));
-        return "(no From)";
+        {
+            if (field.NameEquals(headers, "From"u8))
+            {
+                value = field.ValueStart..field.ValueEnd;
+                return true;
+            }
+        }
+        value = default;
+        return false;
     }
 
     /// <summary>The keys for the domain of an address ("Name &lt;a@b&gt;", "a@b"): exact, then parents that sign their subdomains.</summary>
