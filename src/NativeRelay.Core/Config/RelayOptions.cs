@@ -73,6 +73,9 @@ public sealed class RelayOptions
     /// <summary>SIGTERM drain time (see LifecycleOptions.cs).</summary>
     public ShutdownOptions Shutdown { get; set; } = new();
 
+    /// <summary>DKIM signing keys and the verifier's limits (see DkimOptions.cs); no keys: nothing is signed.</summary>
+    public DkimOptions Dkim { get; set; } = new();
+
     /// <summary>Run as this user once the listeners are bound (the relay must be started as root). Default: stay as started.</summary>
     public string? User { get; set; }
 }

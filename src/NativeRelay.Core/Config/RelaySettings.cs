@@ -40,6 +40,8 @@ public sealed record RelaySettings
     public LifecycleSettings Lifecycle { get; init; } = LifecycleSettings.Default;
     /// <summary>Mail authentication of inbound mail (inboundAuth); null only for settings built by hand.</summary>
     public InboundAuthSettings? InboundAuth { get; init; }
+    /// <summary>DKIM signing keys (files named, loaded by the receiving side) and verification limits.</summary>
+    public NativeRelay.MailAuth.Dkim.DkimSettings Dkim { get; init; } = NativeRelay.MailAuth.Dkim.DkimSettings.Off;
     /// <summary>The options this was validated from (file and flags merged); null when built by hand. SIGHUP compares them.</summary>
     public RelayOptions? Options { get; init; }
 
@@ -165,6 +167,7 @@ public sealed record RelaySettings
             Metrics = NativeRelay.Telemetry.MetricsSettings.Validate(o.Metrics),
             Lifecycle = LifecycleSettings.Validate(o),
             InboundAuth = InboundAuthSettings.Validate(o, hostname),
+            Dkim = NativeRelay.MailAuth.Dkim.DkimSettings.Validate(o.Dkim),
             Options = o,
         };
     }

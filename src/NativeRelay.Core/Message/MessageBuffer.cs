@@ -31,12 +31,52 @@ public sealed class MessageBuffer : IBufferWriter<byte>
     public static MessageBuffer Rent() => new();
 
     /// <summary>Starts the buffer with <paramref name="count"/> bytes to be filled later through <see cref="GetReservedSpan"/>.</summary>
+    /// <remarks>
+    /// Up to <see cref="MaxReserve"/>. A reserve above half the first block (a relay that signs with
+    /// several large keys) gets a first block big enough to keep half of it for the message, still
+    /// from the shared pool.
+    /// </remarks>
     public void Reserve(int count)
     {
-        Debug.Assert(_length == 0 && count <= FirstBlockSize / 2);
+        Debug.Assert(_length == 0 && count <= MaxReserve);
+        if (count > FirstBlockSize / 2 && _blockCount == 0)
+        {
+            _blocks[_blockCount++] = ArrayPool<byte>.Shared.Rent(count + FirstBlockSize / 2);
+            _lastBlockUsed = 0;
+        }
         GetSpan(count);
         Advance(count);
         Reserved = count;
+    }
+
+    /// <summary>The largest reserve: its first block stays below <see cref="BlockSize"/>, so it goes back to the shared pool.</summary>
+    public const int MaxReserve = BlockSize / 2 - FirstBlockSize / 2;
+
+    /// <summary>
+    /// Puts <paramref name="header"/> just before <see cref="Start"/> in the unused reserved front
+    /// (a DKIM-Signature above the trace headers). False, and nothing changed, when it does not fit.
+    /// </summary>
+    public bool TryPrepend(ReadOnlySpan<byte> header)
+    {
+        if (header.Length > Start)
+            return false;
+        header.CopyTo(_blocks[0].AsSpan(Start - header.Length));
+        Start -= header.Length;
+        return true;
+    }
+
+    /// <summary>
+    /// A new buffer with the same content and <paramref name="front"/> free bytes before it, for a
+    /// header that did not fit the reserve (<see cref="TryPrepend"/>): rare, so a copy is acceptable.
+    /// </summary>
+    public MessageBuffer CopyWithFront(int front)
+    {
+        var copy = Rent();
+        copy.Reserve(Math.Min(front, MaxReserve));
+        copy.TrimReservedFront(copy.Reserved);
+        foreach (var segment in GetSegments())
+            copy.Write(segment.Span);
+        return copy;
     }
 
     /// <summary>The reserved front bytes, to fill once their content is known (the Received header).</summary>

@@ -36,6 +36,8 @@ public sealed class SmtpServer : IConnectionHandler
         Certificates = certificates ?? (settings.Tls is null ? null : TlsCertificateStore.Load(settings.Tls));
         Users = users ?? (settings.UsersFile is null ? null : UserStore.Load(settings.UsersFile));
         Policy = RecipientPolicy.FromSettings(settings);
+        // The DKIM keys are read with the server's other files: a reload that cannot read one is refused as a whole.
+        Signer = settings.Dkim.Signs ? NativeRelay.MailAuth.Dkim.DkimSigner.Create(settings.Dkim, log) : null;
         HostnameBytes = Encoding.ASCII.GetBytes(settings.Hostname);
         Greeting = Encoding.ASCII.GetBytes($"220 {settings.Hostname} ESMTP NativeRelay\r\n");
         for (int variant = 0; variant < 4; variant++)
@@ -53,6 +55,8 @@ public sealed class SmtpServer : IConnectionHandler
     public TlsCertificateStore? Certificates { get; }
     public UserStore? Users { get; }
     public RecipientPolicy Policy { get; }
+    /// <summary>Signs each accepted message once, before it is spooled; null when no DKIM key is configured.</summary>
+    public NativeRelay.MailAuth.IMessageSigner? Signer { get; }
     /// <summary>Failed AUTH attempts per client address, shared by all sessions.</summary>
     internal AuthThrottle AuthThrottle { get; }
     internal byte[] HostnameBytes { get; }

@@ -40,7 +40,7 @@ internal sealed partial class SmtpServerSession
         _queueId = _server.Ids.Next();
         _dataStarted = DateTimeOffset.UtcNow;
         _message = MessageBuffer.Rent();
-        _message.Reserve(_traceReserve);
+        _message.Reserve(_frontReserve);
     }
 
     /// <summary>BDAT chunk-size [LAST] (RFC 3030). The chunk's bytes follow the command line at once.</summary>
@@ -205,6 +205,8 @@ internal sealed partial class SmtpServerSession
             return;
         }
         WriteTraceHeaders(message, facts);
+        if (_server.Signer is { } signer)
+            message = await SignAsync(signer, message);
 
         var envelope = new Envelope
         {
@@ -261,6 +263,24 @@ internal sealed partial class SmtpServerSession
         _message = null;
         ResetTransaction();
         await _server.Intake.EnqueueAsync(queued);
+    }
+
+    /// <summary>
+    /// DKIM: once per message, before the spool append, so the signature is stored with the message.
+    /// The signer hashes and signs on the thread pool. A failure leaves the message unsigned, never refused.
+    /// </summary>
+    private async ValueTask<MessageBuffer> SignAsync(NativeRelay.MailAuth.IMessageSigner signer, MessageBuffer message)
+    {
+        try
+        {
+            // The signer may hand back a copy with more room in front (it then released the original).
+            return _message = await signer.SignAsync(message, _sender, _authenticatedUser);
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            _server.Log.Error($"{new QueueIdText(_queueId)}: DKIM signing failed, sent unsigned: {NativeRelay.Telemetry.ExceptionText.Of(e)}");
+            return message;
+        }
     }
 
     private void WriteQueuedReply(ulong id)

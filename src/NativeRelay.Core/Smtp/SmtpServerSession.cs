@@ -66,7 +66,8 @@ internal sealed partial class SmtpServerSession
     private byte[]? _authScratch;
     private readonly DotUnstuffer _unstuffer;
     private readonly BdatReader _bdat;
-    private readonly int _traceReserve;
+    private readonly int _traceReserve;  // Received (and on submission Message-ID, Date)
+    private readonly int _frontReserve;  // that, and room for DKIM-Signature fields when signing
     private readonly TimeSpan _commandTimeout;
     private readonly TimeSpan _idleBeforeCommand;
     private readonly TimeSpan _dataTimeout;
@@ -129,7 +130,9 @@ internal sealed partial class SmtpServerSession
         var limits = server.Settings.Limits;
         _unstuffer = new DotUnstuffer(maxLineLength: limits.MaxLineLength, maxMessageSize: limits.MaxMessageSize);
         _bdat = new BdatReader(limits.MaxLineLength, limits.MaxMessageSize);
+        // Room in front of the message for the trace headers and, when signing, the DKIM-Signature fields.
         _traceReserve = ReceivedHeader.MaxLength + (listener.IsSubmission ? SubmissionHeaders.MaxLength : 0);
+        _frontReserve = Math.Min(MessageBuffer.MaxReserve, _traceReserve + (server.Signer?.MaxHeaderLength ?? 0));
         _commandTimeout = TimeSpan.FromSeconds(limits.CommandTimeoutSeconds);
         _idleBeforeCommand = TimeSpan.FromSeconds(limits.IdleBeforeCommandSeconds);
         _dataTimeout = TimeSpan.FromSeconds(limits.DataTimeoutSeconds);

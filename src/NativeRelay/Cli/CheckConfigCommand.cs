@@ -60,6 +60,9 @@ internal static class CheckConfigCommand
         CheckFile(settings.Tls?.KeyPath, "tls.key");
         CheckFile(settings.UsersFile, "usersFile");
         CheckFile(settings.LocalRecipientsFile, "localRecipientsFile");
+        // DKIM keys are read, not only found: a malformed key is named here rather than at start.
+        if (settings.Dkim.Signs)
+            NativeRelay.MailAuth.Dkim.DkimSigner.Create(settings.Dkim).Dispose();
     }
 
     private static void CheckFile(string? file, string what)
@@ -108,6 +111,18 @@ internal static class CheckConfigCommand
                 note += " (root does not exist yet: made on first delivery)";
             Line("local domain", $"{d.Name} -> {d.Describe()}{note}");
         }
+
+        if (!s.Dkim.Signs)
+            Line("dkim", "no keys: nothing is signed");
+        foreach (var k in s.Dkim.Keys)
+        {
+            using var key = NativeRelay.MailAuth.Dkim.DkimSigningKey.Load(k.Domain, k.Selector, k.KeyFile);
+            Line("dkim", $"signs {k.Domain}{(k.Subdomains ? " and its subdomains" : "")} with {key.Describe()}");
+        }
+        if (s.Dkim.Signs)
+            Line("dkim signing", $"c={NativeRelay.MailAuth.Dkim.DkimCanonicalizer.Name(s.Dkim.HeaderCanonicalization)}/{NativeRelay.MailAuth.Dkim.DkimCanonicalizer.Name(s.Dkim.BodyCanonicalization)}, "
+                + $"key by {string.Join(", then ", s.Dkim.SignBy.Select(b => b.ToString().ToLowerInvariant()))}, h={string.Join(":", s.Dkim.Headers)}"
+                + (s.Dkim.ExpirationSeconds > 0 ? $", x= after {s.Dkim.ExpirationSeconds}s" : ""));
 
         var l2 = s.Limits;
         Line("limits", $"message {l2.MaxMessageSize} bytes, {l2.MaxRecipients} recipients, {l2.MaxConnections} connections ({l2.MaxConnectionsPerIp} per IP), " +

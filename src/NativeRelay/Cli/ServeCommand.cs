@@ -53,6 +53,13 @@ internal static class ServeCommand
             (o, v) => o.Shutdown.DrainSeconds = v),
         Flag(Flags.Text("--user", "NAME", "run as this user once the ports are bound (start as root)", "stay the user it is started as"),
             (o, v) => o.User = v),
+        Flag(Flags.Repeatable("--dkim", "DOMAIN:SELECTOR:KEYFILE", "sign mail whose From: domain is DOMAIN with the PEM key in KEYFILE (two keys for a domain sign twice)",
+                shown: "no signing"),
+            (o, v) => o.Dkim.Keys.AddRange(v.Select(DkimCommand.ParseKeyFlag))),
+        Flag(Flags.Text("--auth-check", "annotate|enforce", "check SPF, DKIM and DMARC of mail from strangers on the plain SMTP listeners: annotate adds Authentication-Results, enforce also refuses DMARC p=reject failures", "off").Completing("annotate", "enforce", "off"),
+            (o, v) => o.InboundAuth.Mode = v),
+        Flag(Flags.Text("--authserv-id", "NAME", "the name in Authentication-Results headers (RFC 8601)", "the host name"),
+            (o, v) => o.InboundAuth.AuthservId = v),
     ];
 
     private static readonly Option<string[]> LocalDomain = Flags.Repeatable("--local-domain", "DOMAIN",

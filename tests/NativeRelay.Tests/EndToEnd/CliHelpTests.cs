@@ -16,7 +16,8 @@ public sealed class CliHelpTests(ITestOutputHelper log)
     public static readonly TheoryData<string, string> Verbs = new()
     {
         { "serve", "--config --listen=127.0.0.1:2525 --spool=./var/spool --hostname --relay-to --dns --remote-port=25 --tls-cert --tls-key "
-                   + "--listen-tls --submission --users --metrics --log-format=text --log-level=info --drain-seconds=30 --user --local-domain --maildir-root" },
+                   + "--listen-tls --submission --users --metrics --log-format=text --log-level=info --drain-seconds=30 --user --local-domain --maildir-root "
+                   + "--dkim --auth-check=off --authserv-id" },
         { "check-config", "<FILE>" },
         { "sendmail", "-t -i -f -F -v --server --config=/etc/nativerelay/nativerelay.json --spool <RECIPIENT>" },
         { "passwd", "<USER> --file --iterations=600000 --delete" },
@@ -34,6 +35,9 @@ public sealed class CliHelpTests(ITestOutputHelper log)
         { "queue hold", "<ID> --domain --json --spool --config" },
         { "queue release", "<ID> --domain --json --spool --config" },
         { "queue stats", "--json --spool --config" },
+        { "dkim", "keygen verify" },
+        { "dkim keygen", "--domain --selector --algorithm=rsa --bits=2048 --out" },
+        { "dkim verify", "<FILE> --dns --config" },
     };
 
     [Theory]
@@ -88,7 +92,7 @@ public sealed class CliHelpTests(ITestOutputHelper log)
             var result = await CliRun.RunAsync([help], [], dir.Path, log);
 
             Assert.True(result.ExitCode == 0, result.ToString());
-            foreach (var verb in new[] { "serve", "check-config", "sendmail", "passwd", "blast", "sink", "bench", "queue" })
+            foreach (var verb in new[] { "serve", "check-config", "sendmail", "passwd", "blast", "sink", "bench", "queue", "dkim" })
                 Assert.Matches($@"(?m)^\s+{verb}\b", result.Stdout);
             Assert.Contains("--version", result.Stdout);
             Assert.Contains("nativerelay VERB --help", result.Stdout);
