@@ -131,6 +131,9 @@ public static class AuthenticationResults
         output.Write(message[at..]);
     }
 
+    /// <summary>What a forged field is renamed to: as long as "Authentication-Results", so nothing moves.</summary>
+    public static ReadOnlySpan<byte> RemovedFieldName => "X-Removed-Auth-Results"u8;
+
     /// <summary>
     /// The zero-copy alternative to removing them (RFC 8601 5 allows "delete or otherwise
     /// obscure"): renames each field in place to <c>X-Removed-Auth-Results</c>, a name of the same
@@ -139,7 +142,7 @@ public static class AuthenticationResults
     public static void ObscureInPlace(Span<byte> message, IReadOnlyList<Range> fields)
     {
         foreach (var range in fields)
-            "X-Removed-Auth-Results"u8.CopyTo(message[range][.."Authentication-Results".Length]);
+            RemovedFieldName.CopyTo(message[range][.."Authentication-Results".Length]);
     }
 
     /// <summary>The authserv-id at the start of a field's value: CFWS, then a token or a quoted-string.</summary>

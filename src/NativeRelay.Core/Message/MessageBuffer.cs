@@ -160,6 +160,21 @@ public sealed class MessageBuffer : IBufferWriter<byte>
         return copied;
     }
 
+    /// <summary>Writes over content bytes from <paramref name="offset"/> (crossing blocks), e.g. to rename a header field in place.</summary>
+    public void Overwrite(long offset, ReadOnlySpan<byte> bytes)
+    {
+        if (offset < 0 || offset + bytes.Length > ContentLength)
+            throw new ArgumentOutOfRangeException(nameof(offset));
+        foreach (var segment in GetSegments(offset))
+        {
+            int n = Math.Min(segment.Length, bytes.Length);
+            bytes[..n].CopyTo(System.Runtime.InteropServices.MemoryMarshal.AsMemory(segment).Span);
+            bytes = bytes[n..];
+            if (bytes.IsEmpty)
+                return;
+        }
+    }
+
     /// <summary>The first contiguous bytes of the content (at most one block), for header scans.</summary>
     public ReadOnlySpan<byte> FirstBlockContent()
     {

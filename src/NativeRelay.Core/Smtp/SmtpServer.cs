@@ -38,6 +38,14 @@ public sealed class SmtpServer : IConnectionHandler
         Policy = RecipientPolicy.FromSettings(settings);
         // The DKIM keys are read with the server's other files: a reload that cannot read one is refused as a whole.
         Signer = settings.Dkim.Signs ? NativeRelay.MailAuth.Dkim.DkimSigner.Create(settings.Dkim, log) : null;
+        // SPF, DKIM and DMARC of mail from strangers: one authenticator (and its DNS cache) per
+        // configuration, shared by every session; none at all while every listener is off.
+        if (settings.InboundAuth is { AnyOn: true } inbound)
+        {
+            var dns = new NativeRelay.Routing.DnsClientResolver(settings.Routing.DnsServers, settings.Routing.DnsTimeout);
+            Inbound = new NativeRelay.MailAuth.InboundAuthenticator(inbound, dns,
+                NativeRelay.MailAuth.Dkim.DkimVerifier.Create(dns, settings.Dkim), settings.Hostname);
+        }
         HostnameBytes = Encoding.ASCII.GetBytes(settings.Hostname);
         Greeting = Encoding.ASCII.GetBytes($"220 {settings.Hostname} ESMTP NativeRelay\r\n");
         for (int variant = 0; variant < 4; variant++)
@@ -57,6 +65,8 @@ public sealed class SmtpServer : IConnectionHandler
     public RecipientPolicy Policy { get; }
     /// <summary>Signs each accepted message once, before it is spooled; null when no DKIM key is configured.</summary>
     public NativeRelay.MailAuth.IMessageSigner? Signer { get; }
+    /// <summary>Checks SPF, DKIM and DMARC of inbound mail; null when inboundAuth is off on every listener.</summary>
+    public NativeRelay.MailAuth.InboundAuthenticator? Inbound { get; }
     /// <summary>Failed AUTH attempts per client address, shared by all sessions.</summary>
     internal AuthThrottle AuthThrottle { get; }
     internal byte[] HostnameBytes { get; }

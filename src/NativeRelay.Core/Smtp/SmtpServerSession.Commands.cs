@@ -140,6 +140,8 @@ internal sealed partial class SmtpServerSession
         _envelopeId = envelopeId;
         _phase = Phase.HaveSender;
         _transactionDeadline = Environment.TickCount64 + _transactionMilliseconds;
+        if (StartSenderChecks())
+            return Step.CheckSender; // the reply waits for SPF (CheckSenderAsync)
         return Reply(SmtpReplies.SenderOk);
     }
 

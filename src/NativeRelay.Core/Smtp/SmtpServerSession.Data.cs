@@ -204,7 +204,18 @@ internal sealed partial class SmtpServerSession
             Reply(SmtpReplies.MailLoop);
             return;
         }
-        WriteTraceHeaders(message, facts);
+        if (ChecksInbound)
+        {
+            var (accepted, authResults) = await AuthenticateMessageAsync(message);
+            if (!accepted)
+                return;
+            WriteTraceHeaders(message, facts);
+            message = PrependAuthenticationResults(message, authResults);
+        }
+        else
+        {
+            WriteTraceHeaders(message, facts);
+        }
         if (_server.Signer is { } signer)
             message = await SignAsync(signer, message);
 

@@ -42,7 +42,7 @@ internal sealed partial class SmtpServerSession
     private enum Phase { Connected, Ready, HaveSender, HaveRecipients, Data, Bdat }
 
     /// <summary>What Process (and HandleCommand) ask RunAsync to do next. Continue means "go on parsing".</summary>
-    private enum Step { Continue, EndOfData, StartTls, Authenticate, Close }
+    private enum Step { Continue, EndOfData, StartTls, Authenticate, CheckSender, Close }
 
     private enum AuthStep : byte { None, PlainResponse, LoginUser, LoginPassword }
 
@@ -132,7 +132,9 @@ internal sealed partial class SmtpServerSession
         _bdat = new BdatReader(limits.MaxLineLength, limits.MaxMessageSize);
         // Room in front of the message for the trace headers and, when signing, the DKIM-Signature fields.
         _traceReserve = ReceivedHeader.MaxLength + (listener.IsSubmission ? SubmissionHeaders.MaxLength : 0);
-        _frontReserve = Math.Min(MessageBuffer.MaxReserve, _traceReserve + (server.Signer?.MaxHeaderLength ?? 0));
+        _inboundMode = server.Inbound?.Settings.ModeFor(listener.EndPoint, listener.IsSubmission) ?? NativeRelay.MailAuth.InboundAuthMode.Off;
+        _frontReserve = Math.Min(MessageBuffer.MaxReserve, _traceReserve + (server.Signer?.MaxHeaderLength ?? 0)
+            + (_inboundMode == NativeRelay.MailAuth.InboundAuthMode.Off ? 0 : AuthenticationResultsReserve));
         _commandTimeout = TimeSpan.FromSeconds(limits.CommandTimeoutSeconds);
         _idleBeforeCommand = TimeSpan.FromSeconds(limits.IdleBeforeCommandSeconds);
         _dataTimeout = TimeSpan.FromSeconds(limits.DataTimeoutSeconds);
@@ -234,6 +236,9 @@ internal sealed partial class SmtpServerSession
                         break;
                     case Step.Authenticate:
                         await AuthenticateAsync(stopping);
+                        break;
+                    case Step.CheckSender:
+                        await CheckSenderAsync();
                         break;
                     case Step.StartTls:
                         if (!await FlushAsync() || !await StartTlsAsync(stopping))
@@ -539,6 +544,7 @@ internal sealed partial class SmtpServerSession
         _flags = EnvelopeFlags.None;
         _usedBdat = false;
         _transactionDeadline = 0;
+        _spfCheck = null;
         if (_phase is Phase.HaveSender or Phase.HaveRecipients or Phase.Data or Phase.Bdat)
             _phase = Phase.Ready;
     }
