@@ -252,7 +252,7 @@ internal sealed partial class SmtpServerSession
         {
             _server.Intake.CancelReservation(id);
             // Not durable, so not acknowledged: the client keeps the message and retries.
-            _server.Log.Error($"spool append failed for {QueueIdGenerator.ToString(id)}: {e.Message}");
+            _server.Log.Error($"spool append failed for {QueueIdGenerator.ToString(id)}: {NativeRelay.Telemetry.ExceptionText.Of(e)}");
             ResetTransaction();
             Reply(SmtpReplies.SpoolFailure);
             return;

@@ -25,7 +25,7 @@ internal sealed partial class SmtpServerSession
         }
         catch (Exception e) when (e is not OutOfMemoryException)
         {
-            _server.Log.Info($"{_clientAddress}: TLS handshake failed: {e.GetType().Name}: {e.Message}");
+            _server.Log.Info($"{_clientAddress}: TLS handshake failed: {NativeRelay.Telemetry.ExceptionText.Of(e)}");
             return false;
         }
         _input = _tls.Input;

@@ -16,5 +16,6 @@ public static class ExceptionText
 
     /// <summary>The failures of the world outside the process, which a message describes fully.</summary>
     public static bool IsOperational(Exception e) => e is IOException or SocketException or TimeoutException
-        or UnauthorizedAccessException or ConfigException or InvalidDataException or OperationCanceledException;
+        or UnauthorizedAccessException or ConfigException or InvalidDataException or OperationCanceledException
+        or System.Security.Authentication.AuthenticationException;
 }
