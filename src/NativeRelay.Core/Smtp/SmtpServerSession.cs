@@ -1,13 +1,8 @@
 using System.Buffers;
 using System.IO.Pipelines;
 using System.Net;
-using System.Runtime.CompilerServices;
-using System.Security.Cryptography;
-using System.Text;
-using NativeRelay.Delivery;
 using NativeRelay.Message;
 using NativeRelay.Net;
-using NativeRelay.Policy;
 using NativeRelay.Smtp.Auth;
 using NativeRelay.Spool;
 
