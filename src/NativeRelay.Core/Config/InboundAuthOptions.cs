@@ -24,6 +24,14 @@ public sealed class InboundAuthOptions
     /// <summary>What "enforce" does with a message DMARC says to reject: "reject" (550 5.7.1, default), "quarantine" (accept and mark), "annotate" (accept).</summary>
     public string DmarcRejectAction { get; set; } = "reject";
 
+    /// <summary>
+    /// What happens to a message that enforce quarantines (DMARC p=quarantine, or a reject turned
+    /// into quarantine by dmarcRejectAction): "annotate" (default: delivered, its
+    /// Authentication-Results says dmarc=fail) or "hold" (kept in the queue, held, until an
+    /// operator releases or deletes it: Postfix's HOLD queue, where milters quarantine).
+    /// </summary>
+    public string Quarantine { get; set; } = "annotate";
+
     /// <summary>DKIM signatures looked at per message (the rest are not reported or used). 1 to 50, default 5.</summary>
     public int MaxDkimSignatures { get; set; } = 5;
 

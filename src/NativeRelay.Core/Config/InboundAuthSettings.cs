@@ -19,7 +19,8 @@ public sealed record InboundAuthSettings(
     string? PublicSuffixListFile,
     PublicSuffixList? PublicSuffixListFromFile,
     TimeSpan Timeout,
-    int DnsCacheSize)
+    int DnsCacheSize,
+    bool HoldQuarantined = false)
 {
     /// <summary>The list to use: the file's, else the one built into the binary.</summary>
     public PublicSuffixList PublicSuffixList => PublicSuffixListFromFile ?? PublicSuffixList.Default;
@@ -55,6 +56,12 @@ public sealed record InboundAuthSettings(
             "annotate" => DmarcRejectAction.Annotate,
             _ => throw new ConfigException($"inboundAuth.dmarcRejectAction: '{a.DmarcRejectAction}' is not one of reject, quarantine, annotate"),
         };
+        bool hold = a.Quarantine?.Trim().ToLowerInvariant() switch
+        {
+            "annotate" => false,
+            "hold" => true,
+            _ => throw new ConfigException($"inboundAuth.quarantine: '{a.Quarantine}' is not one of annotate, hold"),
+        };
         if (a.MaxDkimSignatures is < 1 or > 50)
             throw new ConfigException($"inboundAuth.maxDkimSignatures: 1 to 50 (got {a.MaxDkimSignatures})");
         if (a.TimeoutSeconds is < 1 or > 120)
@@ -76,7 +83,7 @@ public sealed record InboundAuthSettings(
             }
         }
         return new InboundAuthSettings(mode, listenerModes, authservId, a.SpfRejectFailAtMail, action, a.MaxDkimSignatures,
-            pslFile, psl, TimeSpan.FromSeconds(a.TimeoutSeconds), a.DnsCacheSize);
+            pslFile, psl, TimeSpan.FromSeconds(a.TimeoutSeconds), a.DnsCacheSize, hold);
     }
 
     private static InboundAuthMode ParseMode(string? text, string what) => text?.Trim().ToLowerInvariant() switch

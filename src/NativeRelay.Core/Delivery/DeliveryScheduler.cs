@@ -177,7 +177,8 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
             }
             else
             {
-                hot = Volatile.Read(ref _hotCount) < _activeLimit && _incoming.IsEmpty
+                // A message spooled held (a DMARC quarantine) waits cold for queue release.
+                hot = !message.Held && Volatile.Read(ref _hotCount) < _activeLimit && _incoming.IsEmpty
                       && (Volatile.Read(ref _freshHot) < _activeLimit / 2 + 1 || !_backlogWaiting);
                 if (!hot)
                     _index.Cool(message.Id, 0, null, null);

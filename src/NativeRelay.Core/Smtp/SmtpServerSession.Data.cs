@@ -198,9 +198,10 @@ internal sealed partial class SmtpServerSession
             Reply(SmtpReplies.MailLoop);
             return;
         }
+        bool hold = false;
         if (ChecksInbound)
         {
-            var (accepted, authResults) = await AuthenticateMessageAsync(message);
+            (bool accepted, byte[] authResults, hold) = await AuthenticateMessageAsync(message);
             if (!accepted)
                 return;
             WriteTraceHeaders(message, facts);
@@ -233,6 +234,8 @@ internal sealed partial class SmtpServerSession
         {
             (head, first) = await _server.Spool.AppendMessageAsync(id, envelope, message);
             await _server.Spool.WaitForCommitAsync(head);
+            if (hold)
+                await HoldQuarantinedAsync(id);
         }
         catch (SpoolFullException e)
         {
@@ -264,6 +267,7 @@ internal sealed partial class SmtpServerSession
             Envelope = envelope,
             Recipients = new RecipientState[envelope.Recipients.Length],
             Body = message, // the session's reference moves to the queue
+            Held = hold,
         };
         _message = null;
         ResetTransaction();

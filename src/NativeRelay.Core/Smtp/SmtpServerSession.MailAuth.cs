@@ -59,7 +59,7 @@ internal sealed partial class SmtpServerSession
     /// transaction reset); otherwise the Authentication-Results field to add. The message is read
     /// once into a contiguous buffer for the checks (from the pool, returned here).
     /// </summary>
-    private async ValueTask<(bool Accepted, byte[] Header)> AuthenticateMessageAsync(MessageBuffer message)
+    private async ValueTask<(bool Accepted, byte[] Header, bool Hold)> AuthenticateMessageAsync(MessageBuffer message)
     {
         var inbound = _server.Inbound!;
         int reserved = message.Reserved;
@@ -95,10 +95,30 @@ internal sealed partial class SmtpServerSession
             RelayMetrics.MessagesRejected.Increment();
             ResetTransaction();
             Reply(Encoding.ASCII.GetBytes(result.Decision.Reply + "\r\n"));
-            return (false, []);
+            return (false, [], false);
         }
         _server.Log.Info($"{new QueueIdText(_queueId)}: authentication {summary}{(result.Decision.Action == InboundAction.Quarantine ? " (quarantine)" : "")}");
-        return (true, result.Header);
+        bool hold = result.Decision.Action == InboundAction.Quarantine && inbound.Settings.HoldQuarantined;
+        return (true, result.Header, hold);
+    }
+
+    /// <summary>
+    /// inboundAuth.quarantine "hold": a status record holds the message in the same commit
+    /// wait as its 250, so it is acknowledged held and stays held across a crash.
+    /// </summary>
+    private async ValueTask HoldQuarantinedAsync(ulong id)
+    {
+        await _server.Spool.AppendStatusAsync(new StatusRecord
+        {
+            Id = id,
+            TimeUnixMs = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds(),
+            Flags = StatusFlags.Held,
+            Attempts = 0,
+            NextAttemptUnixMs = 0,
+            Changes = [],
+        });
+        await _server.Spool.WaitForCommitAsync(_server.Spool.TailAddress - 1);
+        _server.Log.Info($"{new QueueIdText(id)}: held (DMARC quarantine): nativerelay queue release or delete decides");
     }
 
     private static string DkimSummary(IReadOnlyList<DkimVerdict>? verdicts) =>

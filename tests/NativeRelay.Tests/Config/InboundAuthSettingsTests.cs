@@ -35,6 +35,14 @@ public sealed class InboundAuthSettingsTests : IDisposable
         Assert.Null(s.PublicSuffixListFromFile);
         Assert.Same(PublicSuffixList.Default, s.PublicSuffixList);
         Assert.Equal(TimeSpan.FromSeconds(20), s.Timeout);
+        Assert.False(s.HoldQuarantined);
+    }
+
+    [Fact]
+    public void Quarantine_hold_is_read_and_anything_else_refused()
+    {
+        Assert.True(Load("{ \"inboundAuth\": { \"mode\": \"enforce\", \"quarantine\": \"hold\" } }").InboundAuth!.HoldQuarantined);
+        Assert.False(Load("{ \"inboundAuth\": { \"quarantine\": \"annotate\" } }").InboundAuth!.HoldQuarantined);
     }
 
     [Fact]
@@ -90,6 +98,7 @@ public sealed class InboundAuthSettingsTests : IDisposable
     [InlineData("{ \"inboundAuth\": { \"authservId\": \"bad id;\" } }", "inboundAuth.authservId")]
     [InlineData("{ \"inboundAuth\": { \"dmarcRejectAction\": \"drop\" } }", "inboundAuth.dmarcRejectAction")]
     [InlineData("{ \"inboundAuth\": { \"maxDkimSignatures\": 0 } }", "inboundAuth.maxDkimSignatures")]
+    [InlineData("{ \"inboundAuth\": { \"quarantine\": \"junk\" } }", "inboundAuth.quarantine")]
     [InlineData("{ \"inboundAuth\": { \"timeoutSeconds\": 0 } }", "inboundAuth.timeoutSeconds")]
     [InlineData("{ \"inboundAuth\": { \"publicSuffixListFile\": \"/nonexistent/psl.dat\" } }", "inboundAuth.publicSuffixListFile")]
     [InlineData("{ \"inboundAuth\": { \"spfRejectFail\": true } }", "spfRejectFail")]

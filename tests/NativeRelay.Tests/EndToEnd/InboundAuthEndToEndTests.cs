@@ -31,7 +31,8 @@ public sealed class InboundAuthEndToEndTests(ITestOutputHelper log) : IAsyncDisp
         _dir.Dispose();
     }
 
-    private async Task<(RelayProcess Relay, int Port)> StartAsync(string mode, bool spfRejectAtMail = false, bool trustLoopback = false, params string[] flags)
+    private async Task<(RelayProcess Relay, int Port)> StartAsync(string mode, bool spfRejectAtMail = false, bool trustLoopback = false,
+        string quarantine = "annotate", params string[] flags)
     {
         int port = FreePort.Get();
         var config = new JsonObject
@@ -43,7 +44,7 @@ public sealed class InboundAuthEndToEndTests(ITestOutputHelper log) : IAsyncDisp
             ["relayNetworks"] = trustLoopback ? new JsonArray("127.0.0.0/8") : new JsonArray(),
             ["acceptedDomains"] = new JsonArray("example.net"),
             ["routing"] = new JsonObject { ["dns"] = new JsonArray(_dns.Address) },
-            ["inboundAuth"] = new JsonObject { ["mode"] = mode, ["authservId"] = AuthservId, ["spfRejectFailAtMail"] = spfRejectAtMail },
+            ["inboundAuth"] = new JsonObject { ["mode"] = mode, ["authservId"] = AuthservId, ["spfRejectFailAtMail"] = spfRejectAtMail, ["quarantine"] = quarantine },
         };
         string path = _dir.File($"relay-{Guid.NewGuid():N}.json");
         File.WriteAllText(path, config.ToJsonString());
@@ -228,6 +229,43 @@ public sealed class InboundAuthEndToEndTests(ITestOutputHelper log) : IAsyncDisp
             var got = await _sink.WaitForMessageAsync(m => m.Header("Message-ID") == $"<{id}>", Waits.Delivery, "the message");
             Assert.StartsWith("Authentication-Results: edge.cli.test;", got.DataText);
             Assert.Contains("spf=pass", got.DataText[..got.DataText.IndexOf("Received:", StringComparison.Ordinal)]);
+        }
+    }
+
+    [Fact]
+    public async Task A_quarantined_message_can_be_held_across_a_crash_until_an_operator_releases_it()
+    {
+        Publish("careful.test", "v=spf1 -all", "v=DMARC1; p=quarantine");
+        var (relay, port) = await StartAsync("enforce", quarantine: "hold");
+        string id = $"held-{Guid.NewGuid():N}@x";
+        string queueId;
+        try
+        {
+            await using (var client = await TestSmtpClient.ConnectAndGreetAsync(port))
+            {
+                await client.EhloAsync("bot.example");
+                queueId = await client.SendAcceptedAsync("news@careful.test", ["bob@example.net"], Message("news@careful.test", id));
+            }
+            await relay.WaitForOutputAsync("held (DMARC quarantine)", Waits.Delivery);
+            relay.Kill(); // acknowledged held: the hold is durable with the 250
+            await relay.WaitForExitAsync(Waits.Exit);
+        }
+        finally
+        {
+            relay.Dispose();
+        }
+        (relay, port) = await StartAsync("enforce", quarantine: "hold");
+        using (relay)
+        {
+            var list = await CliRun.RunAsync(["queue", "list", "--json", "--spool", _dir.Spool], [], _dir.Path, log);
+            Assert.Contains($"\"id\":\"{queueId}\"", list.Stdout);
+            Assert.Contains("\"held\":true", list.Stdout);
+            Assert.Empty(_sink.Messages);
+
+            var release = await CliRun.RunAsync(["queue", "release", queueId, "--spool", _dir.Spool], [], _dir.Path, log);
+            Assert.True(release.ExitCode == 0, release.ToString());
+            var got = await _sink.WaitForMessageAsync(m => m.Header("Message-ID") == $"<{id}>", Waits.Delivery, "the released message");
+            Assert.StartsWith("dmarc=fail (p=quarantine", Results(got)[3]);
         }
     }
 }
