@@ -7,7 +7,8 @@ namespace NativeRelay.MailAuth.Dkim;
 
 /// <summary>
 /// One private key for d=<see cref="Domain"/>, s=<see cref="Selector"/>: RSA (1024 to 4096 bits,
-/// from .NET's own cryptography) or Ed25519 (BouncyCastle's RFC 8032 code; .NET 10 has none).
+/// from .NET's own cryptography) or Ed25519 (.NET 10 has none: OpenSSL's libcrypto when it can be
+/// loaded, see <see cref="OpenSslEd25519"/>, else BouncyCastle's RFC 8032 code).
 /// Read from a PEM file (PKCS#8, or PKCS#1 for RSA). Signing is thread-safe. The key material is
 /// never printed; messages name the file.
 /// </summary>
@@ -19,6 +20,7 @@ public sealed class DkimSigningKey : IDisposable
     private readonly RSA? _rsa;
     private readonly byte[]? _ed25519Seed;
     private readonly byte[]? _ed25519Public;
+    private readonly OpenSslEd25519? _openSsl; // the fast path; BouncyCastle when null
 
     private DkimSigningKey(string domain, string selector, string file, RSA? rsa, byte[]? ed25519Seed)
     {
@@ -32,6 +34,7 @@ public sealed class DkimSigningKey : IDisposable
             // Kept so each signature does not derive it again (that would double the cost).
             _ed25519Public = new byte[Ed25519Math.PublicKeySize];
             Ed25519Math.GeneratePublicKey(ed25519Seed, 0, _ed25519Public, 0);
+            _openSsl = OpenSslEd25519.TryCreate(ed25519Seed);
         }
         Algorithm = rsa is null ? DkimAlgorithm.Ed25519Sha256 : DkimAlgorithm.RsaSha256;
         SignatureLength = rsa is null ? Ed25519Math.SignatureSize : (rsa.KeySize + 7) / 8;
@@ -132,6 +135,8 @@ public sealed class DkimSigningKey : IDisposable
     {
         if (_rsa is not null)
             return _rsa.SignHash(sha256, signature, HashAlgorithmName.SHA256, RSASignaturePadding.Pkcs1);
+        if (_openSsl is not null && _openSsl.TrySign(sha256, signature[..Ed25519Math.SignatureSize]))
+            return Ed25519Math.SignatureSize;
         // BouncyCastle's RFC 8032 code takes arrays: two small ones per signature.
         byte[] message = sha256.ToArray();
         byte[] sig = new byte[Ed25519Math.SignatureSize];
@@ -156,6 +161,7 @@ public sealed class DkimSigningKey : IDisposable
     public void Dispose()
     {
         _rsa?.Dispose();
+        _openSsl?.Dispose();
         if (_ed25519Seed is not null)
             CryptographicOperations.ZeroMemory(_ed25519Seed);
     }
