@@ -7,7 +7,8 @@
 #   perf/fuzz.sh TARGET [SECONDS]        (make fuzz TARGET=... SECONDS=...)
 #   perf/fuzz.sh --list                  the target names
 #
-# Reproduce a finding outside afl: dotnet out/fuzz/bin/NativeRelay.Fuzz.dll TARGET FILE
+# Reproduce a finding outside afl with an uninstrumented build (the instrumented one in out/fuzz/bin
+# runs only under afl-fuzz): dotnet run --project tests/NativeRelay.Fuzz -c Release -- TARGET FILE
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -2,7 +2,8 @@ using NativeRelay.Fuzz;
 using SharpFuzz;
 
 // Usage: NativeRelay.Fuzz TARGET            run under afl-fuzz (perf/fuzz.sh starts it so)
-//        NativeRelay.Fuzz TARGET FILE...    run each file once, outside AFL (to reproduce a finding)
+//        NativeRelay.Fuzz TARGET FILE...    run each file once, outside AFL (to reproduce a finding;
+//                                           an uninstrumented build: dotnet run -c Release -- TARGET FILE)
 //        NativeRelay.Fuzz --list            the target names
 if (args.Length == 0 || args[0] == "--list")
 {
