@@ -44,8 +44,11 @@ mkdir -p "$FINDINGS"
 # the machine's CPU governor and core pinning are not ours to change on a shared machine.
 export AFL_SKIP_BIN_CHECK=1 AFL_SKIP_CPUFREQ=1 AFL_NO_AFFINITY=1 AFL_NO_UI=1 AFL_AUTORESUME=1
 export AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1
+# A target's dictionary of keywords, if it has one (tests/NativeRelay.Fuzz/dict/TARGET.dict).
+DICT=()
+[[ -f $PROJECT/dict/$TARGET.dict ]] && DICT=(-x "$PROJECT/dict/$TARGET.dict")
 # -t: a run slower than 2 s is a hang (the first runs pay the JIT; afl calibrates on them).
-afl-fuzz -i "$CORPUS" -o "$FINDINGS" -V "$SECONDS_TO_RUN" -t 2000 -m none -- \
+afl-fuzz -i "$CORPUS" -o "$FINDINGS" -V "$SECONDS_TO_RUN" -t 2000 -m none "${DICT[@]}" -- \
   dotnet "$BIN/NativeRelay.Fuzz.dll" "$TARGET" > "$FINDINGS/afl.log" 2>&1 || {
   echo "afl-fuzz failed; the end of $FINDINGS/afl.log:" >&2
   tail -20 "$FINDINGS/afl.log" >&2
