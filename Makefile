@@ -11,7 +11,7 @@ export DOTNET_CLI_TELEMETRY_OPTOUT=1
 export DOTNET_NOLOGO=1
 export DOTNET_SKIP_FIRST_TIME_EXPERIENCE=1
 
-.PHONY: all build publish run test unit-test e2e-test image image-test bench perf crash-test backlog-test clean
+.PHONY: all build publish run test unit-test e2e-test image image-test bench perf crash-test backlog-test fuzz clean
 
 all: build
 
@@ -74,6 +74,16 @@ crash-test: publish
 
 backlog-test: publish
 	bash perf/backlog-test.sh
+
+# Coverage-guided fuzzing of one parser (SharpFuzz + afl++; not part of `make test`): builds and
+# instruments tests/NativeRelay.Fuzz, runs afl-fuzz for SECONDS from the target's committed seed
+# corpus, keeps findings in out/fuzz/TARGET and prints execs/s and coverage. `perf/fuzz.sh --list`
+# names the targets; the full campaign per target is SECONDS=1800 (perf/RESULTS.md).
+TARGET  ?=
+SECONDS ?= 60
+fuzz:
+	@test -n "$(TARGET)" || { echo "make fuzz TARGET=NAME [SECONDS=60]; targets:" >&2; bash perf/fuzz.sh --list >&2; exit 2; }
+	bash perf/fuzz.sh $(TARGET) $(SECONDS)
 
 clean:
 	rm -rf $(OUT)

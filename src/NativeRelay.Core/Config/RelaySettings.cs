@@ -57,6 +57,12 @@ public sealed record RelaySettings
         {
             throw new ConfigException($"cannot read config file {path}: {e.Message}");
         }
+        return ParseText(text, path);
+    }
+
+    /// <summary>Reads the text of a configuration file (<paramref name="path"/> names it in errors); the fuzz harness starts here.</summary>
+    internal static RelayOptions ParseText(string text, string path)
+    {
         try
         {
             return JsonSerializer.Deserialize(text, RelayOptionsJsonContext.Default.RelayOptions)

@@ -104,6 +104,9 @@ public sealed class AliasTable
                 continue;
             if (t.StartsWith('<') && t.EndsWith('>'))
                 t = t[1..^1].Trim();
+            // "<>" (or "< >") is no address: without this, t[0] below threw IndexOutOfRangeException.
+            if (t.Length == 0)
+                throw Error(source, line, $"target '{part.Trim()}' is not an address");
             if (t[0] is '|' or '/' || t.StartsWith(":include:", StringComparison.OrdinalIgnoreCase))
                 throw Error(source, line, $"target '{t}': only addresses are supported (no pipes, files or :include:)");
             if (t.Any(c => char.IsWhiteSpace(c) || char.IsControl(c) || c is '"' or '<' or '>' or '(' or ')' or ';' or ':')

@@ -53,6 +53,7 @@ public sealed class AliasesTests : IDisposable
     [InlineData("  alice", "continuation")]
     [InlineData("no colon here", "expected")]
     [InlineData("bob: two words", "not an address")]
+    [InlineData("bob: alice, <>", "not an address")]   // threw IndexOutOfRangeException (found while writing the aliases fuzz target)
     public void Bad_lines_are_one_line_errors_with_the_line_number(string text, string expected)
     {
         var e = Assert.Throws<ConfigException>(() => AliasTable.Parse(text, "/etc/aliases"));

@@ -1,0 +1,418 @@
+using System.Buffers;
+using System.Net;
+using System.Reflection;
+using System.Runtime.CompilerServices;
+using System.Text;
+using System.Text.Json;
+using NativeRelay.Config;
+using NativeRelay.Control;
+using NativeRelay.Local;
+using NativeRelay.MailAuth;
+using NativeRelay.MailAuth.Dmarc;
+using NativeRelay.MailAuth.Spf;
+using NativeRelay.Maildrop;
+using NativeRelay.Message;
+using NativeRelay.Smtp;
+using NativeRelay.Smtp.Auth;
+using NativeRelay.Spool;
+using NativeRelay.Tools;
+
+namespace NativeRelay.Fuzz;
+
+/// <summary>
+/// One fuzz target per parser that reads bytes from outside. Each feeds the input to the parser
+/// the way the relay does and lets through only the outcomes the parser documents (a status, a
+/// false, null, or the one exception type its caller catches); anything else escapes and is a
+/// finding. The test project compiles this file too: FuzzRegressionTests replays every committed
+/// seed and every past finding through the same target.
+/// </summary>
+public static class Targets
+{
+    public static readonly IReadOnlyDictionary<string, Action<byte[]>> All = new Dictionary<string, Action<byte[]>>(StringComparer.Ordinal)
+    {
+        ["smtp-command"] = SmtpCommand,
+        ["mailbox-path"] = MailboxPathAndParameters,
+        ["auth"] = Auth,
+        ["data"] = Data,
+        ["bdat"] = Bdat,
+        ["headers"] = Headers,
+        ["smtp-reply"] = SmtpReplyTarget,
+        ["control"] = Control,
+        ["config"] = Config,
+        ["aliases"] = Aliases,
+        ["spool-record"] = SpoolRecord,
+        ["maildrop"] = MaildropTarget,
+        ["spf"] = Spf,
+        ["dmarc"] = Dmarc,
+        ["domain"] = Domain,
+    };
+
+    /// <summary>Splits input into a sequence of segments at lengths drawn from a seed byte, so line and reply readers meet every split.</summary>
+    internal static ReadOnlySequence<byte> Segmented(ReadOnlyMemory<byte> data, byte seed)
+    {
+        if (data.IsEmpty || seed == 0)
+            return new ReadOnlySequence<byte>(data);
+        int step = seed & 0x3F;
+        if (step == 0)
+            step = 1;
+        Segment first = new(data[..Math.Min(step, data.Length)]), last = first;
+        for (int at = step; at < data.Length; at += step)
+            last = last.Append(data.Slice(at, Math.Min(step, data.Length - at)));
+        return new ReadOnlySequence<byte>(first, 0, last, last.Memory.Length);
+    }
+
+    private sealed class Segment : ReadOnlySequenceSegment<byte>
+    {
+        public Segment(ReadOnlyMemory<byte> memory) => Memory = memory;
+
+        public Segment Append(ReadOnlyMemory<byte> memory)
+        {
+            var next = new Segment(memory) { RunningIndex = RunningIndex + Memory.Length };
+            Next = next;
+            return next;
+        }
+    }
+
+    private static (byte Seed, byte[] Body) Split(byte[] data) =>
+        data.Length == 0 ? ((byte)0, data) : (data[0], data[1..]);
+
+    // ---- SMTP server side -------------------------------------------------------------------
+
+    /// <summary>The command line reader over any segmentation, then the verb parser and, for MAIL/RCPT, the path and parameters.</summary>
+    public static void SmtpCommand(byte[] data)
+    {
+        var (seed, rest) = Split(data);
+        var buffer = Segmented(rest, seed);
+        Span<byte> scratch = stackalloc byte[CommandLineReader.MaxCommandLineLength];
+        bool skipping = false;
+        for (int guard = 0; guard <= rest.Length + 1 && !buffer.IsEmpty; guard++)
+        {
+            if (skipping)
+            {
+                if (!CommandLineReader.TrySkipPastLineEnd(buffer, out var consumedTo))
+                    return;
+                buffer = buffer.Slice(consumedTo);
+                skipping = false;
+                continue;
+            }
+            var status = CommandLineReader.TryReadLine(buffer, CommandLineReader.MaxCommandLineLength, scratch, out var line, out var end);
+            if (status == LineStatus.NeedMoreData)
+                return;
+            if (status == LineStatus.TooLong)
+            {
+                buffer = buffer.Slice(end);
+                skipping = true;
+                continue;
+            }
+            Command(line);
+            buffer = buffer.Slice(end);
+        }
+    }
+
+    private static void Command(ReadOnlySpan<byte> line)
+    {
+        var verb = SmtpCommandParser.Parse(line, out var argument);
+        if (verb is SmtpVerb.Mail or SmtpVerb.Rcpt)
+            Path(argument, verb == SmtpVerb.Mail ? MailboxPath.MailFromPrefix : MailboxPath.RcptToPrefix, utf8: line.Length % 2 == 0);
+        else if (verb == SmtpVerb.Bdat)
+            EsmtpParameters.TryParseSize(argument, out _);
+        else if (verb == SmtpVerb.Auth)
+            Sasl.ParseMechanism(argument);
+    }
+
+    private static void Path(ReadOnlySpan<byte> argument, ReadOnlySpan<byte> prefix, bool utf8)
+    {
+        var error = MailboxPath.Parse(argument, prefix, utf8, allowBareAddress: !utf8, out var address, out var parameters);
+        if (error != PathError.None)
+            return;
+        if (MailboxPath.TrySplit(address, out _, out var domain))
+            MailboxPath.ValidateDomain(domain, utf8);
+        MailboxPath.IsPostmaster(address);
+        if (!EsmtpParameters.IsWellFormed(parameters, utf8))
+            return;
+        Span<byte> decoded = stackalloc byte[512];
+        foreach (var p in new EsmtpParameters(parameters, utf8))
+        {
+            if (EsmtpParameters.KeywordEquals(p.Keyword, "SIZE"u8))
+                EsmtpParameters.TryParseSize(p.Value, out _);
+            else
+                EsmtpParameters.DecodeXtext(p.Value, decoded, out _);
+        }
+    }
+
+    /// <summary>A MAIL or RCPT argument (first byte picks which and the SMTPUTF8 switch).</summary>
+    public static void MailboxPathAndParameters(byte[] data)
+    {
+        var (seed, rest) = Split(data);
+        Path(rest, (seed & 1) == 0 ? MailboxPath.MailFromPrefix : MailboxPath.RcptToPrefix, utf8: (seed & 2) != 0);
+        // The parameters alone, as they follow any path.
+        bool utf8 = (seed & 4) != 0;
+        if (EsmtpParameters.IsWellFormed(rest, utf8))
+        {
+            Span<byte> decoded = stackalloc byte[64];
+            foreach (var p in new EsmtpParameters(rest, utf8))
+                EsmtpParameters.DecodeXtext(p.Value, decoded, out _);
+        }
+    }
+
+    /// <summary>AUTH responses: base64 lines, then the PLAIN message inside.</summary>
+    public static void Auth(byte[] data)
+    {
+        foreach (var range in data.AsSpan().Split((byte)'\n'))
+        {
+            var line = data.AsSpan()[range];
+            if (!line.IsEmpty && line[^1] == '\r')
+                line = line[..^1];
+            if (Sasl.IsCancel(line))
+                continue;
+            var decoded = Sasl.DecodeResponse(line);
+            if (decoded is not null)
+                Sasl.TryParsePlain(decoded, out _, out _);
+        }
+        Sasl.TryParsePlain(data, out _, out _);
+    }
+
+    /// <summary>DATA: the unstuffer over chunks of any size, with small limits so they are reached.</summary>
+    public static void Data(byte[] data)
+    {
+        var (seed, rest) = Split(data);
+        var unstuffer = new DotUnstuffer(maxLineLength: 16 + (seed & 0x3F), maxMessageSize: 64 + seed * 4);
+        var output = new ArrayBufferWriter<byte>();
+        int chunk = 1 + (seed >> 2);
+        int at = 0;
+        while (at < rest.Length)
+        {
+            int n = Math.Min(chunk, rest.Length - at);
+            var status = unstuffer.Process(rest.AsSpan(at, n), output, out int consumed);
+            if (consumed < 0 || consumed > n)
+                throw new InvalidOperationException($"consumed {consumed} of {n}");
+            if (status != DataStatus.NeedMoreData)
+            {
+                // A message after the terminator (pipelining) starts afresh.
+                unstuffer.Reset();
+                output.Clear();
+                at += Math.Max(consumed, 1);
+                continue;
+            }
+            if (consumed != n)
+                throw new InvalidOperationException($"NeedMoreData consumed {consumed} of {n}");
+            at += n;
+        }
+    }
+
+    /// <summary>BDAT: chunk sizes from the input (a byte each, after a count), the rest as the chunks' bytes.</summary>
+    public static void Bdat(byte[] data)
+    {
+        if (data.Length < 2)
+            return;
+        int chunks = 1 + (data[0] & 7);
+        var sizes = data.AsSpan(1, Math.Min(chunks, data.Length - 1));
+        var body = data.AsSpan(1 + sizes.Length);
+        var reader = new BdatReader(maxLineLength: 32 + (data[0] >> 3), maxMessageSize: 256);
+        var output = new ArrayBufferWriter<byte>();
+        reader.StartMessage();
+        for (int i = 0; i < sizes.Length; i++)
+        {
+            bool last = i == sizes.Length - 1;
+            long size = last ? body.Length : Math.Min(sizes[i], body.Length);
+            reader.StartChunk(size, last);
+            var piece = body[..(int)size];
+            while (!piece.IsEmpty)
+            {
+                int n = reader.Consume(piece[..Math.Min(piece.Length, 7 + i)], output);
+                if (n <= 0 || n > piece.Length)
+                    throw new InvalidOperationException($"Consume returned {n} of {piece.Length}");
+                piece = piece[n..];
+            }
+            body = body[(int)size..];
+        }
+        if (!reader.Failed)
+            reader.FinishMessage(output);
+    }
+
+    /// <summary>The header scanner and the readers built on it (From domain for DMARC, Authentication-Results).</summary>
+    public static void Headers(byte[] data)
+    {
+        var scanner = new HeaderScanner(data);
+        int fields = 0;
+        while (scanner.TryReadNext(out var field))
+        {
+            if (++fields > data.Length + 1)
+                throw new InvalidOperationException("the scanner does not advance");
+        }
+        HeaderScanner.CountFields(data, "Received"u8);
+        HeaderScanner.TryFindFirst(data, "From"u8, out _);
+        FromDomain.Find(data);
+        var ours = AuthenticationResults.FindOurs(data, "mx.example.test");
+        var copy = new ArrayBufferWriter<byte>();
+        AuthenticationResults.CopyWithout(data, ours, copy);
+        AuthenticationResults.ObscureInPlace(data.ToArray(), ours);
+        AuthenticationResults.TryReadAuthservId(data, out _);
+    }
+
+    // ---- SMTP client side -------------------------------------------------------------------
+
+    private static readonly MethodInfo ClientTryParseReply =
+        typeof(SmtpClientSession).GetMethod("TryParseReply", BindingFlags.NonPublic | BindingFlags.Instance)
+        ?? throw new MissingMethodException(nameof(SmtpClientSession), "TryParseReply");
+
+    /// <summary>Replies as both readers see them: the tools' SmtpReplyParser and the delivery client's own reader.</summary>
+    public static void SmtpReplyTarget(byte[] data)
+    {
+        var (seed, rest) = Split(data);
+        var buffer = Segmented(rest, seed);
+        Span<byte> scratch = stackalloc byte[SmtpReplyParser.MaxLineLength];
+        var capabilities = default(SmtpCapabilities);
+        for (int guard = 0; guard <= rest.Length + 1; guard++)
+        {
+            var before = buffer.Length;
+            var status = SmtpReplyParser.TryRead(ref buffer, scratch, out _, out _, ref capabilities, parseCapabilities: (seed & 1) != 0);
+            if (status != ReplyStatus.Complete || buffer.Length >= before)
+                break;
+        }
+
+        // The delivery client (SmtpClientSession.TryParseReply): its only documented failure is
+        // SmtpSessionException (a malformed reply), which ends the connection.
+        var session = (SmtpClientSession)RuntimeHelpers.GetUninitializedObject(typeof(SmtpClientSession));
+        var sequence = Segmented(rest, seed);
+        for (int guard = 0; guard <= rest.Length + 1; guard++)
+        {
+            object?[] args = [sequence, (seed & 2) != 0, (seed & 4) != 0, null];
+            try
+            {
+                if (!(bool)ClientTryParseReply.Invoke(session, args)!)
+                    break;
+            }
+            catch (TargetInvocationException e) when (e.InnerException is SmtpSessionException)
+            {
+                break;
+            }
+            catch (TargetInvocationException e)
+            {
+                System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(e.InnerException!).Throw();
+            }
+            var next = (ReadOnlySequence<byte>)args[0]!;
+            if (next.Length >= sequence.Length)
+                throw new InvalidOperationException("a complete reply consumed nothing");
+            sequence = next;
+        }
+    }
+
+    // ---- Local files and sockets ------------------------------------------------------------
+
+    /// <summary>A control socket request line (JSON) and, the other way, a response.</summary>
+    public static void Control(byte[] data)
+    {
+        string line = Encoding.UTF8.GetString(data);
+        try
+        {
+            var request = JsonSerializer.Deserialize(line, ControlJsonContext.Default.ControlRequest);
+            if (request?.Id is { } id)
+                QueueIdGenerator.TryParse(id, out _);
+        }
+        catch (JsonException)
+        {
+        }
+        try
+        {
+            JsonSerializer.Deserialize(line, ControlJsonContext.Default.ControlResponse);
+        }
+        catch (JsonException)
+        {
+        }
+    }
+
+    /// <summary>The JSON configuration file, then its validation; ConfigException is the documented failure.</summary>
+    public static void Config(byte[] data)
+    {
+        try
+        {
+            var options = RelaySettings.ParseText(Encoding.UTF8.GetString(data), "fuzz.json");
+            RelaySettings.Validate(options);
+        }
+        catch (ConfigException)
+        {
+        }
+    }
+
+    /// <summary>The aliases file; ConfigException (with file and line) is the documented failure.</summary>
+    public static void Aliases(byte[] data)
+    {
+        try
+        {
+            var table = AliasTable.Parse(Encoding.UTF8.GetString(data), "fuzz-aliases");
+            table.TryGet("postmaster", out _);
+        }
+        catch (ConfigException)
+        {
+        }
+    }
+
+    /// <summary>Spool records as recovery reads them back, corrupted: head (envelope), status.</summary>
+    public static void SpoolRecord(byte[] data)
+    {
+        if (MessageHead.TryParse(data) is { } head)
+        {
+            if (head.InlineOffset < 0 || head.InlineLength < 0 || head.InlineOffset + head.InlineLength > data.Length)
+                throw new InvalidOperationException("inline bytes outside the record");
+        }
+        if (HeadLayout.TryRead(data, out var layout))
+        {
+            if (layout.IsCopy)
+            {
+                // Recovery reads the snapshot of a copied head only (SpoolRecovery).
+                layout.SnapshotAttempts(data);
+                layout.SnapshotFlags(data);
+            }
+            layout.SnapshotStates(data);
+            for (int i = 0; i < layout.ChunkCount; i++)
+                layout.ChunkAddress(data, i);
+        }
+        StatusRecord.TryParse(data, out _);
+    }
+
+    public static void MaildropTarget(byte[] data) => MaildropFile.TryParse(data, out _, out _);
+
+    // ---- DNS-derived data -------------------------------------------------------------------
+
+    // Made per run, never in a static initializer: instrumented Core code must not run before
+    // SharpFuzz has set up afl's shared memory (it would write to a map that is not there yet).
+    private static SpfMacroContext MacroContext() =>
+        new(IPAddress.Parse("192.0.2.3"), "user@example.test", "example.test", "mx.example.test");
+
+    /// <summary>An SPF TXT record, and the macro-strings in it expanded as the evaluator would.</summary>
+    public static void Spf(byte[] data)
+    {
+        string text = Encoding.UTF8.GetString(data);
+        SpfRecord.IsSpfRecord(text);
+        if (SpfRecord.TryParse(text, out var record, out _))
+        {
+            foreach (var m in record.Mechanisms)
+            {
+                if (m.DomainSpec is { } spec && SpfMacro.IsValid(spec, false, out _))
+                    SpfMacro.Expand(spec, MacroContext());
+            }
+        }
+        if (SpfMacro.IsValid(text, true, out _))
+            SpfMacro.Expand(text, MacroContext(), explanation: true);
+    }
+
+    public static void Dmarc(byte[] data)
+    {
+        string text = Encoding.UTF8.GetString(data);
+        DmarcRecord.IsDmarcRecord(text);
+        DmarcRecord.TryParse(text, out _, out _);
+    }
+
+    /// <summary>Domain names from mail and DNS (an MX host, a From domain) through the Public Suffix List.</summary>
+    public static void Domain(byte[] data)
+    {
+        MailboxPath.ValidateDomain(data, allowUtf8: true);
+        string name = Encoding.UTF8.GetString(data);
+        var psl = PublicSuffixList.Default;
+        psl.GetPublicSuffix(name);
+        psl.GetRegistrableDomain(name);
+        psl.GetOrganizationalDomain(name);
+        RelaySettings.IsValidHostname(name);
+    }
+}
