@@ -45,6 +45,7 @@ public static class Targets
         ["spf"] = Spf,
         ["dmarc"] = Dmarc,
         ["domain"] = Domain,
+        ["dkim"] = Dkim,
     };
 
     /// <summary>Splits input into a sequence of segments at lengths drawn from a seed byte, so line and reply readers meet every split.</summary>
@@ -402,6 +403,34 @@ public static class Targets
         string text = Encoding.UTF8.GetString(data);
         DmarcRecord.IsDmarcRecord(text);
         DmarcRecord.TryParse(text, out _, out _);
+    }
+
+    /// <summary>
+    /// DKIM: a DKIM-Signature value through the tag-list parser (as the verifier reads one from a
+    /// message), a key record as DNS gives it, and a key file's PEM text (ConfigException is its
+    /// documented refusal).
+    /// </summary>
+    public static void Dkim(byte[] data)
+    {
+        Span<(Range Name, Range Value)> tags = stackalloc (Range, Range)[64];
+        if (NativeRelay.MailAuth.Dkim.DkimTagList.TryParse(data, tags, out int count))
+        {
+            Span<byte> scratch = stackalloc byte[1024];
+            foreach (var name in new[] { "v"u8.ToArray(), "a"u8.ToArray(), "b"u8.ToArray(), "bh"u8.ToArray(), "h"u8.ToArray(), "d"u8.ToArray() })
+            {
+                if (NativeRelay.MailAuth.Dkim.DkimTagList.TryGet(data, tags[..count], name, out var value) && data.AsSpan(value).Length <= scratch.Length)
+                    NativeRelay.MailAuth.Dkim.DkimTagList.CopyWithoutWhitespace(data.AsSpan(value), scratch);
+            }
+        }
+        string text = Encoding.UTF8.GetString(data);
+        NativeRelay.MailAuth.Dkim.DkimKeyRecord.Parse(text, out _);
+        try
+        {
+            using var key = NativeRelay.MailAuth.Dkim.DkimSigningKey.FromPem("fuzz.test", "s", "fuzz.pem", text);
+        }
+        catch (ConfigException)
+        {
+        }
     }
 
     /// <summary>Domain names from mail and DNS (an MX host, a From domain) through the Public Suffix List.</summary>
