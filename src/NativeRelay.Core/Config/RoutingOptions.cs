@@ -37,7 +37,7 @@ public sealed class RouteOptions
     /// <summary>Deliver locally (handed to the local delivery agent).</summary>
     public bool Local { get; set; }
 
-    /// <summary>TLS policy for this destination: none, opportunistic or required (default: delivery.tlsPolicy).</summary>
+    /// <summary>TLS policy for this destination: none, opportunistic, required or verify (default: delivery.tlsPolicy).</summary>
     public string? Tls { get; set; }
 
     /// <summary>Connection limit for this destination (default: delivery.connectionsPerDestination).</summary>

@@ -90,6 +90,7 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
         {
             Settings = settings,
             Routing = settings.Routing,
+            TlsPolicies = TlsPolicyResolverFor(settings.Routing),
             Spool = spool,
             Log = log,
             DeliveryLog = _deliveryLog,

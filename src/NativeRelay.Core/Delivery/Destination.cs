@@ -263,14 +263,14 @@ internal sealed class Destination
                 _lastTriedIp = endPoint.ToString();
                 try
                 {
-                    return Connected(await SmtpClientSession.ConnectAsync(endPoint, Options(host, _route.Tls), context.Stopping), host);
+                    return Connected(await SmtpClientSession.ConnectAsync(endPoint, await OptionsAsync(host, _route.Tls), context.Stopping), host);
                 }
                 catch (SmtpSessionException e) when (e.Stage == SmtpFailureStage.Tls && _route.Tls == TlsPolicy.Opportunistic)
                 {
                     context.Log.Info($"{_route.Key}: {e.Reply.Text}; trying {endPoint} again without TLS");
                     try
                     {
-                        return Connected(await SmtpClientSession.ConnectAsync(endPoint, Options(host, TlsPolicy.None), context.Stopping), host);
+                        return Connected(await SmtpClientSession.ConnectAsync(endPoint, await OptionsAsync(host, TlsPolicy.None), context.Stopping), host);
                     }
                     catch (SmtpSessionException plain)
                     {
@@ -295,17 +295,20 @@ internal sealed class Destination
         return (session, new AttemptInfo(host.Name, session.RemoteEndPoint.ToString(), tls, DsnPassed: false, ReplyFromRemote: true));
     }
 
-    private SmtpClientOptions Options(RouteHost host, TlsPolicy tls)
+    /// <summary>The session options of one connection, with the TLS policy stage's decision for this next hop.</summary>
+    private async ValueTask<SmtpClientOptions> OptionsAsync(RouteHost host, TlsPolicy tls)
     {
         var context = _loop.Context;
         var options = context.Settings.Delivery;
+        var check = await context.TlsPolicies.ForConnectionAsync(_route, host, tls, context.Stopping);
         return new SmtpClientOptions
         {
             HeloName = context.Settings.Hostname,
             ConnectTimeout = TimeSpan.FromSeconds(options.ConnectTimeoutSeconds),
             CommandTimeout = TimeSpan.FromSeconds(options.CommandTimeoutSeconds),
-            Tls = tls,
+            Tls = check.Policy,
             TlsHostName = IPAddress.TryParse(host.Name, out _) ? null : host.Name,
+            PeerCheck = check,
         };
     }
 

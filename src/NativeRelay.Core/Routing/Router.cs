@@ -311,7 +311,7 @@ public sealed class Router : IRouter
             return key;
         var sb = new StringBuilder(key);
         if (tls != _settings.DefaultTls)
-            sb.Append("|tls=").Append(tls switch { TlsPolicy.None => "none", TlsPolicy.Opportunistic => "opportunistic", _ => "required" });
+            sb.Append("|tls=").Append(RoutingSettings.TlsName(tls));
         if (connections is not null)
             sb.Append("|connections=").Append(connections.Value);
         if (rate != _settings.DefaultMaxMessagesPerSecond)

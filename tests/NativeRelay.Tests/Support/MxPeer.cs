@@ -83,6 +83,12 @@ public sealed class MxPeer : IAsyncDisposable
     public bool Chunking { get; set; }
     public bool Dsn { get; set; }
     public bool StartTls { get; set; }
+
+    /// <summary>The certificate STARTTLS presents (default: a self-signed one for peer.test).</summary>
+    public X509Certificate2? ServerCertificate { get; set; }
+
+    /// <summary>Offer STARTTLS in EHLO but answer it 454 (a downgrade attempt).</summary>
+    public bool RefuseStartTls { get; set; }
     public long SizeLimit { get; set; } = 100 * 1024 * 1024;
 
     /// <summary>The greeting line (a 4xx or 5xx here makes the relay try the next host).</summary>
@@ -397,7 +403,7 @@ public sealed class MxPeer : IAsyncDisposable
                     break;
                 case "STAR": // STARTTLS
                 {
-                    if (!StartTls || tls || reader.HasBuffered)
+                    if (!StartTls || tls || reader.HasBuffered || RefuseStartTls)
                     {
                         await Reply("454 4.7.0 TLS not available").ConfigureAwait(false);
                         break;
@@ -416,7 +422,7 @@ public sealed class MxPeer : IAsyncDisposable
                         return;
                     }
                     var ssl = new SslStream(stream, leaveInnerStreamOpen: false);
-                    await ssl.AuthenticateAsServerAsync(new SslServerAuthenticationOptions { ServerCertificate = Certificate.Value }, ct).ConfigureAwait(false);
+                    await ssl.AuthenticateAsServerAsync(new SslServerAuthenticationOptions { ServerCertificate = ServerCertificate ?? Certificate.Value }, ct).ConfigureAwait(false);
                     stream = ssl;
                     reader = new PeerReader(ssl);
                     tls = true;
