@@ -11,4 +11,10 @@ public sealed class OutboundTlsOptions
     /// verify policy. Default: the system store only.
     /// </summary>
     public string? CaFile { get; set; }
+
+    /// <summary>
+    /// DANE (RFC 7672) for MX hosts with DNSSEC-validated TLSA records: TLS then mandatory and
+    /// the certificate matched against the records. Takes effect only with routing.dnssec; false turns it off.
+    /// </summary>
+    public bool Dane { get; set; } = true;
 }

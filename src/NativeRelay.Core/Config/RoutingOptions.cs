@@ -9,6 +9,13 @@ public sealed class RoutingOptions
     /// <summary>DNS servers as IP:PORT; empty means the system's resolvers (/etc/resolv.conf).</summary>
     public List<string> Dns { get; set; } = [];
 
+    /// <summary>
+    /// The DNS servers validate DNSSEC and their AD bit is trusted (as Postfix's
+    /// smtp_dns_support_level = dnssec): turns DANE on. Only for a resolver on this host or a
+    /// trusted network path. Default false.
+    /// </summary>
+    public bool Dnssec { get; set; }
+
     /// <summary>The TCP port of MX hosts and of route hosts given without a port.</summary>
     public int RemotePort { get; set; } = 25;
 

@@ -90,7 +90,7 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
         {
             Settings = settings,
             Routing = settings.Routing,
-            TlsPolicies = TlsPolicyResolverFor(settings.Routing),
+            TlsPolicies = TlsPolicyResolverFor(settings.Routing, router),
             Spool = spool,
             Log = log,
             DeliveryLog = _deliveryLog,

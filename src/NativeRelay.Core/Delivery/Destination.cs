@@ -261,16 +261,28 @@ internal sealed class Destination
                 var endPoint = new IPEndPoint(address, host.Port);
                 _lastTriedHost = host.Name;
                 _lastTriedIp = endPoint.ToString();
+                SmtpClientOptions first;
                 try
                 {
-                    return Connected(await SmtpClientSession.ConnectAsync(endPoint, await OptionsAsync(host, _route.Tls), context.Stopping), host);
+                    first = await OptionsAsync(host, _route.Tls);
                 }
-                catch (SmtpSessionException e) when (e.Stage == SmtpFailureStage.Tls && _route.Tls == TlsPolicy.Opportunistic)
+                catch (SmtpSessionException e)
+                {
+                    last = e;
+                    continue;
+                }
+                try
+                {
+                    return Connected(await SmtpClientSession.ConnectAsync(endPoint, first, context.Stopping), host, first);
+                }
+                // Only where nothing asks for TLS (the effective policy, DANE included) may a failed handshake go plain.
+                catch (SmtpSessionException e) when (e.Stage == SmtpFailureStage.Tls && first.Tls == TlsPolicy.Opportunistic)
                 {
                     context.Log.Info($"{_route.Key}: {e.Reply.Text}; trying {endPoint} again without TLS");
                     try
                     {
-                        return Connected(await SmtpClientSession.ConnectAsync(endPoint, await OptionsAsync(host, TlsPolicy.None), context.Stopping), host);
+                        var plain = await OptionsAsync(host, TlsPolicy.None);
+                        return Connected(await SmtpClientSession.ConnectAsync(endPoint, plain, context.Stopping), host, plain);
                     }
                     catch (SmtpSessionException plain)
                     {
@@ -288,7 +300,7 @@ internal sealed class Destination
     }
 
     /// <summary>What every delivery on this connection reports (built once per connection, not per message).</summary>
-    private static (SmtpClientSession, AttemptInfo) Connected(SmtpClientSession session, RouteHost host)
+    private static (SmtpClientSession, AttemptInfo) Connected(SmtpClientSession session, RouteHost host, SmtpClientOptions options)
     {
         string? tls = session.TlsProtocol is null ? null
             : $"{session.TlsProtocol} {session.TlsCipher}" + (session.TlsCertificateVerified ? " verified" : " unverified");
@@ -301,6 +313,8 @@ internal sealed class Destination
         var context = _loop.Context;
         var options = context.Settings.Delivery;
         var check = await context.TlsPolicies.ForConnectionAsync(_route, host, tls, context.Stopping);
+        if (check.Refusal is not null)
+            throw new SmtpSessionException(SmtpReply.Local(451, $"4.7.5 {check.Refusal}"), SmtpFailureStage.Tls);
         return new SmtpClientOptions
         {
             HeloName = context.Settings.Hostname,

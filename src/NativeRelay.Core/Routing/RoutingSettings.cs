@@ -44,6 +44,10 @@ public sealed class StaticRoute
 public sealed class RoutingSettings
 {
     public IReadOnlyList<IPEndPoint> DnsServers { get; init; } = [];
+    /// <summary>routing.dnssec: the DNS servers validate, their AD bit is trusted (DANE needs it).</summary>
+    public bool Dnssec { get; init; }
+    /// <summary>DANE (RFC 7672) for MX hosts whose TLSA records validate; effective only with <see cref="Dnssec"/>.</summary>
+    public bool Dane { get; init; } = true;
     public int RemotePort { get; init; } = 25;
     public TimeSpan DnsTimeout { get; init; } = TimeSpan.FromSeconds(5);
     public int DnsCacheSize { get; init; } = 10_000;
@@ -116,6 +120,8 @@ public sealed class RoutingSettings
         return new RoutingSettings
         {
             DnsServers = dns,
+            Dnssec = r.Dnssec,
+            Dane = o.OutboundTls?.Dane ?? true,
             RemotePort = r.RemotePort,
             DnsTimeout = TimeSpan.FromSeconds(r.DnsTimeoutSeconds),
             DnsCacheSize = r.DnsCacheSize,

@@ -16,6 +16,8 @@ public enum CertificateProblem : byte
     Expired,
     /// <summary>The certificate does not name the MX host (RFC 6125), or there is no name to check (an address literal).</summary>
     NameMismatch,
+    /// <summary>DANE: no usable TLSA record matches the certificates presented.</summary>
+    DaneMismatch,
 }
 
 /// <summary>
@@ -87,6 +89,7 @@ public sealed class CertificateVerifier
         CertificateProblem.Untrusted => "untrusted certificate chain",
         CertificateProblem.Expired => "certificate expired or not yet valid",
         CertificateProblem.NameMismatch => "certificate does not name the host",
+        CertificateProblem.DaneMismatch => "no TLSA record matches the certificate of",
         _ => problem.ToString(),
     };
 }

@@ -14,15 +14,3 @@ public interface ITlsPolicyResolver
     /// <param name="policy">The policy the caller asks for (the route's, or None for a plain-text retry).</param>
     ValueTask<PeerCertificateCheck> ForConnectionAsync(Route route, RouteHost host, TlsPolicy policy, CancellationToken cancel);
 }
-
-/// <summary>
-/// The configured policies only (delivery.tlsPolicy and the routes' tls), with the verify policy's
-/// certificate check against the system store and outboundTls.caFile.
-/// </summary>
-public sealed class ConfiguredTlsPolicyResolver(CertificateVerifier verifier) : ITlsPolicyResolver
-{
-    public CertificateVerifier Verifier { get; } = verifier;
-
-    public ValueTask<PeerCertificateCheck> ForConnectionAsync(Route route, RouteHost host, TlsPolicy policy, CancellationToken cancel) =>
-        ValueTask.FromResult(new PeerCertificateCheck(policy, System.Net.IPAddress.TryParse(host.Name, out _) ? null : host.Name, Verifier));
-}

@@ -87,6 +87,9 @@ public sealed class MxPeer : IAsyncDisposable
     /// <summary>The certificate STARTTLS presents (default: a self-signed one for peer.test).</summary>
     public X509Certificate2? ServerCertificate { get; set; }
 
+    /// <summary>Certificates sent after <see cref="ServerCertificate"/> in the handshake (intermediates, a trust anchor).</summary>
+    public X509Certificate2[] ServerChain { get; set; } = [];
+
     /// <summary>Offer STARTTLS in EHLO but answer it 454 (a downgrade attempt).</summary>
     public bool RefuseStartTls { get; set; }
     public long SizeLimit { get; set; } = 100 * 1024 * 1024;
@@ -422,7 +425,7 @@ public sealed class MxPeer : IAsyncDisposable
                         return;
                     }
                     var ssl = new SslStream(stream, leaveInnerStreamOpen: false);
-                    await ssl.AuthenticateAsServerAsync(new SslServerAuthenticationOptions { ServerCertificate = ServerCertificate ?? Certificate.Value }, ct).ConfigureAwait(false);
+                    await ssl.AuthenticateAsServerAsync(ServerOptions(), ct).ConfigureAwait(false);
                     stream = ssl;
                     reader = new PeerReader(ssl);
                     tls = true;
@@ -593,6 +596,14 @@ public sealed class MxPeer : IAsyncDisposable
         s = s.Replace("\r", "\\r").Replace("\n", "\\n");
         return s.Length > 200 ? s[..200] + "..." : s;
     }
+
+    private SslServerAuthenticationOptions ServerOptions() => ServerChain.Length == 0
+        ? new SslServerAuthenticationOptions { ServerCertificate = ServerCertificate ?? Certificate.Value }
+        : new SslServerAuthenticationOptions
+        {
+            ServerCertificateContext = SslStreamCertificateContext.Create(ServerCertificate ?? Certificate.Value,
+                new X509Certificate2Collection(ServerChain), offline: true),
+        };
 
     private static X509Certificate2 CreateCertificate()
     {
