@@ -700,6 +700,9 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
                 Ip = string.IsNullOrEmpty(info?.Ip) ? null : info.Ip,
                 Reply = reply.ToString(),
                 Tls = info?.Tls,
+                TlsPolicy = info?.TlsPolicy,
+                TlsVerified = info?.TlsVerified,
+                TlsFailure = info?.TlsFailure,
             });
         }
         var level = reply.IsPositive ? Telemetry.LogLevel.Debug : Telemetry.LogLevel.Info;

@@ -44,6 +44,7 @@ internal sealed class Destination
     private long _lastActiveMs = Environment.TickCount64;
     private string? _lastTriedHost;
     private string? _lastTriedIp;
+    private string? _lastTlsPolicy;
 
     public Destination(Route route, DeliveryLoop loop)
     {
@@ -268,6 +269,7 @@ internal sealed class Destination
                 }
                 catch (SmtpSessionException e)
                 {
+                    CountTlsFailure(e);
                     last = e;
                     continue;
                 }
@@ -291,6 +293,7 @@ internal sealed class Destination
                 }
                 catch (SmtpSessionException e)
                 {
+                    CountTlsFailure(e);
                     last = e;
                 }
             }
@@ -304,7 +307,18 @@ internal sealed class Destination
     {
         string? tls = session.TlsProtocol is null ? null
             : $"{session.TlsProtocol} {session.TlsCipher}" + (session.TlsCertificateVerified ? " verified" : " unverified");
-        return (session, new AttemptInfo(host.Name, session.RemoteEndPoint.ToString(), tls, DsnPassed: false, ReplyFromRemote: true));
+        string verified = session.TlsProtocol is null ? "none" : options.PeerCheck?.VerifiedBy ?? "encrypted";
+        NativeRelay.Telemetry.RelayMetrics.TlsConnections.Increment(verified);
+        return (session, new AttemptInfo(host.Name, session.RemoteEndPoint.ToString(), tls, DsnPassed: false, ReplyFromRemote: true,
+            options.PeerCheck?.PolicyName ?? RoutingSettings.TlsName(options.Tls), verified));
+    }
+
+    private void CountTlsFailure(SmtpSessionException e)
+    {
+        if (e.TlsFailure is null)
+            return;
+        NativeRelay.Telemetry.RelayMetrics.TlsPolicyFailures.Increment(e.TlsFailure);
+        _loop.Context.Log.Info($"{_route.Key}: TLS policy {_lastTlsPolicy} refused {_lastTriedHost}[{_lastTriedIp}]: {e.TlsFailure}: {e.Reply.Text}");
     }
 
     /// <summary>The session options of one connection, with the TLS policy stage's decision for this next hop.</summary>
@@ -313,8 +327,10 @@ internal sealed class Destination
         var context = _loop.Context;
         var options = context.Settings.Delivery;
         var check = await context.TlsPolicies.ForConnectionAsync(_route, host, tls, context.Stopping);
+        _lastTlsPolicy = check.PolicyName;
         if (check.Refusal is not null)
-            throw new SmtpSessionException(SmtpReply.Local(451, $"4.7.5 {check.Refusal}"), SmtpFailureStage.Tls);
+            throw new SmtpSessionException(SmtpReply.Local(451, $"4.7.5 {check.Refusal}"), SmtpFailureStage.Tls)
+                { TlsFailure = NativeRelay.TlsPolicies.TlsFailureType.DnssecInvalid };
         return new SmtpClientOptions
         {
             HeloName = context.Settings.Hostname,
@@ -466,7 +482,7 @@ internal sealed class Destination
         Array.Fill(results, reply);
         bool remote = e.Stage is SmtpFailureStage.Greeting or SmtpFailureStage.Hello;
         await _loop.Context.Scheduler.CompleteJobAsync(job, results,
-            new AttemptInfo(_lastTriedHost ?? _route.Key, _lastTriedIp ?? "", null, false, remote));
+            new AttemptInfo(_lastTriedHost ?? _route.Key, _lastTriedIp ?? "", null, false, remote, _lastTlsPolicy, TlsFailure: e.TlsFailure));
     }
 
     /// <summary>The destination is unreachable now: defer everything waiting for it.</summary>

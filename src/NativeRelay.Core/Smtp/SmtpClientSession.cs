@@ -175,7 +175,8 @@ public sealed class SmtpClientSession : IAsyncDisposable
         if ((Capabilities & SmtpCapabilities.StartTls) == 0)
         {
             if (options.Tls >= TlsPolicy.Required)
-                throw new SmtpSessionException(SmtpReply.Local(451, $"4.7.4 TLS is required, but {RemoteEndPoint} does not offer STARTTLS"), SmtpFailureStage.Tls);
+                throw new SmtpSessionException(SmtpReply.Local(451, $"4.7.4 TLS is required, but {RemoteEndPoint} does not offer STARTTLS"), SmtpFailureStage.Tls)
+                    { TlsFailure = NativeRelay.TlsPolicies.TlsFailureType.StarttlsNotSupported };
             return;
         }
         await StartTlsAsync(options).ConfigureAwait(false);
@@ -199,7 +200,8 @@ public sealed class SmtpClientSession : IAsyncDisposable
         if (reply.Code != 220)
         {
             if (options.Tls >= TlsPolicy.Required)
-                throw new SmtpSessionException(SmtpReply.Local(451, $"4.7.4 TLS is required, but {RemoteEndPoint} refused STARTTLS: {reply}"), SmtpFailureStage.Tls);
+                throw new SmtpSessionException(SmtpReply.Local(451, $"4.7.4 TLS is required, but {RemoteEndPoint} refused STARTTLS: {reply}"), SmtpFailureStage.Tls)
+                    { TlsFailure = NativeRelay.TlsPolicies.TlsFailureType.StarttlsNotSupported };
             return; // the session goes on in plain text, as it was before STARTTLS
         }
         // Nothing may come between the 220 and the handshake: bytes there would be read as if
@@ -240,9 +242,9 @@ public sealed class SmtpClientSession : IAsyncDisposable
                 await ssl.DisposeAsync().ConfigureAwait(false);
                 if (check is { MustVerify: true, Failure: { } why })
                     throw new SmtpSessionException(SmtpReply.Local(451, $"4.7.5 TLS to {RemoteEndPoint} not verified: {why}"),
-                        SmtpFailureStage.Tls) { CertificateProblem = check.Problem };
+                        SmtpFailureStage.Tls) { CertificateProblem = check.Problem, TlsFailure = NativeRelay.TlsPolicies.TlsFailureType.For(check.Problem) };
                 throw new SmtpSessionException(SmtpReply.Local(421, $"4.7.5 TLS handshake with {RemoteEndPoint} failed: {OneLine(e.Message)}"),
-                    SmtpFailureStage.Tls);
+                    SmtpFailureStage.Tls) { TlsFailure = options.Tls >= TlsPolicy.Required ? NativeRelay.TlsPolicies.TlsFailureType.ValidationFailure : null };
             }
         }
         _ssl = ssl;
@@ -777,4 +779,6 @@ public sealed class SmtpSessionException(SmtpReply reply, SmtpFailureStage stage
     public SmtpFailureStage Stage { get; } = stage;
     /// <summary>Set when the verify policy refused the peer's certificate.</summary>
     public NativeRelay.TlsPolicies.CertificateProblem CertificateProblem { get; init; }
+    /// <summary>Set when a policy that needs TLS refused the next hop: the RFC 8460 result type (<see cref="NativeRelay.TlsPolicies.TlsFailureType"/>).</summary>
+    public string? TlsFailure { get; init; }
 }

@@ -54,7 +54,7 @@ public static class DaneMatcher
         {
             if (record.Usage != DaneTa)
                 continue;
-            foreach (var candidate in presented)
+            foreach (var candidate in Candidates(record, presented))
             {
                 if (!Matches(record, candidate))
                     continue;
@@ -72,6 +72,27 @@ public static class DaneMatcher
         return problem;
     }
 
+    // The certificates a DANE-TA record may name: those presented, and, for "2 0 0", the
+    // certificate in the record itself, which the server need not send (RFC 7671 5.2.2).
+    private static IEnumerable<X509Certificate2> Candidates(TlsaRecordData record, IEnumerable<X509Certificate2> presented)
+    {
+        foreach (var certificate in presented)
+            yield return certificate;
+        if (record.Selector == 0 && record.MatchingType == 0)
+        {
+            X509Certificate2? published = null;
+            try
+            {
+                published = X509CertificateLoader.LoadCertificate(record.Data);
+            }
+            catch (CryptographicException)
+            {
+            }
+            if (published is not null)
+                yield return published;
+        }
+    }
+
     /// <summary>Whether a record's association data matches a certificate (by its selector and matching type).</summary>
     public static bool Matches(TlsaRecordData record, X509Certificate2 certificate)
     {
@@ -87,20 +108,36 @@ public static class DaneMatcher
         };
     }
 
-    // The trust anchor published in DNS is the only root; revocation is not checked.
+    // The trust anchor published in DNS need not be a self-signed root (an issuing CA is the
+    // usual one), and platforms stop only at self-signed roots: so the chain is built with the
+    // anchor as a custom root and unknown authorities allowed, and then must pass through the
+    // anchor, with every certificate from the leaf up to it valid now and properly signed.
+    // Whatever lies above the anchor does not matter. Revocation is not checked.
     private static CertificateProblem ChainsTo(X509Certificate2 leaf, X509Certificate2 anchor, IEnumerable<X509Certificate2> presented)
     {
         using var chain = new X509Chain();
         chain.ChainPolicy.TrustMode = X509ChainTrustMode.CustomRootTrust;
         chain.ChainPolicy.CustomTrustStore.Add(anchor);
         chain.ChainPolicy.RevocationMode = X509RevocationMode.NoCheck;
+        chain.ChainPolicy.VerificationFlags = X509VerificationFlags.AllowUnknownCertificateAuthority;
         foreach (var certificate in presented)
             chain.ChainPolicy.ExtraStore.Add(certificate);
-        if (chain.Build(leaf))
-            return CertificateProblem.None;
-        foreach (var status in chain.ChainStatus)
-            if ((status.Status & X509ChainStatusFlags.NotTimeValid) != 0)
-                return CertificateProblem.Expired;
-        return CertificateProblem.DaneMismatch;
+        chain.ChainPolicy.ExtraStore.Add(anchor);
+        chain.Build(leaf);
+        const X509ChainStatusFlags AboveTheAnchor = X509ChainStatusFlags.UntrustedRoot | X509ChainStatusFlags.PartialChain;
+        var expired = false;
+        foreach (var element in chain.ChainElements)
+        {
+            foreach (var status in element.ChainElementStatus)
+            {
+                if ((status.Status & X509ChainStatusFlags.NotTimeValid) != 0)
+                    expired = true;
+                else if ((status.Status & ~AboveTheAnchor) != 0)
+                    return CertificateProblem.DaneMismatch;
+            }
+            if (element.Certificate.RawDataMemory.Span.SequenceEqual(anchor.RawDataMemory.Span))
+                return expired ? CertificateProblem.Expired : CertificateProblem.None;
+        }
+        return CertificateProblem.DaneMismatch; // the path does not pass through the anchor
     }
 }

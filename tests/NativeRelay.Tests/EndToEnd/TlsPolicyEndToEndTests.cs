@@ -148,4 +148,116 @@ public sealed class TlsPolicyEndToEndTests(ITestOutputHelper log)
         var delivered = await relay.WaitForEventAsync(id, "delivered");
         Assert.EndsWith("unverified", (string?)delivered["tls"]);
     }
+
+    // DANE ---------------------------------------------------------------------------------------
+
+    private static (byte, byte, byte, byte[]) Tlsa(byte usage, byte selector, byte matching, System.Security.Cryptography.X509Certificates.X509Certificate2 certificate)
+    {
+        var r = NativeRelay.Tests.Unit.DaneTests.Record(usage, selector, matching, certificate);
+        return (r.Usage, r.Selector, r.MatchingType, r.Data);
+    }
+
+    [Fact]
+    public async Task Dane_ee_delivers_to_a_self_signed_peer_whose_key_matches_the_validated_tlsa_record()
+    {
+        await using var dns = new TestDnsServer { Dnssec = true };
+        await using var peers = PeerGroup.Start("127.0.0.2");
+        var certificate = TestPki.SelfSigned("anything.else.test");
+        peers[0].StartTls = true;
+        peers[0].ServerCertificate = certificate;
+        dns.Mx("dane.test", (10, "mx.dane.test")).A("mx.dane.test", "127.0.0.2")
+           .Tlsa($"_{peers.Port}._tcp.mx.dane.test", Tlsa(3, 1, 1, certificate), (0, 0, 1, new byte[32]));
+        await using var relay = await MxRelay.StartAsync(log, dns, peers.Port, extraFlags: ["--dnssec"]);
+
+        string id = await relay.SendAsync(Sender, ["rcpt@dane.test"], MessageText.Simple("dane@test"));
+
+        var got = await peers[0].WaitForMessageAsync(m => m.Header("Message-ID") == "<dane@test>", "the message");
+        Assert.True(got.Tls);
+        var delivered = await relay.WaitForEventAsync(id, "delivered");
+        Assert.Equal("dane", (string?)delivered["tlsPolicy"]);
+        Assert.Equal("dane", (string?)delivered["tlsVerified"]);
+        Assert.Equal(1, dns.Queries($"_{peers.Port}._tcp.mx.dane.test", "TLSA"));
+    }
+
+    [Fact]
+    public async Task Dane_ta_delivers_over_a_chain_the_peer_presents_with_the_published_anchor()
+    {
+        using var pki = new TestPki();
+        await using var dns = new TestDnsServer { Dnssec = true };
+        await using var peers = PeerGroup.Start("127.0.0.2");
+        peers[0].StartTls = true;
+        // The issuing CA is the published trust anchor; the peer sends it after its own certificate.
+        using var issuing = pki.Intermediate();
+        peers[0].ServerCertificate = pki.Issue(["mx.daneta.test"], issuer: issuing);
+        peers[0].ServerChain = [issuing];
+        dns.Mx("daneta.test", (10, "mx.daneta.test")).A("mx.daneta.test", "127.0.0.2")
+           .Tlsa($"_{peers.Port}._tcp.mx.daneta.test", Tlsa(2, 1, 1, issuing));
+        await using var relay = await MxRelay.StartAsync(log, dns, peers.Port, extraFlags: ["--dnssec"]);
+
+        string id = await relay.SendAsync(Sender, ["rcpt@daneta.test"], MessageText.Simple("daneta@test"));
+
+        var delivered = await relay.WaitForEventAsync(id, "delivered");
+        Assert.Equal("dane", (string?)delivered["tlsVerified"]);
+    }
+
+    [Theory]
+    [InlineData("mismatch")]
+    [InlineData("stripped")]
+    [InlineData("454")]
+    [InlineData("tlsa-servfail")]
+    public async Task Dane_defers_on_a_mismatch_a_downgrade_or_a_failed_tlsa_lookup(string attack)
+    {
+        await using var dns = new TestDnsServer { Dnssec = true };
+        await using var peers = PeerGroup.Start("127.0.0.2");
+        var published = TestPki.SelfSigned("mx.danebad.test");
+        peers[0].StartTls = attack != "stripped";
+        peers[0].RefuseStartTls = attack == "454";
+        peers[0].ServerCertificate = attack == "mismatch" ? TestPki.SelfSigned("mx.danebad.test") : published;
+        string tlsaName = $"_{peers.Port}._tcp.mx.danebad.test";
+        dns.Mx("danebad.test", (10, "mx.danebad.test")).A("mx.danebad.test", "127.0.0.2").Tlsa(tlsaName, Tlsa(3, 1, 1, published));
+        if (attack == "tlsa-servfail")
+            dns.ServFail(tlsaName);
+        await using var relay = await MxRelay.StartAsync(log, dns, peers.Port, extraFlags: ["--dnssec"]);
+
+        string id = await relay.SendAsync(Sender, ["rcpt@danebad.test"], MessageText.Simple($"danebad-{attack}@test"));
+
+        var deferred = await relay.WaitForEventAsync(id, "deferred");
+        string reply = (string?)deferred["reply"] ?? "";
+        string expected = attack switch
+        {
+            "mismatch" => "validation-failure",
+            "tlsa-servfail" => "dnssec-invalid",
+            _ => "starttls-not-supported",
+        };
+        Assert.Equal(expected, (string?)deferred["tlsFailure"]);
+        Assert.Equal("dane", (string?)deferred["tlsPolicy"]);
+        Assert.Contains(attack == "mismatch" ? "no TLSA record matches" : attack == "tlsa-servfail" ? "TLSA lookup" : "4.7.4", reply);
+        Assert.Empty(peers[0].Messages);
+        Assert.Equal(0, peers[0].RcptAttempts("rcpt@danebad.test"));
+        if (attack == "tlsa-servfail")
+            Assert.Equal(0, peers[0].ConnectionCount);
+    }
+
+    [Theory]
+    [InlineData("no-ad-bit")]
+    [InlineData("no-dnssec-flag")]
+    [InlineData("no-dane-flag")]
+    public async Task Without_validated_records_or_with_dane_off_the_configured_policy_applies(string variant)
+    {
+        await using var dns = new TestDnsServer { Dnssec = variant != "no-ad-bit" };
+        await using var peers = PeerGroup.Start("127.0.0.2");
+        peers[0].StartTls = true;
+        peers[0].ServerCertificate = TestPki.SelfSigned("mx.insecure.test");
+        // A TLSA record that would not match: only DANE would refuse this peer.
+        dns.Mx("insecure.test", (10, "mx.insecure.test")).A("mx.insecure.test", "127.0.0.2")
+           .Tlsa($"_{peers.Port}._tcp.mx.insecure.test", (3, 1, 1, new byte[32]));
+        string[] flags = variant switch { "no-dnssec-flag" => [], "no-dane-flag" => ["--dnssec", "--no-dane"], _ => ["--dnssec"] };
+        await using var relay = await MxRelay.StartAsync(log, dns, peers.Port, extraFlags: flags);
+
+        string id = await relay.SendAsync(Sender, ["rcpt@insecure.test"], MessageText.Simple($"insecure-{variant}@test"));
+
+        var delivered = await relay.WaitForEventAsync(id, "delivered");
+        Assert.Equal("opportunistic", (string?)delivered["tlsPolicy"]);
+        Assert.Equal("encrypted", (string?)delivered["tlsVerified"]);
+    }
 }

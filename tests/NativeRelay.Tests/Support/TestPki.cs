@@ -39,6 +39,22 @@ public sealed class TestPki : IDisposable
         Create(dnsNames, notBefore ?? DateTimeOffset.UtcNow.AddDays(-1), notAfter ?? DateTimeOffset.UtcNow.AddDays(30),
             commonName ?? (dnsNames.Length > 0 ? dnsNames[0] : "no-san.test"), issuer ?? Root);
 
+    /// <summary>An intermediate CA (with its private key) issued by the root, to issue server certificates with.</summary>
+    public X509Certificate2 Intermediate(string name = "NativeRelay Test Issuing CA")
+    {
+        using var key = ECDsa.Create(ECCurve.NamedCurves.nistP256);
+        var request = new CertificateRequest($"CN={name}", key, HashAlgorithmName.SHA256);
+        request.CertificateExtensions.Add(new X509BasicConstraintsExtension(true, false, 0, true));
+        request.CertificateExtensions.Add(new X509KeyUsageExtension(X509KeyUsageFlags.KeyCertSign | X509KeyUsageFlags.CrlSign, true));
+        request.CertificateExtensions.Add(new X509SubjectKeyIdentifierExtension(request.PublicKey, false));
+        var serial = new byte[12];
+        RandomNumberGenerator.Fill(serial);
+        serial[0] &= 0x7f;
+        using var issued = request.Create(Root, DateTimeOffset.UtcNow.AddDays(-10), DateTimeOffset.UtcNow.AddYears(2), serial);
+        using var withKey = issued.CopyWithPrivateKey(key);
+        return Reload(withKey);
+    }
+
     /// <summary>A self-signed server certificate for <paramref name="dnsNames"/> (valid dates, trusted by no one).</summary>
     public static X509Certificate2 SelfSigned(params string[] dnsNames) =>
         Create(dnsNames, DateTimeOffset.UtcNow.AddDays(-1), DateTimeOffset.UtcNow.AddDays(30), dnsNames[0], issuer: null);
