@@ -389,7 +389,14 @@ internal sealed class Destination
         bool remote = true;
         try
         {
-            if ((envelope.Flags & EnvelopeFlags.SmtpUtf8) != 0 && (session.Capabilities & SmtpCapabilities.SmtpUtf8) == 0)
+            if ((envelope.Flags & EnvelopeFlags.RequireTls) != 0
+                && NativeRelay.TlsPolicies.RequireTlsRule.Refusal(session.TlsVerifiedBy, session.TlsProtocol is not null,
+                       (session.Capabilities & SmtpCapabilities.RequireTls) != 0, $"{peer.Host}[{session.RemoteEndPoint.Address}]") is { } refusal)
+            {
+                Array.Fill(results, SmtpReply.Local(550, refusal));
+                remote = false;
+            }
+            else if ((envelope.Flags & EnvelopeFlags.SmtpUtf8) != 0 && (session.Capabilities & SmtpCapabilities.SmtpUtf8) == 0)
             {
                 // RFC 6531 3.4: an SMTPUTF8 message cannot be passed to a server without the extension.
                 Array.Fill(results, SmtpReply.Local(553, $"5.6.7 SMTPUTF8 is required, but was not offered by host {peer.Host}[{session.RemoteEndPoint.Address}]"));

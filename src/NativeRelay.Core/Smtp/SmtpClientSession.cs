@@ -92,6 +92,8 @@ public sealed class SmtpClientSession : IAsyncDisposable
     public string? TlsCipher { get; private set; }
     /// <summary>The peer's certificate verified (trusted chain, host name per RFC 6125) by the connection's <see cref="SmtpClientOptions.PeerCheck"/>.</summary>
     public bool TlsCertificateVerified { get; private set; }
+    /// <summary>How the certificate was verified ("ca", "dane"), or null.</summary>
+    public string? TlsVerifiedBy { get; private set; }
 
     /// <summary>False once the connection can no longer be trusted for another transaction.</summary>
     public bool IsUsable => !_broken;
@@ -249,6 +251,7 @@ public sealed class SmtpClientSession : IAsyncDisposable
         }
         _ssl = ssl;
         TlsCertificateVerified = check?.Verified ?? false;
+        TlsVerifiedBy = check?.VerifiedBy;
         TlsProtocol = ssl.SslProtocol switch
         {
 #pragma warning disable SYSLIB0039 // only named, never enabled
@@ -505,6 +508,8 @@ public sealed class SmtpClientSession : IAsyncDisposable
             _output.Write(" BODY=8BITMIME"u8);
         if ((flags & EnvelopeFlags.SmtpUtf8) != 0 && (Capabilities & SmtpCapabilities.SmtpUtf8) != 0)
             _output.Write(" SMTPUTF8"u8);
+        if ((flags & EnvelopeFlags.RequireTls) != 0 && (Capabilities & SmtpCapabilities.RequireTls) != 0)
+            _output.Write(" REQUIRETLS"u8);
         if (dsn)
         {
             if ((flags & EnvelopeFlags.ReturnFull) != 0)
@@ -724,6 +729,7 @@ public sealed class SmtpClientSession : IAsyncDisposable
         if (Ascii.EqualsIgnoreCase(keyword, "PIPELINING"u8)) Capabilities |= SmtpCapabilities.Pipelining;
         else if (Ascii.EqualsIgnoreCase(keyword, "8BITMIME"u8)) Capabilities |= SmtpCapabilities.EightBitMime;
         else if (Ascii.EqualsIgnoreCase(keyword, "SMTPUTF8"u8)) Capabilities |= SmtpCapabilities.SmtpUtf8;
+        else if (Ascii.EqualsIgnoreCase(keyword, "REQUIRETLS"u8)) Capabilities |= SmtpCapabilities.RequireTls;
         else if (Ascii.EqualsIgnoreCase(keyword, "CHUNKING"u8)) Capabilities |= SmtpCapabilities.Chunking;
         else if (Ascii.EqualsIgnoreCase(keyword, "STARTTLS"u8)) Capabilities |= SmtpCapabilities.StartTls;
         else if (Ascii.EqualsIgnoreCase(keyword, "ENHANCEDSTATUSCODES"u8)) Capabilities |= SmtpCapabilities.EnhancedStatusCodes;

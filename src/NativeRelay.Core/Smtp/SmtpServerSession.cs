@@ -48,7 +48,7 @@ internal sealed class SmtpServerSession
 
     // MAIL / RCPT parameters seen, to refuse duplicates.
     [Flags]
-    private enum Seen : byte { None = 0, Size = 1, Body = 2, SmtpUtf8 = 4, Ret = 8, EnvId = 16, Auth = 32, Notify = 64, Orcpt = 128 }
+    private enum Seen : ushort { None = 0, Size = 1, Body = 2, SmtpUtf8 = 4, Ret = 8, EnvId = 16, Auth = 32, Notify = 64, Orcpt = 128, RequireTls = 256 }
 
     // Replies for the rest of a BDAT transaction that already failed (kept as arrays: a span cannot be a field).
     private static readonly byte[] BdatNeedHelo = SmtpReplies.BadSequenceNeedHelo.ToArray();
@@ -555,7 +555,7 @@ internal sealed class SmtpServerSession
         o.Write(name);
         o.Write("\r\n"u8);
         if (extended)
-            o.Write(_server.EhloCapabilities(OfferStartTls, OfferAuth));
+            o.Write(_server.EhloCapabilities(OfferStartTls, OfferAuth, requireTls: _tls is not null));
         return Step.Continue;
     }
 
@@ -799,6 +799,15 @@ internal sealed class SmtpServerSession
                 envelopeId = DecodePrintableXtext(value, MaxEnvelopeIdLength);
                 if (envelopeId is null)
                     return Error(SmtpReplies.EnvIdSyntax);
+            }
+            else if (EsmtpParameters.KeywordEquals(keyword, "REQUIRETLS"u8))
+            {
+                which = Seen.RequireTls;
+                if (!value.IsEmpty)
+                    return Error(SmtpReplies.RequireTlsParamSyntax);
+                if (_tls is null)
+                    return Error(SmtpReplies.RequireTlsWithoutTls);
+                flags |= EnvelopeFlags.RequireTls;
             }
             else if (EsmtpParameters.KeywordEquals(keyword, "AUTH"u8))
             {

@@ -90,6 +90,12 @@ public sealed class MxPeer : IAsyncDisposable
     /// <summary>Certificates sent after <see cref="ServerCertificate"/> in the handshake (intermediates, a trust anchor).</summary>
     public X509Certificate2[] ServerChain { get; set; } = [];
 
+    /// <summary>Offer REQUIRETLS (RFC 8689) in the EHLO reply under TLS.</summary>
+    public bool RequireTls { get; set; }
+
+    /// <summary>The parameters of every MAIL command received (after the path).</summary>
+    public System.Collections.Concurrent.ConcurrentQueue<string> MailParameters { get; } = new();
+
     /// <summary>Offer STARTTLS in EHLO but answer it 454 (a downgrade attempt).</summary>
     public bool RefuseStartTls { get; set; }
     public long SizeLimit { get; set; } = 100 * 1024 * 1024;
@@ -392,6 +398,7 @@ public sealed class MxPeer : IAsyncDisposable
                     if (Chunking) caps.Add("CHUNKING");
                     if (Dsn) caps.Add("DSN");
                     if (StartTls && !tls) caps.Add("STARTTLS");
+                    if (RequireTls && tls) caps.Add("REQUIRETLS");
                     if (Limits is not null) caps.Add("LIMITS " + Limits);
                     caps.Add("ENHANCEDSTATUSCODES");
                     var text = new StringBuilder();
@@ -445,6 +452,7 @@ public sealed class MxPeer : IAsyncDisposable
                         await Reply("501 5.5.4 Syntax: MAIL FROM:<address>").ConfigureAwait(false);
                         break;
                     }
+                    MailParameters.Enqueue(parameters);
                     if (parameters.Contains("SMTPUTF8", StringComparison.OrdinalIgnoreCase) && !SmtpUtf8)
                     {
                         await Reply("555 5.5.4 SMTPUTF8 not supported").ConfigureAwait(false);
