@@ -167,7 +167,8 @@ public sealed class TlsPolicyEndToEndTests(ITestOutputHelper log)
         peers[0].ServerCertificate = certificate;
         dns.Mx("dane.test", (10, "mx.dane.test")).A("mx.dane.test", "127.0.0.2")
            .Tlsa($"_{peers.Port}._tcp.mx.dane.test", Tlsa(3, 1, 1, certificate), (0, 0, 1, new byte[32]));
-        await using var relay = await MxRelay.StartAsync(log, dns, peers.Port, extraFlags: ["--dnssec"]);
+        int metricsPort = FreePort.Get();
+        await using var relay = await MxRelay.StartAsync(log, dns, peers.Port, extraFlags: ["--dnssec", "--metrics", $"127.0.0.1:{metricsPort}"]);
 
         string id = await relay.SendAsync(Sender, ["rcpt@dane.test"], MessageText.Simple("dane@test"));
 
@@ -177,6 +178,9 @@ public sealed class TlsPolicyEndToEndTests(ITestOutputHelper log)
         Assert.Equal("dane", (string?)delivered["tlsPolicy"]);
         Assert.Equal("dane", (string?)delivered["tlsVerified"]);
         Assert.Equal(1, dns.Queries($"_{peers.Port}._tcp.mx.dane.test", "TLSA"));
+        using var http = new HttpClient();
+        string metrics = await http.GetStringAsync($"http://127.0.0.1:{metricsPort}/metrics");
+        Assert.Contains("nativerelay_tls_connections_total{verified=\"dane\"} 1", metrics);
     }
 
     [Fact]
@@ -217,7 +221,8 @@ public sealed class TlsPolicyEndToEndTests(ITestOutputHelper log)
         dns.Mx("danebad.test", (10, "mx.danebad.test")).A("mx.danebad.test", "127.0.0.2").Tlsa(tlsaName, Tlsa(3, 1, 1, published));
         if (attack == "tlsa-servfail")
             dns.ServFail(tlsaName);
-        await using var relay = await MxRelay.StartAsync(log, dns, peers.Port, extraFlags: ["--dnssec"]);
+        int metricsPort = FreePort.Get();
+        await using var relay = await MxRelay.StartAsync(log, dns, peers.Port, extraFlags: ["--dnssec", "--metrics", $"127.0.0.1:{metricsPort}"]);
 
         string id = await relay.SendAsync(Sender, ["rcpt@danebad.test"], MessageText.Simple($"danebad-{attack}@test"));
 
@@ -236,6 +241,9 @@ public sealed class TlsPolicyEndToEndTests(ITestOutputHelper log)
         Assert.Equal(0, peers[0].RcptAttempts("rcpt@danebad.test"));
         if (attack == "tlsa-servfail")
             Assert.Equal(0, peers[0].ConnectionCount);
+        using var http = new HttpClient();
+        string metrics = await http.GetStringAsync($"http://127.0.0.1:{metricsPort}/metrics");
+        Assert.Matches($"nativerelay_tls_policy_failures_total\\{{reason=\"{expected}\"\\}} [1-9]", metrics);
     }
 
     [Theory]
