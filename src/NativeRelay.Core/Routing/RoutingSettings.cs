@@ -87,6 +87,9 @@ public sealed class RoutingSettings
         var d = o.Delivery;
         var tls = ParseTls(d.TlsPolicy, "delivery.tlsPolicy");
         var caFile = o.OutboundTls?.CaFile;
+        // Reading certificates loads OpenSSL, whose shim aborts the process when it is missing: ask first.
+        if (!string.IsNullOrEmpty(caFile) && NativeRelay.Net.OpenSslLibrary.Problem is { } noSsl)
+            throw new ConfigException(NativeRelay.Net.OpenSslLibrary.Refusal("outboundTls.caFile", noSsl));
         var anchors = string.IsNullOrEmpty(caFile) ? null : NativeRelay.TlsPolicies.TrustAnchors.Load(caFile, "outboundTls.caFile");
         if (!(d.MaxMessagesPerSecond >= 0) || double.IsInfinity(d.MaxMessagesPerSecond))
             throw new ConfigException("delivery.maxMessagesPerSecond must be 0 (no limit) or positive");

@@ -30,7 +30,10 @@ public enum CertificateProblem : byte
 /// </summary>
 public sealed class CertificateVerifier
 {
-    private static readonly Oid ServerAuth = new("1.3.6.1.5.5.7.3.1");
+    // No static crypto objects here: an Oid (or anything else of System.Security.Cryptography)
+    // made at start would load OpenSSL, whose shim aborts the process when it is missing, and a
+    // relay without TLS must run without it. Everything below runs only inside a handshake.
+    private const string ServerAuth = "1.3.6.1.5.5.7.3.1";
 
     public CertificateVerifier(TrustAnchors? anchors) => Anchors = anchors;
 
@@ -61,7 +64,7 @@ public sealed class CertificateVerifier
         chain.ChainPolicy.TrustMode = X509ChainTrustMode.CustomRootTrust;
         chain.ChainPolicy.CustomTrustStore.AddRange(Anchors.Certificates);
         chain.ChainPolicy.RevocationMode = X509RevocationMode.NoCheck;
-        chain.ChainPolicy.ApplicationPolicy.Add(ServerAuth);
+        chain.ChainPolicy.ApplicationPolicy.Add(new Oid(ServerAuth));
         if (presented is not null)
         {
             chain.ChainPolicy.ExtraStore.AddRange(presented.ChainPolicy.ExtraStore);
