@@ -50,6 +50,9 @@ public sealed class RelayOptions
 
     public DeliveryOptions Delivery { get; set; } = new();
 
+    /// <summary>Checks of next hops' certificates: the CA bundle of the verify policy (see OutboundTlsOptions.cs).</summary>
+    public OutboundTlsOptions OutboundTls { get; set; } = new();
+
     /// <summary>Next-hop selection: DNS servers, remote port, static routes, address literals (see RoutingOptions.cs).</summary>
     public RoutingOptions Routing { get; set; } = new();
 
@@ -170,7 +173,7 @@ public sealed class DeliveryOptions
     public int ConnectTimeoutSeconds { get; set; } = 30;
     /// <summary>Applies to every reply from the next hop; RFC 5321 4.5.3.2 gives 2-10 minutes per stage.</summary>
     public int CommandTimeoutSeconds { get; set; } = 300;
-    /// <summary>STARTTLS to next hops: none, opportunistic (when offered) or required (routes may override).</summary>
+    /// <summary>STARTTLS to next hops: none, opportunistic (when offered), required, or verify (a trusted certificate naming the MX host); routes may override.</summary>
     public string TlsPolicy { get; set; } = "opportunistic";
     /// <summary>Messages per second to one destination at most; 0: no rate limit (routes may override).</summary>
     public double MaxMessagesPerSecond { get; set; }

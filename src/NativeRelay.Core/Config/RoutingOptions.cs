@@ -9,6 +9,13 @@ public sealed class RoutingOptions
     /// <summary>DNS servers as IP:PORT; empty means the system's resolvers (/etc/resolv.conf).</summary>
     public List<string> Dns { get; set; } = [];
 
+    /// <summary>
+    /// The DNS servers validate DNSSEC and their AD bit is trusted (as Postfix's
+    /// smtp_dns_support_level = dnssec): turns DANE on. Only for a resolver on this host or a
+    /// trusted network path. Default false.
+    /// </summary>
+    public bool Dnssec { get; set; }
+
     /// <summary>The TCP port of MX hosts and of route hosts given without a port.</summary>
     public int RemotePort { get; set; } = 25;
 
@@ -37,7 +44,7 @@ public sealed class RouteOptions
     /// <summary>Deliver locally (handed to the local delivery agent).</summary>
     public bool Local { get; set; }
 
-    /// <summary>TLS policy for this destination: none, opportunistic or required (default: delivery.tlsPolicy).</summary>
+    /// <summary>TLS policy for this destination: none, opportunistic, required or verify (default: delivery.tlsPolicy).</summary>
     public string? Tls { get; set; }
 
     /// <summary>Connection limit for this destination (default: delivery.connectionsPerDestination).</summary>

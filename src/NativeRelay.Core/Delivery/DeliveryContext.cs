@@ -14,6 +14,8 @@ internal sealed class DeliveryContext
 {
     public required RelaySettings Settings { get; set; }
     public required RoutingSettings Routing { get; set; }
+    /// <summary>The TLS policy stage: per connection, the policy and certificate check (replaced with Routing).</summary>
+    public required NativeRelay.TlsPolicies.ITlsPolicyResolver TlsPolicies { get; set; }
     public required SpoolLog Spool { get; init; }
     public required Log Log { get; init; }
     public required DeliveryLog DeliveryLog { get; init; }

@@ -14,4 +14,8 @@ internal readonly record struct DeliveryJob(QueuedMessage Message, Route Route, 
 /// TLS, whether the DSN parameters went on to it, and whether the replies are the remote's own
 /// (they then name it as Remote-MTA) or were made up here (connection failures, policy).
 /// </summary>
-internal sealed record AttemptInfo(string Host, string Ip, string? Tls, bool DsnPassed, bool ReplyFromRemote);
+/// <param name="TlsPolicy">The policy applied to the connection (none, opportunistic, required, verify, dane).</param>
+/// <param name="TlsVerified">What was verified: none (plain text), encrypted, ca, dane.</param>
+/// <param name="TlsFailure">The RFC 8460 result type when a policy refused the next hop.</param>
+internal sealed record AttemptInfo(string Host, string Ip, string? Tls, bool DsnPassed, bool ReplyFromRemote,
+    string? TlsPolicy = null, string? TlsVerified = null, string? TlsFailure = null);

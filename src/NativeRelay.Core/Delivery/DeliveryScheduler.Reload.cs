@@ -20,9 +20,22 @@ public sealed partial class DeliveryScheduler
         Volatile.Write(ref _retry, retry);
         Volatile.Write(ref _bouncer, bouncer);
         _context.Routing = settings.Routing;
+        _context.TlsPolicies = TlsPolicyResolverFor(settings.Routing, router);
         _context.Retry = retry;
         _context.Settings = settings;
         Volatile.Write(ref _settings, settings);
         Volatile.Write(ref _activeLimit, Math.Max(1, settings.Delivery.ActiveLimit));
     }
+
+    /// <summary>
+    /// The TLS policy stage for a configuration (its CA bundle is loaded by the settings); DANE
+    /// asks the router's resolver when the operator trusts its AD bit. A reload starts its caches empty.
+    /// </summary>
+    private static NativeRelay.TlsPolicies.ITlsPolicyResolver TlsPolicyResolverFor(RoutingSettings routing, IRouter router) =>
+        new NativeRelay.TlsPolicies.TlsPolicyResolver(
+            routing.TrustAnchors is null
+                ? NativeRelay.TlsPolicies.CertificateVerifier.SystemOnly
+                : new NativeRelay.TlsPolicies.CertificateVerifier(routing.TrustAnchors),
+            routing.Dnssec && routing.Dane && router is Router r ? r.Dns : null,
+            routing.DnsCacheSize);
 }

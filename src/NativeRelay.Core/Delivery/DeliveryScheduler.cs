@@ -90,6 +90,7 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
         {
             Settings = settings,
             Routing = settings.Routing,
+            TlsPolicies = TlsPolicyResolverFor(settings.Routing, router),
             Spool = spool,
             Log = log,
             DeliveryLog = _deliveryLog,
@@ -700,6 +701,9 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
                 Ip = string.IsNullOrEmpty(info?.Ip) ? null : info.Ip,
                 Reply = reply.ToString(),
                 Tls = info?.Tls,
+                TlsPolicy = info?.TlsPolicy,
+                TlsVerified = info?.TlsVerified,
+                TlsFailure = info?.TlsFailure,
             });
         }
         var level = reply.IsPositive ? Telemetry.LogLevel.Debug : Telemetry.LogLevel.Info;

@@ -44,6 +44,7 @@ internal sealed class Destination
     private long _lastActiveMs = Environment.TickCount64;
     private string? _lastTriedHost;
     private string? _lastTriedIp;
+    private string? _lastTlsPolicy;
 
     public Destination(Route route, DeliveryLoop loop)
     {
@@ -261,16 +262,29 @@ internal sealed class Destination
                 var endPoint = new IPEndPoint(address, host.Port);
                 _lastTriedHost = host.Name;
                 _lastTriedIp = endPoint.ToString();
+                SmtpClientOptions first;
                 try
                 {
-                    return Connected(await SmtpClientSession.ConnectAsync(endPoint, Options(host, _route.Tls), context.Stopping), host);
+                    first = await OptionsAsync(host, _route.Tls);
                 }
-                catch (SmtpSessionException e) when (e.Stage == SmtpFailureStage.Tls && _route.Tls == TlsPolicy.Opportunistic)
+                catch (SmtpSessionException e)
+                {
+                    CountTlsFailure(e);
+                    last = e;
+                    continue;
+                }
+                try
+                {
+                    return Connected(await SmtpClientSession.ConnectAsync(endPoint, first, context.Stopping), host, first);
+                }
+                // Only where nothing asks for TLS (the effective policy, DANE included) may a failed handshake go plain.
+                catch (SmtpSessionException e) when (e.Stage == SmtpFailureStage.Tls && first.Tls == TlsPolicy.Opportunistic)
                 {
                     context.Log.Info($"{_route.Key}: {e.Reply.Text}; trying {endPoint} again without TLS");
                     try
                     {
-                        return Connected(await SmtpClientSession.ConnectAsync(endPoint, Options(host, TlsPolicy.None), context.Stopping), host);
+                        var plain = await OptionsAsync(host, TlsPolicy.None);
+                        return Connected(await SmtpClientSession.ConnectAsync(endPoint, plain, context.Stopping), host, plain);
                     }
                     catch (SmtpSessionException plain)
                     {
@@ -279,6 +293,7 @@ internal sealed class Destination
                 }
                 catch (SmtpSessionException e)
                 {
+                    CountTlsFailure(e);
                     last = e;
                 }
             }
@@ -288,24 +303,42 @@ internal sealed class Destination
     }
 
     /// <summary>What every delivery on this connection reports (built once per connection, not per message).</summary>
-    private static (SmtpClientSession, AttemptInfo) Connected(SmtpClientSession session, RouteHost host)
+    private static (SmtpClientSession, AttemptInfo) Connected(SmtpClientSession session, RouteHost host, SmtpClientOptions options)
     {
         string? tls = session.TlsProtocol is null ? null
             : $"{session.TlsProtocol} {session.TlsCipher}" + (session.TlsCertificateVerified ? " verified" : " unverified");
-        return (session, new AttemptInfo(host.Name, session.RemoteEndPoint.ToString(), tls, DsnPassed: false, ReplyFromRemote: true));
+        string verified = session.TlsProtocol is null ? "none" : options.PeerCheck?.VerifiedBy ?? "encrypted";
+        NativeRelay.Telemetry.RelayMetrics.TlsConnections.Increment(verified);
+        return (session, new AttemptInfo(host.Name, session.RemoteEndPoint.ToString(), tls, DsnPassed: false, ReplyFromRemote: true,
+            options.PeerCheck?.PolicyName ?? RoutingSettings.TlsName(options.Tls), verified));
     }
 
-    private SmtpClientOptions Options(RouteHost host, TlsPolicy tls)
+    private void CountTlsFailure(SmtpSessionException e)
+    {
+        if (e.TlsFailure is null)
+            return;
+        NativeRelay.Telemetry.RelayMetrics.TlsPolicyFailures.Increment(e.TlsFailure);
+        _loop.Context.Log.Info($"{_route.Key}: TLS policy {_lastTlsPolicy} refused {_lastTriedHost}[{_lastTriedIp}]: {e.TlsFailure}: {e.Reply.Text}");
+    }
+
+    /// <summary>The session options of one connection, with the TLS policy stage's decision for this next hop.</summary>
+    private async ValueTask<SmtpClientOptions> OptionsAsync(RouteHost host, TlsPolicy tls)
     {
         var context = _loop.Context;
         var options = context.Settings.Delivery;
+        var check = await context.TlsPolicies.ForConnectionAsync(_route, host, tls, context.Stopping);
+        _lastTlsPolicy = check.PolicyName;
+        if (check.Refusal is not null)
+            throw new SmtpSessionException(SmtpReply.Local(451, $"4.7.5 {check.Refusal}"), SmtpFailureStage.Tls)
+                { TlsFailure = NativeRelay.TlsPolicies.TlsFailureType.DnssecInvalid };
         return new SmtpClientOptions
         {
             HeloName = context.Settings.Hostname,
             ConnectTimeout = TimeSpan.FromSeconds(options.ConnectTimeoutSeconds),
             CommandTimeout = TimeSpan.FromSeconds(options.CommandTimeoutSeconds),
-            Tls = tls,
+            Tls = check.Policy,
             TlsHostName = IPAddress.TryParse(host.Name, out _) ? null : host.Name,
+            PeerCheck = check,
         };
     }
 
@@ -356,7 +389,14 @@ internal sealed class Destination
         bool remote = true;
         try
         {
-            if ((envelope.Flags & EnvelopeFlags.SmtpUtf8) != 0 && (session.Capabilities & SmtpCapabilities.SmtpUtf8) == 0)
+            if ((envelope.Flags & EnvelopeFlags.RequireTls) != 0
+                && NativeRelay.TlsPolicies.RequireTlsRule.Refusal(session.TlsVerifiedBy, session.TlsProtocol is not null,
+                       (session.Capabilities & SmtpCapabilities.RequireTls) != 0, $"{peer.Host}[{session.RemoteEndPoint.Address}]") is { } refusal)
+            {
+                Array.Fill(results, SmtpReply.Local(550, refusal));
+                remote = false;
+            }
+            else if ((envelope.Flags & EnvelopeFlags.SmtpUtf8) != 0 && (session.Capabilities & SmtpCapabilities.SmtpUtf8) == 0)
             {
                 // RFC 6531 3.4: an SMTPUTF8 message cannot be passed to a server without the extension.
                 Array.Fill(results, SmtpReply.Local(553, $"5.6.7 SMTPUTF8 is required, but was not offered by host {peer.Host}[{session.RemoteEndPoint.Address}]"));
@@ -449,7 +489,7 @@ internal sealed class Destination
         Array.Fill(results, reply);
         bool remote = e.Stage is SmtpFailureStage.Greeting or SmtpFailureStage.Hello;
         await _loop.Context.Scheduler.CompleteJobAsync(job, results,
-            new AttemptInfo(_lastTriedHost ?? _route.Key, _lastTriedIp ?? "", null, false, remote));
+            new AttemptInfo(_lastTriedHost ?? _route.Key, _lastTriedIp ?? "", null, false, remote, _lastTlsPolicy, TlsFailure: e.TlsFailure));
     }
 
     /// <summary>The destination is unreachable now: defer everything waiting for it.</summary>

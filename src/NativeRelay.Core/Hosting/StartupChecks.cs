@@ -41,17 +41,17 @@ public static class StartupChecks
     /// <summary>
     /// The option that makes the relay use TLS, or null when nothing does: a certificate (STARTTLS
     /// and implicit TLS when receiving), or the required policy when delivering (by default, or
-    /// on a route). Opportunistic STARTTLS, the default, is skipped when OpenSSL is missing.
+    /// on a route), or verify. Opportunistic STARTTLS, the default, is skipped when OpenSSL is missing.
     /// </summary>
     public static string? TlsRequiredBy(RelaySettings settings)
     {
         if (settings.Tls is not null)
             return "tls.certificate";
-        if (settings.Routing.DefaultTls == TlsPolicy.Required)
-            return "delivery.tlsPolicy \"required\"";
+        if (settings.Routing.DefaultTls >= TlsPolicy.Required)
+            return $"delivery.tlsPolicy \"{RoutingSettings.TlsName(settings.Routing.DefaultTls)}\"";
         foreach (var route in settings.Routing.Routes.All)
-            if (route.Tls == TlsPolicy.Required)
-                return $"routing.routes[\"{route.Pattern}\"].tls \"required\"";
+            if (route.Tls >= TlsPolicy.Required)
+                return $"routing.routes[\"{route.Pattern}\"].tls \"{RoutingSettings.TlsName(route.Tls.Value)}\"";
         return null;
     }
 

@@ -20,7 +20,17 @@ public enum DnsStatus : byte
 public sealed record MxAnswer(DnsStatus Status, IReadOnlyList<(int Preference, string Host)> Hosts, bool NullMx, TimeSpan Ttl, string? Error = null);
 
 /// <summary>A host's addresses (A then AAAA), or why there are none.</summary>
-public sealed record AddressAnswer(DnsStatus Status, IPAddress[] Addresses, TimeSpan Ttl, string? Error = null);
+/// <summary>A and AAAA together; <see cref="Authentic"/>: both answers carried the AD bit (only asked for with DNSSEC on).</summary>
+public sealed record AddressAnswer(DnsStatus Status, IPAddress[] Addresses, TimeSpan Ttl, string? Error = null, bool Authentic = false);
+
+/// <summary>One TLSA record (RFC 6698 2.1): certificate usage, selector, matching type, association data.</summary>
+public sealed record TlsaRecordData(byte Usage, byte Selector, byte MatchingType, byte[] Data);
+
+/// <summary>
+/// The TLSA records of a name; <see cref="Authentic"/>: the answer (positive or negative) carried
+/// the AD bit of a resolver the operator trusts to validate (routing.dnssec).
+/// </summary>
+public sealed record TlsaAnswer(DnsStatus Status, IReadOnlyList<TlsaRecordData> Records, bool Authentic, TimeSpan Ttl, string? Error = null);
 
 /// <summary>
 /// A name's TXT records, each the concatenation of its character-strings (RFC 7208 3.3, RFC 6376
@@ -41,6 +51,10 @@ public interface IDnsResolver
     /// <summary>The PTR names of an address (in-addr.arpa / ip6.arpa). A resolver without it answers NoData.</summary>
     Task<PtrAnswer> QueryPtrAsync(IPAddress address, CancellationToken cancel) =>
         Task.FromResult(new PtrAnswer(DnsStatus.NoData, [], TimeSpan.Zero));
+
+    /// <summary>TLSA records (DANE, RFC 7672: "_25._tcp.HOST"), with the AD bit of the answer.</summary>
+    Task<TlsaAnswer> QueryTlsaAsync(string name, CancellationToken cancel) =>
+        Task.FromResult(new TlsaAnswer(DnsStatus.NoData, [], false, TimeSpan.Zero));
 }
 
 /// <summary>
@@ -61,12 +75,13 @@ public sealed class DnsClientResolver : IDnsResolver
     /// </summary>
     private readonly Lazy<(LookupClient? Client, string? Problem)> _client;
 
-    public DnsClientResolver(IReadOnlyList<IPEndPoint> servers, TimeSpan timeout, string resolvConf = ResolvConf)
+    public DnsClientResolver(IReadOnlyList<IPEndPoint> servers, TimeSpan timeout, string resolvConf = ResolvConf, bool dnssec = false)
     {
-        _client = new Lazy<(LookupClient?, string?)>(() => Create(servers, timeout, resolvConf), LazyThreadSafetyMode.ExecutionAndPublication);
+        _client = new Lazy<(LookupClient?, string?)>(() => Create(servers, timeout, resolvConf, dnssec), LazyThreadSafetyMode.ExecutionAndPublication);
     }
 
-    private static (LookupClient?, string?) Create(IReadOnlyList<IPEndPoint> servers, TimeSpan timeout, string resolvConf)
+    /// <param name="dnssec">Ask with the DO bit (EDNS), so a validating resolver reports the AD bit (RFC 6840 5.7).</param>
+    private static (LookupClient?, string?) Create(IReadOnlyList<IPEndPoint> servers, TimeSpan timeout, string resolvConf, bool dnssec)
     {
         // Without configured servers, the system's are the nameserver lines of /etc/resolv.conf,
         // read here rather than by DnsClient: its own search walks the network interfaces (and
@@ -92,6 +107,7 @@ public sealed class DnsClientResolver : IDnsResolver
             ContinueOnDnsError = true,
             ContinueOnEmptyResponse = false,
             UseTcpFallback = true,
+            RequestDnsSecRecords = dnssec,
         };
         return (new LookupClient(options), null);
     }
@@ -192,8 +208,9 @@ public sealed class DnsClientResolver : IDnsResolver
     {
         var a = QueryOneAsync(host, QueryType.A, cancel);
         var aaaa = QueryOneAsync(host, QueryType.AAAA, cancel);
-        var (aStatus, aAddresses, aTtl, aError) = await a.ConfigureAwait(false);
-        var (sixStatus, sixAddresses, sixTtl, sixError) = await aaaa.ConfigureAwait(false);
+        var (aStatus, aAddresses, aTtl, aError, aAuthentic) = await a.ConfigureAwait(false);
+        var (sixStatus, sixAddresses, sixTtl, sixError, sixAuthentic) = await aaaa.ConfigureAwait(false);
+        bool authentic = aAuthentic && sixAuthentic;
         if (aAddresses.Count + sixAddresses.Count > 0)
         {
             var all = new IPAddress[aAddresses.Count + sixAddresses.Count];
@@ -204,12 +221,12 @@ public sealed class DnsClientResolver : IDnsResolver
             // One family failing transiently: use the other, and ask again soon.
             if (aStatus == DnsStatus.TempFail || sixStatus == DnsStatus.TempFail)
                 ttl = Min(ttl, Router.TransientFailureTtl);
-            return new AddressAnswer(DnsStatus.Ok, all, ttl);
+            return new AddressAnswer(DnsStatus.Ok, all, ttl, Authentic: authentic);
         }
         if (aStatus == DnsStatus.TempFail || sixStatus == DnsStatus.TempFail)
             return new AddressAnswer(DnsStatus.TempFail, [], TimeSpan.Zero, aError ?? sixError);
         var status = aStatus == DnsStatus.NxDomain && sixStatus == DnsStatus.NxDomain ? DnsStatus.NxDomain : DnsStatus.NoData;
-        return new AddressAnswer(status, [], Min(aTtl, sixTtl));
+        return new AddressAnswer(status, [], Min(aTtl, sixTtl), Authentic: authentic);
     }
 
     public async Task<TxtAnswer> QueryTxtAsync(string name, CancellationToken cancel)
@@ -272,23 +289,55 @@ public sealed class DnsClientResolver : IDnsResolver
         return new PtrAnswer(DnsStatus.Ok, names, TimeSpan.FromSeconds(ttl));
     }
 
-    private async Task<(DnsStatus, List<IPAddress>, TimeSpan, string?)> QueryOneAsync(string host, QueryType type, CancellationToken cancel)
+    public async Task<TlsaAnswer> QueryTlsaAsync(string name, CancellationToken cancel)
     {
         IDnsQueryResponse response;
         try
         {
             if (Client(out string? problem) is not { } client)
-                return (DnsStatus.TempFail, [], TimeSpan.Zero, problem);
+                return new TlsaAnswer(DnsStatus.TempFail, [], false, TimeSpan.Zero, problem);
+            response = await client.QueryAsync(name, QueryType.TLSA, QueryClass.IN, cancel).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is DnsResponseException or System.Net.Sockets.SocketException or IOException or TimeoutException
+                                      or OperationCanceledException && !cancel.IsCancellationRequested)
+        {
+            return new TlsaAnswer(DnsStatus.TempFail, [], false, TimeSpan.Zero, Describe(e));
+        }
+        bool authentic = response.Header.IsAuthenticData;
+        var status = Classify(response, out string? error);
+        if (status != DnsStatus.Ok)
+            return new TlsaAnswer(status, [], authentic && status != DnsStatus.TempFail, NegativeTtl(response), error);
+        var records = new List<TlsaRecordData>();
+        uint ttl = uint.MaxValue;
+        foreach (var tlsa in response.Answers.OfType<TlsaRecord>())
+        {
+            records.Add(new TlsaRecordData((byte)tlsa.CertificateUsage, (byte)tlsa.Selector, (byte)tlsa.MatchingType,
+                tlsa.CertificateAssociationData.ToArray()));
+            ttl = Math.Min(ttl, (uint)Math.Max(0, tlsa.TimeToLive));
+        }
+        if (records.Count == 0)
+            return new TlsaAnswer(DnsStatus.NoData, records, authentic, NegativeTtl(response));
+        return new TlsaAnswer(DnsStatus.Ok, records, authentic, TimeSpan.FromSeconds(ttl));
+    }
+
+    private async Task<(DnsStatus, List<IPAddress>, TimeSpan, string?, bool)> QueryOneAsync(string host, QueryType type, CancellationToken cancel)
+    {
+        IDnsQueryResponse response;
+        try
+        {
+            if (Client(out string? problem) is not { } client)
+                return (DnsStatus.TempFail, [], TimeSpan.Zero, problem, false);
             response = await client.QueryAsync(host, type, QueryClass.IN, cancel).ConfigureAwait(false);
         }
         catch (Exception e) when (e is DnsResponseException or System.Net.Sockets.SocketException or IOException or TimeoutException
                                       or OperationCanceledException && !cancel.IsCancellationRequested)
         {
-            return (DnsStatus.TempFail, [], TimeSpan.Zero, Describe(e));
+            return (DnsStatus.TempFail, [], TimeSpan.Zero, Describe(e), false);
         }
+        bool authentic = response.Header.IsAuthenticData;
         var status = Classify(response, out string? error);
         if (status != DnsStatus.Ok)
-            return (status, [], NegativeTtl(response), error);
+            return (status, [], NegativeTtl(response), error, authentic && status != DnsStatus.TempFail);
         var addresses = new List<IPAddress>();
         uint ttl = uint.MaxValue;
         foreach (var record in response.Answers)
@@ -305,8 +354,8 @@ public sealed class DnsClientResolver : IDnsResolver
             }
         }
         if (addresses.Count == 0)
-            return (DnsStatus.NoData, addresses, NegativeTtl(response), null);
-        return (DnsStatus.Ok, addresses, TimeSpan.FromSeconds(ttl), null);
+            return (DnsStatus.NoData, addresses, NegativeTtl(response), null, authentic);
+        return (DnsStatus.Ok, addresses, TimeSpan.FromSeconds(ttl), null, authentic);
     }
 
     private static DnsStatus Classify(IDnsQueryResponse response, out string? error)

@@ -38,11 +38,14 @@ public sealed class Router : IRouter
     private readonly Func<string, Task<(AddressAnswer, TimeSpan)>> _loadHost;
     private readonly IdnMapping _idn = new();
 
+    /// <summary>The resolver this router asks (shared with the TLS policy stage's DANE lookups).</summary>
+    public IDnsResolver Dns => _dns;
+
     public Router(RoutingSettings settings, string hostname, IDnsResolver? dns = null, Func<long>? nowMs = null)
     {
         _settings = settings;
         _hostname = hostname.TrimEnd('.');
-        _dns = dns ?? new DnsClientResolver(settings.DnsServers, settings.DnsTimeout);
+        _dns = dns ?? new DnsClientResolver(settings.DnsServers, settings.DnsTimeout, dnssec: settings.Dnssec);
         nowMs ??= static () => Environment.TickCount64;
         _domains = new TtlCache<RouteResult>(settings.DnsCacheSize, nowMs);
         _hosts = new TtlCache<AddressAnswer>(settings.DnsCacheSize, nowMs);
@@ -311,7 +314,7 @@ public sealed class Router : IRouter
             return key;
         var sb = new StringBuilder(key);
         if (tls != _settings.DefaultTls)
-            sb.Append("|tls=").Append(tls switch { TlsPolicy.None => "none", TlsPolicy.Opportunistic => "opportunistic", _ => "required" });
+            sb.Append("|tls=").Append(RoutingSettings.TlsName(tls));
         if (connections is not null)
             sb.Append("|connections=").Append(connections.Value);
         if (rate != _settings.DefaultMaxMessagesPerSecond)

@@ -13,6 +13,12 @@ public enum TlsPolicy : byte
     Opportunistic,
     /// <summary>Deliver only over TLS; a peer without STARTTLS (or a failed handshake) is a transient failure. The certificate is not verified.</summary>
     Required,
+    /// <summary>
+    /// Deliver only over TLS with a certificate that chains to the system's trust store or the
+    /// configured CA bundle and names the next hop (RFC 6125); anything less fails the connection
+    /// (next MX, then defer). Ordered after <see cref="Required"/>: every check of "at least required" holds for it.
+    /// </summary>
+    Verify,
 }
 
 /// <summary>A configured next hop of a static route.</summary>
@@ -38,11 +44,18 @@ public sealed class StaticRoute
 public sealed class RoutingSettings
 {
     public IReadOnlyList<IPEndPoint> DnsServers { get; init; } = [];
+    /// <summary>routing.dnssec: the DNS servers validate, their AD bit is trusted (DANE needs it).</summary>
+    public bool Dnssec { get; init; }
+    /// <summary>DANE (RFC 7672) for MX hosts whose TLSA records validate; effective only with <see cref="Dnssec"/>.</summary>
+    public bool Dane { get; init; } = true;
     public int RemotePort { get; init; } = 25;
     public TimeSpan DnsTimeout { get; init; } = TimeSpan.FromSeconds(5);
     public int DnsCacheSize { get; init; } = 10_000;
     public bool AllowAddressLiterals { get; init; }
     public TlsPolicy DefaultTls { get; init; } = TlsPolicy.Opportunistic;
+
+    /// <summary>Extra trust anchors (outboundTls.caFile) beside the system store, for the verify policy; null: the system store only.</summary>
+    public NativeRelay.TlsPolicies.TrustAnchors? TrustAnchors { get; init; }
     public double DefaultMaxMessagesPerSecond { get; init; }
     public StaticRouteTable Routes { get; init; } = StaticRouteTable.Empty;
 
@@ -73,6 +86,11 @@ public sealed class RoutingSettings
 
         var d = o.Delivery;
         var tls = ParseTls(d.TlsPolicy, "delivery.tlsPolicy");
+        var caFile = o.OutboundTls?.CaFile;
+        // Reading certificates loads OpenSSL, whose shim aborts the process when it is missing: ask first.
+        if (!string.IsNullOrEmpty(caFile) && NativeRelay.Net.OpenSslLibrary.Problem is { } noSsl)
+            throw new ConfigException(NativeRelay.Net.OpenSslLibrary.Refusal("outboundTls.caFile", noSsl));
+        var anchors = string.IsNullOrEmpty(caFile) ? null : NativeRelay.TlsPolicies.TrustAnchors.Load(caFile, "outboundTls.caFile");
         if (!(d.MaxMessagesPerSecond >= 0) || double.IsInfinity(d.MaxMessagesPerSecond))
             throw new ConfigException("delivery.maxMessagesPerSecond must be 0 (no limit) or positive");
 
@@ -105,11 +123,14 @@ public sealed class RoutingSettings
         return new RoutingSettings
         {
             DnsServers = dns,
+            Dnssec = r.Dnssec,
+            Dane = o.OutboundTls?.Dane ?? true,
             RemotePort = r.RemotePort,
             DnsTimeout = TimeSpan.FromSeconds(r.DnsTimeoutSeconds),
             DnsCacheSize = r.DnsCacheSize,
             AllowAddressLiterals = r.AllowAddressLiterals,
             DefaultTls = tls,
+            TrustAnchors = anchors,
             DefaultMaxMessagesPerSecond = d.MaxMessagesPerSecond,
             Routes = new StaticRouteTable(routes),
             DeliveryLogPath = logPath,
@@ -132,7 +153,17 @@ public sealed class RoutingSettings
         "none" => TlsPolicy.None,
         "opportunistic" or "may" => TlsPolicy.Opportunistic,
         "required" or "encrypt" => TlsPolicy.Required,
-        _ => throw new ConfigException($"{what}: '{text}' is not one of none, opportunistic, required"),
+        "verify" or "secure" => TlsPolicy.Verify,
+        _ => throw new ConfigException($"{what}: '{text}' is not one of none, opportunistic, required, verify"),
+    };
+
+    /// <summary>The configuration's word for a policy.</summary>
+    public static string TlsName(TlsPolicy tls) => tls switch
+    {
+        TlsPolicy.None => "none",
+        TlsPolicy.Opportunistic => "opportunistic",
+        TlsPolicy.Required => "required",
+        _ => "verify",
     };
 
     private static StaticRoute ParseRoute(string pattern, RouteOptions value, int remotePort)

@@ -22,6 +22,11 @@ public sealed class SmtpClientOptions
     public TlsPolicy Tls { get; init; } = TlsPolicy.Opportunistic;
     /// <summary>The next hop's host name, sent as SNI (null for an address literal).</summary>
     public string? TlsHostName { get; init; }
+    /// <summary>
+    /// The TLS policy stage's certificate check for this connection (records the verdict; fails
+    /// the handshake under the verify policy). Null: the certificate is not looked at.
+    /// </summary>
+    public NativeRelay.TlsPolicies.PeerCertificateCheck? PeerCheck { get; init; }
 }
 
 /// <summary>Where a session failed: the caller decides from it whether to try the next host or address.</summary>
@@ -85,8 +90,10 @@ public sealed class SmtpClientSession : IAsyncDisposable
     /// <summary>"TLSv1.3" etc. once STARTTLS succeeded; null in plain text.</summary>
     public string? TlsProtocol { get; private set; }
     public string? TlsCipher { get; private set; }
-    /// <summary>The peer's certificate chain validated for the host name (informational: no policy requires it).</summary>
+    /// <summary>The peer's certificate verified (trusted chain, host name per RFC 6125) by the connection's <see cref="SmtpClientOptions.PeerCheck"/>.</summary>
     public bool TlsCertificateVerified { get; private set; }
+    /// <summary>How the certificate was verified ("ca", "dane"), or null.</summary>
+    public string? TlsVerifiedBy { get; private set; }
 
     /// <summary>False once the connection can no longer be trusted for another transaction.</summary>
     public bool IsUsable => !_broken;
@@ -169,8 +176,9 @@ public sealed class SmtpClientSession : IAsyncDisposable
             return;
         if ((Capabilities & SmtpCapabilities.StartTls) == 0)
         {
-            if (options.Tls == TlsPolicy.Required)
-                throw new SmtpSessionException(SmtpReply.Local(451, $"4.7.4 TLS is required, but {RemoteEndPoint} does not offer STARTTLS"), SmtpFailureStage.Tls);
+            if (options.Tls >= TlsPolicy.Required)
+                throw new SmtpSessionException(SmtpReply.Local(451, $"4.7.4 TLS is required, but {RemoteEndPoint} does not offer STARTTLS"), SmtpFailureStage.Tls)
+                    { TlsFailure = NativeRelay.TlsPolicies.TlsFailureType.StarttlsNotSupported };
             return;
         }
         await StartTlsAsync(options).ConfigureAwait(false);
@@ -193,8 +201,9 @@ public sealed class SmtpClientSession : IAsyncDisposable
         var reply = await ReadReplyAsync().ConfigureAwait(false);
         if (reply.Code != 220)
         {
-            if (options.Tls == TlsPolicy.Required)
-                throw new SmtpSessionException(SmtpReply.Local(451, $"4.7.4 TLS is required, but {RemoteEndPoint} refused STARTTLS: {reply}"), SmtpFailureStage.Tls);
+            if (options.Tls >= TlsPolicy.Required)
+                throw new SmtpSessionException(SmtpReply.Local(451, $"4.7.4 TLS is required, but {RemoteEndPoint} refused STARTTLS: {reply}"), SmtpFailureStage.Tls)
+                    { TlsFailure = NativeRelay.TlsPolicies.TlsFailureType.StarttlsNotSupported };
             return; // the session goes on in plain text, as it was before STARTTLS
         }
         // Nothing may come between the 220 and the handshake: bytes there would be read as if
@@ -211,18 +220,15 @@ public sealed class SmtpClientSession : IAsyncDisposable
         }
 
         var ssl = new SslStream(new NativeRelay.Net.DuplexPipeStream(_input, _output), leaveInnerStreamOpen: false);
-        bool verified = false;
+        var check = options.PeerCheck;
         var auth = new SslClientAuthenticationOptions
         {
             TargetHost = options.TlsHostName ?? "",
             // Opportunistic and required TLS protect against passive eavesdropping; an MX name
             // from DNS authenticates nothing without DNSSEC/DANE or MTA-STS, so, like Postfix's
-            // "may" and "encrypt", the certificate is recorded as verified or not, never enforced.
-            RemoteCertificateValidationCallback = (_, _, _, errors) =>
-            {
-                verified = errors == SslPolicyErrors.None;
-                return true;
-            },
+            // "may" and "encrypt", the certificate is recorded as verified or not, never enforced
+            // there. Under "verify" the TLS policy stage's check refuses what it cannot verify.
+            RemoteCertificateValidationCallback = check is null ? static (_, _, _, _) => true : check.Validate,
             CertificateRevocationCheckMode = System.Security.Cryptography.X509Certificates.X509RevocationMode.NoCheck,
         };
         using (var handshakeTimeout = new CancellationTokenSource(_commandTimeout))
@@ -236,12 +242,16 @@ public sealed class SmtpClientSession : IAsyncDisposable
             {
                 _broken = true;
                 await ssl.DisposeAsync().ConfigureAwait(false);
+                if (check is { MustVerify: true, Failure: { } why })
+                    throw new SmtpSessionException(SmtpReply.Local(451, $"4.7.5 TLS to {RemoteEndPoint} not verified: {why}"),
+                        SmtpFailureStage.Tls) { CertificateProblem = check.Problem, TlsFailure = NativeRelay.TlsPolicies.TlsFailureType.For(check.Problem) };
                 throw new SmtpSessionException(SmtpReply.Local(421, $"4.7.5 TLS handshake with {RemoteEndPoint} failed: {OneLine(e.Message)}"),
-                    SmtpFailureStage.Tls);
+                    SmtpFailureStage.Tls) { TlsFailure = options.Tls >= TlsPolicy.Required ? NativeRelay.TlsPolicies.TlsFailureType.ValidationFailure : null };
             }
         }
         _ssl = ssl;
-        TlsCertificateVerified = verified;
+        TlsCertificateVerified = check?.Verified ?? false;
+        TlsVerifiedBy = check?.VerifiedBy;
         TlsProtocol = ssl.SslProtocol switch
         {
 #pragma warning disable SYSLIB0039 // only named, never enabled
@@ -498,6 +508,8 @@ public sealed class SmtpClientSession : IAsyncDisposable
             _output.Write(" BODY=8BITMIME"u8);
         if ((flags & EnvelopeFlags.SmtpUtf8) != 0 && (Capabilities & SmtpCapabilities.SmtpUtf8) != 0)
             _output.Write(" SMTPUTF8"u8);
+        if ((flags & EnvelopeFlags.RequireTls) != 0 && (Capabilities & SmtpCapabilities.RequireTls) != 0)
+            _output.Write(" REQUIRETLS"u8);
         if (dsn)
         {
             if ((flags & EnvelopeFlags.ReturnFull) != 0)
@@ -717,6 +729,7 @@ public sealed class SmtpClientSession : IAsyncDisposable
         if (Ascii.EqualsIgnoreCase(keyword, "PIPELINING"u8)) Capabilities |= SmtpCapabilities.Pipelining;
         else if (Ascii.EqualsIgnoreCase(keyword, "8BITMIME"u8)) Capabilities |= SmtpCapabilities.EightBitMime;
         else if (Ascii.EqualsIgnoreCase(keyword, "SMTPUTF8"u8)) Capabilities |= SmtpCapabilities.SmtpUtf8;
+        else if (Ascii.EqualsIgnoreCase(keyword, "REQUIRETLS"u8)) Capabilities |= SmtpCapabilities.RequireTls;
         else if (Ascii.EqualsIgnoreCase(keyword, "CHUNKING"u8)) Capabilities |= SmtpCapabilities.Chunking;
         else if (Ascii.EqualsIgnoreCase(keyword, "STARTTLS"u8)) Capabilities |= SmtpCapabilities.StartTls;
         else if (Ascii.EqualsIgnoreCase(keyword, "ENHANCEDSTATUSCODES"u8)) Capabilities |= SmtpCapabilities.EnhancedStatusCodes;
@@ -770,4 +783,8 @@ public sealed class SmtpSessionException(SmtpReply reply, SmtpFailureStage stage
 {
     public SmtpReply Reply { get; } = reply;
     public SmtpFailureStage Stage { get; } = stage;
+    /// <summary>Set when the verify policy refused the peer's certificate.</summary>
+    public NativeRelay.TlsPolicies.CertificateProblem CertificateProblem { get; init; }
+    /// <summary>Set when a policy that needs TLS refused the next hop: the RFC 8460 result type (<see cref="NativeRelay.TlsPolicies.TlsFailureType"/>).</summary>
+    public string? TlsFailure { get; init; }
 }

@@ -48,6 +48,9 @@ internal static class SmtpReplies
     public static ReadOnlySpan<byte> BodyParamSyntax => "501 5.5.4 BODY must be 7BIT or 8BITMIME\r\n"u8;
 
     public static ReadOnlySpan<byte> SmtpUtf8ParamSyntax => "501 5.5.4 SMTPUTF8 takes no value\r\n"u8;
+    public static ReadOnlySpan<byte> RequireTlsParamSyntax => "501 5.5.4 REQUIRETLS takes no value\r\n"u8;
+    /// <summary>RFC 8689 4.1: REQUIRETLS only in a session protected by TLS.</summary>
+    public static ReadOnlySpan<byte> RequireTlsWithoutTls => "530 5.7.10 REQUIRETLS needs a TLS session (STARTTLS first)\r\n"u8;
     public static ReadOnlySpan<byte> BinaryMimeNotSupported => "555 5.5.4 BODY=BINARYMIME is not supported\r\n"u8;
     public static ReadOnlySpan<byte> DuplicateParameter => "501 5.5.4 Duplicate MAIL/RCPT parameter\r\n"u8;
     public static ReadOnlySpan<byte> RetSyntax => "501 5.5.4 RET must be FULL or HDRS\r\n"u8;

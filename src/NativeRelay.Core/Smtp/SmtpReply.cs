@@ -29,4 +29,6 @@ public enum SmtpCapabilities
     StartTls = 32,
     EnhancedStatusCodes = 64,
     Dsn = 128,
+    /// <summary>RFC 8689.</summary>
+    RequireTls = 256,
 }

@@ -18,7 +18,7 @@ namespace NativeRelay.Smtp;
 public sealed class SmtpServer : IConnectionHandler
 {
     // EHLO capability lists, by (STARTTLS offered ? 1 : 0) | (AUTH offered ? 2 : 0).
-    private readonly byte[][] _ehloCapabilities = new byte[4][];
+    private readonly byte[][] _ehloCapabilities = new byte[8][];
 
     /// <param name="certificates">Overrides loading <see cref="RelaySettings.Tls"/> (tests); null loads it if configured.</param>
     /// <param name="users">Overrides loading <see cref="RelaySettings.UsersFile"/> (tests).</param>
@@ -48,8 +48,9 @@ public sealed class SmtpServer : IConnectionHandler
         }
         HostnameBytes = Encoding.ASCII.GetBytes(settings.Hostname);
         Greeting = Encoding.ASCII.GetBytes($"220 {settings.Hostname} ESMTP NativeRelay\r\n");
-        for (int variant = 0; variant < 4; variant++)
-            _ehloCapabilities[variant] = Encoding.ASCII.GetBytes(RenderCapabilities(settings, startTls: (variant & 1) != 0, auth: (variant & 2) != 0));
+        for (int variant = 0; variant < _ehloCapabilities.Length; variant++)
+            _ehloCapabilities[variant] = Encoding.ASCII.GetBytes(RenderCapabilities(settings, startTls: (variant & 1) != 0, auth: (variant & 2) != 0,
+                requireTls: (variant & 4) != 0));
         DataLineTooLongReply = Encoding.ASCII.GetBytes(
             $"550 5.6.0 Message refused: a line is longer than {settings.Limits.MaxLineLength} octets (RFC 5322 2.1.1)\r\n");
         TooManyConnectionsReply = SmtpReplies.TooManyConnections.ToArray();
@@ -76,9 +77,11 @@ public sealed class SmtpServer : IConnectionHandler
     public ReadOnlyMemory<byte> TooManyConnectionsReply { get; }
 
     /// <summary>The EHLO reply after its first line ("250-hostname Hello ...").</summary>
-    internal byte[] EhloCapabilities(bool startTls, bool auth) => _ehloCapabilities[(startTls ? 1 : 0) | (auth ? 2 : 0)];
+    /// <param name="requireTls">The session is under TLS: REQUIRETLS is offered (RFC 8689 4.1).</param>
+    internal byte[] EhloCapabilities(bool startTls, bool auth, bool requireTls = false) =>
+        _ehloCapabilities[(startTls ? 1 : 0) | (auth ? 2 : 0) | (requireTls ? 4 : 0)];
 
-    private static string RenderCapabilities(RelaySettings settings, bool startTls, bool auth)
+    private static string RenderCapabilities(RelaySettings settings, bool startTls, bool auth, bool requireTls)
     {
         var sb = new StringBuilder();
         sb.Append("250-PIPELINING\r\n");
@@ -92,6 +95,8 @@ public sealed class SmtpServer : IConnectionHandler
         sb.Append("250-DSN\r\n");
         sb.Append("250-SMTPUTF8\r\n");
         sb.Append("250-CHUNKING\r\n");
+        if (requireTls)
+            sb.Append("250-REQUIRETLS\r\n");
         sb.Append("250 HELP\r\n");
         return sb.ToString();
     }

@@ -25,7 +25,7 @@ internal sealed partial class SmtpServerSession
         o.Write(name);
         o.Write("\r\n"u8);
         if (extended)
-            o.Write(_server.EhloCapabilities(OfferStartTls, OfferAuth));
+            o.Write(_server.EhloCapabilities(OfferStartTls, OfferAuth, requireTls: _tls is not null));
         return Step.Continue;
     }
 
@@ -106,6 +106,15 @@ internal sealed partial class SmtpServerSession
                 envelopeId = DecodePrintableXtext(value, MaxEnvelopeIdLength);
                 if (envelopeId is null)
                     return Error(SmtpReplies.EnvIdSyntax);
+            }
+            else if (EsmtpParameters.KeywordEquals(keyword, "REQUIRETLS"u8))
+            {
+                which = Seen.RequireTls;
+                if (!value.IsEmpty)
+                    return Error(SmtpReplies.RequireTlsParamSyntax);
+                if (_tls is null)
+                    return Error(SmtpReplies.RequireTlsWithoutTls);
+                flags |= EnvelopeFlags.RequireTls;
             }
             else if (EsmtpParameters.KeywordEquals(keyword, "AUTH"u8))
             {

@@ -43,7 +43,7 @@ internal sealed partial class SmtpServerSession
 
     // MAIL / RCPT parameters seen, to refuse duplicates.
     [Flags]
-    private enum Seen : byte { None = 0, Size = 1, Body = 2, SmtpUtf8 = 4, Ret = 8, EnvId = 16, Auth = 32, Notify = 64, Orcpt = 128 }
+    private enum Seen : ushort { None = 0, Size = 1, Body = 2, SmtpUtf8 = 4, Ret = 8, EnvId = 16, Auth = 32, Notify = 64, Orcpt = 128, RequireTls = 256 }
 
     // Replies for the rest of a BDAT transaction that already failed (kept as arrays: a span cannot be a field).
     private static readonly byte[] BdatNeedHelo = SmtpReplies.BadSequenceNeedHelo.ToArray();

@@ -16,6 +16,8 @@ public enum EnvelopeFlags : uint
     Authenticated = 16,
     /// <summary>This message is itself a bounce (DSN) made by this relay; it never causes another.</summary>
     IsBounce = 32,
+    /// <summary>MAIL ... REQUIRETLS (RFC 8689): relayed only over verified TLS to a next hop that offers REQUIRETLS, else bounced.</summary>
+    RequireTls = 64,
 }
 
 /// <summary>RCPT ... NOTIFY= (RFC 3461 4.1). None means the client gave no NOTIFY (default: FAILURE).</summary>

@@ -22,6 +22,12 @@ public readonly struct DeliveryEvent
     public string? Reply { get; init; }
     /// <summary>"TLSv1.3 TLS_AES_256_GCM_SHA384" and whether the certificate verified, when TLS was used.</summary>
     public string? Tls { get; init; }
+    /// <summary>The TLS policy applied (none, opportunistic, required, verify, dane).</summary>
+    public string? TlsPolicy { get; init; }
+    /// <summary>What was verified: none (plain text), encrypted, ca, dane.</summary>
+    public string? TlsVerified { get; init; }
+    /// <summary>The RFC 8460 result type when a TLS policy refused the next hop.</summary>
+    public string? TlsFailure { get; init; }
     /// <summary>The queue id of the DSN this event produced, if any.</summary>
     public ulong DsnId { get; init; }
     /// <summary>When the next attempt is due (deferred), as Unix milliseconds; 0: not given.</summary>
@@ -112,6 +118,12 @@ public sealed class DeliveryLog : IDisposable
                 w.WriteString("reply"u8, e.Reply);
             if (e.Tls is not null)
                 w.WriteString("tls"u8, e.Tls);
+            if (e.TlsPolicy is not null)
+                w.WriteString("tlsPolicy"u8, e.TlsPolicy);
+            if (e.TlsVerified is not null)
+                w.WriteString("tlsVerified"u8, e.TlsVerified);
+            if (e.TlsFailure is not null)
+                w.WriteString("tlsFailure"u8, e.TlsFailure);
             if (e.DsnId != 0)
             {
                 QueueIdGenerator.Format(e.DsnId, id);

@@ -102,6 +102,14 @@ public static class RelayMetrics
         "nativerelay_destination_bounced_total", "Recipients failed for good, by destination (the first destinations seen; the rest as \"other\").",
         "destination", DefaultMaxDestinations);
 
+    public static readonly BoundedCounterVec TlsConnections = Registry.BoundedCounterVec(
+        "nativerelay_tls_connections_total", "Delivery connections opened, by what was verified: none (plain text), encrypted, ca, dane.",
+        "verified", 8);
+
+    public static readonly BoundedCounterVec TlsPolicyFailures = Registry.BoundedCounterVec(
+        "nativerelay_tls_policy_failures_total", "Next hops refused by a TLS policy, by RFC 8460 result type (starttls-not-supported, certificate-host-mismatch, ...).",
+        "reason", 16);
+
     // The binary --------------------------------------------------------------------------------
 
     public static readonly GaugeVec BuildInfo = Registry.GaugeVec(

@@ -83,6 +83,21 @@ public sealed class MxPeer : IAsyncDisposable
     public bool Chunking { get; set; }
     public bool Dsn { get; set; }
     public bool StartTls { get; set; }
+
+    /// <summary>The certificate STARTTLS presents (default: a self-signed one for peer.test).</summary>
+    public X509Certificate2? ServerCertificate { get; set; }
+
+    /// <summary>Certificates sent after <see cref="ServerCertificate"/> in the handshake (intermediates, a trust anchor).</summary>
+    public X509Certificate2[] ServerChain { get; set; } = [];
+
+    /// <summary>Offer REQUIRETLS (RFC 8689) in the EHLO reply under TLS.</summary>
+    public bool RequireTls { get; set; }
+
+    /// <summary>The parameters of every MAIL command received (after the path).</summary>
+    public System.Collections.Concurrent.ConcurrentQueue<string> MailParameters { get; } = new();
+
+    /// <summary>Offer STARTTLS in EHLO but answer it 454 (a downgrade attempt).</summary>
+    public bool RefuseStartTls { get; set; }
     public long SizeLimit { get; set; } = 100 * 1024 * 1024;
 
     /// <summary>The greeting line (a 4xx or 5xx here makes the relay try the next host).</summary>
@@ -383,6 +398,7 @@ public sealed class MxPeer : IAsyncDisposable
                     if (Chunking) caps.Add("CHUNKING");
                     if (Dsn) caps.Add("DSN");
                     if (StartTls && !tls) caps.Add("STARTTLS");
+                    if (RequireTls && tls) caps.Add("REQUIRETLS");
                     if (Limits is not null) caps.Add("LIMITS " + Limits);
                     caps.Add("ENHANCEDSTATUSCODES");
                     var text = new StringBuilder();
@@ -397,7 +413,7 @@ public sealed class MxPeer : IAsyncDisposable
                     break;
                 case "STAR": // STARTTLS
                 {
-                    if (!StartTls || tls || reader.HasBuffered)
+                    if (!StartTls || tls || reader.HasBuffered || RefuseStartTls)
                     {
                         await Reply("454 4.7.0 TLS not available").ConfigureAwait(false);
                         break;
@@ -416,7 +432,7 @@ public sealed class MxPeer : IAsyncDisposable
                         return;
                     }
                     var ssl = new SslStream(stream, leaveInnerStreamOpen: false);
-                    await ssl.AuthenticateAsServerAsync(new SslServerAuthenticationOptions { ServerCertificate = Certificate.Value }, ct).ConfigureAwait(false);
+                    await ssl.AuthenticateAsServerAsync(ServerOptions(), ct).ConfigureAwait(false);
                     stream = ssl;
                     reader = new PeerReader(ssl);
                     tls = true;
@@ -436,6 +452,7 @@ public sealed class MxPeer : IAsyncDisposable
                         await Reply("501 5.5.4 Syntax: MAIL FROM:<address>").ConfigureAwait(false);
                         break;
                     }
+                    MailParameters.Enqueue(parameters);
                     if (parameters.Contains("SMTPUTF8", StringComparison.OrdinalIgnoreCase) && !SmtpUtf8)
                     {
                         await Reply("555 5.5.4 SMTPUTF8 not supported").ConfigureAwait(false);
@@ -587,6 +604,14 @@ public sealed class MxPeer : IAsyncDisposable
         s = s.Replace("\r", "\\r").Replace("\n", "\\n");
         return s.Length > 200 ? s[..200] + "..." : s;
     }
+
+    private SslServerAuthenticationOptions ServerOptions() => ServerChain.Length == 0
+        ? new SslServerAuthenticationOptions { ServerCertificate = ServerCertificate ?? Certificate.Value }
+        : new SslServerAuthenticationOptions
+        {
+            ServerCertificateContext = SslStreamCertificateContext.Create(ServerCertificate ?? Certificate.Value,
+                new X509Certificate2Collection(ServerChain), offline: true),
+        };
 
     private static X509Certificate2 CreateCertificate()
     {

@@ -36,7 +36,7 @@ public sealed class MxRelay : IAsyncDisposable
     /// starts <c>nativerelay serve --config FILE --dns DNS --remote-port PORT</c>.
     /// </summary>
     public static async Task<MxRelay> StartAsync(ITestOutputHelper log, TestDnsServer dns, int remotePort,
-        Action<JsonObject>? configure = null)
+        Action<JsonObject>? configure = null, string[]? extraFlags = null)
     {
         var dir = new TempDir("nativerelay-mx");
         try
@@ -61,7 +61,7 @@ public sealed class MxRelay : IAsyncDisposable
             configure?.Invoke(root);
             string path = dir.File("relay.json");
             File.WriteAllText(path, root.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
-            string[] flags = ["--dns", dns.Address, "--remote-port", remotePort.ToString()];
+            string[] flags = ["--dns", dns.Address, "--remote-port", remotePort.ToString(), .. extraFlags ?? []];
             var process = await RelayProcess.StartServeAsync(new[] { "--config", path }.Concat(flags), port, dir.Path, log).ConfigureAwait(false);
             return new MxRelay(dir, process, port, deliveryLog, path, flags);
         }

@@ -15,7 +15,7 @@ namespace NativeRelay.Tests.Support;
 /// </summary>
 public sealed class TestDnsServer : IAsyncDisposable, IDisposable
 {
-    private const ushort TypeA = 1, TypeSoa = 6, TypePtr = 12, TypeMx = 15, TypeTxt = 16, TypeAaaa = 28;
+    private const ushort TypeA = 1, TypeSoa = 6, TypePtr = 12, TypeMx = 15, TypeTxt = 16, TypeAaaa = 28, TypeTlsa = 52;
 
     private readonly UdpClient _udp;
     private readonly CancellationTokenSource _stop = new();
@@ -26,6 +26,8 @@ public sealed class TestDnsServer : IAsyncDisposable, IDisposable
     private readonly Dictionary<string, List<IPAddress>> _aaaa = new(StringComparer.OrdinalIgnoreCase);
     private readonly Dictionary<string, List<string>> _txt = new(StringComparer.OrdinalIgnoreCase);
     private readonly Dictionary<string, List<string>> _ptr = new(StringComparer.OrdinalIgnoreCase);
+    private readonly Dictionary<string, List<(byte Usage, byte Selector, byte Matching, byte[] Data)>> _tlsa = new(StringComparer.OrdinalIgnoreCase);
+    private readonly HashSet<string> _insecure = new(StringComparer.OrdinalIgnoreCase);
     private readonly HashSet<string> _exists = new(StringComparer.OrdinalIgnoreCase);
     private readonly HashSet<string> _servFail = new(StringComparer.OrdinalIgnoreCase);
     private readonly HashSet<string> _silent = new(StringComparer.OrdinalIgnoreCase);
@@ -91,6 +93,31 @@ public sealed class TestDnsServer : IAsyncDisposable, IDisposable
     {
         lock (_lock)
             _txt[Norm(name)] = records.ToList();
+        return this;
+    }
+
+    /// <summary>
+    /// Answer as a validating resolver whose zones are signed: every answer (positive or negative)
+    /// carries the AD bit (RFC 4035 3.2.3), except for the names marked <see cref="Insecure"/>.
+    /// </summary>
+    public bool Dnssec { get; set; }
+
+    /// <summary>Answers for this name never carry the AD bit (an unsigned zone, or a resolver that does not validate it).</summary>
+    public TestDnsServer Insecure(string name, bool on = true)
+    {
+        lock (_lock)
+        {
+            if (on) _insecure.Add(Norm(name));
+            else _insecure.Remove(Norm(name));
+        }
+        return this;
+    }
+
+    /// <summary>Sets a name's TLSA records (RFC 6698), replacing any; the name is e.g. "_25._tcp.mx.example.test".</summary>
+    public TestDnsServer Tlsa(string name, params (byte Usage, byte Selector, byte Matching, byte[] Data)[] records)
+    {
+        lock (_lock)
+            _tlsa[Norm(name)] = records.ToList();
         return this;
     }
 
@@ -243,20 +270,22 @@ public sealed class TestDnsServer : IAsyncDisposable, IDisposable
         ushort qtype = BinaryPrimitives.ReadUInt16BigEndian(query.AsSpan(offset));
         int questionEnd = offset + 4;
         string name = Norm(string.Join('.', labels));
-        string typeName = qtype switch { TypeA => "A", TypeAaaa => "AAAA", TypeMx => "MX", TypeTxt => "TXT", TypePtr => "PTR", _ => qtype.ToString() };
+        string typeName = qtype switch { TypeA => "A", TypeAaaa => "AAAA", TypeMx => "MX", TypeTxt => "TXT", TypePtr => "PTR", TypeTlsa => "TLSA", _ => qtype.ToString() };
         _queries.AddOrUpdate($"{name}/{typeName}", 1, (_, n) => n + 1);
 
         int rcode = 0;
         var answers = new List<byte[]>();
         bool exists;
         uint ttl;
+        bool authentic;
         lock (_lock)
         {
+            authentic = Dnssec && !_insecure.Contains(name);
             if (_silent.Contains(name))
                 return null;
             if (_servFail.Contains(name))
                 rcode = 2;
-            exists = _mx.ContainsKey(name) || _a.ContainsKey(name) || _aaaa.ContainsKey(name) || _txt.ContainsKey(name) || _ptr.ContainsKey(name) || _exists.Contains(name);
+            exists = _mx.ContainsKey(name) || _a.ContainsKey(name) || _aaaa.ContainsKey(name) || _txt.ContainsKey(name) || _ptr.ContainsKey(name) || _tlsa.ContainsKey(name) || _exists.Contains(name);
             ttl = _ttl.TryGetValue(name, out uint t) ? t : DefaultTtl;
             if (rcode == 0 && !exists)
                 rcode = 3;
@@ -274,6 +303,9 @@ public sealed class TestDnsServer : IAsyncDisposable, IDisposable
                 if (qtype == TypeTxt && _txt.TryGetValue(name, out var txt))
                     foreach (var text in txt)
                         answers.Add(Record(TypeTxt, ttl, TxtData(text)));
+                if (qtype == TypeTlsa && _tlsa.TryGetValue(name, out var tlsa))
+                    foreach (var (usage, selector, matching, data) in tlsa)
+                        answers.Add(Record(TypeTlsa, ttl, [usage, selector, matching, .. data]));
                 if (qtype == TypePtr && _ptr.TryGetValue(name, out var ptr))
                     foreach (var host in ptr)
                         answers.Add(Record(TypePtr, ttl, EncodeName(host)));
@@ -285,7 +317,7 @@ public sealed class TestDnsServer : IAsyncDisposable, IDisposable
         var response = new List<byte>(512);
         var header = new byte[12];
         BinaryPrimitives.WriteUInt16BigEndian(header, id);
-        ushort responseFlags = (ushort)(0x8000 | (flags & 0x7800) | 0x0400 | (flags & 0x0100) | 0x0080 | rcode);
+        ushort responseFlags = (ushort)(0x8000 | (flags & 0x7800) | 0x0400 | (flags & 0x0100) | 0x0080 | (authentic && rcode != 2 ? 0x0020 : 0) | rcode);
         BinaryPrimitives.WriteUInt16BigEndian(header.AsSpan(2), responseFlags);
         BinaryPrimitives.WriteUInt16BigEndian(header.AsSpan(4), 1);
         BinaryPrimitives.WriteUInt16BigEndian(header.AsSpan(6), (ushort)answers.Count);
