@@ -49,7 +49,7 @@ peer_durability() {
   case $1 in
     postfix)     echo "fsync of the queue file by cleanup before 250 (Postfix always does; not configurable); run as mta-bench.sh configures it" ;;
     nativerelay) echo "O_DSYNC group-commit write of the spool before 250 (always)" ;;
-    exim)        echo "fsync of the -D (body) and -H (header) spool files and of the spool directory before 250 (the default; disable_fsync, which would skip it, is not set)" ;;
+    exim)        echo "fsync of the -D (body) and -H (header) spool files and of the spool directory before 250 (always: this build has no disable_fsync option)" ;;
     opensmtpd)   echo "NO fsync before 250: the message and envelope are written and renamed into /var/spool/smtpd/queue, never fsynced (not configurable in 6.8); its queue directory is fixed at compile time" ;;
     haraka)      echo "fsync of its queue file (queue/ under its config dir) before 250 (Haraka 3.3 FsyncWriteStream; not configurable); the directory is not fsynced after the rename into the queue" ;;
   esac
@@ -127,7 +127,7 @@ begin retry
 * * F,2h,10s
 CONF
   chmod 644 "$dir/exim.conf"
-  "$EXIM_BIN" -C "$dir/exim.conf" -bdf -q10s -oX "$port" > "$RUN_DIR/exim-daemon.log" 2>&1 &
+  "$EXIM_BIN" -C "$dir/exim.conf" -bdf -q10s -oX "$port" > "$RUN_DIR/exim-${PEER_LOG_TAG:-run}.log" 2>&1 &
   PEER_PID=$!
 }
 
@@ -143,7 +143,7 @@ action "sink" relay host smtp://127.0.0.1:$SINK_PORT
 match from any for any action "sink"
 CONF
   chmod 644 "$dir/smtpd.conf"
-  "$SMTPD_BIN" -d -f "$dir/smtpd.conf" > "$RUN_DIR/opensmtpd.log" 2>&1 &
+  "$SMTPD_BIN" -d -f "$dir/smtpd.conf" > "$RUN_DIR/opensmtpd-${PEER_LOG_TAG:-run}.log" 2>&1 &
   PEER_PID=$!
 }
 
@@ -166,6 +166,6 @@ exports.hook_get_mx = function (next, hmail, domain) {
   next(OK, { exchange: '127.0.0.1', port: $SINK_PORT, priority: 0 })
 }
 JS
-  node "$HARAKA_DIR/bin/haraka" -c "$dir" > "$RUN_DIR/haraka.log" 2>&1 &
+  node "$HARAKA_DIR/bin/haraka" -c "$dir" > "$RUN_DIR/haraka-${PEER_LOG_TAG:-run}.log" 2>&1 &
   PEER_PID=$!
 }
