@@ -156,35 +156,41 @@ mem_sampler() {
 }
 
 # The load's own CPU: mta-bench.sh finds smtp-source and smtp-sink on PATH; these shims run the
-# real ones as their child and append its utime+stime (bash's times, ms) to $LOAD_CPU_LOG once it
-# exits. The sink is stopped by mta-bench.sh with TERM to every process whose command line
-# matches, the shim's too: the shim's trap (a handler, not an ignore, so the real sink does not
-# inherit it) lets it outlive the real sink and write the line.
+# real ones as their child and, once it exits, append bash's times (the children's user and
+# system time, to the ms) to $LOAD_CPU_LOG after a line with the tool's name: builtins only, no
+# subshell (a subshell would report its own children) and nothing to interrupt. mta-bench.sh stops
+# the sink with TERM to every process whose command line matches "smtp-sink -u nobody -c ..."
+# (and timeout passes TERM to its process group): the shim renames itself (exec -a) so that it is
+# not one of them, and traps TERM (a handler, not an ignore, so the real sink does not inherit
+# it), so it outlives the real sink and writes its line. The real tool runs in its own session
+# (setsid), out of reach of timeout's TERM to its group: mta-bench.sh's own kill stops the sink,
+# instead of finding it already gone and ending the script before it prints (the race that made
+# mta() retry).
 SHIM_DIR=$WORK/bin
 mkdir -p "$SHIM_DIR"
 for tool in smtp-source smtp-sink; do
   real=$(command -v "$tool" || true)
   [ -n "$real" ] || { echo "compare.sh: $tool not found (bash $MTA_BENCH ceiling installs Postfix)" >&2; exit 2; }
-  cat > "$SHIM_DIR/$tool" <<SHIM
-#!/usr/bin/env bash
+  cat > "$SHIM_DIR/$tool-times.sh" <<SHIM
 trap 'true' TERM INT
-"$real" "\$@"
+setsid -w "$real" "\$@"
 rc=\$?
-if [ -n "\${LOAD_CPU_LOG:-}" ]; then
-  times > "\$LOAD_CPU_LOG.\$\$"   # not in a pipe or \$(): a subshell would report its own children
-  tail -1 "\$LOAD_CPU_LOG.\$\$" | awk '{ s = 0; for (i = 1; i <= 2; i++) { split(\$i, t, /[ms]/); s += t[1] * 60 + t[2] } printf "$tool %.4f\\n", s }' >> "\$LOAD_CPU_LOG"
-  rm -f "\$LOAD_CPU_LOG.\$\$"
-fi
+[ -z "\${LOAD_CPU_LOG:-}" ] || { echo "$tool"; times; } >> "\$LOAD_CPU_LOG"
 exit \$rc
 SHIM
+  printf '#!/usr/bin/env bash\nexec -a load-cpu-%s bash "%s" "$@"\n' "$tool" "$SHIM_DIR/$tool-times.sh" > "$SHIM_DIR/$tool"
   chmod 755 "$SHIM_DIR/$tool"
 done
-# load_cpu TOOL LOG: seconds of CPU TOOL used in the run logged in LOG (waits up to 3 s for the
-# sink's shim, which writes after mta-bench.sh has returned).
+# load_cpu TOOL LOG: seconds of CPU TOOL used in the run logged in LOG, empty if none was logged
+# (waits up to 3 s for the sink's shim, which writes after mta-bench.sh has returned).
 load_cpu() {
   local _
-  for _ in $(seq 30); do grep -q "^$1 " "$2" 2>/dev/null && break; sleep 0.1; done
-  awk -v t="$1" '$1 == t { s += $2 } END { if (NR) printf "%.4f", s; else print "" }' "$2" 2>/dev/null
+  for _ in $(seq 30); do grep -qx "$1" "$2" 2>/dev/null && break; sleep 0.1; done
+  awk -v t="$1" '
+    function sec(x, p) { split(x, p, /[ms]/); return p[1] * 60 + p[2] }
+    $0 == t { at = NR; next }
+    at && NR == at + 2 { s += sec($1) + sec($2); found = 1; at = 0 }
+    END { if (found) printf "%.4f", s }' "$2" 2>/dev/null
 }
 # per_msg_us SECONDS N: µs per message ("n/a" without a figure).
 per_msg_us() { awk -v s="${1:-}" -v n="${2:-0}" 'BEGIN { if (s != "" && n > 0) printf "%.0f", s * 1e6 / n; else print "n/a" }'; }
@@ -355,6 +361,7 @@ for load in "${LOADS[@]}"; do
     note "${prog}_smtp_source_cpu_us_per_msg: ${SRC_US[$name.$prog]}"
     note "${prog}_smtp_sink_cpu_us_per_msg: ${SINK_US[$name.$prog]}"
     note "${prog}_durability: $(peer_durability "$prog")"
+    pn=$(peer_note "$prog"); [ -z "$pn" ] || note "${prog}_note: $pn"
   done
   n=$n_all
   # The load's own cost in this section is the one measured with NativeRelay as the relay: the
@@ -451,6 +458,8 @@ verdict() { awk -v v="${1:-0}" -v t="$2" -v op="$3" 'BEGIN { if (v == "" || v ==
   echo ""
   echo "durability before the 250 (same for every load):"
   for prog in $PEERS nativerelay; do [ -n "${SKIP[$prog]:-}" ] || echo "  $prog: $(peer_durability "$prog")"; done
+  echo "notes:"
+  for prog in $RUN_PEERS; do pn=$(peer_note "$prog"); [ -z "$pn" ] || echo "  $prog: $pn"; done
   echo ""
   echo "targets (the peers issue: ratios in this run):"
   for load in "${LOADS[@]}"; do

@@ -7,7 +7,7 @@
 #                          is the instance); returns non-zero, with the reason on stderr, if it
 #                          does not listen within 15 s
 #   peer_stop              stops PEER_PID (TERM, then KILL after 10 s) and waits for its queue
-#   peer_version NAME, peer_durability NAME
+#   peer_version NAME, peer_durability NAME, peer_note NAME
 #
 # Needs from compare.sh: WORK (a private temporary directory), RUN_DIR, SINK_PORT, stop_pid,
 # port_open.
@@ -47,11 +47,19 @@ peer_version() {
 # perf/RESULTS.md, "Durability").
 peer_durability() {
   case $1 in
-    postfix)     echo "fsync of the queue file by cleanup before 250 (Postfix always does; not configurable); run as mta-bench.sh configures it" ;;
+    postfix)     echo "fsync of the queue file by cleanup before smtpd's 250 (always; not configurable); run as mta-bench.sh configures it" ;;
     nativerelay) echo "O_DSYNC group-commit write of the spool before 250 (always)" ;;
     exim)        echo "fsync of the -D (body) and -H (header) spool files and of the spool directory before 250 (always: this build has no disable_fsync option)" ;;
-    opensmtpd)   echo "NO fsync before 250: the message and envelope are written and renamed into /var/spool/smtpd/queue, never fsynced (not configurable in 6.8); its queue directory is fixed at compile time" ;;
+    opensmtpd)   echo "NO fsync before 250: the message and envelope are written and renamed into /var/spool/smtpd/queue, never fsynced (nothing in smtpd.conf 6.8 asks for it): a crash can lose acknowledged mail, so its figures are not for the same promise" ;;
     haraka)      echo "fsync of its queue file (queue/ under its config dir) before 250 (Haraka 3.3 FsyncWriteStream; not configurable); the directory is not fsynced after the rename into the queue" ;;
+  esac
+}
+
+# What else a reader of a peer's figures must know: limits that are compiled in, not configured.
+peer_note() {
+  case $1 in
+    opensmtpd) echo "listen backlog 5 (SMTPD_BACKLOG, compiled in; ss shows Send-Q 5): with a new connection per message and 10 or more clients, connection attempts overflow it and wait for the 1 s SYN retransmit; queue directory /var/spool/smtpd, compiled in" ;;
+    haraka)    echo "nodes=${HARAKA_NODES:-cpus} (cluster workers)" ;;
   esac
 }
 
@@ -147,13 +155,14 @@ CONF
   PEER_PID=$!
 }
 
-# Haraka: one process (nodes not set), the relay plugin for 127.0.0.1, outbound (its on-disk
+# Haraka: nodes=cpus (a worker per core, as its performance tuning advises; HARAKA_NODES=1 for one
+# process), the relay plugin for 127.0.0.1, outbound (its on-disk
 # queue, queue/outbound under the config dir) routed to the sink by a get_mx hook.
 start_haraka() {
   local port=$1 dir=$2
   mkdir -p "$dir/config" "$dir/plugins" "$dir/queue"
   cp -r "$HARAKA_DIR"/config/. "$dir/config/"      # Haraka's defaults, then ours over them
-  printf 'listen=127.0.0.1:%s\n' "$port" > "$dir/config/smtp.ini"
+  printf 'listen=127.0.0.1:%s\nnodes=%s\n' "$port" "${HARAKA_NODES:-cpus}" > "$dir/config/smtp.ini"
   printf 'haraka.bench.test\n' > "$dir/config/me"
   printf 'relay\nbench_route\n' > "$dir/config/plugins"
   printf '[relay]\nacl=true\n' > "$dir/config/relay.ini"
