@@ -171,9 +171,11 @@ mkdir -p "$SHIM_DIR"
 for tool in smtp-source smtp-sink; do
   real=$(command -v "$tool" || true)
   [ -n "$real" ] || { echo "compare.sh: $tool not found (bash $MTA_BENCH ceiling installs Postfix)" >&2; exit 2; }
+  # Only the sink needs shielding; smtp-source must stay where timeout's TERM reaches it (that
+  # is what bounds its run).
+  if [ "$tool" = smtp-sink ]; then run="trap 'true' TERM INT; setsid -w"; else run=""; fi
   cat > "$SHIM_DIR/$tool-times.sh" <<SHIM
-trap 'true' TERM INT
-setsid -w "$real" "\$@"
+$run "$real" "\$@"
 rc=\$?
 [ -z "\${LOAD_CPU_LOG:-}" ] || { echo "$tool"; times; } >> "\$LOAD_CPU_LOG"
 exit \$rc
