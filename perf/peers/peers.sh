@@ -69,7 +69,7 @@ peer_start() {
   chmod 755 "$WORK" "$dir"     # the instances' unprivileged users read their configuration here
   case $name in
     exim)      start_exim "$port" "$dir" ;;
-    opensmtpd) start_opensmtpd "$port" "$dir" ;;
+    opensmtpd) start_opensmtpd "$port" "$dir" || return 1 ;;
     haraka)    start_haraka "$port" "$dir" ;;
   esac
   local _
@@ -83,9 +83,21 @@ peer_start() {
   return 1
 }
 
+# descendants PID: every live descendant of PID.
+descendants() {
+  local child
+  for child in $(pgrep -P "$1" || true); do echo "$child"; descendants "$child"; done
+}
+
+# peer_stop: the root gets TERM (each of these stops its own processes on it); then every process
+# of the instance gets up to 10 s to exit, so the next instance finds its port free and no process
+# still holding the queue (OpenSMTPD's is shared between instances).
 peer_stop() {
   [ -n "$PEER_PID" ] || return 0
+  local pids pid
+  pids=$(descendants "$PEER_PID")
   stop_pid "$PEER_PID"
+  for pid in $pids; do stop_pid "$pid"; done
   PEER_PID=""
 }
 
@@ -140,10 +152,16 @@ CONF
 }
 
 # OpenSMTPD: foreground (-d), its queue is /var/spool/smtpd (compiled in); emptied first, when
-# no other smtpd runs and Debian's opensmtpd package is not installed (so the queue is ours).
+# no other smtpd runs and Debian's opensmtpd package is not installed (so the queue is ours): a
+# message left there by an interrupted run would be delivered into the next run's count, and at
+# start, before the sink is up, it makes OpenSMTPD disable the route to the sink for 15 s.
 start_opensmtpd() {
   local port=$1 dir=$2
-  if ! dpkg -s opensmtpd >/dev/null 2>&1 && ! pgrep -x smtpd >/dev/null; then rm -rf /var/spool/smtpd; fi
+  if dpkg -s opensmtpd >/dev/null 2>&1 || pgrep -x smtpd >/dev/null; then
+    echo "/var/spool/smtpd is not ours to empty (a system OpenSMTPD is installed or an smtpd runs)" >&2
+    PEER_PID=""; return 1
+  fi
+  rm -rf /var/spool/smtpd
   cat > "$dir/smtpd.conf" <<CONF
 smtp limit max-mails 1000000 max-rcpt 1000
 listen on 127.0.0.1 port $port hostname opensmtpd.bench.test
