@@ -341,7 +341,7 @@ for load in "${LOADS[@]}"; do
       nativerelay) mta relay_e2e_msgs_per_s "$out.$prog" nativerelay relay "$RELAY_PORT" "$n" "$s" "$size" $flags ;;
       *)           mta relay_e2e_msgs_per_s "$out.$prog" "$prog" relay "$(peer_port "$prog")" "$n" "$s" "$size" $flags ;;
     esac
-    sed -i "s/^relay_/${prog}_/" "$out.$prog"
+    if [ -f "$out.$prog" ]; then sed -i "s/^relay_/${prog}_/" "$out.$prog"; fi
     if [ -n "${START_ERR[$name.$prog]}" ] && ! grep -q "^${prog}_e2e_msgs_per_s: " "$out.$prog" 2>/dev/null; then
       note "${prog}_e2e_msgs_per_s: n/a (did not start: ${START_ERR[$name.$prog]})"
       continue

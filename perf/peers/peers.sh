@@ -20,6 +20,16 @@ HARAKA_DIR=${HARAKA_DIR:-$PWD/$PEERS_DIR/haraka/node_modules/Haraka}
 PEER_PID=""
 
 
+# opensmtpd_running: pids of OpenSMTPD processes (Postfix's smtpd daemons share the name; their
+# executable is under /usr/lib/postfix).
+opensmtpd_running() {
+  local pid exe
+  for pid in $(pgrep -x smtpd || true); do
+    exe=$(readlink "/proc/$pid/exe" 2>/dev/null || true)
+    case $exe in /usr/lib/postfix/*|"") ;; *) echo "$pid" ;; esac
+  done
+}
+
 peer_available() {
   case $1 in
     exim)      [ -x "$EXIM_BIN" ] || { echo "$EXIM_BIN not found: run bash perf/peers/install.sh"; return; }
@@ -27,7 +37,7 @@ peer_available() {
     opensmtpd) [ -x "$SMTPD_BIN" ] || { echo "$SMTPD_BIN not found: run bash perf/peers/install.sh"; return; }
                id opensmtpq >/dev/null 2>&1 || { echo "no user opensmtpq: run bash perf/peers/install.sh"; return; }
                # Its queue directory is compiled in: two instances would share it.
-               if pgrep -x smtpd >/dev/null; then echo "another smtpd is running (pid $(pgrep -x smtpd | head -1)) and /var/spool/smtpd, compiled in, cannot be shared"; fi ;;
+               if [ -n "$(opensmtpd_running)" ]; then echo "another OpenSMTPD is running (pid $(opensmtpd_running | head -1)) and /var/spool/smtpd, compiled in, cannot be shared"; fi ;;
     haraka)    command -v node >/dev/null || { echo "node not found"; return; }
                [ -f "$HARAKA_DIR/bin/haraka" ] || echo "$HARAKA_DIR not found: run bash perf/peers/install.sh" ;;
     *)         echo "unknown peer $1" ;;
@@ -152,12 +162,12 @@ CONF
 }
 
 # OpenSMTPD: foreground (-d), its queue is /var/spool/smtpd (compiled in); emptied first, when
-# no other smtpd runs and Debian's opensmtpd package is not installed (so the queue is ours): a
+# no other OpenSMTPD runs and Debian's opensmtpd package is not installed (so the queue is ours): a
 # message left there by an interrupted run would be delivered into the next run's count, and at
 # start, before the sink is up, it makes OpenSMTPD disable the route to the sink for 15 s.
 start_opensmtpd() {
   local port=$1 dir=$2
-  if dpkg -s opensmtpd >/dev/null 2>&1 || pgrep -x smtpd >/dev/null; then
+  if dpkg -s opensmtpd >/dev/null 2>&1 || [ -n "$(opensmtpd_running)" ]; then
     echo "/var/spool/smtpd is not ours to empty (a system OpenSMTPD is installed or an smtpd runs)" >&2
     PEER_PID=""; return 1
   fi
