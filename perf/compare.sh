@@ -227,6 +227,14 @@ mta() {
     stop_pid "$SAMPLER_PID"; SAMPLER_PID=""
     CPU_TICKS[$name.$prog]=$(( ${ticks1:-0} - ${ticks0:-0} ))
     read -r "RSS_PEAK[$name.$prog]" "PSS_PEAK[$name.$prog]" < "$out.mem" || true
+    # One more sample at the end: a run shorter than the sampling period may have none.
+    local root rss pss
+    root=$(root_pid "$prog")
+    if [ -n "$root" ]; then
+      read -r rss pss <<< "$(tree_mem_kib "$root")"
+      [ "${rss:-0}" -gt "${RSS_PEAK[$name.$prog]:-0}" ] && RSS_PEAK[$name.$prog]=$rss
+      [ "${pss:-0}" -gt "${PSS_PEAK[$name.$prog]:-0}" ] && PSS_PEAK[$name.$prog]=$pss
+    fi
     SRC_CPU[$name.$prog]=$(load_cpu smtp-source "$log")
     SINK_CPU[$name.$prog]=$(load_cpu smtp-sink "$log")
     case $prog in
