@@ -64,7 +64,11 @@ BENCH_ARGS ?= --filter '*'
 bench:
 	$(DOTNET) run -c Release --project bench/NativeRelay.Benchmarks -- $(BENCH_ARGS)
 
+# NativeRelay beside Postfix, Exim, OpenSMTPD and Haraka (perf/peers/install.sh puts the last three
+# in place, idempotently; Postfix comes with ../shared/perf/mta-bench.sh). PEERS="postfix exim"
+# narrows the peers, QUICK=1 the loads.
 perf: publish
+	bash perf/peers/install.sh
 	bash perf/compare.sh
 
 # The spool under stress (long: see perf/RESULTS.md): 100,000 messages while the relay is
