@@ -63,9 +63,18 @@ public sealed class DkimSigningKey : IDisposable
         {
             throw new ConfigException($"dkim key {file}: cannot read it: {e.Message}");
         }
+        return FromPem(domain, selector, file, pem);
+    }
+
+    /// <summary>
+    /// The key from PEM text (PKCS#8 "PRIVATE KEY" with RSA or Ed25519, or PKCS#1 "RSA PRIVATE KEY").
+    /// Anything else, damaged DER included, is a <see cref="ConfigException"/> naming the file.
+    /// </summary>
+    public static DkimSigningKey FromPem(string domain, string selector, string file, string pem)
+    {
         try
         {
-            return FromPem(domain, selector, file, pem);
+            return ParsePem(domain, selector, file, pem);
         }
         catch (Exception e) when (e is CryptographicException or AsnContentException or ArgumentException or FormatException)
         {
@@ -73,8 +82,7 @@ public sealed class DkimSigningKey : IDisposable
         }
     }
 
-    /// <summary>The key from PEM text (PKCS#8 "PRIVATE KEY" with RSA or Ed25519, or PKCS#1 "RSA PRIVATE KEY").</summary>
-    public static DkimSigningKey FromPem(string domain, string selector, string file, string pem)
+    private static DkimSigningKey ParsePem(string domain, string selector, string file, string pem)
     {
         if (!PemEncoding.TryFind(pem, out var fields))
             throw new ConfigException($"dkim key {file}: no PEM block (expected -----BEGIN PRIVATE KEY-----)");
