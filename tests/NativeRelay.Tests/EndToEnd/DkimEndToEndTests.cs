@@ -105,9 +105,15 @@ public sealed class DkimEndToEndTests(ITestOutputHelper log) : IAsyncDisposable
             await client.EhloAsync();
             await client.SendAcceptedAsync("alice@example.test", ["bob@elsewhere.test"], EightBitMessage("8bit@dkim.test"), "BODY=8BITMIME");
             await client.SendAcceptedAsync("alice@example.test", ["bob@elsewhere.test"], EmptyBodyMessage("empty@dkim.test"));
+            // CHUNKING (RFC 3030): the message arrives in BDAT chunks and is signed the same way.
+            var chunked = Encoding.ASCII.GetBytes("From: alice@example.test\r\nTo: bob@elsewhere.test\r\nSubject: in chunks\r\nMessage-ID: <bdat@dkim.test>\r\n\r\nsent with BDAT  \r\n\r\n");
+            int half = chunked.Length / 2;
+            await client.SendRawAsync([.. Encoding.ASCII.GetBytes($"MAIL FROM:<alice@example.test>\r\nRCPT TO:<bob@elsewhere.test>\r\nBDAT {half}\r\n"), .. chunked[..half],
+                .. Encoding.ASCII.GetBytes($"BDAT {chunked.Length - half} LAST\r\n"), .. chunked[half..]]);
+            Assert.All(await client.ReadRepliesAsync(4), r => Assert.Equal(250, r.Code));
         }
 
-        foreach (var id in new[] { "8bit@dkim.test", "empty@dkim.test" })
+        foreach (var id in new[] { "8bit@dkim.test", "empty@dkim.test", "bdat@dkim.test" })
         {
             var delivered = await sink.WaitForMessageAsync(m => m.Header("Message-ID") == $"<{id}>", Waits.Delivery, id);
             var text = delivered.DataText;
