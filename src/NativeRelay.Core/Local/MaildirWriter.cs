@@ -197,9 +197,23 @@ public sealed class MaildirWriter
     /// <summary>fsync(2) on a directory, so the entries made in it are on disk.</summary>
     public static void FsyncDirectory(string path)
     {
+        if (!TryFsyncDirectory(path, out int errno))
+            throw new IOException($"cannot open directory {path} to sync it (errno {errno})");
+    }
+
+    /// <summary>
+    /// As <see cref="FsyncDirectory"/>, but false (with the errno) when the directory cannot be
+    /// opened at all, e.g. by a user who may write into it but not read it; a failed fsync throws.
+    /// </summary>
+    public static bool TryFsyncDirectory(string path, out int errno)
+    {
         int fd = Libc.Open(path, Libc.O_RDONLY | Libc.O_CLOEXEC);
         if (fd < 0)
-            throw new IOException($"cannot open directory {path} to sync it (errno {Marshal.GetLastPInvokeError()})");
+        {
+            errno = Marshal.GetLastPInvokeError();
+            return false;
+        }
+        errno = 0;
         try
         {
             if (Libc.Fsync(fd) != 0)
@@ -209,5 +223,6 @@ public sealed class MaildirWriter
         {
             Libc.Close(fd);
         }
+        return true;
     }
 }

@@ -45,20 +45,8 @@ public static class MaildropDirectory
     /// </summary>
     private static void MakeRenameDurable(string directory, Microsoft.Win32.SafeHandles.SafeFileHandle file)
     {
-        int fd = Libc.Open(directory, Libc.O_RDONLY | Libc.O_CLOEXEC);
-        if (fd >= 0)
-        {
-            try
-            {
-                if (Libc.Fsync(fd) != 0)
-                    throw new IOException($"fsync of directory {directory} failed (errno {Marshal.GetLastPInvokeError()})");
-            }
-            finally
-            {
-                Libc.Close(fd);
-            }
+        if (NativeRelay.Local.MaildirWriter.TryFsyncDirectory(directory, out _))
             return;
-        }
         if (Libc.SyncFs((int)file.DangerousGetHandle()) != 0)
             throw new IOException($"syncfs for {directory} failed (errno {Marshal.GetLastPInvokeError()})");
     }

@@ -59,15 +59,18 @@ public sealed class MaildropPickup : IAsyncDisposable
     /// <summary>Before delivery starts: drops the files whose messages the spool already holds (step 2 done, step 3 not).</summary>
     public void ResolveInterrupted(IReadOnlySet<ulong> recovered)
     {
+        bool removed = false;
         foreach (var path in System.IO.Directory.EnumerateFiles(_directory))
         {
             if (TryParseName(Path.GetFileName(path), out _, out ulong id) && id != 0 && recovered.Contains(id))
             {
                 File.Delete(path);
+                removed = true;
                 _log.Info($"{new QueueIdText(id)}: maildrop file {Path.GetFileName(path)} was queued before the restart; removed");
             }
         }
-        MaildirWriter.FsyncDirectory(_directory);
+        if (removed)
+            MaildirWriter.FsyncDirectory(_directory);
     }
 
     public void Start() => _loop = RunAsync(_stop.Token);
