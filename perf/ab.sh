@@ -3,7 +3,9 @@
 # loopback, without Postfix. Each run starts a fresh smtp-sink and a relay on a fresh temporary
 # spool, sends N messages and reports, on one line:
 #   accept (msg/s until smtp-source is done), e2e (msg/s until smtp-sink has every message),
-#   relay_us and sink_us (each process's utime+stime from /proc per message), idle (the share
+#   relay_us, sink_us and source_us (each process's utime+stime per message: /proc for the relay and
+#   the sink, the shell's children times for smtp-source), all_us (the three together: what the
+#   machine spends per message, so 2 cores / all_us bounds the e2e rate when the CPU is the limit), idle (the share
 #   of both cores left idle during the run, from /proc/stat), alloc_B (managed bytes the relay
 #   allocated per message, from its metrics endpoint; "-" for a binary without that metric) and
 #   gc (its garbage collections during the run, generations 0/1/2).
@@ -29,6 +31,11 @@ command -v smtp-source >/dev/null || { echo "ab.sh: smtp-source not found (apt-g
 # utime+stime of a process, in clock ticks (fields 14 and 15, counted after the ")" that ends
 # the command name, which may contain spaces).
 cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
+# user+system CPU of the shell's finished children, in µs (bash's `times`, second line), which
+# grows by smtp-source's time when it exits, since the script waits for it in the foreground.
+children_cpu_us() { # FILE: where `times` was written (not a pipe: that would run it in a subshell)
+  sed -n 2p "$1" | awk '{ t = 0; for (f = 1; f <= 2; f++) { split($f, p, "m"); sub("s", "", p[2]); t += p[1] * 60 + p[2] } printf "%.0f\n", t * 1e6 }'
+}
 idle_ticks() { awk '/^cpu /{print $5}' /proc/stat; }
 
 # Per thread name: CPU ticks, voluntary and involuntary switches (summed over same-named threads).
@@ -77,14 +84,18 @@ one_run() { # LABEL BINARY RELAY_ARGS ENV
   gc0=$(gc_figures)
   r0=$(cpu_ticks "$relay"); s0=$(cpu_ticks "$sink"); i0=$(idle_ticks)
   [ "$MODE" = reuse ] && flags=-d
+  local c0 c1
+  times > "$work/times.0"; c0=$(children_cpu_us "$work/times.0")
   t0=$(date +%s.%N)
   timeout 600 smtp-source $flags -s "$S" -m "$N" -l "$SIZE" -f a@ab.test -t b@dest.test "127.0.0.1:$RELAY_PORT"
   t1=$(date +%s.%N)
+  times > "$work/times.1"; c1=$(children_cpu_us "$work/times.1")
   for _ in $(seq 6000); do got=$(sink_count "$work/sink.out"); [ "${got:-0}" -ge "$N" ] && break; sleep 0.01; done
   t2=$(date +%s.%N)
   r1=$(cpu_ticks "$relay"); s1=$(cpu_ticks "$sink"); i1=$(idle_ticks)
   gc1=$(gc_figures)
   awk -v l="$label" -v n="$N" -v a="$t0" -v b="$t1" -v c="$t2" -v r=$((r1 - r0)) -v s=$((s1 - s0)) \
+ -v src=$((c1 - c0)) \
       -v i=$((i1 - i0)) -v hz="$HZ" -v got="${got:-0}" -v gc0="$gc0" -v gc1="$gc1" 'BEGIN {
     alloc = gc = "-"
     if (gc0 != "" && gc1 != "") {
@@ -92,8 +103,9 @@ one_run() { # LABEL BINARY RELAY_ARGS ENV
       alloc = sprintf("%.0f", (q[1] - p[1]) / n)
       gc = (y[1] - x[1]) "/" (y[2] - x[2]) "/" (y[3] - x[3])
     }
-    printf "%s accept %.0f e2e %.0f relay_us %.0f sink_us %.0f idle %.0f%% alloc_B %s gc %s got %d\n",
-      l, n / (b - a), n / (c - a), r / hz * 1e6 / n, s / hz * 1e6 / n, i / hz / (c - a) / 2 * 100, alloc, gc, got }'
+    ru = r / hz * 1e6 / n; su = s / hz * 1e6 / n; cu = src / n
+    printf "%s accept %.0f e2e %.0f relay_us %.0f sink_us %.0f source_us %.0f all_us %.0f idle %.0f%% alloc_B %s gc %s got %d\n",
+      l, n / (b - a), n / (c - a), ru, su, cu, ru + su + cu, i / hz / (c - a) / 2 * 100, alloc, gc, got }'
   if [ -n "${THREADS:-}" ]; then
     thread_table "$relay" > "$work/threads.1"
     join -a2 -e 0 -o 0,1.2,1.3,1.4,2.2,2.3,2.4 "$work/threads.0" "$work/threads.1" |
