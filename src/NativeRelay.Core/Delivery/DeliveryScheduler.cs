@@ -387,6 +387,15 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
 
     private ValueTask RouteRound(QueuedMessage message, DeliveryRound round)
     {
+        // Scheduled sending (the HTTP API's deliver_after): not before its time, whether it is
+        // new, recovered after a restart or released; the retry heap brings it back then.
+        if (message.Envelope.NotBeforeUnixMs > NowMs())
+        {
+            lock (message)
+                message.Round = null;
+            Cool(message, message.Envelope.NotBeforeUnixMs);
+            return ValueTask.CompletedTask;
+        }
         // Fast path: every pending recipient's domain has a fresh answer (the steady state of a
         // bulk sender): route on the spot, no allocation beyond the job.
         var addresses = message.Envelope.Recipients;

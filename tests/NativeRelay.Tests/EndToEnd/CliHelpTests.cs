@@ -17,7 +17,7 @@ public sealed class CliHelpTests(ITestOutputHelper log)
     {
         { "serve", "--config --listen=127.0.0.1:2525 --spool=./var/spool --hostname --relay-to --dns --remote-port=25 --tls-cert --tls-key "
                    + "--tls-policy=opportunistic --ca-file --dnssec --no-dane "
-                   + "--listen-tls --submission --users --metrics --log-format=text --log-level=info --drain-seconds=30 --user --local-domain --maildir-root "
+                   + "--listen-tls --submission --users --metrics --http=off --tokens --http-tls --log-format=text --log-level=info --drain-seconds=30 --user --local-domain --maildir-root "
                    + "--dkim --auth-check=off --authserv-id" },
         { "check-config", "<FILE>" },
         { "sendmail", "-t -i -f -F -v --server --config=/etc/nativerelay/nativerelay.json --spool <RECIPIENT>" },
@@ -39,6 +39,9 @@ public sealed class CliHelpTests(ITestOutputHelper log)
         { "dkim", "keygen verify" },
         { "dkim keygen", "--domain --selector --algorithm=rsa --bits=2048 --out" },
         { "dkim verify", "<FILE> --dns --config" },
+        { "token", "add delete" },
+        { "token add", "<NAME> --file --pools --sender-domains --rate" },
+        { "token delete", "<NAME> --file" },
     };
 
     [Theory]
@@ -93,7 +96,7 @@ public sealed class CliHelpTests(ITestOutputHelper log)
             var result = await CliRun.RunAsync([help], [], dir.Path, log);
 
             Assert.True(result.ExitCode == 0, result.ToString());
-            foreach (var verb in new[] { "serve", "check-config", "sendmail", "passwd", "blast", "sink", "bench", "queue", "dkim" })
+            foreach (var verb in new[] { "serve", "check-config", "sendmail", "passwd", "blast", "sink", "bench", "queue", "dkim", "token" })
                 Assert.Matches($@"(?m)^\s+{verb}\b", result.Stdout);
             Assert.Contains("--version", result.Stdout);
             Assert.Contains("nativerelay VERB --help", result.Stdout);
