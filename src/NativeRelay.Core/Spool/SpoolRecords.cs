@@ -246,7 +246,7 @@ internal static class DsnExtension
         {
             if (!r.I64(out notBefore) || !r.U32(out uint length) || length > r.Remaining)
                 return false;
-            metadata = r.Take((int)length).ToArray();
+            metadata = length == 0 ? null : r.Take((int)length).ToArray(); // no metadata is written as length 0
         }
         return true;
     }

@@ -118,9 +118,9 @@ public sealed class HttpBlaster(HttpBlastOptions options)
             }
             w.WriteEndArray();
             w.WriteString("subject", "blast");
-            // The built message has ~450 bytes of headers (From, To, Subject, Date, Message-ID, MIME, Received).
+            // The built message has ~380 bytes of headers (Received, From, To, Subject, Date, Message-ID, MIME-Version, Content-Type).
             var text = new StringBuilder();
-            int target = Math.Max(16, o.Size - 450);
+            int target = Math.Max(16, o.Size - 380);
             while (text.Length < target)
                 text.Append("The quick brown fox jumps over the lazy dog. 0123456789\n");
             text.Length = target;
