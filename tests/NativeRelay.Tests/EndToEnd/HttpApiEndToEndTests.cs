@@ -355,14 +355,15 @@ public sealed class HttpApiEndToEndTests(ITestOutputHelper log) : IAsyncDisposab
     }
 
     [Fact]
-    public async Task Curl_posts_a_raw_message_over_HTTPS_with_the_relays_certificate_in_HTTP_1_1_and_HTTP_2()
+    public async Task Curl_posts_a_raw_message_over_HTTPS_with_the_relays_certificate_in_HTTP_1_1_chunked_and_HTTP_2()
     {
         var token = await AddTokenAsync("app");
         var certificate = TestCertificate.Create(_dir.Path, "server", "relay.test");
         await StartAsync(new JsonObject { ["tls"] = true }, tls: certificate);
         var headerFile = _dir.File("curl-header");
         File.WriteAllText(headerFile, $"Authorization: Bearer {token}\n"); // a header file: the token is not on curl's command line
-        foreach (var (flag, id, version) in new[] { ("--http1.1", "curl1@test", "1.1"), ("--http2", "curl2@test", "2") })
+        // HTTP/1.1 with a Content-Length, HTTP/1.1 with a chunked body, HTTP/2 (ALPN).
+        foreach (var (flag, id, version, chunked) in new[] { ("--http1.1", "curl1@test", "1.1", false), ("--http1.1", "curl3@test", "1.1", true), ("--http2", "curl2@test", "2", false) })
         {
             var json = JsonSerializer.Serialize(new Dictionary<string, object>
             {
@@ -372,7 +373,7 @@ public sealed class HttpApiEndToEndTests(ITestOutputHelper log) : IAsyncDisposab
             });
             File.WriteAllText(_dir.File("body.json"), json);
             var curl = await ExternalTool.RunAsync("curl", ["-sS", flag, "--cacert", certificate.CertificatePath, "--resolve", $"relay.test:{_httpPort}:127.0.0.1",
-                "-w", "\n%{http_code} %{http_version}", "-H", $"@{headerFile}", "-H", "Content-Type: application/json",
+                "-w", "\n%{http_code} %{http_version}", "-H", $"@{headerFile}", "-H", "Content-Type: application/json", "-H", chunked ? "Transfer-Encoding: chunked" : "X-Plain: 1",
                 "--data-binary", $"@{_dir.File("body.json")}", $"https://relay.test:{_httpPort}/api/v1/messages"], TimeSpan.FromSeconds(60));
             Assert.True(curl.ExitCode == 0, curl.ToString());
             var lines = curl.Stdout.Trim().Split('\n');
