@@ -228,7 +228,17 @@ public sealed class ApiHost : IAsyncDisposable
             return;
         }
         var client = context.Connection.RemoteIpAddress?.ToString() ?? "unknown";
-        var answer = await attached.Injection.InjectAsync(token, config, body, client, context.Request.IsHttps).ConfigureAwait(false);
+        InjectionService.Answer answer;
+        try
+        {
+            answer = await attached.Injection.InjectAsync(token, config, body, client, context.Request.IsHttps).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            // A bug, not bad input: logged once with its stack; the client gets JSON and the server lives on.
+            Log.Error($"http: request from {client} (token {token.Name}) failed: {ExceptionText.Of(e)}");
+            answer = InjectionService.Error(500, "internal error; nothing was acknowledged (see the relay's log)");
+        }
         if (answer.Replayed)
             context.Response.Headers["Idempotent-Replayed"] = "true";
         await WriteAsync(context, answer).ConfigureAwait(false);

@@ -390,6 +390,11 @@ public sealed class InjectionService
                     signed.Release();
                     response.Rejected.Add(new RejectedRecipient { Email = email, Error = $"over a limit: {e.Message}; try again later" });
                 }
+                catch
+                {
+                    signed.Release(); // not in the spool: the buffer goes back to its pool; the copies before it are abandoned below
+                    throw;
+                }
             }
             if (spooled.Count > 0)
                 await _host.Intake.WaitForCommitAsync(spooled.Max(s => s.Head)).ConfigureAwait(false);
