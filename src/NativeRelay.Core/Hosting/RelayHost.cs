@@ -67,6 +67,9 @@ public sealed class RelayHost : IAsyncDisposable
     /// <summary>The HTTP side (API, metrics); null when neither http.listen nor metrics.listen is set.</summary>
     public NativeRelay.Api.ApiHost? Api => _api;
 
+    /// <summary>Where the API's receptions and unsubscribes go (the events stage); set before <see cref="StartAsync"/>.</summary>
+    public NativeRelay.Api.IApiEvents ApiEvents { get; init; } = NativeRelay.Api.IApiEvents.None;
+
     public async Task StartAsync()
     {
         // Bind first (port 25 needs root or CAP_NET_BIND_SERVICE), then drop privileges, then open
@@ -92,6 +95,8 @@ public sealed class RelayHost : IAsyncDisposable
         // The HTTP endpoints (Kestrel) are bound here too, before the privilege drop; the API
         // answers 503 until the message path is attached below.
         _api = await NativeRelay.Api.ApiHost.StartAsync(_settings, () => _servers.Current?.Certificates, _log);
+        if (_api is not null)
+            _api.Events = ApiEvents;
         if (_settings.Lifecycle.User is { } user)
         {
             var account = PrivilegeDrop.Lookup(user);
