@@ -729,7 +729,7 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
         {
             Telemetry.RelayMetrics.Delivered.Increment();
             Telemetry.RelayMetrics.DestinationDelivered.Increment(destination);
-            Telemetry.RelayMetrics.DeliveryLatencySeconds.Observe((NowMs() - message.Envelope.ArrivalUnixMs) / 1000.0);
+            Telemetry.RelayMetrics.DeliveryLatencySeconds.Observe((NowMs() - message.Envelope.DueSinceUnixMs) / 1000.0); // a scheduled message from its time
             if (destination == "local")
                 Telemetry.RelayMetrics.LocalDelivered.Increment();
         }
@@ -824,7 +824,8 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
                 message.LastError = LastError(round);
             }
             outcome.Attempts = message.Attempts;
-            if (pending > 0 && outcome.Attempted && _retry.IsExpired(envelope.ArrivalUnixMs, now))
+            // A scheduled message's clocks start at its deliver_after time, not when it was posted.
+            if (pending > 0 && outcome.Attempted && _retry.IsExpired(envelope.DueSinceUnixMs, now))
             {
                 for (int i = 0; i < count; i++)
                     if (message.Recipients[i] == RecipientState.Pending && !round.Replies[i].IsPermanent)
@@ -832,7 +833,7 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
                 pending = 0;
             }
             if (pending > 0 && outcome.Attempted && _routing.DelayWarning is { } delay && !message.DelayWarned
-                && now - envelope.ArrivalUnixMs >= (long)delay.TotalMilliseconds)
+                && now - envelope.DueSinceUnixMs >= (long)delay.TotalMilliseconds)
             {
                 outcome.Warn = true;
                 for (int i = 0; i < count; i++)
@@ -980,7 +981,7 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
         }
         if (delayed is not null)
         {
-            var until = DateTimeOffset.FromUnixTimeMilliseconds(envelope.ArrivalUnixMs) + _retry.MaxLifetime;
+            var until = DateTimeOffset.FromUnixTimeMilliseconds(envelope.DueSinceUnixMs) + _retry.MaxLifetime;
             foreach (int i in delayed)
             {
                 var n = Notice(envelope, round, i, DsnAction.Delayed, round.Replies[i], at);

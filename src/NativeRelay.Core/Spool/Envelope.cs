@@ -60,6 +60,9 @@ public sealed class Envelope
     /// <summary>Not to be attempted before this time (Unix ms; 0: at once): the HTTP API's deliver_after, kept in the spool.</summary>
     public long NotBeforeUnixMs { get; init; }
 
+    /// <summary>Where the lifetime and delay-warning clocks start: arrival, or the not-before time of a scheduled message.</summary>
+    public long DueSinceUnixMs => Math.Max(ArrivalUnixMs, NotBeforeUnixMs);
+
     /// <summary>
     /// What the HTTP injection said about the message (UTF-8 JSON: tags, metadata, token name,
     /// pool; Api/InjectionMetadata), for the events written at delivery time; null for SMTP mail.

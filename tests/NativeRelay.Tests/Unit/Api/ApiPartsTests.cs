@@ -114,6 +114,9 @@ public sealed class ApiPartsTests
         Assert.Null(parsed.Metadata);
         var parsedPart = MessageHead.TryParse(extended)!.Envelope;
         Assert.Equal(1_800_000_000_000, parsedPart.NotBeforeUnixMs);
+        // A scheduled message's lifetime and delay warnings count from its time; others' from arrival.
+        Assert.Equal(1_800_000_000_000, parsedPart.DueSinceUnixMs);
+        Assert.Equal(1, parsed.DueSinceUnixMs);
         Assert.Equal(withPart.Metadata, parsedPart.Metadata);
     }
 
