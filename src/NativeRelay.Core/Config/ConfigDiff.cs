@@ -27,6 +27,9 @@ public static class ConfigDiff
         "limits.maxConnections",
         "limits.maxConnectionsPerIp",
         "metrics",
+        "http.listen",
+        "http.tls",
+        "http.maxRequestBytes",
         "user",
     ];
 

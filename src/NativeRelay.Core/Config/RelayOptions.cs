@@ -67,6 +67,9 @@ public sealed class RelayOptions
     /// <summary>The Prometheus endpoint (off unless metrics.listen is set; see MetricsOptions.cs).</summary>
     public MetricsOptions Metrics { get; set; } = new();
 
+    /// <summary>The HTTP API: injection, one-click unsubscribe (off unless http.listen is set; see HttpOptions.cs).</summary>
+    public HttpOptions Http { get; set; } = new();
+
     /// <summary>SPF, DKIM and DMARC checks of inbound mail and the Authentication-Results header (off by default; see InboundAuthOptions.cs).</summary>
     public InboundAuthOptions InboundAuth { get; set; } = new();
 

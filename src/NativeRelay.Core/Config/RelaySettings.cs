@@ -36,6 +36,8 @@ public sealed record RelaySettings
     public NativeRelay.Local.LocalDeliverySettings LocalDelivery { get; init; } = NativeRelay.Local.LocalDeliverySettings.Empty;
     /// <summary>Null when the metrics endpoint is off.</summary>
     public NativeRelay.Telemetry.MetricsSettings? Metrics { get; init; }
+    /// <summary>The HTTP API (injection, unsubscribe); null when http.listen is not set.</summary>
+    public NativeRelay.Api.HttpSettings? Http { get; init; }
     /// <summary>Log level and format, SIGTERM drain time, the user to run as.</summary>
     public LifecycleSettings Lifecycle { get; init; } = LifecycleSettings.Default;
     /// <summary>Mail authentication of inbound mail (inboundAuth); null only for settings built by hand.</summary>
@@ -171,6 +173,7 @@ public sealed record RelaySettings
             ReloadCheckSeconds = receiving.ReloadCheckSeconds,
             LocalDelivery = NativeRelay.Local.LocalDeliverySettings.Validate(o.LocalDomains),
             Metrics = NativeRelay.Telemetry.MetricsSettings.Validate(o.Metrics),
+            Http = NativeRelay.Api.HttpSettings.Validate(o.Http, Path.GetFullPath(o.Spool), receiving.Tls is not null),
             Lifecycle = LifecycleSettings.Validate(o),
             InboundAuth = InboundAuthSettings.Validate(o, hostname),
             Dkim = NativeRelay.MailAuth.Dkim.DkimSettings.Validate(o.Dkim),

@@ -387,6 +387,15 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
 
     private ValueTask RouteRound(QueuedMessage message, DeliveryRound round)
     {
+        // Scheduled sending (the HTTP API's deliver_after): not before its time, whether it is
+        // new, recovered after a restart or released; the retry heap brings it back then.
+        if (message.Envelope.NotBeforeUnixMs > NowMs())
+        {
+            lock (message)
+                message.Round = null;
+            Cool(message, message.Envelope.NotBeforeUnixMs);
+            return ValueTask.CompletedTask;
+        }
         // Fast path: every pending recipient's domain has a fresh answer (the steady state of a
         // bulk sender): route on the spot, no allocation beyond the job.
         var addresses = message.Envelope.Recipients;
@@ -720,7 +729,7 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
         {
             Telemetry.RelayMetrics.Delivered.Increment();
             Telemetry.RelayMetrics.DestinationDelivered.Increment(destination);
-            Telemetry.RelayMetrics.DeliveryLatencySeconds.Observe((NowMs() - message.Envelope.ArrivalUnixMs) / 1000.0);
+            Telemetry.RelayMetrics.DeliveryLatencySeconds.Observe((NowMs() - message.Envelope.DueSinceUnixMs) / 1000.0); // a scheduled message from its time
             if (destination == "local")
                 Telemetry.RelayMetrics.LocalDelivered.Increment();
         }
@@ -815,7 +824,8 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
                 message.LastError = LastError(round);
             }
             outcome.Attempts = message.Attempts;
-            if (pending > 0 && outcome.Attempted && _retry.IsExpired(envelope.ArrivalUnixMs, now))
+            // A scheduled message's clocks start at its deliver_after time, not when it was posted.
+            if (pending > 0 && outcome.Attempted && _retry.IsExpired(envelope.DueSinceUnixMs, now))
             {
                 for (int i = 0; i < count; i++)
                     if (message.Recipients[i] == RecipientState.Pending && !round.Replies[i].IsPermanent)
@@ -823,7 +833,7 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
                 pending = 0;
             }
             if (pending > 0 && outcome.Attempted && _routing.DelayWarning is { } delay && !message.DelayWarned
-                && now - envelope.ArrivalUnixMs >= (long)delay.TotalMilliseconds)
+                && now - envelope.DueSinceUnixMs >= (long)delay.TotalMilliseconds)
             {
                 outcome.Warn = true;
                 for (int i = 0; i < count; i++)
@@ -971,7 +981,7 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
         }
         if (delayed is not null)
         {
-            var until = DateTimeOffset.FromUnixTimeMilliseconds(envelope.ArrivalUnixMs) + _retry.MaxLifetime;
+            var until = DateTimeOffset.FromUnixTimeMilliseconds(envelope.DueSinceUnixMs) + _retry.MaxLifetime;
             foreach (int i in delayed)
             {
                 var n = Notice(envelope, round, i, DsnAction.Delayed, round.Replies[i], at);

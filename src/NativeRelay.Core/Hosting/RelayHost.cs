@@ -41,6 +41,7 @@ public sealed class RelayHost : IAsyncDisposable
     private IDisposable? _reloading;
     private PosixSignalRegistration? _hangup;
     private IDisposable? _queueGauges;
+    private NativeRelay.Api.ApiHost? _api;
     private bool _stopped;
 
     /// <param name="reloadSource">
@@ -63,6 +64,11 @@ public sealed class RelayHost : IAsyncDisposable
     public SmtpServer? Server => _servers.Current;
     /// <summary>The settings in force: those of the start, or of the last reload that was applied.</summary>
     public RelaySettings Settings => Volatile.Read(ref _running);
+    /// <summary>The HTTP side (API, metrics); null when neither http.listen nor metrics.listen is set.</summary>
+    public NativeRelay.Api.ApiHost? Api => _api;
+
+    /// <summary>Where the API's receptions and unsubscribes go (the events stage); set before <see cref="StartAsync"/>.</summary>
+    public NativeRelay.Api.IApiEvents ApiEvents { get; init; } = NativeRelay.Api.IApiEvents.None;
 
     public async Task StartAsync()
     {
@@ -86,6 +92,11 @@ public sealed class RelayHost : IAsyncDisposable
             }
             _listeners.Add(listener);
         }
+        // The HTTP endpoints (Kestrel) are bound here too, before the privilege drop; the API
+        // answers 503 until the message path is attached below.
+        _api = await NativeRelay.Api.ApiHost.StartAsync(_settings, () => _servers.Current?.Certificates, _log);
+        if (_api is not null)
+            _api.Events = ApiEvents;
         if (_settings.Lifecycle.User is { } user)
         {
             var account = PrivilegeDrop.Lookup(user);
@@ -124,6 +135,9 @@ public sealed class RelayHost : IAsyncDisposable
 
         var server = CreateServer(_settings, authThrottle: null);
         _servers.Swap(server);
+        // HTTP injection takes the SMTP path's way into the spool, and signs with the current server's keys.
+        _api?.Attach(_settings.Http, new SpoolIntake(_spool, _scheduler), ids, () => _servers.Current?.Signer, _settings.SpoolDirectory,
+            _settings.Hostname, _settings.Limits.MaxMessageSize);
         server.LogConfiguration(_listeners.Select(l => new ListenerInfo(l.EndPoint, l.Kind)));
         _reloading = server.StartReloading(_stopping.Token, handleHangup: _reloadSource is null);
         if (_reloadSource is not null)
@@ -134,6 +148,12 @@ public sealed class RelayHost : IAsyncDisposable
             _log.Info($"listening on {listener.EndPoint}" + (listener.Kind == ListenerKind.Smtp ? "" : $" ({ListenerSettings.KindName(listener.Kind)})"));
         }
         _housekeeping = HousekeepingAsync(_stopping.Token);
+        // Starting leaves garbage (the configuration's parsing, Kestrel's host and DI when the HTTP
+        // side is on: ~4 MiB) that an idle relay never collects, and only a full collection
+        // decommits: one aggressive collection a second after start gives it back (perf/RESULTS.md).
+        _ = Task.Delay(TimeSpan.FromSeconds(1), _stopping.Token).ContinueWith(
+            static t => { if (!t.IsCanceled) GC.Collect(2, GCCollectionMode.Aggressive, blocking: true, compacting: true); },
+            CancellationToken.None, TaskContinuationOptions.None, TaskScheduler.Default);
         _log.Info($"{_settings.Hostname} ready: spool {_settings.SpoolDirectory}, {_scheduler.LoopCount} delivery loop(s), "
                   + (_settings.RelayTo is null ? "no relay-to" : $"relay-to {_settings.RelayTo}"));
     }
@@ -212,6 +232,7 @@ public sealed class RelayHost : IAsyncDisposable
         if (_reloadSource is null)
         {
             Server?.ReloadFiles(force: true);
+            ReloadTokens(_settings);
             return true;
         }
         lock (_reloadLock)
@@ -222,6 +243,7 @@ public sealed class RelayHost : IAsyncDisposable
             ReloadPlan plan;
             SmtpServer server;
             NativeRelay.Local.LocalDeliveryAgent? local;
+            NativeRelay.Api.ApiConfiguration? api;
             Router? router = null;
             try
             {
@@ -231,6 +253,7 @@ public sealed class RelayHost : IAsyncDisposable
                 StartupChecks.Check(s);
                 server = CreateServer(s, _servers.Current?.AuthThrottle);
                 local = s.LocalDelivery.IsEmpty ? null : CreateLocalAgent(s);
+                api = _api is not null && s.Http is { } http ? NativeRelay.Api.ApiConfiguration.Load(http) : null;
                 if (plan.Changed.Any(AffectsRouting))
                     router = new Router(s.Routing, s.Hostname);
             }
@@ -256,6 +279,7 @@ public sealed class RelayHost : IAsyncDisposable
                 _scheduler.LocalAgent = new NativeRelay.Local.ReloadableLocalDeliveryAgent(local);
             _scheduler.Reconfigure(next, _router!);
             _servers.Swap(server);
+            _api?.Use(api);
             _reloading?.Dispose();
             _reloading = server.StartReloading(_stopping.Token, handleHangup: false);
             _log.Configure(next.Lifecycle.LogLevel, next.Lifecycle.LogFormat);
@@ -265,6 +289,8 @@ public sealed class RelayHost : IAsyncDisposable
                 _log.Info($"TLS certificate loaded: {server.Certificates.Describe()}");
             if (server.Users is not null)
                 _log.Info($"reloaded users from {server.Users.Path}: {server.Users.Count} user(s)");
+            if (api is not null)
+                _log.Info($"reloaded API tokens from {api.Tokens.Path}: {api.Tokens.Count} token(s)");
             if (next.LocalRecipientsFile is not null)
                 _log.Info($"reloaded local recipients from {next.LocalRecipientsFile}: {server.Policy.RecipientCount} entries");
             foreach (var option in plan.NeedsRestart)
@@ -273,6 +299,23 @@ public sealed class RelayHost : IAsyncDisposable
                 ? "configuration reloaded: no option changed (the files it names were read again)"
                 : $"configuration reloaded: {string.Join(", ", plan.Changed)} changed (for new sessions and deliveries)");
             return true;
+        }
+    }
+
+    /// <summary>SIGHUP without a configuration source: the tokens file is read again (a broken one keeps the running tokens).</summary>
+    private void ReloadTokens(RelaySettings settings)
+    {
+        if (_api is null || settings.Http is not { } http)
+            return;
+        try
+        {
+            var api = NativeRelay.Api.ApiConfiguration.Load(http);
+            _api.Use(api);
+            _log.Info($"reloaded API tokens from {api.Tokens.Path}: {api.Tokens.Count} token(s)");
+        }
+        catch (ConfigException e)
+        {
+            _log.Error($"reload refused: {e.Message}; keeping the running tokens");
         }
     }
 
@@ -326,6 +369,12 @@ public sealed class RelayHost : IAsyncDisposable
     {
         foreach (var listener in _listeners)
             listener.StopAccepting();
+        if (_api is not null)
+        {
+            // Requests in flight finish (their messages are committed before they are answered).
+            await _api.DisposeAsync();
+            _api = null;
+        }
         lock (_reloadLock)
         {
             _stopped = true;

@@ -38,6 +38,11 @@ public sealed class ReloadPlan
             SpoolDirectory = started.SpoolDirectory,
             SpoolTuning = started.SpoolTuning,
             Metrics = started.Metrics,
+            // The HTTP server's socket, TLS and body limit are Kestrel's, fixed at start; the
+            // tokens, recipients limit, rate and unsubscribe options apply to the next request.
+            Http = started.Http is null || next.Http is null
+                ? started.Http
+                : next.Http with { Listen = started.Http.Listen, Tls = started.Http.Tls, MaxRequestBytes = started.Http.MaxRequestBytes },
             Lifecycle = next.Lifecycle with { User = started.Lifecycle.User },
         };
         return new ReloadPlan { Settings = settings, Changed = changed, NeedsRestart = restart };

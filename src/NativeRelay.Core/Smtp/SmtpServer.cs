@@ -31,6 +31,7 @@ public sealed class SmtpServer : IConnectionHandler
         Settings = settings;
         Spool = spool;
         Intake = intake;
+        Accept = new SpoolIntake(spool, intake);
         Ids = ids;
         Log = log;
         Certificates = certificates ?? (settings.Tls is null ? null : TlsCertificateStore.Load(settings.Tls));
@@ -59,6 +60,8 @@ public sealed class SmtpServer : IConnectionHandler
     internal RelaySettings Settings { get; }
     internal SpoolLog Spool { get; }
     internal IQueueIntake Intake { get; }
+    /// <summary>Append, commit, hand over: the path every accepted message takes (shared with the HTTP API).</summary>
+    internal SpoolIntake Accept { get; }
     internal QueueIdGenerator Ids { get; }
     internal Log Log { get; }
     public TlsCertificateStore? Certificates { get; }

@@ -228,30 +228,26 @@ internal sealed partial class SmtpServerSession
             Flags = _flags | (_authenticatedUser is null ? EnvelopeFlags.None : EnvelopeFlags.Authenticated),
         };
         ulong id = _queueId;
-        long head, first;
-        _server.Intake.ReserveSpool(id);
+        SpooledMessage spooled;
         try
         {
-            (head, first) = await _server.Spool.AppendMessageAsync(id, envelope, message);
-            await _server.Spool.WaitForCommitAsync(head);
-            if (hold)
-                await HoldQuarantinedAsync(id);
-        }
-        catch (SpoolFullException e)
-        {
-            _server.Intake.CancelReservation(id);
-            _server.Log.Warn($"{QueueIdGenerator.ToString(id)}: not queued: {e.Message}");
-            ResetTransaction();
-            Reply(SmtpReplies.InsufficientStorage);
-            return;
+            spooled = await _server.Accept.AppendAsync(id, envelope, message);
         }
         catch (Exception e)
         {
-            _server.Intake.CancelReservation(id);
-            // Not durable, so not acknowledged: the client keeps the message and retries.
-            _server.Log.Error($"spool append failed for {QueueIdGenerator.ToString(id)}: {NativeRelay.Telemetry.ExceptionText.Of(e)}");
-            ResetTransaction();
-            Reply(SmtpReplies.SpoolFailure);
+            SpoolFailed(id, e);
+            return;
+        }
+        try
+        {
+            await _server.Accept.WaitForCommitAsync(spooled.Head);
+            if (hold)
+                await HoldQuarantinedAsync(id);
+        }
+        catch (Exception e)
+        {
+            _server.Accept.Abandon(spooled);
+            SpoolFailed(id, e);
             return;
         }
 
@@ -259,19 +255,20 @@ internal sealed partial class SmtpServerSession
         _server.CountAccepted(message.ContentLength, envelope.Recipients.Length);
         _server.Log.Info($"{new QueueIdText(id)}: queued from={envelope.SenderForLog} rcpts={envelope.Recipients.Length} size={message.ContentLength} client={_clientAddress}{(_tls is null ? "" : " tls")}{(_authenticatedUser is null ? "" : " auth=")}{_authenticatedUser}");
 
-        var queued = new QueuedMessage
-        {
-            Id = id,
-            HeadAddress = head,
-            FirstAddress = first,
-            Envelope = envelope,
-            Recipients = new RecipientState[envelope.Recipients.Length],
-            Body = message, // the session's reference moves to the queue
-            Held = hold,
-        };
-        _message = null;
+        _message = null; // the session's reference moves to the queue
         ResetTransaction();
-        await _server.Intake.EnqueueAsync(queued);
+        await _server.Accept.HandOverAsync(spooled, hold);
+    }
+
+    /// <summary>Not durable, so not acknowledged: the client keeps the message and retries.</summary>
+    private void SpoolFailed(ulong id, Exception e)
+    {
+        if (e is SpoolFullException)
+            _server.Log.Warn($"{QueueIdGenerator.ToString(id)}: not queued: {e.Message}");
+        else
+            _server.Log.Error($"spool append failed for {QueueIdGenerator.ToString(id)}: {NativeRelay.Telemetry.ExceptionText.Of(e)}");
+        ResetTransaction();
+        Reply(e is SpoolFullException ? SmtpReplies.InsufficientStorage : SmtpReplies.SpoolFailure);
     }
 
     /// <summary>

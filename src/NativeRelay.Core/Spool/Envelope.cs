@@ -57,6 +57,18 @@ public sealed class Envelope
     public required long ArrivalUnixMs { get; init; }
     public EnvelopeFlags Flags { get; init; }
 
+    /// <summary>Not to be attempted before this time (Unix ms; 0: at once): the HTTP API's deliver_after, kept in the spool.</summary>
+    public long NotBeforeUnixMs { get; init; }
+
+    /// <summary>Where the lifetime and delay-warning clocks start: arrival, or the not-before time of a scheduled message.</summary>
+    public long DueSinceUnixMs => Math.Max(ArrivalUnixMs, NotBeforeUnixMs);
+
+    /// <summary>
+    /// What the HTTP injection said about the message (UTF-8 JSON: tags, metadata, token name,
+    /// pool; Api/InjectionMetadata), for the events written at delivery time; null for SMTP mail.
+    /// </summary>
+    public byte[]? Metadata { get; init; }
+
     public string SenderText => Sender.Length == 0 ? "<>" : System.Text.Encoding.UTF8.GetString(Sender);
     /// <summary>The sender as <see cref="SenderText"/> shows it, for a log line, without making a string.</summary>
     public Telemetry.Utf8Text SenderForLog => new(Sender.Length == 0 ? "<>"u8 : Sender);

@@ -101,6 +101,14 @@ internal ref struct SpanReader(ReadOnlySpan<byte> src)
         return true;
     }
 
+    /// <summary>The next <paramref name="length"/> bytes (the caller checked <see cref="Remaining"/>).</summary>
+    public ReadOnlySpan<byte> Take(int length)
+    {
+        var v = _src.Slice(_pos, length);
+        _pos += length;
+        return v;
+    }
+
     public bool Utf8(out string v)
     {
         v = "";

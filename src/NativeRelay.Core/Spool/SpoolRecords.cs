@@ -149,14 +149,18 @@ internal sealed class MessageHeadEntry : ILogEnqueueEntry
 
 /// <summary>
 /// The DSN and submission extension of a head record (after the recipients): ENVID (2+n), auth
-/// user (2+n), then a flag byte (bit 0: NOTIFY present, bit 1: ORCPT present) and, per recipient,
-/// NOTIFY (1) and/or ORCPT (2+n).
+/// user (2+n), then a flag byte (bit 0: NOTIFY present, bit 1: ORCPT present, bit 2: injection
+/// part present) and, per recipient, NOTIFY (1) and/or ORCPT (2+n); then, with bit 2, the HTTP
+/// injection's not-before time (8, Unix ms) and metadata (4+n). Spools written before bit 2
+/// existed never set it, so they read as before.
 /// </summary>
 internal static class DsnExtension
 {
     public static int Length(Envelope e)
     {
         int n = 2 + (e.EnvelopeId?.Length ?? 0) + 2 + System.Text.Encoding.UTF8.GetByteCount(e.AuthenticatedUser ?? "") + 1;
+        if (HasInjectionPart(e))
+            n += 8 + 4 + (e.Metadata?.Length ?? 0);
         if (e.Notify is not null)
             n += e.Recipients.Length;
         if (e.OriginalRecipients is not null)
@@ -169,14 +173,23 @@ internal static class DsnExtension
     {
         w.Bytes16(e.EnvelopeId ?? []);
         w.Utf8(e.AuthenticatedUser ?? "");
-        w.U8((byte)((e.Notify is not null ? 1 : 0) | (e.OriginalRecipients is not null ? 2 : 0)));
+        w.U8((byte)((e.Notify is not null ? 1 : 0) | (e.OriginalRecipients is not null ? 2 : 0) | (HasInjectionPart(e) ? 4 : 0)));
         if (e.Notify is not null)
             foreach (var n in e.Notify)
                 w.U8((byte)n);
         if (e.OriginalRecipients is not null)
             foreach (var o in e.OriginalRecipients)
                 w.Bytes16(o ?? []);
+        if (HasInjectionPart(e))
+        {
+            w.I64(e.NotBeforeUnixMs);
+            var metadata = e.Metadata ?? [];
+            w.U32((uint)metadata.Length);
+            metadata.CopyTo(w.Take(metadata.Length));
+        }
     }
+
+    private static bool HasInjectionPart(Envelope e) => e.NotBeforeUnixMs != 0 || e.Metadata is not null;
 
     /// <summary>Steps over the extension without building anything.</summary>
     public static bool Skip(ref SpanReader r, int recipients)
@@ -189,12 +202,16 @@ internal static class DsnExtension
             for (int i = 0; i < recipients; i++)
                 if (!r.Skip16())
                     return false;
+        if ((flags & 4) != 0 && (!r.I64(out _) || !r.U32(out uint metadata) || !r.Skip(metadata)))
+            return false;
         return true;
     }
 
     public static bool TryRead(ref SpanReader r, int recipients, out byte[]? envId, out string? user,
-        out DsnNotify[]? notify, out byte[]?[]? orcpt)
+        out DsnNotify[]? notify, out byte[]?[]? orcpt, out long notBefore, out byte[]? metadata)
     {
+        notBefore = 0;
+        metadata = null;
         notify = null;
         orcpt = null;
         user = null;
@@ -224,6 +241,12 @@ internal static class DsnExtension
                     return false;
                 orcpt[i] = o.Length == 0 ? null : o;
             }
+        }
+        if ((flags & 4) != 0)
+        {
+            if (!r.I64(out notBefore) || !r.U32(out uint length) || length > r.Remaining)
+                return false;
+            metadata = length == 0 ? null : r.Take((int)length).ToArray(); // no metadata is written as length 0
         }
         return true;
     }
@@ -435,13 +458,15 @@ internal sealed class MessageHead
         for (int i = 0; i < recipients.Length; i++)
             if (!r.Bytes16(out recipients[i]))
                 return null;
-        if (!DsnExtension.TryRead(ref r, recipients.Length, out var envId, out var user, out var notify, out var orcpt))
+        if (!DsnExtension.TryRead(ref r, recipients.Length, out var envId, out var user, out var notify, out var orcpt,
+                out long notBefore, out var metadata))
             return null;
         return new Envelope
         {
             Sender = sender, Recipients = recipients, ClientAddress = client, HeloName = helo,
             ArrivalUnixMs = arrival, Flags = (EnvelopeFlags)flags,
             EnvelopeId = envId, AuthenticatedUser = user, Notify = notify, OriginalRecipients = orcpt,
+            NotBeforeUnixMs = notBefore, Metadata = metadata,
         };
     }
 }

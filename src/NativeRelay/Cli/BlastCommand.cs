@@ -43,6 +43,15 @@ internal static class BlastCommand
             (o, v) => o.Quiet = v),
     ];
 
+    // The HTTP API mode (issue 27): --http URL --token T (or --token-file FILE); --messages counts
+    // requests, --recipients is per request, --sessions is the number of requests in flight.
+    private static readonly Option<string> Http = Flags.Text("--http", "URL",
+        "load the HTTP injection API instead of SMTP: POST URL (http(s)://HOST:PORT/api/v1/messages); --messages then counts requests", "SMTP");
+
+    private static readonly Option<string> Token = Flags.Text("--token", "TOKEN", "the API token for --http (visible to ps: prefer --token-file)");
+
+    private static readonly Option<string> TokenFile = Flags.Text("--token-file", "FILE", "read the API token for --http from FILE");
+
     private static FlagSetter<BlastOptions> Flag<T>(Option<T> option, Action<BlastOptions, T> apply) => FlagSetter<BlastOptions>.Of(option, apply);
 
     public static Command Build()
@@ -59,7 +68,10 @@ internal static class BlastCommand
             from the end of the data (the final "." sent) to the server's reply.
             """);
         FlagSetter<BlastOptions>.AddAll(command, Settings);
-        command.SetAction((result, _) => RunAsync(Bind(result)));
+        command.Options.Add(Http);
+        command.Options.Add(Token);
+        command.Options.Add(TokenFile);
+        command.SetAction((result, _) => result.ValueOrNull(Http) is { } url ? RunHttpAsync(BindHttp(result, url), Bind(result).Json) : RunAsync(Bind(result)));
         return command;
     }
 
@@ -71,6 +83,47 @@ internal static class BlastCommand
         if (o.Size < minimum)
             throw new ConfigException($"blast: --size must be at least {minimum} bytes (the message's header section)");
         return o;
+    }
+
+    private static HttpBlastOptions BindHttp(ParseResult result, string url)
+    {
+        var o = Bind(result);
+        if (!Uri.TryCreate(url, UriKind.Absolute, out var uri) || (uri.Scheme != "http" && uri.Scheme != "https"))
+            throw new ConfigException($"blast: --http '{url}' is not an http(s) URL");
+        var token = result.ValueOrNull(Token)
+                    ?? (result.ValueOrNull(TokenFile) is { } file ? ReadToken(file) : null)
+                    ?? throw new ConfigException("blast --http needs --token or --token-file");
+        return new HttpBlastOptions
+        {
+            Url = uri, Token = token, Requests = o.Messages, Concurrency = o.Sessions,
+            // 100 recipients per request unless --recipients says otherwise (SMTP's default is 1 per message).
+            Recipients = result.GetResult(Settings.First(f => f.Option.Name == "--recipients").Option) is { Implicit: false } ? o.Recipients : 100,
+            Size = o.Size, From = o.From, Rcpt = o.Rcpt, Timeout = o.Timeout,
+        };
+    }
+
+    private static string ReadToken(string file)
+    {
+        try
+        {
+            return File.ReadAllText(file).Trim();
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new ConfigException($"blast: --token-file {file}: {e.Message}");
+        }
+    }
+
+    private static async Task<int> RunHttpAsync(HttpBlastOptions options, bool json)
+    {
+        using var interrupt = new CancellationTokenSource();
+        using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; interrupt.Cancel(); });
+        var result = await new HttpBlaster(options).RunAsync(interrupt.Token);
+        if (json)
+            result.WriteJson(Console.OpenStandardOutput());
+        else
+            result.WriteText(Console.Out);
+        return result.Success ? 0 : 1;
     }
 
     private static async Task<int> RunAsync(BlastOptions options)

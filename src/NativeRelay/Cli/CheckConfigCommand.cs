@@ -60,6 +60,13 @@ internal static class CheckConfigCommand
         CheckFile(settings.Tls?.KeyPath, "tls.key");
         CheckFile(settings.UsersFile, "usersFile");
         CheckFile(settings.LocalRecipientsFile, "localRecipientsFile");
+        // The tokens file is read, not only found (a malformed line is named here); so is a configured unsubscribe key.
+        if (settings.Http is { } http)
+        {
+            NativeRelay.Api.TokenStore.Load(http.TokensFile);
+            if (http.Unsubscribe is { SecretIsGenerated: false } u)
+                NativeRelay.Api.UnsubscribeLinks.Load(u);
+        }
         // DKIM keys are read, not only found: a malformed key is named here rather than at start.
         if (settings.Dkim.Signs)
             NativeRelay.MailAuth.Dkim.DkimSigner.Create(settings.Dkim).Dispose();
@@ -82,6 +89,8 @@ internal static class CheckConfigCommand
             Line("listen", $"{l.EndPoint} ({ListenerSettings.KindName(l.Kind)}{(l.Kind == ListenerKind.Smtp ? "" : ", AUTH required")})");
         Line("tls", s.Tls is null ? "off (no certificate: no STARTTLS, no implicit TLS)" : $"certificate {s.Tls.CertificatePath}, key {s.Tls.KeyPath}");
         Line("auth", s.UsersFile is null ? "off (no usersFile)" : $"users from {s.UsersFile}{(s.AllowPlaintextAuth ? ", also without TLS" : ", only under TLS")}");
+        Line("http api", s.Http is null ? "off (no http.listen)" : $"{(s.Http.Tls ? "https" : "http")}://{s.Http.Listen}/api/v1/messages, tokens from {s.Http.TokensFile}, at most {s.Http.MaxRecipients} recipients a request"
+            + (s.Http.Unsubscribe is { } u ? $", one-click unsubscribe for pools {string.Join(", ", u.Pools)}" : ""));
         Line("relay networks", s.RelayNetworks.Count == 0 ? "none (only authenticated clients may relay)" : string.Join(", ", s.RelayNetworks));
         var accepted = s.AcceptedDomains.Concat(s.LocalDelivery.Domains.Select(d => d.Name)).Distinct().ToList();
         Line("accepted from all", accepted.Count == 0 ? "no domains (mail from outside the relay networks is refused)" : string.Join(", ", accepted));

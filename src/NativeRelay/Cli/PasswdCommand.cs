@@ -109,8 +109,12 @@ internal static class PasswdCommand
         return text.ToString();
     }
 
-    /// <summary>Replaces (or with a null line removes) the user's line, or appends it; true if the user was there.</summary>
-    private static bool Rewrite(string path, string user, string? newLine)
+    /// <summary>
+    /// Replaces (or with a null line removes) the line of NAME (the text before its first ':'), or
+    /// appends it, rewriting the file atomically with mode 0600; true if the name was there.
+    /// Shared by the users file and the tokens file (TokenCommand), which are both NAME:... lines.
+    /// </summary>
+    internal static bool Rewrite(string path, string user, string? newLine)
     {
         var lines = new List<string>();
         bool found = false;

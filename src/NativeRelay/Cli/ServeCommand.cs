@@ -54,6 +54,12 @@ internal static class ServeCommand
             (o, v) => o.UsersFile = v),
         Flag(Flags.Text("--metrics", "IP:PORT", "serve Prometheus metrics at http://IP:PORT/metrics", "off"),
             (o, v) => o.Metrics.Listen = v),
+        Flag(Flags.Text("--http", "IP:PORT", "serve the HTTP API (POST /api/v1/messages, one-click unsubscribe) on this address (needs --tokens)", "off"),
+            (o, v) => o.Http.Listen = v),
+        Flag(Flags.Text("--tokens", "FILE", "the API's bearer tokens (lines made by 'nativerelay token add')"),
+            (o, v) => o.Http.TokensFile = v),
+        Flag(Flags.Switch("--http-tls", "serve the HTTP API over TLS with --tls-cert/--tls-key"),
+            (o, v) => o.Http.Tls = v),
         Flag(Flags.Text("--log-format", "text|json", "one human-readable line per event, or one JSON object per line", Defaults.Log.Format).Completing("text", "json"),
             (o, v) => o.Log.Format = v),
         Flag(Flags.Text("--log-level", "LEVEL", "the least severe line written: debug, info, warn or error", Defaults.Log.Level).Completing("debug", "info", "warn", "error"),
@@ -104,7 +110,6 @@ internal static class ServeCommand
         var settings = BuildSettings(args);
         StartupChecks.Check(settings);
         using var log = new Log(Console.OpenStandardOutput(), settings.Lifecycle.LogLevel, settings.Lifecycle.LogFormat);
-        await using var metrics = MetricsServer.StartConfigured(settings, log);
         // SIGHUP reads the file and applies the flags again, exactly as at start (and as check-config does).
         var host = new RelayHost(settings, log, reloadSource: () => BuildSettings(args, checkFiles: true));
         var stop = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);

@@ -17,13 +17,13 @@ public sealed class CliHelpTests(ITestOutputHelper log)
     {
         { "serve", "--config --listen=127.0.0.1:2525 --spool=./var/spool --hostname --relay-to --dns --remote-port=25 --tls-cert --tls-key "
                    + "--tls-policy=opportunistic --ca-file --dnssec --no-dane "
-                   + "--listen-tls --submission --users --metrics --log-format=text --log-level=info --drain-seconds=30 --user --local-domain --maildir-root "
+                   + "--listen-tls --submission --users --metrics --http=off --tokens --http-tls --log-format=text --log-level=info --drain-seconds=30 --user --local-domain --maildir-root "
                    + "--dkim --auth-check=off --authserv-id" },
         { "check-config", "<FILE>" },
         { "sendmail", "-t -i -f -F -v --server --config=/etc/nativerelay/nativerelay.json --spool <RECIPIENT>" },
         { "passwd", "<USER> --file --iterations=600000 --delete" },
         { "blast", "--to=127.0.0.1:2525 --messages=1000 --sessions=10 --size=1024 --per-connection=0 --recipients=1 --from=blast@example.org "
-                   + "--rcpt=sink@example.com --rate=0 --timeout=600 --tls --helo=blast.example.org --json --quiet" },
+                   + "--rcpt=sink@example.com --rate=0 --timeout=600 --tls --helo=blast.example.org --json --quiet --http=SMTP --token --token-file" },
         { "sink", "--listen=127.0.0.1:2526 --reply-code=250 --rcpt-reply=250 --delay=0 --save --exit-after --timeout --hostname=sink.nativerelay.test "
                   + "--no-pipelining --no-chunking --json --quiet" },
         { "bench", "--messages=20000 --sessions=20 --size=1024 --per-connection=0 --timeout=120 --temp-dir --json --quiet" },
@@ -39,6 +39,9 @@ public sealed class CliHelpTests(ITestOutputHelper log)
         { "dkim", "keygen verify" },
         { "dkim keygen", "--domain --selector --algorithm=rsa --bits=2048 --out" },
         { "dkim verify", "<FILE> --dns --config" },
+        { "token", "add delete" },
+        { "token add", "<NAME> --file --pools --sender-domains --rate" },
+        { "token delete", "<NAME> --file" },
     };
 
     [Theory]
@@ -93,7 +96,7 @@ public sealed class CliHelpTests(ITestOutputHelper log)
             var result = await CliRun.RunAsync([help], [], dir.Path, log);
 
             Assert.True(result.ExitCode == 0, result.ToString());
-            foreach (var verb in new[] { "serve", "check-config", "sendmail", "passwd", "blast", "sink", "bench", "queue", "dkim" })
+            foreach (var verb in new[] { "serve", "check-config", "sendmail", "passwd", "blast", "sink", "bench", "queue", "dkim", "token" })
                 Assert.Matches($@"(?m)^\s+{verb}\b", result.Stdout);
             Assert.Contains("--version", result.Stdout);
             Assert.Contains("nativerelay VERB --help", result.Stdout);

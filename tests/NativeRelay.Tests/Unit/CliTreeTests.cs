@@ -17,7 +17,7 @@ public class CliTreeTests
     public void Every_verb_subcommand_flag_and_argument_is_described()
     {
         var root = Verbs.Root();
-        Assert.Equal(["serve", "check-config", "sendmail", "passwd", "blast", "sink", "bench", "queue", "dkim"], root.Subcommands.Select(c => c.Name));
+        Assert.Equal(["serve", "check-config", "sendmail", "passwd", "blast", "sink", "bench", "queue", "dkim", "token"], root.Subcommands.Select(c => c.Name));
         foreach (var command in AllCommands(root).Skip(1))
         {
             Assert.False(string.IsNullOrWhiteSpace(command.Description), $"{Usage.Path(command)} has no description");
@@ -39,6 +39,7 @@ public class CliTreeTests
                 var path = Usage.Path(command).Split(' ');
                 var spaced = Entry.Parse([.. path, option.Name, "x"]);
                 var joined = Entry.Parse([.. path, option.Name + "=x"]);
+                Assert.True(spaced.GetResult(option) is not null, $"{string.Join(' ', path)} {option.Name} x: {string.Join("; ", spaced.Errors.Select(e => e.Message))}");
                 Assert.Equal(["x"], spaced.GetResult(option)!.Tokens.Select(t => t.Value));
                 Assert.Equal(["x"], joined.GetResult(option)!.Tokens.Select(t => t.Value));
             }

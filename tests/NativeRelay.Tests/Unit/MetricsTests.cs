@@ -243,46 +243,38 @@ public sealed class MetricsTests
     [Fact]
     public async Task The_endpoint_answers_get_metrics_keeps_the_connection_and_gives_404_and_405_otherwise()
     {
-        var registry = new MetricsRegistry();
-        var counter = registry.Counter("t_scraped_total", "Scrapes.");
-        counter.Add(5);
-        await using var server = new MetricsServer(new IPEndPoint(IPAddress.Loopback, 0), registry);
-        server.Start();
+        // The endpoint is Kestrel's (Api/ApiHost), on metrics.listen only: no API there.
+        int port = NativeRelay.Tests.Support.FreePort.Get();
+        var settings = NativeRelay.Config.RelaySettings.Validate(new NativeRelay.Config.RelayOptions { Metrics = new() { Listen = $"127.0.0.1:{port}" } });
+        using var log = new Log(Stream.Null, LogLevel.Error, LogFormat.Text);
+        await using var server = await NativeRelay.Api.ApiHost.StartAsync(settings, () => null, log);
+        Assert.NotNull(server);
+        var endpoint = new IPEndPoint(IPAddress.Loopback, port);
 
-        using var client = await Connect(server.EndPoint);
+        using var client = await Connect(endpoint);
         var first = await Request(client, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
         Assert.StartsWith("HTTP/1.1 200 OK\r\n", first.Head);
         Assert.Contains("Content-Type: text/plain; version=0.0.4; charset=utf-8\r\n", first.Head);
-        Assert.Contains("Connection: keep-alive", first.Head);
-        Assert.Contains("t_scraped_total 5\n", first.Body);
+        Assert.Contains("# TYPE nativerelay_messages_received_total counter", first.Body);
 
-        counter.Increment();
-        var second = await Request(client, "GET /metrics?x=1 HTTP/1.1\r\nHost: x\r\n\r\n"); // same connection
-        Assert.Contains("t_scraped_total 6\n", second.Body);
+        var second = await Request(client, "GET /metrics?x=1 HTTP/1.1\r\nHost: x\r\n\r\n"); // same connection (kept alive)
+        Assert.Contains("nativerelay_build_info", second.Body);
 
         var notFound = await Request(client, "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
         Assert.StartsWith("HTTP/1.1 404 ", notFound.Head);
+        var api = await Request(client, "POST /api/v1/messages HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n");
+        Assert.StartsWith("HTTP/1.1 404 ", api.Head);
         var head = await Request(client, "HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n", expectBody: false);
         Assert.StartsWith("HTTP/1.1 200 ", head.Head);
-        var post = await Request(client, "POST /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        var post = await Request(client, "POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
         Assert.StartsWith("HTTP/1.1 405 ", post.Head);
+        Assert.Contains("Allow: GET, HEAD", post.Head);
         Assert.Contains("Connection: close", post.Head);
         Assert.Equal(0, await ReadSome(client, new byte[16])); // closed as announced
 
-        using var bad = await Connect(server.EndPoint);
+        using var bad = await Connect(endpoint);
         var garbage = await Request(bad, "HELLO\r\n\r\n");
         Assert.StartsWith("HTTP/1.1 400 ", garbage.Head);
-    }
-
-    [Fact]
-    public async Task Idle_connections_are_closed()
-    {
-        var registry = new MetricsRegistry();
-        await using var server = new MetricsServer(new IPEndPoint(IPAddress.Loopback, 0), registry, idleTimeout: TimeSpan.FromMilliseconds(300));
-        server.Start();
-        using var client = await Connect(server.EndPoint);
-        // Say nothing: the server must hang up by itself (bounded wait, far above the idle time).
-        Assert.Equal(0, await ReadSome(client, new byte[16]));
     }
 
     private static async Task<Socket> Connect(IPEndPoint endpoint)
