@@ -90,7 +90,7 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
         {
             Settings = settings,
             Routing = settings.Routing,
-            TlsPolicies = TlsPolicyResolverFor(settings.Routing, router),
+            TlsPolicies = TlsPolicyResolverFor(settings.Routing, router, log),
             Spool = spool,
             Log = log,
             DeliveryLog = _deliveryLog,
@@ -485,6 +485,13 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
     }
 
     /// <summary>
+    /// A message with "TLS-Required: No" (and no REQUIRETLS) goes to a destination of its own that
+    /// ignores the TLS policies (RFC 8689 5); every other message takes the route as it is.
+    /// </summary>
+    private static Route ForMessage(QueuedMessage message, Route route) =>
+        (message.Envelope.Flags & Spool.EnvelopeFlags.TlsOptional) != 0 && route.Kind == RouteKind.Smtp ? route.WithTlsOptional() : route;
+
+    /// <summary>
     /// Splits the pending recipients into jobs by destination and hands them to their loops;
     /// recipients whose domain cannot be routed get their (DNS) failure as this round's reply.
     /// </summary>
@@ -497,7 +504,7 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
             if (only.Route is { } route)
             {
                 int[] indexes = count == 1 ? FirstRecipient : PendingIndexes(message);
-                jobs.Add(new DeliveryJob(message, route, indexes));
+                jobs.Add(new DeliveryJob(message, ForMessage(message, route), indexes));
             }
             else
             {
@@ -522,7 +529,7 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
                 while (g < jobs.Count && jobs[g].Route.Key != result.Route.Key)
                     g++;
                 if (g == jobs.Count)
-                    jobs.Add(new DeliveryJob(message, result.Route, CountInto(each, result.Route.Key)));
+                    jobs.Add(new DeliveryJob(message, ForMessage(message, result.Route), CountInto(each, result.Route.Key)));
             }
         }
 

@@ -330,7 +330,7 @@ internal sealed class Destination
         _lastTlsPolicy = check.PolicyName;
         if (check.Refusal is not null)
             throw new SmtpSessionException(SmtpReply.Local(451, $"4.7.5 {check.Refusal}"), SmtpFailureStage.Tls)
-                { TlsFailure = NativeRelay.TlsPolicies.TlsFailureType.DnssecInvalid };
+                { TlsFailure = check.RefusalType };
         return new SmtpClientOptions
         {
             HeloName = context.Settings.Hostname,
@@ -391,7 +391,8 @@ internal sealed class Destination
         {
             if ((envelope.Flags & EnvelopeFlags.RequireTls) != 0
                 && NativeRelay.TlsPolicies.RequireTlsRule.Refusal(session.TlsVerifiedBy, session.TlsProtocol is not null,
-                       (session.Capabilities & SmtpCapabilities.RequireTls) != 0, $"{peer.Host}[{session.RemoteEndPoint.Address}]") is { } refusal)
+                       (session.Capabilities & SmtpCapabilities.RequireTls) != 0, $"{peer.Host}[{session.RemoteEndPoint.Address}]",
+                       NextHopTrusted(session)) is { } refusal)
             {
                 Array.Fill(results, SmtpReply.Local(550, refusal));
                 remote = false;
@@ -425,6 +426,14 @@ internal sealed class Destination
                 return true;
         return false;
     }
+
+    /// <summary>
+    /// RFC 8689 4.2.1: a REQUIRETLS message goes to a host found through MX only when the MX
+    /// answer was DNSSEC-validated or an MTA-STS policy in enforce mode names the host (and its
+    /// certificate verified under it). Hosts the operator configured (routes, relayTo) are trusted.
+    /// </summary>
+    private bool NextHopTrusted(SmtpClientSession session) =>
+        !_route.FromMx || _route.MxAuthentic || session.PeerCheck is { StsEnforced: true, Verified: true };
 
     /// <summary>
     /// All of a job's recipients, in as many transactions as the peer's recipient limit needs

@@ -16,7 +16,7 @@ public sealed class CliHelpTests(ITestOutputHelper log)
     public static readonly TheoryData<string, string> Verbs = new()
     {
         { "serve", "--config --listen=127.0.0.1:2525 --spool=./var/spool --hostname --relay-to --dns --remote-port=25 --tls-cert --tls-key "
-                   + "--tls-policy=opportunistic --ca-file --dnssec --no-dane "
+                   + "--tls-policy=opportunistic --ca-file --dnssec --no-dane --no-mta-sts "
                    + "--listen-tls --submission --users --metrics --log-format=text --log-level=info --drain-seconds=30 --user --local-domain --maildir-root "
                    + "--dkim --auth-check=off --authserv-id" },
         { "check-config", "<FILE>" },
