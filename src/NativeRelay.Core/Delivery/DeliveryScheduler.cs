@@ -91,6 +91,9 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
             Settings = settings,
             Routing = settings.Routing,
             TlsPolicies = TlsPolicyResolverFor(settings.Routing, router, log),
+            TlsReports = settings.Routing.TlsRpt && settings.Routing.TlsRptDirectory is { } reports
+                ? new NativeRelay.TlsPolicies.Reporting.TlsRptRecorder(reports, log: line => log.Warn(line))
+                : null,
             Spool = spool,
             Log = log,
             DeliveryLog = _deliveryLog,
@@ -1213,6 +1216,7 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
         // Bodies still held in memory go back to the pool; the messages stay in the spool.
         foreach (var m in _hot.Values)
             m.ReleaseBody();
+        _context.TlsReports?.Dispose(); // the day's TLS-RPT counts, written
     }
 
     public async ValueTask DisposeAsync()

@@ -56,6 +56,11 @@ public sealed class RoutingSettings
     public TimeSpan MtaStsFetchTimeout { get; init; } = TimeSpan.FromSeconds(30);
     /// <summary>TLS-RPT (RFC 8460): record outcomes for domains that publish "_smtp._tls" (tlsRpt.enabled).</summary>
     public bool TlsRpt { get; init; } = true;
+    /// <summary>tlsRpt.sendDaily: the relay sends the reports of finished days itself.</summary>
+    public bool TlsRptSendDaily { get; init; }
+    /// <summary>tlsRpt.organizationName and contactInfo (null: derived from the host name).</summary>
+    public string? TlsRptOrganization { get; init; }
+    public string? TlsRptContact { get; init; }
     /// <summary>The spool directory: MTA-STS policies are cached in SPOOL/mta-sts, TLS-RPT counts kept in SPOOL/tls-rpt.</summary>
     public string? SpoolDirectory { get; init; }
     public string? MtaStsDirectory => SpoolDirectory is null ? null : Path.Combine(SpoolDirectory, "mta-sts");
@@ -146,6 +151,9 @@ public sealed class RoutingSettings
             MtaStsPort = outbound.MtaStsPort,
             MtaStsFetchTimeout = TimeSpan.FromSeconds(outbound.MtaStsFetchTimeoutSeconds),
             TlsRpt = o.TlsRpt?.Enabled ?? true,
+            TlsRptSendDaily = o.TlsRpt?.SendDaily ?? false,
+            TlsRptOrganization = o.TlsRpt?.OrganizationName,
+            TlsRptContact = o.TlsRpt?.ContactInfo,
             SpoolDirectory = spoolDirectory,
             RemotePort = r.RemotePort,
             DnsTimeout = TimeSpan.FromSeconds(r.DnsTimeoutSeconds),

@@ -31,6 +31,7 @@ internal static class Verbs
             BenchCommand.Build(),
             QueueCommand.Build(),
             DkimCommand.Build(),
+            TlsRptCommand.Build(),
         };
         foreach (var option in root.Options)
         {

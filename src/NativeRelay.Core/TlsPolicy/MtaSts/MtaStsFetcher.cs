@@ -128,19 +128,29 @@ public sealed class MtaStsFetcher
         return e.Message;
     }
 
-    // The policy host's addresses through the relay's resolver, tried in order.
-    private async ValueTask<Stream> ConnectAsync(SocketsHttpConnectionContext context, CancellationToken cancel)
+    private ValueTask<Stream> ConnectAsync(SocketsHttpConnectionContext context, CancellationToken cancel) =>
+        ConnectThroughAsync(_dns, context.DnsEndPoint, cancel);
+
+    /// <summary>A TCP connection to a host whose addresses come from the relay's resolver (policy hosts, TLS-RPT endpoints), tried in order.</summary>
+    public static async ValueTask<Stream> ConnectThroughAsync(IDnsResolver dns, DnsEndPoint target, CancellationToken cancel)
     {
-        var answer = await _dns.QueryAddressesAsync(context.DnsEndPoint.Host, cancel).ConfigureAwait(false);
-        if (answer.Status != DnsStatus.Ok || answer.Addresses.Length == 0)
-            throw new HttpRequestException($"{context.DnsEndPoint.Host} has no address ({answer.Status}{(answer.Error is null ? "" : ": " + answer.Error)})");
+        IPAddress[] addresses;
+        if (IPAddress.TryParse(target.Host, out var literal))
+            addresses = [literal];
+        else
+        {
+            var answer = await dns.QueryAddressesAsync(target.Host, cancel).ConfigureAwait(false);
+            if (answer.Status != DnsStatus.Ok || answer.Addresses.Length == 0)
+                throw new HttpRequestException($"{target.Host} has no address ({answer.Status}{(answer.Error is null ? "" : ": " + answer.Error)})");
+            addresses = answer.Addresses;
+        }
         Exception? last = null;
-        foreach (var address in answer.Addresses)
+        foreach (var address in addresses)
         {
             var socket = new Socket(address.AddressFamily, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
             try
             {
-                await socket.ConnectAsync(new IPEndPoint(address, context.DnsEndPoint.Port), cancel).ConfigureAwait(false);
+                await socket.ConnectAsync(new IPEndPoint(address, target.Port), cancel).ConfigureAwait(false);
                 return new NetworkStream(socket, ownsSocket: true);
             }
             catch (SocketException e)
@@ -149,6 +159,6 @@ public sealed class MtaStsFetcher
                 last = e;
             }
         }
-        throw new HttpRequestException($"cannot connect to {context.DnsEndPoint.Host}:{context.DnsEndPoint.Port}: {last?.Message}", last);
+        throw new HttpRequestException($"cannot connect to {target.Host}:{target.Port}: {last?.Message}", last);
     }
 }
