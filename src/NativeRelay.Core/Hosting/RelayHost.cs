@@ -34,6 +34,7 @@ public sealed class RelayHost : IAsyncDisposable
     private DeliveryScheduler? _scheduler;
     private QueueIdGenerator? _ids;
     private Task? _housekeeping;
+    private Task? _tlsReports;
     private Task? _recovering;
     private DeliveryLog? _deliveryLog;
     private ControlServer? _control;
@@ -134,6 +135,9 @@ public sealed class RelayHost : IAsyncDisposable
             _log.Info($"listening on {listener.EndPoint}" + (listener.Kind == ListenerKind.Smtp ? "" : $" ({ListenerSettings.KindName(listener.Kind)})"));
         }
         _housekeeping = HousekeepingAsync(_stopping.Token);
+        if (_settings.Routing.TlsRptSendDaily && _settings.Routing.TlsRpt
+            && _listeners.FirstOrDefault(l => l.Kind == ListenerKind.Smtp) is { } smtp)
+            _tlsReports = NativeRelay.TlsPolicies.Reporting.TlsRptSchedule.RunAsync(_settings, smtp.EndPoint, line => _log.Info(line), _stopping.Token);
         _log.Info($"{_settings.Hostname} ready: spool {_settings.SpoolDirectory}, {_scheduler.LoopCount} delivery loop(s), "
                   + (_settings.RelayTo is null ? "no relay-to" : $"relay-to {_settings.RelayTo}"));
     }
@@ -358,6 +362,8 @@ public sealed class RelayHost : IAsyncDisposable
         _deliveryLog = null;
         if (_housekeeping is not null)
             await _housekeeping;
+        if (_tlsReports is not null)
+            await _tlsReports;
         if (_spool is not null)
         {
             await _spool.DisposeAsync();

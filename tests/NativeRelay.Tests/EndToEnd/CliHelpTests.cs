@@ -25,7 +25,7 @@ public sealed class CliHelpTests(ITestOutputHelper log)
         { "blast", "--to=127.0.0.1:2525 --messages=1000 --sessions=10 --size=1024 --per-connection=0 --recipients=1 --from=blast@example.org "
                    + "--rcpt=sink@example.com --rate=0 --timeout=600 --tls --helo=blast.example.org --json --quiet" },
         { "sink", "--listen=127.0.0.1:2526 --reply-code=250 --rcpt-reply=250 --delay=0 --save --exit-after --timeout --hostname=sink.nativerelay.test "
-                  + "--no-pipelining --no-chunking --json --quiet" },
+                  + "--no-pipelining --no-chunking --tls-cert --tls-key --json --quiet" },
         { "bench", "--messages=20000 --sessions=20 --size=1024 --per-connection=0 --timeout=120 --temp-dir --json --quiet" },
         { "queue", "--json --spool=./var/spool --config list show flush delete bounce hold release stats" },
         { "queue list", "--domain --older-than --json --spool --config" },
