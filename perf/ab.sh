@@ -16,7 +16,7 @@
 #   bash perf/ab.sh "gc|out/nativerelay||DOTNET_GCgen0size=0x4000000"
 #   THREADS=1 adds the relay's CPU and context switches per message by thread name.
 #
-# MODE=conn opens a connection per message. Every wait is bounded; only the processes this
+# KEEP=1 keeps each run's directory (relay.log, sink.out). MODE=conn opens a connection per message. Every wait is bounded; only the processes this
 # script starts are stopped, by pid.
 #
 # SINK_TLS=BINARY uses "BINARY sink" with STARTTLS instead of smtp-sink (which has no TLS): a
@@ -92,6 +92,9 @@ one_run() { # LABEL BINARY RELAY_ARGS ENV
     smtp-sink -u nobody -c "127.0.0.1:$SINK_PORT" 1000 > "$work/sink.out" 2>&1 &
   fi
   sink=$!
+  # The relay must not start delivering before the sink listens (a refused connection defers the
+  # mail for a minute and spoils the run).
+  for _ in $(seq 200); do (echo > "/dev/tcp/127.0.0.1/$SINK_PORT") 2>/dev/null && break; sleep 0.05; done
   # shellcheck disable=SC2086  # args and envs are word lists on purpose
   env $envs "$bin" serve --listen "127.0.0.1:$RELAY_PORT" --spool "$work/spool" \
     --relay-to "$RELAY_TO" --hostname ab.nativerelay.test --metrics "127.0.0.1:$METRICS_PORT" \
@@ -138,7 +141,7 @@ one_run() { # LABEL BINARY RELAY_ARGS ENV
   fi
   kill "$relay"; wait "$relay" 2>/dev/null
   kill "$sink"; wait "$sink" 2>/dev/null
-  rm -rf "$work"
+  if [ -n "${KEEP:-}" ]; then echo "    kept $work"; else rm -rf "$work"; fi
 }
 
 for _ in $(seq "$REPS"); do

@@ -119,6 +119,7 @@ public sealed class MtaStsEndToEndTests(ITestOutputHelper log)
     {
         await using var world = Start("ststest.test", Policy("testing", "mx.elsewhere.test"));
         world.Peers[0].ServerCertificate = TestPki.SelfSigned("mx.ststest.test");
+        world.Dns.Txt("_smtp._tls.ststest.test", "v=TLSRPTv1; rua=mailto:tlsrpt@ststest.test");
         await using var relay = await StartRelayAsync(world);
 
         string id = await relay.SendAsync(Sender, ["rcpt@ststest.test"], MessageText.Simple("sts-testing@test"));
@@ -127,6 +128,17 @@ public sealed class MtaStsEndToEndTests(ITestOutputHelper log)
         var delivered = await relay.WaitForEventAsync(id, "delivered");
         Assert.Equal("mta-sts-testing", (string?)delivered["tlsPolicy"]);
         Assert.Equal("encrypted", (string?)delivered["tlsVerified"]);
+
+        // What enforce would have refused is reported: the day's TLS-RPT counts have the failure.
+        string counts = Path.Combine(relay.Dir.Spool, "tls-rpt", DateTime.UtcNow.ToString("yyyy-MM-dd"), "ststest.test.json");
+        var deadline = DateTime.UtcNow + Waits.Delivery;
+        while (!(File.Exists(counts) && File.ReadAllText(counts).Contains("\"result-type\": \"validation-failure\"")))
+        {
+            Assert.True(DateTime.UtcNow < deadline, $"no validation-failure in {counts}");
+            await Task.Delay(200);
+        }
+        Assert.Contains("\"policy-type\": \"sts\"", File.ReadAllText(counts));
+        Assert.Contains("\"receiving-mx-hostname\": \"mx.ststest.test\"", File.ReadAllText(counts));
     }
 
     [Fact]
