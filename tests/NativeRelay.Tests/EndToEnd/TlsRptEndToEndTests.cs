@@ -76,6 +76,40 @@ public sealed class TlsRptEndToEndTests(ITestOutputHelper log)
         CheckReport(NativeRelay.Tests.Unit.TlsRptMailTestParts.Attachment(Encoding.ASCII.GetString(mail.Data)));
     }
 
+    [Fact]
+    public async Task With_send_daily_the_relay_mails_the_counts_of_a_finished_day_itself_and_they_survived_its_restart()
+    {
+        await using var dns = new TestDnsServer();
+        await using var peers = PeerGroup.Start("127.0.0.3");
+        dns.Mx("reports.test", (10, "mx.reports.test")).A("mx.reports.test", "127.0.0.3");
+        // Yesterday's counts, as a relay that ran then (and was restarted since) left them in the spool.
+        string yesterday = DateTime.UtcNow.AddDays(-1).ToString("yyyy-MM-dd");
+        var day = new NativeRelay.TlsPolicies.Reporting.TlsRptDay { Date = yesterday, Domain = "daily.test", Record = "v=TLSRPTv1; rua=mailto:tlsrpt@reports.test" };
+        var counts = new NativeRelay.TlsPolicies.Reporting.TlsRptPolicyCounts { PolicyType = "no-policy-found", Successes = 3 };
+        counts.Failures[new("starttls-not-supported", "mx.daily.test", "192.0.2.7")] = 2;
+        day.Policies["no-policy-found"] = counts;
+        await using var relay = await MxRelay.StartAsync(log, dns, peers.Port, config =>
+        {
+            config["tlsRpt"] = new JsonObject { ["sendDaily"] = true, ["contactInfo"] = "tls-reports@relay.test" };
+            string file = Path.Combine((string)config["spool"]!, "tls-rpt", yesterday, "daily.test.json");
+            Directory.CreateDirectory(Path.GetDirectoryName(file)!);
+            File.WriteAllBytes(file, day.ToJson());
+        });
+
+        var mail = await peers[0].WaitForMessageAsync(m => m.Header("TLS-Report-Domain") == "daily.test", TimeSpan.FromSeconds(120), "the daily report");
+        Assert.Equal("tls-reports@relay.test", mail.MailFrom);
+        using var doc = JsonDocument.Parse(NativeRelay.Tests.Unit.TlsRptMailTestParts.Attachment(Encoding.ASCII.GetString(mail.Data)));
+        var root = doc.RootElement;
+        Assert.Equal($"{yesterday}T00:00:00Z", root.GetProperty("date-range").GetProperty("start-datetime").GetString());
+        var policy = Assert.Single(root.GetProperty("policies").EnumerateArray());
+        Assert.Equal("no-policy-found", policy.GetProperty("policy").GetProperty("policy-type").GetString());
+        Assert.Equal(3, policy.GetProperty("summary").GetProperty("total-successful-session-count").GetInt64());
+        Assert.Equal(2, policy.GetProperty("summary").GetProperty("total-failure-session-count").GetInt64());
+        var failure = Assert.Single(policy.GetProperty("failure-details").EnumerateArray());
+        Assert.Equal("starttls-not-supported", failure.GetProperty("result-type").GetString());
+        Assert.Equal("192.0.2.7", failure.GetProperty("receiving-ip").GetString());
+    }
+
     private static byte[] Gunzip(byte[] gzip)
     {
         using var unzip = new GZipStream(new MemoryStream(gzip), CompressionMode.Decompress);

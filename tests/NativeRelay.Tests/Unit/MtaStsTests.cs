@@ -261,3 +261,29 @@ public sealed class MtaStsTests
         Assert.Null((await policies.GetAsync("cache.test", null, CancellationToken.None)).Policy);
     }
 }
+
+/// <summary>"TLS-Required: No" (RFC 8689 5) found by the receiving side's one header scan, and REQUIRETLS's MX rule (4.2.1).</summary>
+public sealed class TlsRequiredTests
+{
+    [Theory]
+    [InlineData("TLS-Required: No\r\n", true)]
+    [InlineData("tls-required:no\r\n", true)]
+    [InlineData("TLS-Required:   NO  \r\n", true)]
+    [InlineData("TLS-Required: Yes\r\n", false)]
+    [InlineData("TLS-Required: No thanks\r\n", false)]
+    [InlineData("X-TLS-Required: No\r\n", false)]
+    [InlineData("", false)]
+    public void The_header_scan_finds_tls_required_no(string field, bool found)
+    {
+        var message = System.Text.Encoding.ASCII.GetBytes($"From: a@example.com\r\n{field}Subject: x\r\n\r\nbody\r\n");
+        Assert.Equal(found, NativeRelay.Message.HeaderFacts.Scan(message).TlsRequiredNo);
+    }
+
+    [Fact]
+    public void Requiretls_refuses_an_mx_host_nothing_vouches_for_before_anything_else()
+    {
+        Assert.StartsWith("5.7.10", RequireTlsRule.Refusal("ca", true, true, "mx.example[192.0.2.1]", nextHopTrusted: false));
+        Assert.Null(RequireTlsRule.Refusal("mta-sts", true, true, "mx.example[192.0.2.1]", nextHopTrusted: true));
+        Assert.StartsWith("5.7.30", RequireTlsRule.Refusal("dane", true, false, "mx.example[192.0.2.1]"));
+    }
+}

@@ -114,7 +114,7 @@ public sealed class TlsRptDay
             _ = day.Start; // the date must parse
             return day;
         }
-        catch (Exception e) when (e is JsonException or KeyNotFoundException or InvalidOperationException or FormatException)
+        catch (Exception e) when (e is JsonException or KeyNotFoundException or InvalidOperationException or FormatException or ArgumentException)
         {
             return null;
         }

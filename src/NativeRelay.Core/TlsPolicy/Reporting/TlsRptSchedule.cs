@@ -6,7 +6,7 @@ namespace NativeRelay.TlsPolicies.Reporting;
 
 /// <summary>
 /// tlsRpt.sendDaily: the relay sends the reports of finished days itself, as
-/// 'nativerelay tls-rpt send' would: a minute after start, then every hour (a day is sent once,
+/// 'nativerelay tls-rpt send' would: ten seconds after start, then every hour (a day is sent once,
 /// so an hourly look costs a directory listing and catches a day soon after UTC midnight, or
 /// after the relay was down). mailto: reports go to the relay's own first SMTP listener.
 /// </summary>
@@ -17,7 +17,7 @@ public static class TlsRptSchedule
         var address = listener.Address.Equals(IPAddress.Any) ? IPAddress.Loopback
             : listener.Address.Equals(IPAddress.IPv6Any) ? IPAddress.IPv6Loopback : listener.Address;
         var sender = TlsRptSubmit.Sender(settings, new MailEndpoint(address.ToString(), listener.Port, null));
-        var wait = TimeSpan.FromMinutes(1);
+        var wait = TimeSpan.FromSeconds(10);
         while (true)
         {
             try
