@@ -41,7 +41,9 @@ public sealed class MtaStsPolicies
     public async ValueTask<MtaStsLookup> GetAsync(string domain, string? recordId, CancellationToken cancel)
     {
         var now = _now();
-        var cached = Cached(domain);
+        // The first look at a domain reads its file, on the thread pool: loop threads never touch the disk.
+        var cached = _cache.TryGetValue(domain, out var known) ? known
+            : await Task.Run(() => Cached(domain), cancel).ConfigureAwait(false);
         bool fresh = cached is not null && cached.IsFresh(now);
         if (fresh && (recordId is null || recordId == cached!.Id))
         {
