@@ -10,9 +10,12 @@ namespace NativeRelay.TlsPolicies;
 /// DNSSEC-validated: TLS is then mandatory and the certificate must match a usable record; with
 /// only unusable records, TLS is mandatory and not authenticated (RFC 7672 2.2); a TLSA lookup
 /// that fails for a host whose addresses validated refuses the host (next MX, then defer: never
-/// plain text). Otherwise the configured policy (a route's tls, then delivery.tlsPolicy) with the
-/// CA check of "verify". Lookups go through the router's resolver and are cached for their TTL,
-/// so a connection costs no query while its answers live.
+/// plain text). Then MTA-STS (RFC 8461), for a route that carries a policy domain with a policy:
+/// enforce refuses hosts its mx patterns do not name and makes TLS mandatory and CA-verified,
+/// testing checks the same and only reports. Otherwise the configured policy (a route's tls, then
+/// delivery.tlsPolicy) with the CA check of "verify". A "TLS-Required: No" route (RFC 8689 5)
+/// skips all of it. Lookups go through the router's resolver and are cached for their TTL, and
+/// policies for their max_age, so a connection costs no query while its answers live.
 /// </summary>
 public sealed class TlsPolicyResolver : ITlsPolicyResolver
 {
