@@ -18,13 +18,39 @@
 #   bash perf/ab.sh "gc|out/nativerelay||DOTNET_GCgen0size=0x4000000"
 #   THREADS=1 adds the relay's CPU and context switches per message by thread name.
 #
-# MODE=conn opens a connection per message. Every wait is bounded; only the processes this
+# KEEP=1 keeps each run's directory (relay.log, sink.out). MODE=conn opens a connection per message. Every wait is bounded; only the processes this
 # script starts are stopped, by pid.
+#
+# SINK_TLS=BINARY uses "BINARY sink" with STARTTLS instead of smtp-sink (which has no TLS): a
+# private CA and a certificate for sink.ab.test are made with openssl, perf/tiny-dns.py answers
+# sink.ab.test with 127.0.0.1, the relay is given --relay-to sink.ab.test:SINK_PORT and --dns, and
+# $CA_FILE (the CA) is there for the variants' --ca-file; messages are counted by the relay's
+# nativerelay_delivered_total. The TLS cost of verify against opportunistic:
+#   SINK_TLS=out/nativerelay bash perf/ab.sh "opportunistic|out/nativerelay|--tls-policy opportunistic|" \
+#     "verify|out/nativerelay|--tls-policy verify --ca-file \$CA_FILE|"
 set -uo pipefail
 
 REPS=${REPS:-5}; N=${N:-20000}; S=${S:-10}; SIZE=${SIZE:-1024}; MODE=${MODE:-reuse}
 SINK_PORT=${SINK_PORT:-12126}; RELAY_PORT=${RELAY_PORT:-12125}; METRICS_PORT=${METRICS_PORT:-12127}
 HZ=$(getconf CLK_TCK)
+SINK_TLS=${SINK_TLS:-}; DNS_PORT=${DNS_PORT:-12153}
+RELAY_TO="127.0.0.1:$SINK_PORT"; TLS_DIR=""; DNS_PID=""
+if [ -n "$SINK_TLS" ]; then
+  TLS_DIR=$(mktemp -d /tmp/nativerelay-ab-tls.XXXXXX)
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=ab test CA" \
+    -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign \
+    -keyout "$TLS_DIR/ca.key" -out "$TLS_DIR/ca.pem" 2>/dev/null
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=sink.ab.test" \
+    -keyout "$TLS_DIR/sink.key" -out "$TLS_DIR/sink.csr" 2>/dev/null
+  printf 'subjectAltName=DNS:sink.ab.test\nextendedKeyUsage=serverAuth\n' > "$TLS_DIR/ext"
+  openssl x509 -req -in "$TLS_DIR/sink.csr" -CA "$TLS_DIR/ca.pem" -CAkey "$TLS_DIR/ca.key" -CAcreateserial -days 2 \
+    -extfile "$TLS_DIR/ext" -out "$TLS_DIR/sink.pem" 2>/dev/null
+  export CA_FILE="$TLS_DIR/ca.pem"
+  python3 "$(dirname "$0")/tiny-dns.py" "127.0.0.1:$DNS_PORT" &
+  DNS_PID=$!
+  RELAY_TO="sink.ab.test:$SINK_PORT"
+  trap 'kill "$DNS_PID" 2>/dev/null; rm -rf "$TLS_DIR"' EXIT
+fi
 command -v smtp-source >/dev/null || { echo "ab.sh: smtp-source not found (apt-get install postfix)" >&2; exit 2; }
 [ $# -gt 0 ] || { sed -n 2,20p "$0" >&2; exit 2; }
 
@@ -66,12 +92,20 @@ sink_count() { tr '\r' '\n' < "$1" | tail -3 | sed -n 's/.*mesg=\([0-9]*\).*/\1/
 one_run() { # LABEL BINARY RELAY_ARGS ENV
   local label=$1 bin=$2 args=$3 envs=$4 work sink relay
   work=$(mktemp -d /tmp/nativerelay-ab.XXXXXX)
-  smtp-sink -u nobody -c "127.0.0.1:$SINK_PORT" 1000 > "$work/sink.out" 2>&1 &
+  if [ -n "$SINK_TLS" ]; then
+    "$SINK_TLS" sink --listen "127.0.0.1:$SINK_PORT" --quiet --tls-cert "$TLS_DIR/sink.pem" --tls-key "$TLS_DIR/sink.key" \
+      > "$work/sink.out" 2>&1 &
+  else
+    smtp-sink -u nobody -c "127.0.0.1:$SINK_PORT" 1000 > "$work/sink.out" 2>&1 &
+  fi
   sink=$!
+  # The relay must not start delivering before the sink listens (a refused connection defers the
+  # mail for a minute and spoils the run).
+  for _ in $(seq 200); do (echo > "/dev/tcp/127.0.0.1/$SINK_PORT") 2>/dev/null && break; sleep 0.05; done
   # shellcheck disable=SC2086  # args and envs are word lists on purpose
   env $envs "$bin" serve --listen "127.0.0.1:$RELAY_PORT" --spool "$work/spool" \
-    --relay-to "127.0.0.1:$SINK_PORT" --hostname ab.nativerelay.test --metrics "127.0.0.1:$METRICS_PORT" \
-    $args > "$work/relay.log" 2>&1 &
+    --relay-to "$RELAY_TO" --hostname ab.nativerelay.test --metrics "127.0.0.1:$METRICS_PORT" \
+    ${SINK_TLS:+--dns 127.0.0.1:$DNS_PORT} $(eval echo "$args") > "$work/relay.log" 2>&1 &
   relay=$!
   for _ in $(seq 200); do (echo > "/dev/tcp/127.0.0.1/$RELAY_PORT") 2>/dev/null && break; sleep 0.05; done
   if ! kill -0 "$relay" 2>/dev/null; then
@@ -90,7 +124,12 @@ one_run() { # LABEL BINARY RELAY_ARGS ENV
   timeout 600 smtp-source $flags -s "$S" -m "$N" -l "$SIZE" -f a@ab.test -t b@dest.test "127.0.0.1:$RELAY_PORT"
   t1=$(date +%s.%N)
   times > "$work/times.1"; c1=$(children_cpu_us "$work/times.1")
-  for _ in $(seq 6000); do got=$(sink_count "$work/sink.out"); [ "${got:-0}" -ge "$N" ] && break; sleep 0.01; done
+  for _ in $(seq 6000); do
+    # (a scrape costs the relay a little CPU: every 0.2 s, alike for every variant)
+    if [ -n "$SINK_TLS" ]; then got=$(scrape | awk '$1 == "nativerelay_delivered_total" {print $2}'); sleep 0.19
+    else got=$(sink_count "$work/sink.out"); fi
+    [ "${got:-0}" -ge "$N" ] && break; sleep 0.01
+  done
   t2=$(date +%s.%N)
   r1=$(cpu_ticks "$relay"); s1=$(cpu_ticks "$sink"); i1=$(idle_ticks)
   gc1=$(gc_figures)
@@ -114,7 +153,7 @@ one_run() { # LABEL BINARY RELAY_ARGS ENV
   fi
   kill "$relay"; wait "$relay" 2>/dev/null
   kill "$sink"; wait "$sink" 2>/dev/null
-  rm -rf "$work"
+  if [ -n "${KEEP:-}" ]; then echo "    kept $work"; else rm -rf "$work"; fi
 }
 
 for _ in $(seq "$REPS"); do

@@ -46,6 +46,8 @@ public static class Targets
         ["dmarc"] = Dmarc,
         ["domain"] = Domain,
         ["dkim"] = Dkim,
+        ["mta-sts"] = MtaSts,
+        ["tls-rpt"] = TlsRpt,
     };
 
     /// <summary>Splits input into a sequence of segments at lengths drawn from a seed byte, so line and reply readers meet every split.</summary>
@@ -403,6 +405,31 @@ public static class Targets
         string text = Encoding.UTF8.GetString(data);
         DmarcRecord.IsDmarcRecord(text);
         DmarcRecord.TryParse(text, out _, out _);
+    }
+
+    /// <summary>
+    /// MTA-STS (RFC 8461): the input as a "_mta-sts" TXT record, as a policy body (what a policy
+    /// host serves; a parsed policy's patterns are matched against a name), and as a cached policy
+    /// file. Each refuses with null.
+    /// </summary>
+    public static void MtaSts(byte[] data)
+    {
+        string text = Encoding.UTF8.GetString(data);
+        NativeRelay.TlsPolicies.MtaSts.MtaStsRecord.FromTxt([text], out _);
+        if (NativeRelay.TlsPolicies.MtaSts.MtaStsPolicy.TryParse(text, out _) is { } policy)
+        {
+            policy.MatchesMx("mx.example.com");
+            _ = policy.Lines;
+        }
+        NativeRelay.TlsPolicies.MtaSts.MtaStsStore.Parse(text);
+    }
+
+    /// <summary>TLS-RPT (RFC 8460): the input as a "_smtp._tls" TXT record and as a day's counts file (null when it does not parse).</summary>
+    public static void TlsRpt(byte[] data)
+    {
+        NativeRelay.TlsPolicies.Reporting.TlsRptRecord.FromTxt([Encoding.UTF8.GetString(data)]);
+        if (NativeRelay.TlsPolicies.Reporting.TlsRptDay.FromJson(data) is { } day)
+            NativeRelay.TlsPolicies.Reporting.TlsRptReport.Json(day, "org", "contact@example.com", "id");
     }
 
     /// <summary>

@@ -17,4 +17,17 @@ public sealed class OutboundTlsOptions
     /// the certificate matched against the records. Takes effect only with routing.dnssec; false turns it off.
     /// </summary>
     public bool Dane { get; set; } = true;
+
+    /// <summary>
+    /// MTA-STS (RFC 8461) for MX delivery: the recipient domain's "_mta-sts" TXT record and its
+    /// policy from https://mta-sts.DOMAIN/.well-known/mta-sts.txt (certificate checked against the
+    /// system store and caFile). On by default; false (serve --no-mta-sts) turns it off.
+    /// </summary>
+    public bool MtaSts { get; set; } = true;
+
+    /// <summary>The port MTA-STS policies are fetched from. 443 (the RFC's); another value is for tests.</summary>
+    public int MtaStsPort { get; set; } = 443;
+
+    /// <summary>How long one policy fetch may take, connection included (1 to 300 seconds).</summary>
+    public int MtaStsFetchTimeoutSeconds { get; set; } = 30;
 }

@@ -53,6 +53,9 @@ public sealed class RelayOptions
     /// <summary>Checks of next hops' certificates: the CA bundle of the verify policy (see OutboundTlsOptions.cs).</summary>
     public OutboundTlsOptions OutboundTls { get; set; } = new();
 
+    /// <summary>SMTP TLS reporting, RFC 8460 (see TlsRptOptions.cs).</summary>
+    public TlsRptOptions TlsRpt { get; set; } = new();
+
     /// <summary>Next-hop selection: DNS servers, remote port, static routes, address literals (see RoutingOptions.cs).</summary>
     public RoutingOptions Routing { get; set; } = new();
 

@@ -16,6 +16,8 @@ internal sealed class DeliveryContext
     public required RoutingSettings Routing { get; set; }
     /// <summary>The TLS policy stage: per connection, the policy and certificate check (replaced with Routing).</summary>
     public required NativeRelay.TlsPolicies.ITlsPolicyResolver TlsPolicies { get; set; }
+    /// <summary>TLS-RPT counts (null: tlsRpt.enabled is false); fed only by routes that carry a policy domain.</summary>
+    public NativeRelay.TlsPolicies.Reporting.TlsRptRecorder? TlsReports { get; init; }
     public required SpoolLog Spool { get; init; }
     public required Log Log { get; init; }
     public required DeliveryLog DeliveryLog { get; init; }

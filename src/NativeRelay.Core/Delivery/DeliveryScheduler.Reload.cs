@@ -20,7 +20,7 @@ public sealed partial class DeliveryScheduler
         Volatile.Write(ref _retry, retry);
         Volatile.Write(ref _bouncer, bouncer);
         _context.Routing = settings.Routing;
-        _context.TlsPolicies = TlsPolicyResolverFor(settings.Routing, router);
+        _context.TlsPolicies = TlsPolicyResolverFor(settings.Routing, router, _log);
         _context.Retry = retry;
         _context.Settings = settings;
         Volatile.Write(ref _settings, settings);
@@ -31,11 +31,19 @@ public sealed partial class DeliveryScheduler
     /// The TLS policy stage for a configuration (its CA bundle is loaded by the settings); DANE
     /// asks the router's resolver when the operator trusts its AD bit. A reload starts its caches empty.
     /// </summary>
-    private static NativeRelay.TlsPolicies.ITlsPolicyResolver TlsPolicyResolverFor(RoutingSettings routing, IRouter router) =>
-        new NativeRelay.TlsPolicies.TlsPolicyResolver(
-            routing.TrustAnchors is null
-                ? NativeRelay.TlsPolicies.CertificateVerifier.SystemOnly
-                : new NativeRelay.TlsPolicies.CertificateVerifier(routing.TrustAnchors),
+    private static NativeRelay.TlsPolicies.ITlsPolicyResolver TlsPolicyResolverFor(RoutingSettings routing, IRouter router, Telemetry.Log log)
+    {
+        var verifier = routing.TrustAnchors is null
+            ? NativeRelay.TlsPolicies.CertificateVerifier.SystemOnly
+            : new NativeRelay.TlsPolicies.CertificateVerifier(routing.TrustAnchors);
+        NativeRelay.TlsPolicies.MtaSts.MtaStsPolicies? sts = null;
+        if (routing.MtaSts && routing.MtaStsDirectory is { } directory && router is Router withDns)
+            sts = new NativeRelay.TlsPolicies.MtaSts.MtaStsPolicies(
+                new NativeRelay.TlsPolicies.MtaSts.MtaStsStore(directory),
+                new NativeRelay.TlsPolicies.MtaSts.MtaStsFetcher(withDns.Dns, verifier, routing.MtaStsPort, routing.MtaStsFetchTimeout),
+                log: line => log.Info(line));
+        return new NativeRelay.TlsPolicies.TlsPolicyResolver(verifier,
             routing.Dnssec && routing.Dane && router is Router r ? r.Dns : null,
-            routing.DnsCacheSize);
+            routing.DnsCacheSize, sts: sts);
+    }
 }

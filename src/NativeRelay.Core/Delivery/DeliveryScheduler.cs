@@ -90,7 +90,10 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
         {
             Settings = settings,
             Routing = settings.Routing,
-            TlsPolicies = TlsPolicyResolverFor(settings.Routing, router),
+            TlsPolicies = TlsPolicyResolverFor(settings.Routing, router, log),
+            TlsReports = settings.Routing.TlsRpt && settings.Routing.TlsRptDirectory is { } reports
+                ? new NativeRelay.TlsPolicies.Reporting.TlsRptRecorder(reports, log: line => log.Warn(line))
+                : null,
             Spool = spool,
             Log = log,
             DeliveryLog = _deliveryLog,
@@ -494,6 +497,13 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
     }
 
     /// <summary>
+    /// A message with "TLS-Required: No" (and no REQUIRETLS) goes to a destination of its own that
+    /// ignores the TLS policies (RFC 8689 5); every other message takes the route as it is.
+    /// </summary>
+    private static Route ForMessage(QueuedMessage message, Route route) =>
+        (message.Envelope.Flags & Spool.EnvelopeFlags.TlsOptional) != 0 && route.Kind == RouteKind.Smtp ? route.WithTlsOptional() : route;
+
+    /// <summary>
     /// Splits the pending recipients into jobs by destination and hands them to their loops;
     /// recipients whose domain cannot be routed get their (DNS) failure as this round's reply.
     /// </summary>
@@ -506,7 +516,7 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
             if (only.Route is { } route)
             {
                 int[] indexes = count == 1 ? FirstRecipient : PendingIndexes(message);
-                jobs.Add(new DeliveryJob(message, route, indexes));
+                jobs.Add(new DeliveryJob(message, ForMessage(message, route), indexes));
             }
             else
             {
@@ -531,7 +541,7 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
                 while (g < jobs.Count && jobs[g].Route.Key != result.Route.Key)
                     g++;
                 if (g == jobs.Count)
-                    jobs.Add(new DeliveryJob(message, result.Route, CountInto(each, result.Route.Key)));
+                    jobs.Add(new DeliveryJob(message, ForMessage(message, result.Route), CountInto(each, result.Route.Key)));
             }
         }
 
@@ -1216,6 +1226,7 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
         // Bodies still held in memory go back to the pool; the messages stay in the spool.
         foreach (var m in _hot.Values)
             m.ReleaseBody();
+        _context.TlsReports?.Dispose(); // the day's TLS-RPT counts, written
     }
 
     public async ValueTask DisposeAsync()

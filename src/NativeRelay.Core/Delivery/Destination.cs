@@ -45,6 +45,7 @@ internal sealed class Destination
     private string? _lastTriedHost;
     private string? _lastTriedIp;
     private string? _lastTlsPolicy;
+    private NativeRelay.TlsPolicies.PeerCertificateCheck? _lastCheck;
 
     public Destination(Route route, DeliveryLoop loop)
     {
@@ -99,6 +100,7 @@ internal sealed class Destination
         SmtpClientSession? session = null;
         AttemptInfo? peer = null;
         IdleWait? idleWait = null;
+        string? stsId = null; // the MTA-STS record id the connection's policy decision was made under
         try
         {
             // Connect before taking a job: while this runs, the job stays queued for whichever
@@ -106,6 +108,7 @@ internal sealed class Destination
             try
             {
                 (session, peer) = await ConnectAsync();
+                stsId = _route.StsRecordId;
             }
             catch (SmtpSessionException e)
             {
@@ -137,14 +140,17 @@ internal sealed class Destination
                     await context.Scheduler.CompleteJobAsync(job, null, null);
                     continue;
                 }
+                // A new MTA-STS record id means a new policy: connections opened under the old one are not reused.
                 if (!session.IsUsable || session.TransactionsDone >= options.MessagesPerConnection
-                    || (session.TransactionLimit > 0 && session.TransactionsDone >= session.TransactionLimit))
+                    || (session.TransactionLimit > 0 && session.TransactionsDone >= session.TransactionLimit)
+                    || !string.Equals(stsId, _route.StsRecordId, StringComparison.Ordinal))
                 {
                     await CloseAsync(session);
                     session = null;
                     try
                     {
                         (session, peer) = await ConnectAsync();
+                        stsId = _route.StsRecordId;
                     }
                     catch (SmtpSessionException e)
                     {
@@ -275,7 +281,7 @@ internal sealed class Destination
                 }
                 try
                 {
-                    return Connected(await SmtpClientSession.ConnectAsync(endPoint, first, context.Stopping), host, first);
+                    return Connected(await SmtpClientSession.ConnectAsync(endPoint, first, context.Stopping), host, first, _route, context);
                 }
                 // Only where nothing asks for TLS (the effective policy, DANE included) may a failed handshake go plain.
                 catch (SmtpSessionException e) when (e.Stage == SmtpFailureStage.Tls && first.Tls == TlsPolicy.Opportunistic)
@@ -284,7 +290,7 @@ internal sealed class Destination
                     try
                     {
                         var plain = await OptionsAsync(host, TlsPolicy.None);
-                        return Connected(await SmtpClientSession.ConnectAsync(endPoint, plain, context.Stopping), host, plain);
+                        return Connected(await SmtpClientSession.ConnectAsync(endPoint, plain, context.Stopping), host, plain, _route, context);
                     }
                     catch (SmtpSessionException plain)
                     {
@@ -303,8 +309,12 @@ internal sealed class Destination
     }
 
     /// <summary>What every delivery on this connection reports (built once per connection, not per message).</summary>
-    private static (SmtpClientSession, AttemptInfo) Connected(SmtpClientSession session, RouteHost host, SmtpClientOptions options)
+    private static (SmtpClientSession, AttemptInfo) Connected(SmtpClientSession session, RouteHost host, SmtpClientOptions options,
+        Route route, DeliveryContext context)
     {
+        if (route.PolicyDomain is not null && context.TlsReports is { } reports && options.PeerCheck is { } peerCheck)
+            NativeRelay.TlsPolicies.Reporting.TlsRptOutcome.Connected(reports, route, peerCheck, host.Name,
+                session.RemoteEndPoint.ToString(), session.TlsProtocol is not null);
         string? tls = session.TlsProtocol is null ? null
             : $"{session.TlsProtocol} {session.TlsCipher}" + (session.TlsCertificateVerified ? " verified" : " unverified");
         string verified = session.TlsProtocol is null ? "none" : options.PeerCheck?.VerifiedBy ?? "encrypted";
@@ -317,6 +327,9 @@ internal sealed class Destination
     {
         if (e.TlsFailure is null)
             return;
+        if (_route.PolicyDomain is not null && _loop.Context.TlsReports is { } reports)
+            NativeRelay.TlsPolicies.Reporting.TlsRptOutcome.Refused(reports, _route, _lastCheck, e.TlsFailure,
+                _lastTriedHost ?? _route.Key, _lastTriedIp ?? "");
         NativeRelay.Telemetry.RelayMetrics.TlsPolicyFailures.Increment(e.TlsFailure);
         _loop.Context.Log.Info($"{_route.Key}: TLS policy {_lastTlsPolicy} refused {_lastTriedHost}[{_lastTriedIp}]: {e.TlsFailure}: {e.Reply.Text}");
     }
@@ -328,9 +341,10 @@ internal sealed class Destination
         var options = context.Settings.Delivery;
         var check = await context.TlsPolicies.ForConnectionAsync(_route, host, tls, context.Stopping);
         _lastTlsPolicy = check.PolicyName;
+        _lastCheck = check;
         if (check.Refusal is not null)
             throw new SmtpSessionException(SmtpReply.Local(451, $"4.7.5 {check.Refusal}"), SmtpFailureStage.Tls)
-                { TlsFailure = NativeRelay.TlsPolicies.TlsFailureType.DnssecInvalid };
+                { TlsFailure = check.RefusalType };
         return new SmtpClientOptions
         {
             HeloName = context.Settings.Hostname,
@@ -391,7 +405,8 @@ internal sealed class Destination
         {
             if ((envelope.Flags & EnvelopeFlags.RequireTls) != 0
                 && NativeRelay.TlsPolicies.RequireTlsRule.Refusal(session.TlsVerifiedBy, session.TlsProtocol is not null,
-                       (session.Capabilities & SmtpCapabilities.RequireTls) != 0, $"{peer.Host}[{session.RemoteEndPoint.Address}]") is { } refusal)
+                       (session.Capabilities & SmtpCapabilities.RequireTls) != 0, $"{peer.Host}[{session.RemoteEndPoint.Address}]",
+                       NextHopTrusted(session)) is { } refusal)
             {
                 Array.Fill(results, SmtpReply.Local(550, refusal));
                 remote = false;
@@ -425,6 +440,14 @@ internal sealed class Destination
                 return true;
         return false;
     }
+
+    /// <summary>
+    /// RFC 8689 4.2.1: a REQUIRETLS message goes to a host found through MX only when the MX
+    /// answer was DNSSEC-validated or an MTA-STS policy in enforce mode names the host (and its
+    /// certificate verified under it). Hosts the operator configured (routes, relayTo) are trusted.
+    /// </summary>
+    private bool NextHopTrusted(SmtpClientSession session) =>
+        !_route.FromMx || _route.MxAuthentic || session.PeerCheck is { StsEnforced: true, Verified: true };
 
     /// <summary>
     /// All of a job's recipients, in as many transactions as the peer's recipient limit needs

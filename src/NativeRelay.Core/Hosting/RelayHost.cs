@@ -34,6 +34,7 @@ public sealed class RelayHost : IAsyncDisposable
     private DeliveryScheduler? _scheduler;
     private QueueIdGenerator? _ids;
     private Task? _housekeeping;
+    private Task? _tlsReports;
     private Task? _recovering;
     private DeliveryLog? _deliveryLog;
     private ControlServer? _control;
@@ -154,6 +155,9 @@ public sealed class RelayHost : IAsyncDisposable
         _ = Task.Delay(TimeSpan.FromSeconds(1), _stopping.Token).ContinueWith(
             static t => { if (!t.IsCanceled) GC.Collect(2, GCCollectionMode.Aggressive, blocking: true, compacting: true); },
             CancellationToken.None, TaskContinuationOptions.None, TaskScheduler.Default);
+        if (_settings.Routing.TlsRptSendDaily && _settings.Routing.TlsRpt
+            && _listeners.FirstOrDefault(l => l.Kind == ListenerKind.Smtp) is { } smtp)
+            _tlsReports = NativeRelay.TlsPolicies.Reporting.TlsRptSchedule.RunAsync(_settings, smtp.EndPoint, line => _log.Info(line), _stopping.Token);
         _log.Info($"{_settings.Hostname} ready: spool {_settings.SpoolDirectory}, {_scheduler.LoopCount} delivery loop(s), "
                   + (_settings.RelayTo is null ? "no relay-to" : $"relay-to {_settings.RelayTo}"));
     }
@@ -407,6 +411,8 @@ public sealed class RelayHost : IAsyncDisposable
         _deliveryLog = null;
         if (_housekeeping is not null)
             await _housekeeping;
+        if (_tlsReports is not null)
+            await _tlsReports;
         if (_spool is not null)
         {
             await _spool.DisposeAsync();

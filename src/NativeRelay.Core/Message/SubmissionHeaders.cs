@@ -10,6 +10,9 @@ public struct HeaderFacts
     public bool HasMessageId;
     public bool HasDate;
 
+    /// <summary>A "TLS-Required: No" field (RFC 8689 5): the sender asks for delivery even where TLS policies fail.</summary>
+    public bool TlsRequiredNo;
+
     /// <summary>The blank line that ends the header section (or a line that cannot be a header) was inside the scanned bytes.</summary>
     public bool HeaderSectionComplete;
 
@@ -27,10 +30,15 @@ public struct HeaderFacts
                 facts.HasMessageId = true;
             else if (name.Length == 4 && System.Text.Ascii.EqualsIgnoreCase(name, "Date"u8))
                 facts.HasDate = true;
+            else if (name.Length == 12 && System.Text.Ascii.EqualsIgnoreCase(name, "TLS-Required"u8)
+                     && IsNo(field.RawValue(message)))
+                facts.TlsRequiredNo = true;
         }
         facts.HeaderSectionComplete = scanner.Status != HeaderScanStatus.NoBody;
         return facts;
     }
+
+    private static bool IsNo(ReadOnlySpan<byte> value) => System.Text.Ascii.EqualsIgnoreCase(value[System.Text.Ascii.Trim(value)], "No"u8);
 }
 
 /// <summary>

@@ -16,8 +16,10 @@ public enum DnsStatus : byte
     TempFail,
 }
 
-/// <summary>An MX answer: hosts with preferences, or why there are none. The TTL is how long it may be cached.</summary>
-public sealed record MxAnswer(DnsStatus Status, IReadOnlyList<(int Preference, string Host)> Hosts, bool NullMx, TimeSpan Ttl, string? Error = null);
+/// <summary>An MX answer: hosts with preferences, or why there are none. The TTL is how long it may be cached.
+/// <see cref="Authentic"/>: the answer carried the AD bit (meaningful only with routing.dnssec).</summary>
+public sealed record MxAnswer(DnsStatus Status, IReadOnlyList<(int Preference, string Host)> Hosts, bool NullMx, TimeSpan Ttl, string? Error = null,
+    bool Authentic = false);
 
 /// <summary>A host's addresses (A then AAAA), or why there are none.</summary>
 /// <summary>A and AAAA together; <see cref="Authentic"/>: both answers carried the AD bit (only asked for with DNSSEC on).</summary>
@@ -199,9 +201,10 @@ public sealed class DnsClientResolver : IDnsResolver
             hosts.Add((mx.Preference, host.ToLowerInvariant()));
         }
         if (hosts.Count == 0 && !nullMx)
-            return new MxAnswer(DnsStatus.NoData, [], false, NegativeTtl(response));
+            return new MxAnswer(DnsStatus.NoData, [], false, NegativeTtl(response), Authentic: response.Header.IsAuthenticData);
         // RFC 7505 3: a null MX must be the only MX; with real hosts beside it, the hosts are used.
-        return new MxAnswer(DnsStatus.Ok, hosts, nullMx && hosts.Count == 0, TimeSpan.FromSeconds(ttl == uint.MaxValue ? 0 : ttl));
+        return new MxAnswer(DnsStatus.Ok, hosts, nullMx && hosts.Count == 0, TimeSpan.FromSeconds(ttl == uint.MaxValue ? 0 : ttl),
+            Authentic: response.Header.IsAuthenticData);
     }
 
     public async Task<AddressAnswer> QueryAddressesAsync(string host, CancellationToken cancel)

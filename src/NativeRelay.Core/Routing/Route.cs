@@ -47,6 +47,38 @@ public sealed class Route
     /// <summary>Hash of the key (per process), which picks the delivery loop that owns the destination.</summary>
     public uint KeyHash { get; }
 
+    /// <summary>
+    /// The recipient domain whose TLS policies (MTA-STS, TLS-RPT) this route carries, or null: set
+    /// only for an MX route of a domain that publishes an "_mta-sts" or "_smtp._tls" record (or
+    /// has a cached MTA-STS policy), whose route is then its own destination ("|policy=DOMAIN").
+    /// </summary>
+    public string? PolicyDomain { get; init; }
+
+    /// <summary>The id of the domain's valid "_mta-sts" TXT record, or null (none, or invalid).</summary>
+    public string? StsRecordId { get; init; }
+
+    /// <summary>The domain's "_smtp._tls" TXT record (TLS-RPT), or null.</summary>
+    public string? TlsRptRecord { get; init; }
+
+    /// <summary>The hosts come from an MX lookup (not a static route, relayTo or an address literal).</summary>
+    public bool FromMx { get; init; }
+
+    /// <summary>The MX answer carried the AD bit of a trusted validating resolver (routing.dnssec).</summary>
+    public bool MxAuthentic { get; init; }
+
+    /// <summary>
+    /// For messages with "TLS-Required: No" (RFC 8689 5): deliver with opportunistic TLS, ignoring
+    /// verify, DANE and MTA-STS. Such messages get a destination of their own ("|tls-required=no").
+    /// </summary>
+    public bool TlsOptional { get; init; }
+
+    /// <summary>This route for a "TLS-Required: No" message.</summary>
+    public Route WithTlsOptional() => TlsOptional ? this : new Route(Key + "|tls-required=no", Kind, Hosts,
+        Tls == TlsPolicy.None ? TlsPolicy.None : TlsPolicy.Opportunistic, MaxConnections, MaxMessagesPerSecond)
+    {
+        PolicyDomain = PolicyDomain, StsRecordId = StsRecordId, TlsRptRecord = TlsRptRecord, MxAuthentic = MxAuthentic, FromMx = FromMx, TlsOptional = true,
+    };
+
     public static Route Local { get; } = new("local", RouteKind.Local, [], TlsPolicy.None);
 
     public override string ToString() => Key;

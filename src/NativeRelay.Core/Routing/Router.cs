@@ -218,6 +218,9 @@ public sealed class Router : IRouter
         if (!Config.RelaySettings.IsValidHostname(ascii))
             return (RouteResult.Fail(550, $"5.1.2 {domain} is not a valid domain name"), MaxTtl);
 
+        // The policy records are asked beside the MX (never after it), and only when their feature is on.
+        var stsTxt = _settings.MtaSts ? SafeTxtAsync("_mta-sts." + ascii) : null;
+        var rptTxt = _settings.TlsRpt ? SafeTxtAsync("_smtp._tls." + ascii) : null;
         var mx = await _dns.QueryMxAsync(ascii, CancellationToken.None).ConfigureAwait(false);
         switch (mx.Status)
         {
@@ -303,8 +306,42 @@ public sealed class Router : IRouter
         key.Append(':').Append(port);
         var tls = overrides?.Tls ?? _settings.DefaultTls;
         double rate = overrides?.MaxMessagesPerSecond ?? _settings.DefaultMaxMessagesPerSecond;
+
+        // A domain with TLS policies of its own (MTA-STS, TLS-RPT) gets its own destination, so its
+        // connections are checked and counted for it; every other domain shares by next-hop set.
+        string? stsId = null, rpt = null;
+        if (stsTxt is not null)
+        {
+            var answer = await stsTxt.ConfigureAwait(false);
+            if (answer.Status == DnsStatus.Ok)
+            {
+                stsId = NativeRelay.TlsPolicies.MtaSts.MtaStsRecord.FromTxt(answer.Records, out _)?.Id;
+                ttl = Min(ttl, answer.Ttl);
+            }
+        }
+        if (rptTxt is not null)
+        {
+            var answer = await rptTxt.ConfigureAwait(false);
+            if (answer.Status == DnsStatus.Ok && NativeRelay.TlsPolicies.Reporting.TlsRptRecord.FromTxt(answer.Records) is { } record)
+            {
+                rpt = record;
+                ttl = Min(ttl, answer.Ttl);
+            }
+        }
+        bool cachedSts = _settings.MtaSts && stsId is null && _settings.MtaStsDirectory is { } directory
+                         && File.Exists(Path.Combine(directory, ascii + ".policy"));
+        string? policyDomain = stsId is not null || rpt is not null || cachedSts ? ascii : null;
+        if (policyDomain is not null)
+            key.Append("|policy=").Append(policyDomain);
         var built = new Route(AppendPolicy(key.ToString(), tls, overrides?.Connections, rate), RouteKind.Smtp, hosts, tls,
-            overrides?.Connections, rate);
+            overrides?.Connections, rate)
+        {
+            PolicyDomain = policyDomain,
+            StsRecordId = stsId,
+            TlsRptRecord = rpt,
+            MxAuthentic = _settings.Dnssec && mx.Authentic,
+            FromMx = true,
+        };
         return (RouteResult.To(built), Clamp(ttl));
     }
 
@@ -320,6 +357,18 @@ public sealed class Router : IRouter
         if (rate != _settings.DefaultMaxMessagesPerSecond)
             sb.Append("|rate=").Append(rate.ToString(CultureInfo.InvariantCulture));
         return sb.ToString();
+    }
+
+    private async Task<TxtAnswer> SafeTxtAsync(string name)
+    {
+        try
+        {
+            return await _dns.QueryTxtAsync(name, CancellationToken.None).ConfigureAwait(false);
+        }
+        catch (Exception e)
+        {
+            return new TxtAnswer(DnsStatus.TempFail, [], TimeSpan.Zero, e.Message);
+        }
     }
 
     private async Task<(AddressAnswer, TimeSpan)> LoadHostAsync(string host)

@@ -48,6 +48,23 @@ public sealed class RoutingSettings
     public bool Dnssec { get; init; }
     /// <summary>DANE (RFC 7672) for MX hosts whose TLSA records validate; effective only with <see cref="Dnssec"/>.</summary>
     public bool Dane { get; init; } = true;
+    /// <summary>MTA-STS (RFC 8461) for MX routes: outboundTls.mtaSts (on by default; serve --no-mta-sts).</summary>
+    public bool MtaSts { get; init; } = true;
+    /// <summary>The port policy hosts are fetched from (outboundTls.mtaStsPort: 443; other values are for tests).</summary>
+    public int MtaStsPort { get; init; } = 443;
+    /// <summary>How long one policy fetch may take (outboundTls.mtaStsFetchTimeoutSeconds).</summary>
+    public TimeSpan MtaStsFetchTimeout { get; init; } = TimeSpan.FromSeconds(30);
+    /// <summary>TLS-RPT (RFC 8460): record outcomes for domains that publish "_smtp._tls" (tlsRpt.enabled).</summary>
+    public bool TlsRpt { get; init; } = true;
+    /// <summary>tlsRpt.sendDaily: the relay sends the reports of finished days itself.</summary>
+    public bool TlsRptSendDaily { get; init; }
+    /// <summary>tlsRpt.organizationName and contactInfo (null: derived from the host name).</summary>
+    public string? TlsRptOrganization { get; init; }
+    public string? TlsRptContact { get; init; }
+    /// <summary>The spool directory: MTA-STS policies are cached in SPOOL/mta-sts, TLS-RPT counts kept in SPOOL/tls-rpt.</summary>
+    public string? SpoolDirectory { get; init; }
+    public string? MtaStsDirectory => SpoolDirectory is null ? null : Path.Combine(SpoolDirectory, "mta-sts");
+    public string? TlsRptDirectory => SpoolDirectory is null ? null : Path.Combine(SpoolDirectory, "tls-rpt");
     public int RemotePort { get; init; } = 25;
     public TimeSpan DnsTimeout { get; init; } = TimeSpan.FromSeconds(5);
     public int DnsCacheSize { get; init; } = 10_000;
@@ -91,6 +108,11 @@ public sealed class RoutingSettings
         if (!string.IsNullOrEmpty(caFile) && NativeRelay.Net.OpenSslLibrary.Problem is { } noSsl)
             throw new ConfigException(NativeRelay.Net.OpenSslLibrary.Refusal("outboundTls.caFile", noSsl));
         var anchors = string.IsNullOrEmpty(caFile) ? null : NativeRelay.TlsPolicies.TrustAnchors.Load(caFile, "outboundTls.caFile");
+        var outbound = o.OutboundTls ?? new OutboundTlsOptions();
+        if (outbound.MtaStsPort is <= 0 or > 65535)
+            throw new ConfigException($"outboundTls.mtaStsPort: 1 to 65535 (got {outbound.MtaStsPort})");
+        if (outbound.MtaStsFetchTimeoutSeconds is <= 0 or > 300)
+            throw new ConfigException($"outboundTls.mtaStsFetchTimeoutSeconds: 1 to 300 (got {outbound.MtaStsFetchTimeoutSeconds})");
         if (!(d.MaxMessagesPerSecond >= 0) || double.IsInfinity(d.MaxMessagesPerSecond))
             throw new ConfigException("delivery.maxMessagesPerSecond must be 0 (no limit) or positive");
 
@@ -124,7 +146,15 @@ public sealed class RoutingSettings
         {
             DnsServers = dns,
             Dnssec = r.Dnssec,
-            Dane = o.OutboundTls?.Dane ?? true,
+            Dane = outbound.Dane,
+            MtaSts = outbound.MtaSts,
+            MtaStsPort = outbound.MtaStsPort,
+            MtaStsFetchTimeout = TimeSpan.FromSeconds(outbound.MtaStsFetchTimeoutSeconds),
+            TlsRpt = o.TlsRpt?.Enabled ?? true,
+            TlsRptSendDaily = o.TlsRpt?.SendDaily ?? false,
+            TlsRptOrganization = o.TlsRpt?.OrganizationName,
+            TlsRptContact = o.TlsRpt?.ContactInfo,
+            SpoolDirectory = spoolDirectory,
             RemotePort = r.RemotePort,
             DnsTimeout = TimeSpan.FromSeconds(r.DnsTimeoutSeconds),
             DnsCacheSize = r.DnsCacheSize,

@@ -92,8 +92,11 @@ public sealed class SmtpClientSession : IAsyncDisposable
     public string? TlsCipher { get; private set; }
     /// <summary>The peer's certificate verified (trusted chain, host name per RFC 6125) by the connection's <see cref="SmtpClientOptions.PeerCheck"/>.</summary>
     public bool TlsCertificateVerified { get; private set; }
-    /// <summary>How the certificate was verified ("ca", "dane"), or null.</summary>
+    /// <summary>How the certificate was verified ("ca", "dane", "mta-sts"), or null.</summary>
     public string? TlsVerifiedBy { get; private set; }
+
+    /// <summary>The TLS policy decision this connection was opened with (null: none asked).</summary>
+    public NativeRelay.TlsPolicies.PeerCertificateCheck? PeerCheck { get; private set; }
 
     /// <summary>False once the connection can no longer be trusted for another transaction.</summary>
     public bool IsUsable => !_broken;
@@ -123,7 +126,7 @@ public sealed class SmtpClientSession : IAsyncDisposable
             }
         }
 
-        var session = new SmtpClientSession(connection, options.CommandTimeout);
+        var session = new SmtpClientSession(connection, options.CommandTimeout) { PeerCheck = options.PeerCheck };
         try
         {
             var greeting = await session.ReadReplyAsync(keepText: true).ConfigureAwait(false);

@@ -225,7 +225,9 @@ internal sealed partial class SmtpServerSession
             ClientAddress = _clientAddressText ??= _clientAddress.ToString(),
             HeloName = _heloName,
             ArrivalUnixMs = _dataStarted.ToUnixTimeMilliseconds(),
-            Flags = _flags | (_authenticatedUser is null ? EnvelopeFlags.None : EnvelopeFlags.Authenticated),
+            Flags = _flags | (_authenticatedUser is null ? EnvelopeFlags.None : EnvelopeFlags.Authenticated)
+                    // RFC 8689 5: with REQUIRETLS the header field is ignored (REQUIRETLS wins).
+                    | (facts.TlsRequiredNo && (_flags & EnvelopeFlags.RequireTls) == 0 ? EnvelopeFlags.TlsOptional : EnvelopeFlags.None),
         };
         ulong id = _queueId;
         SpooledMessage spooled;

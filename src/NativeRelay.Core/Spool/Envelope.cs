@@ -18,6 +18,11 @@ public enum EnvelopeFlags : uint
     IsBounce = 32,
     /// <summary>MAIL ... REQUIRETLS (RFC 8689): relayed only over verified TLS to a next hop that offers REQUIRETLS, else bounced.</summary>
     RequireTls = 64,
+    /// <summary>
+    /// The message carries "TLS-Required: No" and no REQUIRETLS (RFC 8689 5): delivered with
+    /// opportunistic TLS whatever verify, DANE or MTA-STS would require.
+    /// </summary>
+    TlsOptional = 128,
 }
 
 /// <summary>RCPT ... NOTIFY= (RFC 3461 4.1). None means the client gave no NOTIFY (default: FAILURE).</summary>

@@ -22,9 +22,9 @@ public readonly struct DeliveryEvent
     public string? Reply { get; init; }
     /// <summary>"TLSv1.3 TLS_AES_256_GCM_SHA384" and whether the certificate verified, when TLS was used.</summary>
     public string? Tls { get; init; }
-    /// <summary>The TLS policy applied (none, opportunistic, required, verify, dane).</summary>
+    /// <summary>The TLS policy applied (none, opportunistic, required, verify, dane, mta-sts, mta-sts-testing).</summary>
     public string? TlsPolicy { get; init; }
-    /// <summary>What was verified: none (plain text), encrypted, ca, dane.</summary>
+    /// <summary>What was verified: none (plain text), encrypted, ca, dane, mta-sts.</summary>
     public string? TlsVerified { get; init; }
     /// <summary>The RFC 8460 result type when a TLS policy refused the next hop.</summary>
     public string? TlsFailure { get; init; }

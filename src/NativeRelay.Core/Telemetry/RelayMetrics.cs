@@ -103,7 +103,7 @@ public static class RelayMetrics
         "destination", DefaultMaxDestinations);
 
     public static readonly BoundedCounterVec TlsConnections = Registry.BoundedCounterVec(
-        "nativerelay_tls_connections_total", "Delivery connections opened, by what was verified: none (plain text), encrypted, ca, dane.",
+        "nativerelay_tls_connections_total", "Delivery connections opened, by what was verified: none (plain text), encrypted, ca, dane, mta-sts.",
         "verified", 8);
 
     public static readonly BoundedCounterVec TlsPolicyFailures = Registry.BoundedCounterVec(

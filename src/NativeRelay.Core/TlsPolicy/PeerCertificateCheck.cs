@@ -16,14 +16,38 @@ public sealed class PeerCertificateCheck
     private readonly CertificateVerifier _verifier;
 
     public PeerCertificateCheck(TlsPolicy policy, string? hostName, CertificateVerifier verifier,
-        TlsaRecordData[]? dane = null, string? refusal = null)
+        TlsaRecordData[]? dane = null, string? refusal = null, string? refusalType = null,
+        MtaSts.CachedMtaStsPolicy? sts = null, bool stsEnforced = false, bool stsMxMismatch = false, string? policyDomain = null)
     {
-        Policy = dane is not null || refusal is not null ? TlsPolicy.Verify : policy;
+        Policy = dane is not null || refusal is not null || stsEnforced ? TlsPolicy.Verify : policy;
         HostName = hostName;
         _verifier = verifier;
         Dane = dane;
         Refusal = refusal;
+        RefusalType = refusal is null ? null : refusalType ?? TlsFailureType.DnssecInvalid;
+        Sts = sts;
+        StsEnforced = stsEnforced;
+        StsMxMismatch = stsMxMismatch;
+        PolicyDomain = policyDomain;
     }
+
+    /// <summary>The MTA-STS policy that applies to this host (enforce or testing), or null.</summary>
+    public MtaSts.CachedMtaStsPolicy? Sts { get; }
+
+    /// <summary>The MTA-STS policy is in enforce mode: TLS is mandatory and verified by the CA check.</summary>
+    public bool StsEnforced { get; }
+
+    /// <summary>Testing mode, and the host does not match the policy's mx patterns (reported, not refused).</summary>
+    public bool StsMxMismatch { get; }
+
+    /// <summary>The recipient domain whose policy this is (TLS-RPT counts under it), or null.</summary>
+    public string? PolicyDomain { get; }
+
+    /// <summary>The RFC 8460 result type of <see cref="Refusal"/>.</summary>
+    public string? RefusalType { get; }
+
+    /// <summary>An MTA-STS policy fetch that failed for this connection's domain (reported; the connection goes on without it).</summary>
+    public string? StsFetchFailureType { get; init; }
 
     /// <summary>The policy the session applies (DANE makes TLS mandatory and verified, so it is <see cref="TlsPolicy.Verify"/>).</summary>
     public TlsPolicy Policy { get; }
@@ -49,10 +73,16 @@ public sealed class PeerCertificateCheck
     public bool Verified => Checked && Problem == CertificateProblem.None;
 
     /// <summary>How the certificate was verified, for the delivery log and metrics: "dane", "ca", or null when it was not.</summary>
-    public string? VerifiedBy => !Verified ? null : Dane is not null ? "dane" : "ca";
+    public string? VerifiedBy => !Verified ? null : Dane is not null ? "dane" : Sts is not null && !StsMxMismatch ? "mta-sts" : "ca";
 
-    /// <summary>The policy's name for the log: the configured word, or "dane".</summary>
-    public string PolicyName => Dane is not null || Refusal is not null ? "dane" : RoutingSettings.TlsName(Policy);
+    /// <summary>The policy's name for the log: the configured word, "dane", "mta-sts" (enforce) or "mta-sts-testing".</summary>
+    public string PolicyName => Dane is not null || RefusalType == TlsFailureType.DnssecInvalid ? "dane"
+        : Sts is not null ? (StsEnforced ? "mta-sts" : "mta-sts-testing")
+        : RoutingSettings.TlsName(Policy);
+
+    /// <summary>For TLS-RPT: "tlsa", "sts" or "no-policy-found" (RFC 8460 4.4 policy-type).</summary>
+    public string ReportPolicyType => Dane is not null || RefusalType == TlsFailureType.DnssecInvalid ? "tlsa"
+        : Sts is not null ? "sts" : "no-policy-found";
 
     /// <summary>The RemoteCertificateValidationCallback: records the verdict; refuses only when the policy requires verification.</summary>
     public bool Validate(object sender, X509Certificate? certificate, X509Chain? chain, SslPolicyErrors errors)
@@ -88,7 +118,7 @@ public sealed class PeerCertificateCheck
 
     /// <summary>Why verification failed, for the reply and the log (null when verified or not checked).</summary>
     public string? Failure => Checked && Problem != CertificateProblem.None
-        ? (Dane is not null ? "DANE: " : "") + CertificateVerifier.Describe(Problem)
+        ? (Dane is not null ? "DANE: " : Sts is not null ? "MTA-STS: " : "") + CertificateVerifier.Describe(Problem)
           + (HostName is null ? " (an address literal has no name to verify)" : $" {HostName}")
         : null;
 }

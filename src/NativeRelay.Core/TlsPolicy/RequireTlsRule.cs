@@ -13,8 +13,11 @@ public static class RequireTlsRule
     /// <param name="verifiedBy">How the connection's certificate was verified ("ca", "dane"), or null.</param>
     /// <param name="peerOffersRequireTls">The next hop's EHLO (after STARTTLS) lists REQUIRETLS.</param>
     /// <returns>Null when the message may go; otherwise the permanent reply for its recipients.</returns>
-    public static string? Refusal(string? verifiedBy, bool encrypted, bool peerOffersRequireTls, string host)
+    /// <param name="nextHopTrusted">The host came from a DNSSEC-validated MX answer, an MTA-STS policy in enforce mode, or the configuration (RFC 8689 4.2.1).</param>
+    public static string? Refusal(string? verifiedBy, bool encrypted, bool peerOffersRequireTls, string host, bool nextHopTrusted = true)
     {
+        if (!nextHopTrusted)
+            return $"5.7.10 REQUIRETLS: {host} was found through MX records that are not DNSSEC-validated, and no MTA-STS policy in enforce mode names it";
         if (!encrypted)
             return $"5.7.10 REQUIRETLS: the message must go over TLS, and {host} was reached without it";
         if (verifiedBy is null)

@@ -14,6 +14,9 @@ public static class TlsFailureType
     public const string TlsaInvalid = "tlsa-invalid";
     public const string DnssecInvalid = "dnssec-invalid";
     public const string DaneRequired = "dane-required";
+    public const string StsPolicyFetchError = "sts-policy-fetch-error";
+    public const string StsPolicyInvalid = "sts-policy-invalid";
+    public const string StsWebpkiInvalid = "sts-webpki-invalid";
 
     public static string For(CertificateProblem problem) => problem switch
     {

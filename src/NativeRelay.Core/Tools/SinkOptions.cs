@@ -17,4 +17,7 @@ public sealed class SinkOptions
     public bool Chunking { get; set; } = true;
     public bool Json { get; set; }
     public bool Quiet { get; set; }
+    /// <summary>Certificate chain and key (PEM) for STARTTLS; null: STARTTLS is not offered.</summary>
+    public string? TlsCertificate { get; set; }
+    public string? TlsKey { get; set; }
 }

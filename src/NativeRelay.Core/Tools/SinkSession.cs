@@ -22,11 +22,14 @@ internal sealed class SinkSession
 
     private enum Phase : byte { Command, Data, Chunk, DiscardChunk }
 
-    private enum Step : byte { NeedMoreInput, EndOfMessage, Close }
+    private enum Step : byte { NeedMoreInput, EndOfMessage, Close, StartTls }
 
     private readonly SmtpSink _sink;
-    private readonly PipeReader _input;
-    private readonly PipeWriter _output;
+    private readonly SocketConnection _connection;
+    private PipeReader _input;
+    private PipeWriter _output;
+    private NativeRelay.Net.TlsTransport? _tls;
+    private bool _startTls;
     private readonly byte[] _lineScratch = new byte[MaxCommandLine];
     private readonly DotUnstuffer _unstuffer = new(maxLineLength: int.MaxValue, maxMessageSize: long.MaxValue);
     private readonly IBufferWriter<byte> _content;
@@ -46,6 +49,7 @@ internal sealed class SinkSession
     public SinkSession(SmtpSink sink, SocketConnection connection)
     {
         _sink = sink;
+        _connection = connection;
         _input = connection.Transport.Input;
         _output = connection.Transport.Output;
         if (sink.Options.SaveDirectory is not null)
@@ -106,6 +110,18 @@ internal sealed class SinkSession
 
                 var buffer = result.Buffer;
                 var step = Process(ref buffer);
+                if (step == Step.StartTls)
+                {
+                    // RFC 3207 4.2: whatever was pipelined behind STARTTLS is discarded.
+                    _input.AdvanceTo(result.Buffer.End);
+                    _startTls = false;
+                    await _output.FlushAsync();
+                    _tls = await NativeRelay.Net.TlsTransport.AcceptAsync(_connection.Transport, _sink.Certificates!, TimeSpan.FromSeconds(30), stopping);
+                    _input = _tls.Input;
+                    _output = _tls.Output;
+                    ResetTransaction();
+                    continue;
+                }
                 _input.AdvanceTo(buffer.Start, step == Step.NeedMoreInput ? buffer.End : buffer.Start);
 
                 if (step == Step.EndOfMessage)
@@ -200,8 +216,15 @@ internal sealed class SinkSession
                 continue;
             }
             if (!HandleCommand(line))
-                return Step.Close;
+                return _startTls ? Step.StartTls : Step.Close;
         }
+    }
+
+    /// <summary>Ends the TLS layer of a session that used STARTTLS.</summary>
+    public async ValueTask DisposeTlsAsync()
+    {
+        if (_tls is not null)
+            await _tls.DisposeAsync();
     }
 
     private DataStatus FeedData(ref ReadOnlySequence<byte> buffer)
@@ -224,8 +247,14 @@ internal sealed class SinkSession
         {
             case SmtpVerb.Ehlo:
                 ResetTransaction();
-                _output.Write(_sink.EhloReply);
+                _output.Write(_tls is null ? _sink.EhloReply : _sink.EhloReplyInTls);
                 return true;
+            case SmtpVerb.StartTls:
+                if (_sink.Certificates is null || _tls is not null)
+                    return Reply("502 5.5.1 sink: STARTTLS not offered\r\n"u8);
+                _output.Write("220 2.0.0 Ready to start TLS\r\n"u8);
+                _startTls = true;
+                return false;
             case SmtpVerb.Helo:
                 ResetTransaction();
                 _output.Write(_sink.HeloReply);

@@ -48,8 +48,15 @@ public sealed class SmtpSink : IConnectionHandler, IAsyncDisposable
         if (options.Pipelining)
             ehlo.Append("250-PIPELINING\r\n");
         ehlo.Append("250-SIZE\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250-ENHANCEDSTATUSCODES\r\n");
-        ehlo.Append(options.Chunking ? "250-DSN\r\n250 CHUNKING\r\n" : "250 DSN\r\n");
-        EhloReply = Encoding.ASCII.GetBytes(ehlo.ToString());
+        string last = options.Chunking ? "250-DSN\r\n250 CHUNKING\r\n" : "250 DSN\r\n";
+        EhloReplyInTls = Encoding.ASCII.GetBytes(ehlo + last);
+        if (options.TlsCertificate is not null && options.TlsKey is not null)
+        {
+            // Loaded once: every STARTTLS of every connection shares the store (a TLS-speaking next hop for perf runs).
+            Certificates = NativeRelay.Net.TlsCertificateStore.Load(new NativeRelay.Net.TlsSettings(options.TlsCertificate, options.TlsKey));
+            ehlo.Append("250-STARTTLS\r\n");
+        }
+        EhloReply = Encoding.ASCII.GetBytes(ehlo + last);
         HeloReply = Encoding.ASCII.GetBytes($"250 {host}\r\n");
         RcptReply = options.RcptReplyCode == 250
             ? "250 2.1.5 Ok\r\n"u8.ToArray()
@@ -65,6 +72,10 @@ public sealed class SmtpSink : IConnectionHandler, IAsyncDisposable
     internal SinkOptions Options => _options;
     internal byte[] Greeting { get; }
     internal byte[] EhloReply { get; }
+    /// <summary>The EHLO reply after STARTTLS (no STARTTLS in it).</summary>
+    internal byte[] EhloReplyInTls { get; }
+    /// <summary>The certificate for STARTTLS (--tls-cert/--tls-key), or null.</summary>
+    internal NativeRelay.Net.TlsCertificateStore? Certificates { get; }
     internal byte[] HeloReply { get; }
     internal byte[] RcptReply { get; }
     internal byte[] DataReply { get; }
@@ -116,7 +127,9 @@ public sealed class SmtpSink : IConnectionHandler, IAsyncDisposable
         Interlocked.Increment(ref _activeConnections);
         try
         {
-            await new SinkSession(this, connection).RunAsync(stopping);
+            var session = new SinkSession(this, connection);
+            await session.RunAsync(stopping);
+            await session.DisposeTlsAsync();
         }
         finally
         {

@@ -32,6 +32,7 @@ internal static class Verbs
             QueueCommand.Build(),
             DkimCommand.Build(),
             TokenCommand.Build(),
+            TlsRptCommand.Build(),
         };
         foreach (var option in root.Options)
         {

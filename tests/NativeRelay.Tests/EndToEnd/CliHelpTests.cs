@@ -16,7 +16,7 @@ public sealed class CliHelpTests(ITestOutputHelper log)
     public static readonly TheoryData<string, string> Verbs = new()
     {
         { "serve", "--config --listen=127.0.0.1:2525 --spool=./var/spool --hostname --relay-to --dns --remote-port=25 --tls-cert --tls-key "
-                   + "--tls-policy=opportunistic --ca-file --dnssec --no-dane "
+                   + "--tls-policy=opportunistic --ca-file --dnssec --no-dane --no-mta-sts "
                    + "--listen-tls --submission --users --metrics --http=off --tokens --http-tls --log-format=text --log-level=info --drain-seconds=30 --user --local-domain --maildir-root "
                    + "--dkim --auth-check=off --authserv-id" },
         { "check-config", "<FILE>" },
@@ -25,7 +25,7 @@ public sealed class CliHelpTests(ITestOutputHelper log)
         { "blast", "--to=127.0.0.1:2525 --messages=1000 --sessions=10 --size=1024 --per-connection=0 --recipients=1 --from=blast@example.org "
                    + "--rcpt=sink@example.com --rate=0 --timeout=600 --tls --helo=blast.example.org --json --quiet --http=SMTP --token --token-file" },
         { "sink", "--listen=127.0.0.1:2526 --reply-code=250 --rcpt-reply=250 --delay=0 --save --exit-after --timeout --hostname=sink.nativerelay.test "
-                  + "--no-pipelining --no-chunking --json --quiet" },
+                  + "--no-pipelining --no-chunking --tls-cert --tls-key --json --quiet" },
         { "bench", "--messages=20000 --sessions=20 --size=1024 --per-connection=0 --timeout=120 --temp-dir --json --quiet" },
         { "queue", "--json --spool=./var/spool --config list show flush delete bounce hold release stats" },
         { "queue list", "--domain --older-than --json --spool --config" },
@@ -42,6 +42,8 @@ public sealed class CliHelpTests(ITestOutputHelper log)
         { "token", "add delete" },
         { "token add", "<NAME> --file --pools --sender-domains --rate" },
         { "token delete", "<NAME> --file" },
+        { "tls-rpt", "send" },
+        { "tls-rpt send", "--config --spool --server --dns --ca-file --include-today" },
     };
 
     [Theory]
@@ -96,7 +98,7 @@ public sealed class CliHelpTests(ITestOutputHelper log)
             var result = await CliRun.RunAsync([help], [], dir.Path, log);
 
             Assert.True(result.ExitCode == 0, result.ToString());
-            foreach (var verb in new[] { "serve", "check-config", "sendmail", "passwd", "blast", "sink", "bench", "queue", "dkim", "token" })
+            foreach (var verb in new[] { "serve", "check-config", "sendmail", "passwd", "blast", "sink", "bench", "queue", "dkim", "token", "tls-rpt" })
                 Assert.Matches($@"(?m)^\s+{verb}\b", result.Stdout);
             Assert.Contains("--version", result.Stdout);
             Assert.Contains("nativerelay VERB --help", result.Stdout);

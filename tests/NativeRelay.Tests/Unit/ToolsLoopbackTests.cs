@@ -53,6 +53,25 @@ public sealed class ToolsLoopbackTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task The_sink_offers_starttls_with_a_certificate_and_blast_sends_over_it()
+    {
+        string dir = Path.Combine(Path.GetTempPath(), "nativerelay-sinktls-" + Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(dir);
+        _dirs.Add(dir);
+        var cert = NativeRelay.Tests.Support.TestCertificate.Create(dir, commonName: "sink.test");
+        var sink = StartSink(o => { o.TlsCertificate = cert.CertificatePath; o.TlsKey = cert.KeyPath; });
+        var options = To(sink, 40, sessions: 2);
+        var result = await new Blaster(new BlastOptions
+        {
+            Host = options.Host, Port = options.Port, Messages = 40, Sessions = 2, Timeout = options.Timeout, Quiet = true, Tls = true,
+        }).RunAsync();
+        var w = new StringWriter();
+        result.WriteText(w);
+        Assert.True(result.Success, w.ToString());
+        await WaitForCount(sink, 40);
+    }
+
+    [Fact]
     public async Task Every_message_arrives_with_pipelining_and_one_connection_per_session()
     {
         var sink = StartSink();
