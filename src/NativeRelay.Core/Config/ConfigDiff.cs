@@ -28,6 +28,7 @@ public static class ConfigDiff
         "limits.maxConnectionsPerIp",
         "metrics",
         "user",
+        "events",
     ];
 
     /// <summary>True when the option (or every option under it) only changes at a restart.</summary>

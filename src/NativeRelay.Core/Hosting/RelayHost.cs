@@ -36,6 +36,7 @@ public sealed class RelayHost : IAsyncDisposable
     private Task? _housekeeping;
     private Task? _recovering;
     private DeliveryLog? _deliveryLog;
+    private NativeRelay.Events.IEventPublisher _events = NativeRelay.Events.NullEventPublisher.Instance;
     private ControlServer? _control;
     private NativeRelay.Maildrop.MaildropPickup? _maildrop;
     private IDisposable? _reloading;
@@ -61,6 +62,8 @@ public sealed class RelayHost : IAsyncDisposable
     public DeliveryScheduler Scheduler => _scheduler ?? throw new InvalidOperationException("not started");
     /// <summary>The receiving side new connections get (replaced by a reload).</summary>
     public SmtpServer? Server => _servers.Current;
+    /// <summary>Where stages report events (the HTTP API publishes unsubscribe and suppression events here).</summary>
+    public NativeRelay.Events.IEventPublisher Events => _events;
     /// <summary>The settings in force: those of the start, or of the last reload that was applied.</summary>
     public RelaySettings Settings => Volatile.Read(ref _running);
 
@@ -104,6 +107,9 @@ public sealed class RelayHost : IAsyncDisposable
         _router = new Router(_settings.Routing, _settings.Hostname);
         _deliveryLog = DeliveryLog.Open(_settings.Routing.DeliveryLogPath);
         _scheduler = new DeliveryScheduler(_settings, _spool, _router, _log, ids, _deliveryLog);
+        // Events: the journal beside the spool and a sender per webhook (nothing at all without webhooks).
+        _events = NativeRelay.Events.EventPublisher.Start(_settings.Events, _settings.SpoolDirectory, _log);
+        _scheduler.Events = _events;
         if (!_settings.LocalDelivery.IsEmpty)
             _scheduler.LocalAgent = new NativeRelay.Local.ReloadableLocalDeliveryAgent(CreateLocalAgent(_settings));
         // sendmail's maildrop: files whose message the spool recovered are removed before any
@@ -141,7 +147,7 @@ public sealed class RelayHost : IAsyncDisposable
     /// <summary>The receiving side for these settings: certificate, users and recipients files loaded (ConfigException if one cannot be).</summary>
     private SmtpServer CreateServer(RelaySettings settings, NativeRelay.Smtp.Auth.AuthThrottle? authThrottle)
     {
-        var server = new SmtpServer(settings, Spool, Scheduler, _ids!, _log, authThrottle: authThrottle);
+        var server = new SmtpServer(settings, Spool, Scheduler, _ids!, _log, authThrottle: authThrottle) { Events = _events };
         // Domains delivered on this host take mail from anyone, for the users the local agent knows
         // (550 5.1.1 for the rest at RCPT); its aliases files are re-read with the server's files.
         // Both ask the agent in use at the time: a reload swaps the agent before this server
@@ -356,6 +362,11 @@ public sealed class RelayHost : IAsyncDisposable
             await _scheduler.StopAsync(TimeSpan.FromSeconds(5));
         _deliveryLog?.Dispose();
         _deliveryLog = null;
+        // After delivery stopped: the last events are written, the webhooks stop (what they had
+        // not acknowledged is sent at the next start).
+        if (_events is NativeRelay.Events.EventPublisher publisher)
+            await publisher.DisposeAsync();
+        _events = NativeRelay.Events.NullEventPublisher.Instance;
         if (_housekeeping is not null)
             await _housekeeping;
         if (_spool is not null)

@@ -233,7 +233,20 @@ internal sealed partial class SmtpServerSession
         try
         {
             (head, first) = await _server.Spool.AppendMessageAsync(id, envelope, message);
-            await _server.Spool.WaitForCommitAsync(head);
+            if (_server.Events.IsEnabled)
+            {
+                // The reception events go into the event journal beside the spool's commit: its
+                // group commit runs while the spool's does, and the 250 waits for both, so a
+                // message is never acknowledged without its reception event being durable.
+                NativeRelay.Events.MessageEvents.PublishReception(_server.Events, id, envelope, message.FirstBlockContent());
+                var events = _server.Events.DurableAsync();
+                await _server.Spool.WaitForCommitAsync(head);
+                await events;
+            }
+            else
+            {
+                await _server.Spool.WaitForCommitAsync(head);
+            }
             if (hold)
                 await HoldQuarantinedAsync(id);
         }
