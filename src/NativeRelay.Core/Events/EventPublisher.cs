@@ -51,6 +51,9 @@ public sealed class EventPublisher : IEventPublisher, IAsyncDisposable
 
     public EventJournal Journal => _journal;
 
+    /// <summary>The webhooks, for tests: their cursors and backlogs.</summary>
+    internal IReadOnlyList<WebhookSink> Sinks => _sinks;
+
     public void Publish(RelayEvent e)
     {
         var json = EventJson.Serialize(e);
