@@ -204,7 +204,14 @@ public sealed class EventJournal : IDisposable
         long seq;
         lock (_gate)
         {
-            ObjectDisposedException.ThrowIf(_disposed, this);
+            if (_disposed)
+            {
+                // Only a straggler after the relay stopped (delivery gave up waiting for it) gets
+                // here; it must not fail the stop. Its outcome is recorded nowhere durable either,
+                // since the spool closed first, so the attempt and its event come again.
+                _log.Warn($"event journal closed: a {RelayEventTypes.Name(type)} event after the stop was not kept");
+                return -1;
+            }
             seq = _nextSeq++;
             var record = _pending.GetSpan(JournalFormat.HeaderSize + bodyLength)[..(JournalFormat.HeaderSize + bodyLength)];
             var body = record[JournalFormat.HeaderSize..];
@@ -228,7 +235,7 @@ public sealed class EventJournal : IDisposable
             Task next;
             lock (_gate)
             {
-                if (_durableEnd >= end)
+                if (_durableEnd >= end || _disposed)
                     return;
                 next = _committed.Task;
             }
@@ -274,6 +281,13 @@ public sealed class EventJournal : IDisposable
                 {
                     // A full or failing disk: the events wait in memory (and whoever awaits them
                     // waits too, as the spool would) until a write succeeds.
+                    if (_stopping)
+                    {
+                        // Stopping with a disk that refuses: the spool is closed already, so what
+                        // these events describe is not recorded either and will happen again.
+                        _log.Error($"event journal: cannot write {_directory} at the stop: {e.Message}; {end - first} event(s) not kept");
+                        break;
+                    }
                     if (!warned)
                         _log.Error($"event journal: cannot write {_directory}: {e.Message}; retrying every second");
                     warned = true;

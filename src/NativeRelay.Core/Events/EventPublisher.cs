@@ -75,20 +75,6 @@ public sealed class EventPublisher : IEventPublisher, IAsyncDisposable
 
     public Task DurableAsync() => _journal.WaitDurableAsync();
 
-    /// <summary>An address added to the suppression list (traffic control calls this).</summary>
-    public void PublishSuppression(ReadOnlyMemory<byte> recipient, string? senderDomain, string? listId, string reason, string? pool = null) =>
-        Publish(new RelayEvent
-        {
-            Type = RelayEventType.Suppression, Recipient = recipient, SenderDomain = senderDomain, ListId = listId, Action = reason, Pool = pool,
-        });
-
-    /// <summary>A recipient unsubscribed through a one-click link (the HTTP API calls this).</summary>
-    public void PublishUnsubscribe(ReadOnlyMemory<byte> recipient, string? senderDomain, string? listId, ulong queueId = 0, string? pool = null) =>
-        Publish(new RelayEvent
-        {
-            Type = RelayEventType.Unsubscribe, Recipient = recipient, SenderDomain = senderDomain, ListId = listId, QueueId = queueId, Pool = pool,
-        });
-
     // Deletes the segments every webhook is done with. Called by a sink after it moves its cursor.
     private void Release()
     {

@@ -52,7 +52,8 @@ public sealed class WebhookSettings
     public bool Accepts(RelayEventType type, string pool) =>
         (Types & RelayEventTypes.Bit(type)) != 0 && (Pools is null || Pools.Contains(pool));
 
-    public override string ToString() => $"{Name} ({Url})";
+    // Without the query: some receivers put a token there.
+    public override string ToString() => $"{Name} ({Url.GetLeftPart(UriPartial.Path)})";
 
     public static WebhookSettings Validate(WebhookOptions o, string where)
     {

@@ -362,11 +362,6 @@ public sealed class RelayHost : IAsyncDisposable
             await _scheduler.StopAsync(TimeSpan.FromSeconds(5));
         _deliveryLog?.Dispose();
         _deliveryLog = null;
-        // After delivery stopped: the last events are written, the webhooks stop (what they had
-        // not acknowledged is sent at the next start).
-        if (_events is NativeRelay.Events.EventPublisher publisher)
-            await publisher.DisposeAsync();
-        _events = NativeRelay.Events.NullEventPublisher.Instance;
         if (_housekeeping is not null)
             await _housekeeping;
         if (_spool is not null)
@@ -374,6 +369,11 @@ public sealed class RelayHost : IAsyncDisposable
             await _spool.DisposeAsync();
             _spool = null;
         }
+        // After the spool: nothing can record a status without its event any more. The last
+        // events are written; the webhooks stop (what they had not acknowledged is sent at the next start).
+        if (_events is NativeRelay.Events.EventPublisher publisher)
+            await publisher.DisposeAsync();
+        _events = NativeRelay.Events.NullEventPublisher.Instance;
         _log.Info("stopped");
     }
 

@@ -134,6 +134,31 @@ public sealed class WebhookEventsTests(ITestOutputHelper log)
     }
 
     [Fact]
+    public async Task A_webhook_without_a_readable_secret_is_refused_in_one_line_and_check_config_describes_webhooks()
+    {
+        using var dir = new TempDir();
+        int port = FreePort.Get();
+        var noSecret = await RelayProcess.RunToExitAsync(
+            ["serve", "--listen", $"127.0.0.1:{port}", "--spool", dir.Spool, "--webhook", "http://127.0.0.1:9/hook"], dir.Path, log);
+        Assert.NotEqual(0, noSecret.ExitCode);
+        Assert.Contains("--webhook-secret-file", noSecret.Output);
+        var missing = await RelayProcess.RunToExitAsync(
+            ["serve", "--listen", $"127.0.0.1:{port}", "--spool", dir.Spool, "--webhook", "http://127.0.0.1:9/hook",
+             "--webhook-secret-file", dir.File("nope.secret")], dir.Path, log);
+        Assert.NotEqual(0, missing.ExitCode);
+        Assert.Contains("nope.secret", missing.Output);
+
+        using var receiver = new WebhookReceiver(Secret);
+        var hook = Hook("crm", receiver, SecretFile(dir));
+        hook["types"] = new JsonArray("bounce", "delivery");
+        string config = WriteConfig(dir, port, "127.0.0.1:9", FreePort.Get(), hook);
+        var check = await RelayProcess.RunToExitAsync(["check-config", config], dir.Path, log);
+        Assert.Equal(0, check.ExitCode);
+        Assert.Contains($"crm: POST to {receiver.Url} signed with the secret in {dir.File("webhook.secret")}; delivery, bounce", check.Output);
+        Assert.DoesNotContain(Secret, check.Output);
+    }
+
+    [Fact]
     public async Task A_receiver_down_for_a_while_gets_every_event_once_it_is_back()
     {
         using var dir = new TempDir();
