@@ -134,6 +134,51 @@ public sealed class WebhookEventsTests(ITestOutputHelper log)
     }
 
     [Fact]
+    public async Task Transient_failures_expiry_and_admin_actions_are_events()
+    {
+        using var dir = new TempDir();
+        await using var sink = new TestSmtpSink();
+        sink.RcptReply = to => to.StartsWith("later", StringComparison.Ordinal) ? "451 4.2.1 try again later" : "250 2.1.5 Ok";
+        using var receiver = new WebhookReceiver(Secret).Start();
+        int port = FreePort.Get(), metricsPort = FreePort.Get();
+        string config = WriteConfig(dir, port, sink.Endpoint, metricsPort, Hook("ops", receiver, SecretFile(dir)));
+        // A message gives up after 3.6 seconds in the queue.
+        var root = JsonNode.Parse(File.ReadAllText(config))!;
+        root["delivery"]!["maxLifetimeHours"] = 0.001;
+        File.WriteAllText(config, root.ToJsonString());
+        using var relay = await RelayProcess.StartServeAsync(["--config", config], port, dir.Path, log);
+
+        string expiring, held;
+        await using (var client = await TestSmtpClient.ConnectAndGreetAsync(port))
+        {
+            await client.EhloAsync();
+            held = await client.SendAcceptedAsync(Sender, ["later-held@example.org"], MessageText.Simple("held@client.test"));
+            expiring = await client.SendAcceptedAsync(Sender, ["later@example.org"], MessageText.Simple("expiring@client.test"));
+        }
+        async Task<CliResult> Queue(params string[] args) => await CliRun.RunAsync(new[] { "queue" }.Concat(args).Append("--spool").Append(dir.Spool), [], dir.Path, log);
+        Assert.Contains("1 message(s) held", (await Queue("hold", held)).Stdout);
+
+        var events = await receiver.WaitForAsync(e => Of(e, "expiry", expiring).Any() && Of(e, "dsn_sent", expiring).Any() && Of(e, "admin_action", held).Any(),
+            Wait, "expiry, its DSN and the hold");
+        var transient = Of(events, "transient_failure", expiring).First();
+        Assert.Equal("later@example.org", transient.Str("recipient"));
+        Assert.StartsWith("451 4.2.1", transient.Str("reply"));
+        Assert.Equal("<expiring@client.test>", transient.Str("message_id"));
+        var expiry = Of(events, "expiry", expiring).Single();
+        Assert.Equal("later@example.org", expiry.Str("recipient"));
+        Assert.StartsWith("451", expiry.Str("reply"));
+        Assert.Equal("held", Of(events, "admin_action", held).Single().Str("action"));
+
+        Assert.Contains("1 message(s) returned to sender", (await Queue("bounce", held)).Stdout);
+        events = await receiver.WaitForAsync(e => Of(e, "admin_action", held).Any(x => x.Str("action") == "returned") && Of(e, "dsn_sent", held).Any(),
+            Wait, "the return to the sender");
+        var returned = Of(events, "admin_action", held).Single(x => x.Str("action") == "returned");
+        Assert.Equal("later-held@example.org", returned.Str("recipient"));
+        Assert.Equal(Of(events, "dsn_sent", held).Single().Str("dsn_queue_id"), returned.Str("dsn_queue_id"));
+        Assert.DoesNotContain(events, e => e.Type() == "expiry" && e.Str("queue_id") == held);
+    }
+
+    [Fact]
     public async Task A_webhook_without_a_readable_secret_is_refused_in_one_line_and_check_config_describes_webhooks()
     {
         using var dir = new TempDir();
