@@ -46,11 +46,18 @@ public sealed class EventJournal : IDisposable
     private int _signaled;
     private FileStream _active;
     private long _activeFirstSeq;
+    // Where the next batch goes in the active segment, and how far the file is already written
+    // with zeros: commits inside prepared space change no file size, so fdatasync writes only data.
+    private long _dataEnd;
+    private long _preparedEnd;
     private readonly Thread _committer;
     private volatile bool _stopping;
-    private bool _disposed;
+    private volatile bool _disposed;
 
-    private EventJournal(string directory, long segmentBytes, Log log, string id, List<long> segments, FileStream active, long nextSeq)
+    /// <summary>Zeros written ahead of the tail at a time (one fsync with the new size per this many bytes of events).</summary>
+    private const int PrepareBytes = 4 * 1024 * 1024;
+
+    private EventJournal(string directory, long segmentBytes, Log log, string id, List<long> segments, FileStream active, long nextSeq, long dataEnd)
     {
         _directory = directory;
         _segmentBytes = segmentBytes;
@@ -59,6 +66,8 @@ public sealed class EventJournal : IDisposable
         _segments = segments;
         _active = active;
         _activeFirstSeq = segments[^1];
+        _dataEnd = dataEnd;
+        _preparedEnd = active.Length;
         _nextSeq = _pendingFirstSeq = _durableEnd = nextSeq;
         _committer = new Thread(CommitLoop) { IsBackground = true, Name = "event journal" };
         _committer.Start();
@@ -73,14 +82,7 @@ public sealed class EventJournal : IDisposable
     public long DurableEnd => Volatile.Read(ref _durableEnd);
 
     /// <summary>The sequence number the next event will get.</summary>
-    public long AppendedEnd
-    {
-        get
-        {
-            lock (_gate)
-                return _nextSeq;
-        }
-    }
+    public long AppendedEnd => Volatile.Read(ref _nextSeq); // a thread always sees its own appends
 
     /// <summary>The oldest sequence number still on disk.</summary>
     public long OldestSeq
@@ -103,14 +105,7 @@ public sealed class EventJournal : IDisposable
     }
 
     /// <summary>Completes at the next commit (sinks wait on it for new events).</summary>
-    public Task NextCommit
-    {
-        get
-        {
-            lock (_gate)
-                return _committed.Task;
-        }
-    }
+    public Task NextCommit => Volatile.Read(ref _committed).Task;
 
     /// <summary>Opens (or creates) the journal in <paramref name="directory"/>, cutting a torn tail.</summary>
     public static EventJournal Open(string directory, long segmentBytes, Log log)
@@ -131,8 +126,8 @@ public sealed class EventJournal : IDisposable
         var active = OpenSegment(directory, segments[^1]);
         if (created)
             NativeRelay.Local.MaildirWriter.TryFsyncDirectory(directory, out _);
-        long next = RecoverTail(active, segments[^1], log, SegmentPath(directory, segments[^1]));
-        return new EventJournal(directory, segmentBytes, log, id, segments, active, next);
+        var (next, dataEnd) = RecoverTail(active, segments[^1], log, SegmentPath(directory, segments[^1]));
+        return new EventJournal(directory, segmentBytes, log, id, segments, active, next, dataEnd);
     }
 
     private static string ReadOrCreateId(string directory)
@@ -156,8 +151,12 @@ public sealed class EventJournal : IDisposable
     private static FileStream OpenSegment(string directory, long firstSeq) =>
         new(SegmentPath(directory, firstSeq), FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.ReadWrite | FileShare.Delete, 1, FileOptions.None);
 
-    /// <summary>Checks every record of the last segment; cuts the file at the first that is torn. Returns the next sequence number.</summary>
-    private static long RecoverTail(FileStream file, long firstSeq, Log log, string path)
+    /// <summary>
+    /// Checks every record of the last segment and cuts the file at the first that fails, unless
+    /// all that follows is zeros (space prepared ahead of the tail, kept). Returns the next
+    /// sequence number and where the records end.
+    /// </summary>
+    private static (long Next, long DataEnd) RecoverTail(FileStream file, long firstSeq, Log log, string path)
     {
         long expected = firstSeq;
         long offset = 0;
@@ -179,13 +178,29 @@ public sealed class EventJournal : IDisposable
             offset += JournalFormat.HeaderSize + bodyLength;
             expected++;
         }
-        if (offset < length)
+        if (offset < length && !AllZero(file, offset, length))
         {
             log.Warn($"event journal {path}: cut a torn tail of {length - offset} bytes after event {expected - 1} (written, never made durable)");
             file.SetLength(offset);
             file.Flush(flushToDisk: true);
         }
-        return expected;
+        return (expected, offset);
+    }
+
+    private static bool AllZero(FileStream file, long from, long to)
+    {
+        var buffer = new byte[64 * 1024];
+        file.Position = from;
+        while (from < to)
+        {
+            int n = file.Read(buffer, 0, (int)Math.Min(buffer.Length, to - from));
+            if (n <= 0)
+                return true;
+            if (buffer.AsSpan(0, n).ContainsAnyExcept((byte)0))
+                return false;
+            from += n;
+        }
+        return true;
     }
 
     /// <summary>
@@ -230,15 +245,13 @@ public sealed class EventJournal : IDisposable
     /// <summary>Completes when every event with a sequence number below <paramref name="end"/> is durable.</summary>
     public async Task WaitDurableAsync(long end)
     {
-        while (Volatile.Read(ref _durableEnd) < end)
+        // No lock: the committer publishes the new end before it swaps the signal, so reading the
+        // signal first and the end second never misses the commit that covers us.
+        while (true)
         {
-            Task next;
-            lock (_gate)
-            {
-                if (_durableEnd >= end || _disposed)
-                    return;
-                next = _committed.Task;
-            }
+            var next = Volatile.Read(ref _committed).Task;
+            if (Volatile.Read(ref _durableEnd) >= end || _disposed)
+                return;
             await next.ConfigureAwait(false);
         }
     }
@@ -295,13 +308,8 @@ public sealed class EventJournal : IDisposable
                 }
             }
             _writing.ResetWrittenCount();
-            TaskCompletionSource done;
-            lock (_gate)
-            {
-                _durableEnd = end;
-                done = _committed;
-                _committed = NewSignal();
-            }
+            Volatile.Write(ref _durableEnd, end);
+            var done = Interlocked.Exchange(ref _committed, NewSignal());
             done.TrySetResult();
             EventMetrics.JournalCommits.Increment();
         }
@@ -310,7 +318,7 @@ public sealed class EventJournal : IDisposable
     // Runs on the committer thread only: the active segment is its own.
     private void Write(long firstSeq, ReadOnlySpan<byte> records)
     {
-        if (_active.Length >= _segmentBytes && firstSeq > _activeFirstSeq)
+        if (_dataEnd >= _segmentBytes && firstSeq > _activeFirstSeq)
         {
             // Rotate between batches: a record never spans two files, and a segment's name is the
             // sequence number of its first record.
@@ -318,26 +326,61 @@ public sealed class EventJournal : IDisposable
             next.SetLength(0);
             NativeRelay.Local.MaildirWriter.TryFsyncDirectory(_directory, out _);
             var old = _active;
+            long oldEnd = _dataEnd;
             lock (_gate)
             {
                 _segments.Add(firstSeq);
                 _active = next;
                 _activeFirstSeq = firstSeq;
             }
+            _dataEnd = _preparedEnd = 0;
+            // The finished segment gives back its unused prepared space.
+            try { old.SetLength(oldEnd); } catch (IOException) { }
             old.Dispose();
         }
-        long offset = _active.Length;
-        _active.Position = offset;
+        long offset = _dataEnd;
+        if (offset + records.Length > _preparedEnd)
+            Prepare(offset + records.Length);
         try
         {
-            _active.Write(records);
-            _active.Flush(flushToDisk: true);
+            RandomAccess.Write(_active.SafeFileHandle, records, offset);
+            FlushData(_active);
         }
         catch
         {
-            // Leave no half batch behind: the retry writes the whole batch at the same place.
-            try { _active.SetLength(offset); } catch (IOException) { }
+            // Leave no half batch behind: zeros again where it went, and the retry writes it at the same place.
+            try { RandomAccess.Write(_active.SafeFileHandle, new byte[records.Length], offset); } catch (IOException) { }
             throw;
+        }
+        _dataEnd = offset + records.Length;
+    }
+
+    // Zeros ahead of the tail, made durable with the file's new size (fsync), so the commits that
+    // land in them need only fdatasync: the data, no inode. The same idea as the spool's prepared blocks.
+    private void Prepare(long needed)
+    {
+        long end = Math.Max(needed, Math.Min(_preparedEnd + PrepareBytes, _segmentBytes));
+        var zeros = new byte[Math.Min(end - _preparedEnd, PrepareBytes)];
+        for (long at = _preparedEnd; at < end; at += zeros.Length)
+            RandomAccess.Write(_active.SafeFileHandle, zeros.AsSpan(0, (int)Math.Min(zeros.Length, end - at)), at);
+        _active.Flush(flushToDisk: true);
+        _preparedEnd = end;
+    }
+
+    private static void FlushData(FileStream file)
+    {
+        bool added = false;
+        var handle = file.SafeFileHandle;
+        try
+        {
+            handle.DangerousAddRef(ref added);
+            if (DataSync.Fdatasync((int)handle.DangerousGetHandle()) != 0)
+                throw new IOException($"fdatasync: {System.Runtime.InteropServices.Marshal.GetLastPInvokeErrorMessage()}");
+        }
+        finally
+        {
+            if (added)
+                handle.DangerousRelease();
         }
     }
 

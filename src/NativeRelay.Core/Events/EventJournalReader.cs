@@ -63,19 +63,22 @@ public sealed class EventJournalReader : IDisposable
         while (true)
         {
             int n = RandomAccess.Read(_file!, _header, _offset);
-            if (n == JournalFormat.HeaderSize)
-                break;
-            // The end of this segment: the next one starts at NextSeq (segments rotate between records).
+            if (n == JournalFormat.HeaderSize && JournalFormat.TryReadHeader(_header, out bodyLength, out crc, out seq) && seq == NextSeq)
+                return true;
+            // The end of this segment (the file's end, or zeros prepared ahead of a tail that moved
+            // on): the next segment starts at NextSeq, as segments rotate between records.
             long next = _journal.SegmentFor(NextSeq);
-            if (next == _segmentFirst || next != NextSeq)
+            if (next != _segmentFirst && next == NextSeq)
+            {
+                long keep = NextSeq;
+                Open(next);
+                NextSeq = keep;
+                continue;
+            }
+            if (n < JournalFormat.HeaderSize || _header.AsSpan().IndexOfAnyExcept((byte)0) < 0)
                 return false;
-            long keep = NextSeq;
-            Open(next);
-            NextSeq = keep;
-        }
-        if (!JournalFormat.TryReadHeader(_header, out bodyLength, out crc, out seq) || seq != NextSeq)
             throw new InvalidDataException($"event journal {EventJournal.SegmentPath(_journal.Directory, _segmentFirst)}: damaged record at offset {_offset} (expected event {NextSeq})");
-        return true;
+        }
     }
 
     /// <summary>The next durable event, or false when the reader has caught up with the journal.</summary>

@@ -17,6 +17,10 @@ internal sealed class WebhookSink : IAsyncDisposable
 {
     private static readonly TimeSpan FirstRetry = TimeSpan.FromSeconds(1);
     private static readonly TimeSpan DropWarningInterval = TimeSpan.FromSeconds(10);
+    // The cursor file is replaced at most this often while batches flow (each write is two fsyncs);
+    // a crash repeats at most this much, with the same ids. It is written at once when the webhook
+    // catches up, and at the stop.
+    private static readonly TimeSpan CursorWriteInterval = TimeSpan.FromMilliseconds(250);
     private static readonly string UserAgent = "NativeRelay/" + (typeof(WebhookSink).Assembly.GetName().Version?.ToString(3) ?? "0");
 
     private readonly WebhookSettings _settings;
@@ -28,6 +32,8 @@ internal sealed class WebhookSink : IAsyncDisposable
     private readonly Action _acknowledged;
     private readonly CancellationTokenSource _stop = new();
     private long _acked;
+    private long _stored;
+    private DateTime _lastCursorWrite = DateTime.MinValue;
     private long _droppedSinceWarning;
     private DateTime _lastDropWarning = DateTime.MinValue;
     private Task? _loop;
@@ -51,7 +57,7 @@ internal sealed class WebhookSink : IAsyncDisposable
         }
         if (start < journal.OldestSeq)
             start = journal.OldestSeq;
-        _acked = start;
+        _acked = _stored = start;
         if (stored != start)
             _cursor.Write(start);
         _http = new HttpClient(new SocketsHttpHandler
@@ -99,6 +105,7 @@ internal sealed class WebhookSink : IAsyncDisposable
                         Acknowledge(reader.NextSeq);
                         lastSkipSave = DateTime.UtcNow;
                     }
+                    StoreCursor(force: true); // caught up: the file says so
                     await WaitForEventsAsync(reader.NextSeq, TimeSpan.FromSeconds(1), stop);
                     continue;
                 }
@@ -165,6 +172,14 @@ internal sealed class WebhookSink : IAsyncDisposable
         finally
         {
             reader.Dispose();
+            try
+            {
+                StoreCursor(force: true);
+            }
+            catch (IOException e)
+            {
+                _log.Warn($"webhook {Name}: cannot write its cursor at the stop: {e.Message} (the last batches will be sent again)");
+            }
         }
     }
 
@@ -225,8 +240,18 @@ internal sealed class WebhookSink : IAsyncDisposable
     private void Acknowledge(long seq)
     {
         Volatile.Write(ref _acked, seq);
-        _cursor.Write(seq);
+        StoreCursor(force: false);
         _acknowledged();
+    }
+
+    private void StoreCursor(bool force)
+    {
+        long acked = Acknowledged;
+        if (acked == _stored || (!force && DateTime.UtcNow - _lastCursorWrite < CursorWriteInterval))
+            return;
+        _cursor.Write(acked);
+        _stored = acked;
+        _lastCursorWrite = DateTime.UtcNow;
     }
 
     /// <summary>One POST; null when the webhook answered 2xx, else what went wrong (the URL's secret parts are not in it).</summary>

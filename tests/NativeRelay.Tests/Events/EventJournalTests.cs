@@ -50,6 +50,16 @@ public sealed class EventJournalTests : IDisposable
         return all;
     }
 
+    /// <summary>Where the records of a segment end (the file goes on with zeros prepared ahead of the tail).</summary>
+    private static long DataEnd(string segment)
+    {
+        var bytes = File.ReadAllBytes(segment);
+        long offset = 0;
+        while (offset + 16 <= bytes.Length && BitConverter.ToInt32(bytes, (int)offset) is > 0 and int length)
+            offset += 16 + length;
+        return offset;
+    }
+
     private static void AssertSequence(List<JournalRecord> records, int from, int to)
     {
         Assert.Equal(Enumerable.Range(from, to - from).Select(i => (long)i), records.Select(r => r.Seq));
@@ -89,8 +99,9 @@ public sealed class EventJournalTests : IDisposable
         using (var journal = EventJournal.Open(JournalDir, 1 << 20, _log))
             await AppendAsync(journal, 0, 10);
         string segment = Directory.GetFiles(JournalDir, "*.events").Single();
-        long whole = new FileInfo(segment).Length;
-        // The last record written only in part (a crash in the middle of the write).
+        long whole = DataEnd(segment);
+        Assert.True(new FileInfo(segment).Length > whole, "no space prepared ahead of the tail");
+        // The last record written only in part (a crash in the middle of the write): its last 5 bytes never arrived.
         using (var f = new FileStream(segment, FileMode.Open))
             f.SetLength(whole - 5);
 
@@ -110,10 +121,13 @@ public sealed class EventJournalTests : IDisposable
         using (var journal = EventJournal.Open(JournalDir, 1 << 20, _log))
             await AppendAsync(journal, 0, 10);
         string segment = Directory.GetFiles(JournalDir, "*.events").Single();
-        long whole = new FileInfo(segment).Length;
-        // Pages of a batch that reached the disk without the fsync that would have made them a commit: zeros and noise.
-        using (var f = new FileStream(segment, FileMode.Append))
-            f.Write(Enumerable.Range(0, 300).Select(i => (byte)(i * 7)).ToArray());
+        long whole = DataEnd(segment);
+        // Pages of a batch that reached the disk without the fdatasync that would have made them a commit: noise in the prepared zeros.
+        using (var f = new FileStream(segment, FileMode.Open))
+        {
+            f.Position = whole;
+            f.Write(Enumerable.Range(1, 300).Select(i => (byte)(i * 7 | 1)).ToArray());
+        }
         using (var journal = EventJournal.Open(JournalDir, 1 << 20, _log))
         {
             Assert.Equal(10, journal.DurableEnd);
