@@ -10,6 +10,12 @@ public sealed class EventJournalReader : IDisposable
 {
     private readonly EventJournal _journal;
     private readonly byte[] _header = new byte[JournalFormat.HeaderSize];
+    // Reads go through a 64 KiB window of the file: one pread serves a few hundred events. Bytes
+    // past the durable end may still be zeros in the window when the writer has since filled them,
+    // so a header or body that does not check out is read again from the file before it counts.
+    private readonly byte[] _window = new byte[64 * 1024];
+    private long _windowStart = -1;
+    private int _windowLength;
     private SafeFileHandle? _file;
     private long _segmentFirst = -1;
     private long _offset;
@@ -42,7 +48,24 @@ public sealed class EventJournalReader : IDisposable
             FileShare.ReadWrite | FileShare.Delete);
         _segmentFirst = first;
         _offset = 0;
+        _windowStart = -1;
         NextSeq = first;
+    }
+
+    private int ReadAt(long offset, Span<byte> destination, bool fresh)
+    {
+        if (!fresh && _windowStart >= 0 && offset >= _windowStart && offset + destination.Length <= _windowStart + _windowLength)
+        {
+            _window.AsSpan((int)(offset - _windowStart), destination.Length).CopyTo(destination);
+            return destination.Length;
+        }
+        if (destination.Length > _window.Length)
+            return RandomAccess.Read(_file!, destination, offset);
+        _windowLength = RandomAccess.Read(_file!, _window, offset);
+        _windowStart = offset;
+        int n = Math.Min(_windowLength, destination.Length);
+        _window.AsSpan(0, n).CopyTo(destination);
+        return n;
     }
 
     // Steps over one record by its header (seeking forward without reading bodies).
@@ -62,7 +85,10 @@ public sealed class EventJournalReader : IDisposable
         seq = 0;
         while (true)
         {
-            int n = RandomAccess.Read(_file!, _header, _offset);
+            int n = ReadAt(_offset, _header, fresh: false);
+            if (n == JournalFormat.HeaderSize && JournalFormat.TryReadHeader(_header, out bodyLength, out crc, out seq) && seq == NextSeq)
+                return true;
+            n = ReadAt(_offset, _header, fresh: true);
             if (n == JournalFormat.HeaderSize && JournalFormat.TryReadHeader(_header, out bodyLength, out crc, out seq) && seq == NextSeq)
                 return true;
             // The end of this segment (the file's end, or zeros prepared ahead of a tail that moved
@@ -90,7 +116,9 @@ public sealed class EventJournalReader : IDisposable
         if (!ReadHeader(out int bodyLength, out uint crc, out long seq))
             return false;
         var body = new byte[bodyLength];
-        int n = RandomAccess.Read(_file!, body, _offset + JournalFormat.HeaderSize);
+        int n = ReadAt(_offset + JournalFormat.HeaderSize, body, fresh: false);
+        if (n != bodyLength || !JournalFormat.Verify(_header, body, crc))
+            n = ReadAt(_offset + JournalFormat.HeaderSize, body, fresh: true);
         if (n != bodyLength || !JournalFormat.Verify(_header, body, crc))
             throw new InvalidDataException($"event journal {EventJournal.SegmentPath(_journal.Directory, _segmentFirst)}: damaged event {seq} at offset {_offset}");
         _offset += JournalFormat.HeaderSize + bodyLength;

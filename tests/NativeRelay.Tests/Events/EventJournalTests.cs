@@ -176,6 +176,27 @@ public sealed class EventJournalTests : IDisposable
     }
 
     [Fact]
+    public async Task A_reader_that_caught_up_reads_what_is_committed_later_across_rotations()
+    {
+        // The reader's window holds the zeros prepared ahead of the tail; later commits fill them.
+        using var journal = EventJournal.Open(JournalDir, 2048, _log);
+        await AppendAsync(journal, 0, 3);
+        using var reader = new EventJournalReader(journal, 0);
+        var seen = new List<JournalRecord>();
+        for (int round = 0; round < 30; round++)
+        {
+            while (reader.TryRead(out var r))
+                seen.Add(r);
+            Assert.Equal(journal.DurableEnd, reader.NextSeq);
+            await AppendAsync(journal, 3 + round * 7, 3 + (round + 1) * 7);
+        }
+        while (reader.TryRead(out var r))
+            seen.Add(r);
+        AssertSequence(seen, 0, 3 + 30 * 7);
+        Assert.True(journal.SegmentCount > 2);
+    }
+
+    [Fact]
     public async Task A_reopened_journal_after_rotation_continues_the_sequence_of_its_last_segment()
     {
         using (var journal = EventJournal.Open(JournalDir, 4096, _log))
