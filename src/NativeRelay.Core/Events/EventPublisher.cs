@@ -69,6 +69,12 @@ public sealed class EventPublisher : IEventPublisher, IAsyncDisposable
                 SenderDomain = e.SenderDomain, ListId = e.ListId,
             });
         }
+        if (json.Length > JournalFormat.MaxBodySize)
+        {
+            // Only an injection's fields could make one this large; the message path must not fail for it.
+            _log.Error($"events: a {RelayEventTypes.Name(e.Type)} event of {json.Length} bytes is over the journal's limit; not kept");
+            return;
+        }
         _journal.Append(e.Type, e.Pool, json);
         EventMetrics.Published.Increment();
     }

@@ -269,6 +269,7 @@ internal sealed class WebhookSink : IAsyncDisposable
         try
         {
             using var response = await _http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, timeout.Token).ConfigureAwait(false);
+            await DrainAsync(response, timeout.Token).ConfigureAwait(false);
             return response.IsSuccessStatusCode ? null : $"answered {(int)response.StatusCode} {response.ReasonPhrase}";
         }
         catch (OperationCanceledException) when (!stop.IsCancellationRequested)
@@ -279,6 +280,16 @@ internal sealed class WebhookSink : IAsyncDisposable
         {
             return e.Message;
         }
+    }
+
+    /// <summary>Reads (and drops) up to 64 KiB of the answer, so the connection can carry the next POST; a longer answer only costs its connection.</summary>
+    private static async Task DrainAsync(HttpResponseMessage response, CancellationToken token)
+    {
+        var stream = await response.Content.ReadAsStreamAsync(token).ConfigureAwait(false);
+        var buffer = new byte[4096];
+        int total = 0, n;
+        while (total < 64 * 1024 && (n = await stream.ReadAsync(buffer, token).ConfigureAwait(false)) > 0)
+            total += n;
     }
 
     public async ValueTask DisposeAsync()

@@ -115,7 +115,7 @@ public sealed class RelayHost : IAsyncDisposable
         // sendmail's maildrop: files whose message the spool recovered are removed before any
         // delivery can start, so a file is queued exactly once across a crash.
         _maildrop = new NativeRelay.Maildrop.MaildropPickup(_settings.SpoolDirectory, _spool, ids, _scheduler,
-            _settings.Hostname, _settings.Limits.MaxMessageSize, _log);
+            _settings.Hostname, _settings.Limits.MaxMessageSize, _log) { Events = _events };
         _maildrop.ResolveInterrupted(recovered.Select(m => m.Id).ToHashSet());
         _scheduler.Start();
         // The recovered queue goes to delivery in the background: with a large backlog that takes

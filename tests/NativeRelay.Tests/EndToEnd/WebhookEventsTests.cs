@@ -179,6 +179,30 @@ public sealed class WebhookEventsTests(ITestOutputHelper log)
     }
 
     [Fact]
+    public async Task A_message_from_the_maildrop_has_its_reception_and_delivery_events()
+    {
+        using var dir = new TempDir();
+        await using var sink = new TestSmtpSink();
+        using var receiver = new WebhookReceiver(Secret).Start();
+        int port = FreePort.Get();
+        string config = WriteConfig(dir, port, sink.Endpoint, FreePort.Get(), Hook("drop", receiver, SecretFile(dir)));
+        // Nothing listens yet: sendmail leaves the message in the spool's maildrop.
+        var result = await CliRun.RunAsync(["sendmail", "--config", config, "-f", "cron@app.test", "ops@example.test"],
+            CliRun.Latin1("Subject: nightly\nMessage-ID: <drop-1@app.test>\n\nall good\n"), dir.Path, log);
+        Assert.True(result.ExitCode == 0, result.ToString());
+        Assert.Single(Directory.GetFiles(Path.Combine(dir.Spool, "maildrop")));
+
+        using var relay = await RelayProcess.StartServeAsync(["--config", config], port, dir.Path, log);
+        var events = await receiver.WaitForAsync(e => e.Any(x => x.Type() == "reception") && e.Any(x => x.Type() == "delivery"),
+            Wait, "the maildrop message's reception and delivery");
+        var reception = events.Single(e => e.Type() == "reception");
+        Assert.Equal("ops@example.test", reception.Str("recipient"));
+        Assert.Equal("cron@app.test", reception.Str("sender"));
+        Assert.Equal("<drop-1@app.test>", reception.Str("message_id"));
+        Assert.Equal(reception.Str("queue_id"), events.Single(e => e.Type() == "delivery").Str("queue_id"));
+    }
+
+    [Fact]
     public async Task A_webhook_without_a_readable_secret_is_refused_in_one_line_and_check_config_describes_webhooks()
     {
         using var dir = new TempDir();
