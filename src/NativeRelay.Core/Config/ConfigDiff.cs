@@ -31,6 +31,7 @@ public static class ConfigDiff
         "http.tls",
         "http.maxRequestBytes",
         "user",
+        "events",
     ];
 
     /// <summary>True when the option (or every option under it) only changes at a restart.</summary>

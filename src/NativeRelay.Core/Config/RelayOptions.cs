@@ -85,6 +85,9 @@ public sealed class RelayOptions
     /// <summary>DKIM signing keys and the verifier's limits (see DkimOptions.cs); no keys: nothing is signed.</summary>
     public DkimOptions Dkim { get; set; } = new();
 
+    /// <summary>Delivery events and the webhooks they are POSTed to (off unless a webhook is configured; see EventsOptions.cs, docs/EVENTS.md).</summary>
+    public EventsOptions Events { get; set; } = new();
+
     /// <summary>Run as this user once the listeners are bound (the relay must be started as root). Default: stay as started.</summary>
     public string? User { get; set; }
 }

@@ -44,6 +44,9 @@ public sealed record RelaySettings
     public InboundAuthSettings? InboundAuth { get; init; }
     /// <summary>DKIM signing keys (files named, loaded by the receiving side) and verification limits.</summary>
     public NativeRelay.MailAuth.Dkim.DkimSettings Dkim { get; init; } = NativeRelay.MailAuth.Dkim.DkimSettings.Off;
+
+    /// <summary>The event journal and its webhooks (off: no webhook).</summary>
+    public NativeRelay.Events.EventsSettings Events { get; init; } = NativeRelay.Events.EventsSettings.Off;
     /// <summary>The options this was validated from (file and flags merged); null when built by hand. SIGHUP compares them.</summary>
     public RelayOptions? Options { get; init; }
 
@@ -177,6 +180,7 @@ public sealed record RelaySettings
             Lifecycle = LifecycleSettings.Validate(o),
             InboundAuth = InboundAuthSettings.Validate(o, hostname),
             Dkim = NativeRelay.MailAuth.Dkim.DkimSettings.Validate(o.Dkim),
+            Events = NativeRelay.Events.EventsSettings.Validate(o.Events),
             Options = o,
         };
     }

@@ -130,6 +130,7 @@ public sealed partial class DeliveryScheduler : IQueueAdmin
                     return false;
             }
             long now = NowMs();
+            PublishAdmin("flushed", message);
             await AppendStatusAsync(message, StatusFlags.None, now, []);
             Event("flushed", message);
             message.NextAttemptUnixMs = now; // back cold, due now (AdminAsync)
@@ -149,6 +150,7 @@ public sealed partial class DeliveryScheduler : IQueueAdmin
                 return false;
             message.Finalized = true;
         }
+        PublishAdmin("deleted", message);
         await AppendDurableAsync(message, StatusFlags.Done, NowMs(), []);
         _log.Info($"{message.IdText}: deleted by the administrator");
         Event("deleted", message);
@@ -210,6 +212,9 @@ public sealed partial class DeliveryScheduler : IQueueAdmin
         var changes = new (ushort, RecipientState)[pending.Count];
         for (int k = 0; k < changes.Length; k++)
             changes[k] = ((ushort)pending[k], RecipientState.Failed);
+        foreach (int i in pending)
+            PublishAdmin("returned", message, i, reply.ToString(), dsnId);
+        PublishDsnSent(message, dsnId);
         await AppendDurableAsync(message, StatusFlags.Done, now, changes);
         lock (message)
             foreach (int i in pending)
@@ -232,6 +237,7 @@ public sealed partial class DeliveryScheduler : IQueueAdmin
                 return false;
             message.Held = true; // its retry heap entry is void (the index slot is held: stale when it comes up)
         }
+        PublishAdmin("held", message);
         await AppendDurableAsync(message, StatusFlags.Held, NowMs(), []);
         Event("held", message);
         return true;
@@ -247,6 +253,7 @@ public sealed partial class DeliveryScheduler : IQueueAdmin
             message.Held = false;
         }
         long now = NowMs();
+        PublishAdmin("released", message);
         await AppendDurableAsync(message, StatusFlags.Released, now, []);
         Event("released", message);
         // Cold: back into the retry heap due now (AdminAsync). Held while an attempt ran: that attempt schedules it.
@@ -396,6 +403,7 @@ public sealed partial class DeliveryScheduler : IQueueAdmin
     /// <summary>Appends a status record; the caller waits for a commit that covers it.</summary>
     private async ValueTask AppendStatusAsync(QueuedMessage message, StatusFlags flags, long now, (ushort, RecipientState)[] changes)
     {
+        await _events.DurableAsync(); // the admin_action event before the status it describes
         int attempts;
         long next;
         lock (message)

@@ -708,6 +708,7 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
     {
         string outcome = reply.IsPositive ? "delivered" : reply.IsPermanent ? "failed" : "deferred";
         CountOutcome(message, reply, info);
+        PublishOutcome(message, i, reply, attempt, info);
         if (_deliveryLog.IsEnabled)
         {
             _deliveryLog.Write(new DeliveryEvent
@@ -788,6 +789,7 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
         ulong? dsnId = await NotifySenderAsync(message, outcome, now);
         if (dsnId is null)
             outcome.NotificationFailed();
+        PublishRoundEnd(message, outcome, dsnId ?? 0);
         var (changes, next) = await RecordOutcomeAsync(message, outcome, delivered, now);
         Settle(message, outcome, changes, next, dsnId ?? 0);
     }
@@ -1186,6 +1188,8 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
     {
         try
         {
+            // The events this status settles are durable first (the journal's group commit; at once when events are off).
+            await _events.DurableAsync();
             await _spool.AppendStatusAsync(record);
         }
         catch (Exception e)

@@ -64,6 +64,9 @@ public sealed class QueuedMessage
         set => _lastError = SharedText.Get(value);
     }
 
+    /// <summary>The Message-ID for events, once read from the bytes ("" when the message has none); null: not read yet.</summary>
+    internal string? MessageIdField { get; set; }
+
     /// <summary>Size of the message in bytes (from the session, or from the spool at recovery).</summary>
     public long Size { get; set; }
 

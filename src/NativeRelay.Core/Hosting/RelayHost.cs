@@ -37,6 +37,7 @@ public sealed class RelayHost : IAsyncDisposable
     private Task? _tlsReports;
     private Task? _recovering;
     private DeliveryLog? _deliveryLog;
+    private NativeRelay.Events.IEventPublisher _events = NativeRelay.Events.NullEventPublisher.Instance;
     private ControlServer? _control;
     private NativeRelay.Maildrop.MaildropPickup? _maildrop;
     private IDisposable? _reloading;
@@ -63,6 +64,8 @@ public sealed class RelayHost : IAsyncDisposable
     public DeliveryScheduler Scheduler => _scheduler ?? throw new InvalidOperationException("not started");
     /// <summary>The receiving side new connections get (replaced by a reload).</summary>
     public SmtpServer? Server => _servers.Current;
+    /// <summary>Where stages report events (the HTTP API publishes unsubscribe and suppression events here).</summary>
+    public NativeRelay.Events.IEventPublisher Events => _events;
     /// <summary>The settings in force: those of the start, or of the last reload that was applied.</summary>
     public RelaySettings Settings => Volatile.Read(ref _running);
     /// <summary>The HTTP side (API, metrics); null when neither http.listen nor metrics.listen is set.</summary>
@@ -116,12 +119,15 @@ public sealed class RelayHost : IAsyncDisposable
         _router = new Router(_settings.Routing, _settings.Hostname);
         _deliveryLog = DeliveryLog.Open(_settings.Routing.DeliveryLogPath);
         _scheduler = new DeliveryScheduler(_settings, _spool, _router, _log, ids, _deliveryLog);
+        // Events: the journal beside the spool and a sender per webhook (nothing at all without webhooks).
+        _events = NativeRelay.Events.EventPublisher.Start(_settings.Events, _settings.SpoolDirectory, _log);
+        _scheduler.Events = _events;
         if (!_settings.LocalDelivery.IsEmpty)
             _scheduler.LocalAgent = new NativeRelay.Local.ReloadableLocalDeliveryAgent(CreateLocalAgent(_settings));
         // sendmail's maildrop: files whose message the spool recovered are removed before any
         // delivery can start, so a file is queued exactly once across a crash.
         _maildrop = new NativeRelay.Maildrop.MaildropPickup(_settings.SpoolDirectory, _spool, ids, _scheduler,
-            _settings.Hostname, _settings.Limits.MaxMessageSize, _log);
+            _settings.Hostname, _settings.Limits.MaxMessageSize, _log) { Events = _events };
         _maildrop.ResolveInterrupted(recovered.Select(m => m.Id).ToHashSet());
         _scheduler.Start();
         // The recovered queue goes to delivery in the background: with a large backlog that takes
@@ -137,7 +143,7 @@ public sealed class RelayHost : IAsyncDisposable
         var server = CreateServer(_settings, authThrottle: null);
         _servers.Swap(server);
         // HTTP injection takes the SMTP path's way into the spool, and signs with the current server's keys.
-        _api?.Attach(_settings.Http, new SpoolIntake(_spool, _scheduler), ids, () => _servers.Current?.Signer, _settings.SpoolDirectory,
+        _api?.Attach(_settings.Http, new SpoolIntake(_spool, _scheduler) { Events = _events }, ids, () => _servers.Current?.Signer, _settings.SpoolDirectory,
             _settings.Hostname, _settings.Limits.MaxMessageSize);
         server.LogConfiguration(_listeners.Select(l => new ListenerInfo(l.EndPoint, l.Kind)));
         _reloading = server.StartReloading(_stopping.Token, handleHangup: _reloadSource is null);
@@ -165,7 +171,7 @@ public sealed class RelayHost : IAsyncDisposable
     /// <summary>The receiving side for these settings: certificate, users and recipients files loaded (ConfigException if one cannot be).</summary>
     private SmtpServer CreateServer(RelaySettings settings, NativeRelay.Smtp.Auth.AuthThrottle? authThrottle)
     {
-        var server = new SmtpServer(settings, Spool, Scheduler, _ids!, _log, authThrottle: authThrottle);
+        var server = new SmtpServer(settings, Spool, Scheduler, _ids!, _log, authThrottle: authThrottle) { Events = _events };
         // Domains delivered on this host take mail from anyone, for the users the local agent knows
         // (550 5.1.1 for the rest at RCPT); its aliases files are re-read with the server's files.
         // Both ask the agent in use at the time: a reload swaps the agent before this server
@@ -418,6 +424,11 @@ public sealed class RelayHost : IAsyncDisposable
             await _spool.DisposeAsync();
             _spool = null;
         }
+        // After the spool: nothing can record a status without its event any more. The last
+        // events are written; the webhooks stop (what they had not acknowledged is sent at the next start).
+        if (_events is NativeRelay.Events.EventPublisher publisher)
+            await publisher.DisposeAsync();
+        _events = NativeRelay.Events.NullEventPublisher.Instance;
         _log.Info("stopped");
     }
 

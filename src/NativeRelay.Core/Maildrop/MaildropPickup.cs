@@ -56,6 +56,9 @@ public sealed class MaildropPickup : IAsyncDisposable
 
     public string Directory => _directory;
 
+    /// <summary>Where reception events go (the null publisher when no webhook is configured).</summary>
+    public NativeRelay.Events.IEventPublisher Events { get; init; } = NativeRelay.Events.NullEventPublisher.Instance;
+
     /// <summary>Before delivery starts: drops the files whose messages the spool already holds (step 2 done, step 3 not).</summary>
     public void ResolveInterrupted(IReadOnlySet<ulong> recovered)
     {
@@ -207,7 +210,12 @@ public sealed class MaildropPickup : IAsyncDisposable
         try
         {
             (head, first) = await _spool.AppendMessageAsync(id, envelope, body);
+            // As a session does: the reception events' commit runs beside the spool's, and the
+            // file goes only when both are durable.
+            NativeRelay.Events.MessageEvents.PublishReception(Events, id, envelope, body.FirstBlockContent());
+            var events = Events.DurableAsync();
             await _spool.WaitForCommitAsync(head);
+            await events;
         }
         catch (Exception e)
         {

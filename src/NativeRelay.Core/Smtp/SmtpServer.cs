@@ -69,6 +69,8 @@ public sealed class SmtpServer : IConnectionHandler
     public RecipientPolicy Policy { get; }
     /// <summary>Signs each accepted message once, before it is spooled; null when no DKIM key is configured.</summary>
     public NativeRelay.MailAuth.IMessageSigner? Signer { get; }
+    /// <summary>Where reception events go (the null publisher, costing nothing, when no webhook is configured).</summary>
+    public NativeRelay.Events.IEventPublisher Events { get => Accept.Events; init => Accept.Events = value; }
     /// <summary>Checks SPF, DKIM and DMARC of inbound mail; null when inboundAuth is off on every listener.</summary>
     public NativeRelay.MailAuth.InboundAuthenticator? Inbound { get; }
     /// <summary>Failed AUTH attempts per client address, shared by all sessions.</summary>

@@ -15,6 +15,13 @@ public sealed class SpoolIntake(SpoolLog spool, IQueueIntake queue)
 {
     public SpoolLog Spool => spool;
 
+    /// <summary>
+    /// Where reception events go: published at the append, made durable beside the spool's
+    /// commit (<see cref="WaitForCommitAsync"/> waits for both), so no message is acknowledged
+    /// without its reception event on disk, whichever receiver took it.
+    /// </summary>
+    public Events.IEventPublisher Events { get; set; } = NativeRelay.Events.NullEventPublisher.Instance;
+
     /// <summary>Appends the message (not yet durable). On failure the reservation is given back and the exception thrown.</summary>
     /// <exception cref="SpoolFullException">Taking it would leave the disk too full.</exception>
     public async ValueTask<SpooledMessage> AppendAsync(ulong id, Envelope envelope, MessageBuffer body)
@@ -23,6 +30,8 @@ public sealed class SpoolIntake(SpoolLog spool, IQueueIntake queue)
         try
         {
             var (head, first) = await spool.AppendMessageAsync(id, envelope, body).ConfigureAwait(false);
+            if (Events.IsEnabled)
+                NativeRelay.Events.MessageEvents.PublishReception(Events, id, envelope, body.FirstBlockContent());
             return new SpooledMessage(id, head, first, envelope, body);
         }
         catch
@@ -33,7 +42,15 @@ public sealed class SpoolIntake(SpoolLog spool, IQueueIntake queue)
     }
 
     /// <summary>Completes when every record up to <paramref name="head"/> is committed (durable).</summary>
-    public Task WaitForCommitAsync(long head) => spool.WaitForCommitAsync(head);
+    public Task WaitForCommitAsync(long head) =>
+        Events.IsEnabled ? BothDurableAsync(Events.DurableAsync(), spool.WaitForCommitAsync(head)) : spool.WaitForCommitAsync(head);
+
+    // The event journal's group commit runs while the spool's does; the acknowledgement waits for both.
+    private static async Task BothDurableAsync(Task events, Task spooled)
+    {
+        await spooled.ConfigureAwait(false);
+        await events.ConfigureAwait(false);
+    }
 
     /// <summary>A message appended but not acknowledged (its commit failed): no longer reserved.</summary>
     public void Abandon(in SpooledMessage message) => queue.CancelReservation(message.Id);

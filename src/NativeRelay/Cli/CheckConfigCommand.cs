@@ -70,6 +70,9 @@ internal static class CheckConfigCommand
         // DKIM keys are read, not only found: a malformed key is named here rather than at start.
         if (settings.Dkim.Signs)
             NativeRelay.MailAuth.Dkim.DkimSigner.Create(settings.Dkim).Dispose();
+        // Webhook secrets are read (never printed): a missing or empty one is named here.
+        foreach (var w in settings.Events.Webhooks)
+            w.ReadSecret();
     }
 
     private static void CheckFile(string? file, string what)
@@ -144,6 +147,16 @@ internal static class CheckConfigCommand
         Line("spool", $"{s.SpoolDirectory} (pages {1L << t.PageSizeBits} bytes, memory {1L << t.MemorySizeBits} bytes, files {1L << t.SegmentSizeBits} bytes)");
         if (s.Routing.DeliveryLogPath is { } log)
             Line("delivery log", log == "-" ? "standard output" : log);
+        if (!s.Events.Enabled)
+            Line("events", "off (no webhook)");
+        foreach (var w in s.Events.Webhooks)
+        {
+            var types = NativeRelay.Events.RelayEventTypes.All.Where(n => NativeRelay.Events.RelayEventTypes.TryParse(n, out var t) && (w.Types & NativeRelay.Events.RelayEventTypes.Bit(t)) != 0).ToList();
+            Line("webhook", $"{w.Name}: POST to {w.Url.GetLeftPart(UriPartial.Path)} signed with the secret in {w.SecretFile}; "
+                + $"{(types.Count == NativeRelay.Events.RelayEventTypes.All.Count() ? "every type" : string.Join(", ", types))}, "
+                + $"{(w.Pools is null ? "every pool" : "pools " + string.Join(", ", w.Pools))}; batches of {w.BatchSize} or {w.BatchDelay.TotalMilliseconds:0} ms, "
+                + $"at most {w.MaxBacklog} waiting");
+        }
         Line("metrics", s.Metrics is null ? "off" : $"http://{s.Metrics.Listen}/metrics{(s.Metrics.IsLoopback ? "" : " (not loopback: reachable from the network)")}, {s.Metrics.MaxDestinations} destinations");
         var life = s.Lifecycle;
         Line("log", $"{(life.LogFormat == NativeRelay.Telemetry.LogFormat.Json ? "json" : "text")} lines from level {NativeRelay.Telemetry.Log.LevelName(life.LogLevel)}");

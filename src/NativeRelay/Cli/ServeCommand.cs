@@ -78,6 +78,16 @@ internal static class ServeCommand
             (o, v) => o.InboundAuth.Mode = v),
         Flag(Flags.Text("--authserv-id", "NAME", "the name in Authentication-Results headers (RFC 8601)", "the host name"),
             (o, v) => o.InboundAuth.AuthservId = v),
+        Flag(Flags.Repeatable("--webhook", "URL", "POST every event (reception, delivery, bounce, ...; docs/EVENTS.md) to URL as signed JSON batches, kept durably until it answers 2xx",
+                shown: "no events"),
+            (o, v) => o.Events.Webhooks.AddRange(v.Select(url => new WebhookOptions { Url = url }))),
+        // After --webhook: the secret goes to every webhook that names no secret file of its own.
+        Flag(Flags.Text("--webhook-secret-file", "FILE", "the secret that signs the --webhook POSTs (HMAC-SHA256 in X-NativeRelay-Signature); never give it on the command line"),
+            (o, v) =>
+            {
+                foreach (var w in o.Events.Webhooks)
+                    w.SecretFile ??= v;
+            }),
     ];
 
     private static readonly Option<string[]> LocalDomain = Flags.Repeatable("--local-domain", "DOMAIN",
