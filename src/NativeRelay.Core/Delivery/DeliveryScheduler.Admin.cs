@@ -281,7 +281,10 @@ public sealed partial class DeliveryScheduler : IQueueAdmin
                 try
                 {
                     if (await operation(message, cold))
+                    {
                         touched++;
+                        Hosting.CrashPoints.Reach(Hosting.CrashPoints.AdminMessageDone);
+                    }
                 }
                 finally
                 {

@@ -276,6 +276,7 @@ public sealed class RelayHost : IAsyncDisposable
             }
 
             var next = plan.Settings;
+            CrashPoints.Reach(CrashPoints.ReloadSwapping);
             if (router is not null)
                 _router = router;
             if (local is null)

@@ -79,11 +79,13 @@ internal sealed class SpoolCompactor(SpoolLog spool)
                     bytes += chunkLength;
                 }
             }
+            Hosting.CrashPoints.Reach(Hosting.CrashPoints.CompactionChunksCopied);
             var copy = new CopiedHeadEntry { Old = record, Layout = layout, ChunkAddresses = chunks };
             long head = await spool.AppendCopiedHeadAsync(id, entry.First, copy);
             if (head < 0)
                 return 0; // finished or moved meanwhile; the copied chunks are garbage to truncate
             await spool.WaitForCommitAsync(head);
+            Hosting.CrashPoints.Reach(Hosting.CrashPoints.CompactionHeadCopied);
             spool.Index.Relocate(id, entry.First, chunks.Length > 0 ? chunks[0] : head, head);
             return bytes;
         }

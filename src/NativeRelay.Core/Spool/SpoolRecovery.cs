@@ -56,6 +56,7 @@ public static class SpoolRecovery
 
         var report = spool.Scan((address, record) =>
         {
+            Hosting.CrashPoints.Reach(Hosting.CrashPoints.RecoveryRecord);
             if (!RecordFormat.TryReadCommonHeader(record, out var kind, out ulong id))
             {
                 unreadable++;

@@ -269,13 +269,14 @@ internal sealed class SinkSession
             case SmtpVerb.Rcpt:
                 if (!_haveMail)
                     return Reply("503 5.5.1 sink: need MAIL command\r\n"u8);
-                _sink.CountRecipient(_sink.RcptAccepted);
-                if (_sink.RcptAccepted)
+                var rcptReply = _sink.ChooseRcptReply(out bool rcptAccepted);
+                _sink.CountRecipient(rcptAccepted);
+                if (rcptAccepted)
                 {
                     _recipients++;
                     _savedRecipients?.Add(AngleAddress(argument));
                 }
-                _output.Write(_sink.RcptReply);
+                _output.Write(rcptReply);
                 return true;
             case SmtpVerb.Data:
                 if (_recipients == 0)

@@ -80,6 +80,29 @@ public sealed class SmtpSink : IConnectionHandler, IAsyncDisposable
     internal byte[] RcptReply { get; }
     internal byte[] DataReply { get; }
     internal bool RcptAccepted => _options.RcptReplyCode < 300;
+    private static readonly byte[] s_rcptFailed = "550 5.1.1 sink: no such user (--rcpt-fail-share)\r\n"u8.ToArray();
+    private static readonly byte[] s_rcptDeferred = "451 4.2.0 sink: try again later (--rcpt-defer-share)\r\n"u8.ToArray();
+
+    /// <summary>The reply to one RCPT: <see cref="RcptReply"/>, or, with the shares set, a random refusal.</summary>
+    internal byte[] ChooseRcptReply(out bool accepted)
+    {
+        if (_options.RcptFailShare > 0 || _options.RcptDeferShare > 0)
+        {
+            double draw = Random.Shared.NextDouble();
+            if (draw < _options.RcptFailShare)
+            {
+                accepted = false;
+                return s_rcptFailed;
+            }
+            if (draw < _options.RcptFailShare + _options.RcptDeferShare)
+            {
+                accepted = false;
+                return s_rcptDeferred;
+            }
+        }
+        accepted = RcptAccepted;
+        return RcptReply;
+    }
     internal bool DataAccepted => _options.ReplyCode < 300;
     internal Log Log => _log;
 

@@ -24,7 +24,7 @@ public sealed class CliHelpTests(ITestOutputHelper log)
         { "passwd", "<USER> --file --iterations=600000 --delete" },
         { "blast", "--to=127.0.0.1:2525 --messages=1000 --sessions=10 --size=1024 --per-connection=0 --recipients=1 --from=blast@example.org "
                    + "--rcpt=sink@example.com --rate=0 --timeout=600 --tls --helo=blast.example.org --json --quiet --http=SMTP --token --token-file" },
-        { "sink", "--listen=127.0.0.1:2526 --reply-code=250 --rcpt-reply=250 --delay=0 --save --exit-after --timeout --hostname=sink.nativerelay.test "
+        { "sink", "--listen=127.0.0.1:2526 --reply-code=250 --rcpt-reply=250 --rcpt-fail-share=0 --rcpt-defer-share=0 --delay=0 --save --exit-after --timeout --hostname=sink.nativerelay.test "
                   + "--no-pipelining --no-chunking --tls-cert --tls-key --json --quiet" },
         { "bench", "--messages=20000 --sessions=20 --size=1024 --per-connection=0 --timeout=120 --temp-dir --json --quiet" },
         { "queue", "--json --spool=./var/spool --config list show flush delete bounce hold release stats" },

@@ -17,11 +17,12 @@ namespace NativeRelay.Tests.Spool;
 public static class SpoolEndToEnd
 {
     /// <summary>Writes the config (plus <paramref name="extra"/> keys, merged one level deep) and starts `serve` on it.</summary>
-    public static async Task<RelayProcess> StartRelayAsync(RelayConfig config, TempDir dir, ITestOutputHelper? log, JsonObject? extra = null)
+    public static async Task<RelayProcess> StartRelayAsync(RelayConfig config, TempDir dir, ITestOutputHelper? log, JsonObject? extra = null,
+        IReadOnlyDictionary<string, string>? environment = null)
     {
         string path = dir.File($"relay-{Guid.NewGuid():N}.json");
         File.WriteAllText(path, ConfigJson(config, extra));
-        return await RelayProcess.StartServeAsync(["--config", path], config.Port, dir.Path, log);
+        return await RelayProcess.StartServeAsync(["--config", path], config.Port, dir.Path, log, environment);
     }
 
     public static string ConfigJson(RelayConfig config, JsonObject? extra)

@@ -28,7 +28,8 @@ public sealed class RelayProcess : IDisposable
     private readonly Stopwatch _clock = Stopwatch.StartNew();
     private bool _disposed;
 
-    private RelayProcess(IReadOnlyList<string> arguments, string workingDirectory, ITestOutputHelper? log)
+    private RelayProcess(IReadOnlyList<string> arguments, string workingDirectory, ITestOutputHelper? log,
+        IReadOnlyDictionary<string, string>? environment = null)
     {
         _log = log;
         Arguments = arguments;
@@ -43,6 +44,11 @@ public sealed class RelayProcess : IDisposable
         foreach (var arg in arguments)
         {
             psi.ArgumentList.Add(arg);
+        }
+
+        foreach (var (name, value) in environment ?? new Dictionary<string, string>())
+        {
+            psi.Environment[name] = value;
         }
 
         _process = new Process { StartInfo = psi, EnableRaisingEvents = true };
@@ -86,8 +92,9 @@ public sealed class RelayProcess : IDisposable
         $"--- nativerelay pid {Pid} ({(HasExited ? "exited " + _process.ExitCode : "running")}), args: {string.Join(' ', Arguments)} ---\n{Output}--- end of relay output ---";
 
     /// <summary>Starts the binary with these arguments; does not wait for anything.</summary>
-    public static RelayProcess Start(IEnumerable<string> arguments, string workingDirectory, ITestOutputHelper? log = null) =>
-        new(arguments.ToArray(), workingDirectory, log);
+    public static RelayProcess Start(IEnumerable<string> arguments, string workingDirectory, ITestOutputHelper? log = null,
+        IReadOnlyDictionary<string, string>? environment = null) =>
+        new(arguments.ToArray(), workingDirectory, log, environment);
 
     /// <summary>Runs the binary expecting it to exit by itself within the timeout.</summary>
     public static async Task<RelayRunResult> RunToExitAsync(IEnumerable<string> arguments, string workingDirectory, ITestOutputHelper? log = null, TimeSpan? timeout = null)
@@ -101,9 +108,10 @@ public sealed class RelayProcess : IDisposable
     /// Starts `nativerelay serve` with the given arguments and waits (bounded) until a client
     /// connecting to 127.0.0.1:port gets a 220 greeting. Fails with the relay's output otherwise.
     /// </summary>
-    public static async Task<RelayProcess> StartServeAsync(IEnumerable<string> serveArguments, int port, string workingDirectory, ITestOutputHelper? log = null)
+    public static async Task<RelayProcess> StartServeAsync(IEnumerable<string> serveArguments, int port, string workingDirectory, ITestOutputHelper? log = null,
+        IReadOnlyDictionary<string, string>? environment = null)
     {
-        var relay = Start(new[] { "serve" }.Concat(serveArguments), workingDirectory, log);
+        var relay = Start(new[] { "serve" }.Concat(serveArguments), workingDirectory, log, environment);
         try
         {
             await relay.WaitUntilGreetingAsync(port, TimeSpan.FromSeconds(60)).ConfigureAwait(false);

@@ -144,13 +144,15 @@ public class ToolsArgsTests
         Assert.True(d.Chunking);
 
         var o = Sink([
-            "--listen", "[::1]:0", "--reply-code", "451", "--rcpt-reply=550", "--delay", "25", "--save", "/tmp/x",
+            "--listen", "[::1]:0", "--reply-code", "451", "--rcpt-reply=550", "--rcpt-fail-share", "0.05", "--rcpt-defer-share=0.1", "--delay", "25", "--save", "/tmp/x",
             "--exit-after", "7", "--timeout", "3", "--hostname", "sink.example.net", "--no-pipelining", "--no-chunking",
             "--json", "--quiet",
         ]);
         Assert.Equal(new IPEndPoint(IPAddress.IPv6Loopback, 0), o.Listen);
         Assert.Equal(451, o.ReplyCode);
         Assert.Equal(550, o.RcptReplyCode);
+        Assert.Equal(0.05, o.RcptFailShare);
+        Assert.Equal(0.1, o.RcptDeferShare);
         Assert.Equal(TimeSpan.FromMilliseconds(25), o.Delay);
         Assert.Equal("/tmp/x", o.SaveDirectory);
         Assert.Equal(7, o.ExitAfter);
@@ -167,6 +169,8 @@ public class ToolsArgsTests
     [InlineData("--reply-code 600")]
     [InlineData("--reply-code 99")]
     [InlineData("--rcpt-reply ok")]
+    [InlineData("--rcpt-fail-share 1.5")]
+    [InlineData("--rcpt-defer-share -0.1")]
     [InlineData("--listen localhost:2526")]
     [InlineData("--listen 127.0.0.1")]
     [InlineData("--delay -1")]

@@ -159,6 +159,25 @@ public sealed class ToolsLoopbackTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Shares_of_recipients_are_refused_and_deferred_at_random()
+    {
+        var sink = StartSink(o =>
+        {
+            o.RcptFailShare = 0.3;
+            o.RcptDeferShare = 0.3;
+        });
+        var result = await new Blaster(To(sink, 400)).RunAsync();
+        long failed = result.Errors.Count(550), deferred = result.Errors.Count(451);
+        Assert.Equal(400, result.Accepted + failed + deferred);
+        // 120 expected of each, with a standard deviation of about 9: these bounds never trip by chance.
+        Assert.InRange(failed, 60, 180);
+        Assert.InRange(deferred, 60, 180);
+        Assert.Contains(result.Errors.Entries(), e => e.Key == "550" && e.Text!.Contains("5.1.1"));
+        Assert.Contains(result.Errors.Entries(), e => e.Key == "451" && e.Text!.Contains("4.2.0"));
+        await WaitForCount(sink, result.Accepted);
+    }
+
+    [Fact]
     public async Task A_closed_port_fails_every_message_as_connect_and_stops()
     {
         int port;

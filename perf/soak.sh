@@ -1,0 +1,198 @@
+#!/usr/bin/env bash
+# The soak (issue 30): the relay under steady mixed load for a long time, with its next hop
+# restarted every ten minutes and its configuration reloaded (SIGHUP) every five, while its
+# resident memory, file descriptors, threads and spool size are sampled every ten seconds.
+#
+#   bash perf/soak.sh [BINARY]                       one hour (DURATION=3600), the issue's run
+#   DURATION=600 bash perf/soak.sh out/nativerelay   ten minutes, a smoke run
+#
+# The load: `nativerelay blast` in one-minute rounds at half the peak rate measured first (the
+# same blast, 1 KiB, as fast as it goes), split over four streams that run side by side: plain
+# 1 KiB (50 % of the messages), STARTTLS 1 KiB (30 %), STARTTLS 10 KiB (15 %) and plain 100 KiB
+# (5 %), four recipients per message. The next hop is `nativerelay sink` refusing 5 % of
+# recipients (550 5.1.1: bounced, with a DSN to the sender, which the sink takes too) and
+# deferring 5 % (451 4.2.0, drawn again on every attempt: retried until it passes or draws a
+# refusal).
+#
+# At the end: the samples as perf/soak-DATE.csv and a plot (perf/soak-DATE.png, with gnuplot when
+# it is installed: apt-get install gnuplot-nox), whether each series stayed flat after warm-up
+# (the first ten minutes, or a sixth of a shorter run) within 10 % (max / min <= 1.10; the spool
+# size is reported, not judged, since it follows the retry backlog), and the accounting: every
+# recipient the relay acknowledged is delivered, failed (with its DSN) or still queued with the
+# reason of its last attempt, from the relay's delivery log.
+#
+# Only the processes this script starts are stopped, by pid; every wait is bounded.
+set -uo pipefail
+
+BIN=${1:-out/nativerelay}
+[ -x "$BIN" ] || { echo "soak.sh: $BIN is not an executable (make publish first)" >&2; exit 2; }
+BIN=$(readlink -f "$BIN")
+DURATION=${DURATION:-3600}
+RELAY_PORT=${RELAY_PORT:-16125}; SINK_PORT=${SINK_PORT:-16126}; METRICS_PORT=${METRICS_PORT:-16127}
+HERE=$(cd "$(dirname "$0")" && pwd)
+STAMP=$(date -u +%Y%m%d-%H%M)
+CSV=${CSV:-$HERE/soak-$STAMP.csv}
+PNG=${PNG:-$HERE/soak-$STAMP.png}
+WORK=$(mktemp -d /tmp/nativerelay-soak.XXXXXX)
+SPOOL=$WORK/spool
+pids=()
+relay= sink=
+
+cleanup() {
+  for p in "${pids[@]}" $relay $sink; do kill "$p" 2>/dev/null; done
+  for p in "${pids[@]}" $relay $sink; do wait "$p" 2>/dev/null; done
+}
+trap cleanup EXIT
+
+log() { echo "[soak $(date -u +%H:%M:%S)] $*"; }
+
+# A certificate for the relay's STARTTLS (the blaster does not verify it).
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=soak.nativerelay.test \
+  -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null || { echo "soak.sh: openssl failed" >&2; exit 2; }
+
+start_sink() {
+  "$BIN" sink --listen "127.0.0.1:$SINK_PORT" --rcpt-fail-share 0.05 --rcpt-defer-share 0.05 --quiet \
+    >> "$WORK/sink.out" 2>&1 &
+  sink=$!
+}
+
+start_relay() {
+  "$BIN" serve --listen "127.0.0.1:$RELAY_PORT" --spool "$SPOOL" --relay-to "127.0.0.1:$SINK_PORT" \
+    --hostname soak.nativerelay.test --metrics "127.0.0.1:$METRICS_PORT" \
+    --tls-cert "$WORK/cert.pem" --tls-key "$WORK/key.pem" > "$WORK/relay.log" 2>&1 &
+  relay=$!
+  for _ in $(seq 200); do (echo > "/dev/tcp/127.0.0.1/$RELAY_PORT") 2>/dev/null && return 0; sleep 0.05; done
+  echo "soak.sh: the relay did not start: $(tail -3 "$WORK/relay.log")" >&2
+  exit 1
+}
+
+json_field() { sed -n "s/.*\"$1\":\([0-9.]*\).*/\1/p"; }
+
+start_sink
+for _ in $(seq 200); do (echo > "/dev/tcp/127.0.0.1/$SINK_PORT") 2>/dev/null && break; sleep 0.05; done
+start_relay
+log "relay pid $relay, sink pid $sink, work $WORK"
+
+# 1. The peak: 1 KiB as fast as the relay takes it.
+peak=$("$BIN" blast --to "127.0.0.1:$RELAY_PORT" --messages 20000 --sessions 10 --recipients 4 --json --quiet | tee -a "$WORK/blast.jsonl" | json_field msgs_per_s)
+peak=${peak%.*}
+[ -n "$peak" ] && [ "$peak" -gt 0 ] || { echo "soak.sh: could not measure the peak rate" >&2; exit 1; }
+rate=$((peak / 2))
+log "peak $peak msg/s; soaking at $rate msg/s for $DURATION s"
+
+# 2. The run: one-minute rounds of the four streams, the sampler, the restarts and reloads.
+echo "elapsed_s,rss_kib,fds,threads,spool_bytes,queued" > "$CSV"
+sample() {
+  local t=$1 rss fds threads spool queued
+  rss=$(awk '/^VmRSS/{print $2}' "/proc/$relay/status" 2>/dev/null)
+  threads=$(awk '/^Threads/{print $2}' "/proc/$relay/status" 2>/dev/null)
+  fds=$(ls "/proc/$relay/fd" 2>/dev/null | wc -l)
+  spool=$(du -sb "$SPOOL" 2>/dev/null | cut -f1)
+  queued=$("$BIN" queue stats --json --spool "$SPOOL" 2>/dev/null | sed -n 's/.*"live[A-Za-z]*":\([0-9]*\).*/\1/p' | head -1)
+  echo "$t,${rss:-0},${fds:-0},${threads:-0},${spool:-0},${queued:-0}" >> "$CSV"
+}
+
+stream() { # RATE SIZE TLS(0/1) SECONDS
+  local r=$1 size=$2 tls=$3 secs=$4 n
+  n=$((r * secs)); [ "$n" -ge 1 ] || return 0
+  local flags=(--to "127.0.0.1:$RELAY_PORT" --messages "$n" --rate "$r" --size "$size" --sessions 4 --recipients 4
+    --timeout $((secs + 60)) --json --quiet)
+  [ "$tls" = 1 ] && flags+=(--tls)
+  "$BIN" blast "${flags[@]}" >> "$WORK/blast.jsonl" 2>> "$WORK/blast.err"
+}
+
+start=$(date +%s)
+next_sample=0; next_hup=300; next_restart=600
+while :; do
+  now=$(( $(date +%s) - start ))
+  [ "$now" -ge "$DURATION" ] && break
+  round=$(( DURATION - now < 60 ? DURATION - now : 60 ))
+  stream $((rate * 50 / 100)) 1024 0 "$round" & pids+=($!)
+  stream $((rate * 30 / 100)) 1024 1 "$round" & pids+=($!)
+  stream $((rate * 15 / 100)) 10240 1 "$round" & pids+=($!)
+  stream $(((rate * 5 + 99) / 100)) 102400 0 "$round" & pids+=($!)
+  round_end=$(( $(date +%s) + round ))
+  while [ "$(date +%s)" -lt "$round_end" ]; do
+    t=$(( $(date +%s) - start ))
+    if [ "$t" -ge "$next_sample" ]; then sample "$t"; next_sample=$((next_sample + 10)); fi
+    if [ "$t" -ge "$next_hup" ]; then kill -HUP "$relay"; log "SIGHUP"; next_hup=$((next_hup + 300)); fi
+    if [ "$t" -ge "$next_restart" ]; then
+      kill "$sink"; wait "$sink" 2>/dev/null; start_sink; log "next hop restarted (pid $sink)"
+      next_restart=$((next_restart + 600))
+    fi
+    kill -0 "$relay" 2>/dev/null || { log "the relay died: $(tail -5 "$WORK/relay.log")"; exit 1; }
+    sleep 1
+  done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null; done
+  pids=()
+done
+sample "$(( $(date +%s) - start ))"
+
+# 3. Drain what can drain: the deferred recipients retry (the defaults' first retries come within
+#    minutes); bounded at ten minutes.
+log "load over; draining (at most 10 minutes)"
+for _ in $(seq 120); do
+  q=$("$BIN" queue stats --json --spool "$SPOOL" 2>/dev/null | sed -n 's/.*"live[A-Za-z]*":\([0-9]*\).*/\1/p' | head -1)
+  [ "${q:-1}" = 0 ] && break
+  sleep 5
+done
+sleep 1  # the delivery log is flushed every 100 ms
+
+# 4. Accounting, from the blasts and the relay's delivery log.
+accepted_msgs=$(awk -F'"messages_accepted":' '{split($2, a, ","); s += a[1]} END {print s + 0}' "$WORK/blast.jsonl")
+accepted_rcpts=$((accepted_msgs * 4))
+awk -v acc="$accepted_rcpts" '
+  # The final state of each (message, recipient) of the load (DSNs go to the blaster sender).
+  /"rcpt":"[0-9]+sink@example.com"/ {
+    match($0, /"event":"[a-z]+"/); ev = substr($0, RSTART + 9, RLENGTH - 10)
+    match($0, /"id":"[^"]+"/); id = substr($0, RSTART, RLENGTH)
+    match($0, /"rcpt":"[^"]+"/); rc = substr($0, RSTART, RLENGTH)
+    if (ev == "delivered" || ev == "failed" || ev == "expired" || ev == "deferred" || ev == "deleted") {
+      k = id rc; if (!(k in st) || st[k] == "deferred") st[k] = ev
+      if (ev == "deferred") { match($0, /"reply":"[^"]*"/); why[k] = substr($0, RSTART + 9, RLENGTH - 10) }
+    }
+  }
+  /"event":"bounce"/ { dsn++ }
+  END {
+    for (k in st) n[st[k]]++
+    total = n["delivered"] + n["failed"] + n["expired"] + n["deferred"]
+    printf "accounting: acknowledged recipients %d; delivered %d, failed %d (DSNs queued %d), expired %d, still queued %d\n",
+      acc, n["delivered"], n["failed"], dsn, n["expired"], n["deferred"]
+    for (k in why) if (st[k] == "deferred") { printf "  still queued, last reply: %s\n", why[k]; if (++shown == 3) break }
+    if (total == acc) print "accounting: every acknowledged recipient is accounted for"
+    else printf "accounting: MISMATCH: %d acknowledged, %d accounted for\n", acc, total
+  }' "$SPOOL/delivery.log"
+
+# 5. Flat after warm-up? (columns 2-4; the spool's size follows the retry backlog and is shown only)
+warm=$(( DURATION >= 3600 ? 600 : DURATION / 6 ))
+awk -F, -v warm="$warm" 'NR > 1 && $1 >= warm {
+    for (c = 2; c <= 5; c++) { if (!(c in lo) || $c < lo[c]) lo[c] = $c; if ($c > hi[c]) hi[c] = $c }
+  }
+  END {
+    split("rss_kib fds threads spool_bytes", name, " ")
+    for (c = 2; c <= 5; c++) {
+      ratio = lo[c] > 0 ? hi[c] / lo[c] : 0
+      verdict = c == 5 ? "(shown only)" : ratio <= 1.10 ? "flat" : "NOT FLAT"
+      printf "after warm-up (%d s): %-12s min %.0f max %.0f (max/min %.3f) %s\n", warm, name[c - 1], lo[c], hi[c], ratio, verdict
+    }
+  }' "$CSV"
+
+if command -v gnuplot >/dev/null; then
+  gnuplot <<EOF
+set terminal png size 1200,900
+set output "$PNG"
+set datafile separator ","
+set multiplot layout 2,2 title "NativeRelay soak: $DURATION s at $rate msg/s (half of $peak), sink restarted every 10 min, SIGHUP every 5 min"
+set xlabel "elapsed (s)"
+set key off
+set title "resident memory (KiB)"; plot "$CSV" every ::1 using 1:2 with lines
+set title "open file descriptors"; plot "$CSV" every ::1 using 1:3 with lines
+set title "threads"; plot "$CSV" every ::1 using 1:4 with lines
+set title "spool size (bytes)"; plot "$CSV" every ::1 using 1:5 with lines
+unset multiplot
+EOF
+  log "plot: $PNG"
+else
+  log "no gnuplot (apt-get install gnuplot-nox): samples in $CSV only"
+fi
+log "samples: $CSV; relay log and delivery log in $WORK"
