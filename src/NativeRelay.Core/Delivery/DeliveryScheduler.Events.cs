@@ -26,6 +26,7 @@ public sealed partial class DeliveryScheduler
         if (!_events.IsEnabled)
             return;
         var envelope = message.Envelope;
+        var facts = InjectionFacts.Of(envelope);
         _events.Publish(new RelayEvent
         {
             Type = reply.IsPositive ? RelayEventType.Delivery : reply.IsPermanent ? RelayEventType.Bounce : RelayEventType.TransientFailure,
@@ -37,9 +38,11 @@ public sealed partial class DeliveryScheduler
             Attempt = attempt,
             Host = info?.Host,
             Ip = string.IsNullOrEmpty(info?.Ip) ? null : info.Ip,
-            // Seams wired when they land: Pool, Source and Site from the envelope and the
-            // delivery's source (traffic control), BounceClass from the bounce classifier, Tags
-            // and Metadata from the HTTP injection's envelope metadata.
+            Pool = facts.Pool,
+            Tags = facts.Tags,
+            Metadata = facts.Metadata,
+            // Seams wired when they land: Source and Site from the delivery's source (traffic
+            // control), BounceClass from the bounce classifier.
         });
     }
 
@@ -52,6 +55,7 @@ public sealed partial class DeliveryScheduler
         string? messageId = MessageIdOf(message);
         if (outcome.Expired is not null)
         {
+            var facts = InjectionFacts.Of(envelope);
             foreach (int i in outcome.Expired)
             {
                 var last = outcome.Round.Replies[i];
@@ -59,6 +63,7 @@ public sealed partial class DeliveryScheduler
                 {
                     Type = RelayEventType.Expiry, QueueId = message.Id, MessageId = messageId, Recipient = envelope.Recipients[i],
                     Sender = envelope.Sender, Attempt = outcome.Attempts, Reply = last.Code == 0 ? null : last.ToString(),
+                    Pool = facts.Pool, Tags = facts.Tags, Metadata = facts.Metadata,
                 });
             }
         }
@@ -72,10 +77,11 @@ public sealed partial class DeliveryScheduler
         if (!_events.IsEnabled || dsnId == 0)
             return;
         message.TryGetEnvelope(out var envelope);
+        var facts = InjectionFacts.Of(envelope);
         _events.Publish(new RelayEvent
         {
             Type = RelayEventType.DsnSent, QueueId = message.Id, MessageId = MessageIdOf(message), Sender = envelope?.Sender,
-            DsnQueueId = dsnId, Attempt = message.Attempts,
+            DsnQueueId = dsnId, Attempt = message.Attempts, Pool = facts.Pool, Tags = facts.Tags, Metadata = facts.Metadata,
         });
     }
 
@@ -85,9 +91,13 @@ public sealed partial class DeliveryScheduler
         if (!_events.IsEnabled)
             return;
         message.TryGetEnvelope(out var envelope);
+        var facts = InjectionFacts.Of(envelope);
         _events.Publish(new RelayEvent
         {
             Type = RelayEventType.AdminAction,
+            Pool = facts.Pool,
+            Tags = facts.Tags,
+            Metadata = facts.Metadata,
             Action = action,
             QueueId = message.Id,
             MessageId = MessageIdOf(message),

@@ -122,6 +122,10 @@ public sealed class RelayHost : IAsyncDisposable
         // Events: the journal beside the spool and a sender per webhook (nothing at all without webhooks).
         _events = NativeRelay.Events.EventPublisher.Start(_settings.Events, _settings.SpoolDirectory, _log);
         _scheduler.Events = _events;
+        // Unsubscribes on the HTTP side become events too (unless a host embedding the relay
+        // asked for its own hook).
+        if (_api is not null && ReferenceEquals(ApiEvents, NativeRelay.Api.IApiEvents.None) && _events.IsEnabled)
+            _api.Events = new NativeRelay.Api.JournalApiEvents(_events);
         if (!_settings.LocalDelivery.IsEmpty)
             _scheduler.LocalAgent = new NativeRelay.Local.ReloadableLocalDeliveryAgent(CreateLocalAgent(_settings));
         // sendmail's maildrop: files whose message the spool recovered are removed before any

@@ -31,7 +31,10 @@ public sealed class SpoolIntake(SpoolLog spool, IQueueIntake queue)
         {
             var (head, first) = await spool.AppendMessageAsync(id, envelope, body).ConfigureAwait(false);
             if (Events.IsEnabled)
-                NativeRelay.Events.MessageEvents.PublishReception(Events, id, envelope, body.FirstBlockContent());
+            {
+                var facts = NativeRelay.Events.InjectionFacts.Of(envelope);
+                NativeRelay.Events.MessageEvents.PublishReception(Events, id, envelope, body.FirstBlockContent(), facts.Tags, facts.Metadata, facts.Pool);
+            }
             return new SpooledMessage(id, head, first, envelope, body);
         }
         catch

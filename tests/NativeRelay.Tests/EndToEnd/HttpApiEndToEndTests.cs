@@ -52,7 +52,7 @@ public sealed class HttpApiEndToEndTests(ITestOutputHelper log) : IAsyncDisposab
         return token;
     }
 
-    private async Task StartAsync(JsonObject? http = null, JsonObject? dkim = null, TestCertificate? tls = null)
+    private async Task StartAsync(JsonObject? http = null, JsonObject? dkim = null, TestCertificate? tls = null, JsonObject? events = null)
     {
         _smtpPort = FreePort.Get();
         _httpPort = FreePort.Get();
@@ -70,6 +70,8 @@ public sealed class HttpApiEndToEndTests(ITestOutputHelper log) : IAsyncDisposab
         };
         if (dkim is not null)
             config["dkim"] = dkim;
+        if (events is not null)
+            config["events"] = events;
         if (tls is not null)
             config["tls"] = new JsonObject { ["certificate"] = tls.CertificatePath, ["key"] = tls.KeyPath };
         _config = _dir.File("relay.json");
@@ -429,5 +431,45 @@ public sealed class HttpApiEndToEndTests(ITestOutputHelper log) : IAsyncDisposab
         var (onlyAnn, onlyAnnBody, _) = await PostAsync(token, """{"from":"n@example.test","recipients":[{"email":"ann@example.org"}],"subject":"s","text":"t","pool":"news"}""");
         Assert.Equal(HttpStatusCode.UnprocessableEntity, onlyAnn);
         Assert.StartsWith("suppressed", (string?)onlyAnnBody["rejected"]![0]!["error"]);
+    }
+
+    [Fact]
+    public async Task Injected_messages_carry_their_pool_tags_and_metadata_into_every_event_and_an_unsubscribe_is_an_event()
+    {
+        const string secret = "webhook-secret-for-the-api-test";
+        File.WriteAllText(_dir.File("hook.secret"), secret);
+        using var receiver = new WebhookReceiver(secret).Start();
+        var token = await AddTokenAsync("news");
+        await StartAsync(
+            new JsonObject { ["unsubscribe"] = new JsonObject { ["pools"] = new JsonArray("news"), ["baseUrl"] = "https://relay.test" } },
+            events: new JsonObject { ["webhooks"] = new JsonArray(new JsonObject { ["name"] = "app", ["url"] = receiver.Url, ["secretFile"] = _dir.File("hook.secret") }) });
+        var (status, answer, _) = await PostAsync(token,
+            """{"from":"n@example.test","recipients":[{"email":"ann@example.org"}],"subject":"s","text":"t","pool":"news","tags":["welcome","t2"],"metadata":{"customer":"c-42","n":7}}""");
+        Assert.Equal(HttpStatusCode.Accepted, status);
+        string queueId = (string)answer["accepted"]![0]!["queue_id"]!;
+        var ann = await _sink.WaitForMessageAsync(m => m.Recipients.Contains("ann@example.org"), Waits.Delivery);
+
+        var events = await receiver.WaitForAsync(e => e.Any(x => x.Type() == "reception" && x.Str("queue_id") == queueId)
+                                                      && e.Any(x => x.Type() == "delivery" && x.Str("queue_id") == queueId),
+            Waits.Delivery, "the injected message's reception and delivery events");
+        foreach (var e in events.Where(x => x.Str("queue_id") == queueId))
+        {
+            Assert.Equal("news", e.Str("pool"));
+            Assert.Equal(["welcome", "t2"], e.GetProperty("tags").EnumerateArray().Select(t => t.GetString()));
+            var metadata = e.GetProperty("metadata");
+            Assert.Equal("c-42", metadata.GetProperty("customer").GetString());
+            Assert.Equal(7, metadata.GetProperty("n").GetInt32());
+        }
+        // One reception only: the API's and the spool intake's are the same event.
+        Assert.Single(events, x => x.Type() == "reception" && x.Str("queue_id") == queueId);
+
+        string path = new Uri(Parse(ann).Headers["List-Unsubscribe"]!.Trim().Trim('<', '>')).AbsolutePath;
+        var post = await _http.PostAsync($"http://127.0.0.1:{_httpPort}{path}", new FormUrlEncodedContent([new("List-Unsubscribe", "One-Click")]));
+        Assert.Equal(HttpStatusCode.OK, post.StatusCode);
+        var all = await receiver.WaitForAsync(e => e.Any(x => x.Type() == "unsubscribe"), Waits.Delivery, "the unsubscribe event");
+        var unsubscribe = all.Single(x => x.Type() == "unsubscribe");
+        Assert.Equal("ann@example.org", unsubscribe.Str("recipient"));
+        Assert.Equal("example.test", unsubscribe.Str("sender_domain"));
+        Assert.All(receiver.Posts, p => Assert.True(p.SignatureValid));
     }
 }
