@@ -27,6 +27,7 @@ public static class ConfigDiff
         "limits.maxConnections",
         "limits.maxConnectionsPerIp",
         "metrics",
+        "suppression.enabled",
         "user",
     ];
 

@@ -79,6 +79,9 @@ public sealed class RelayOptions
     /// <summary>DKIM signing keys and the verifier's limits (see DkimOptions.cs); no keys: nothing is signed.</summary>
     public DkimOptions Dkim { get; set; } = new();
 
+    /// <summary>The suppression list: automatic additions, the RCPT check, queued mail (see Traffic/Suppression/SuppressionOptions.cs).</summary>
+    public NativeRelay.Traffic.Suppression.SuppressionOptions Suppression { get; set; } = new();
+
     /// <summary>Run as this user once the listeners are bound (the relay must be started as root). Default: stay as started.</summary>
     public string? User { get; set; }
 }

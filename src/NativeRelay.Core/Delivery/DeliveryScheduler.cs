@@ -6,6 +6,8 @@ using NativeRelay.Smtp;
 using NativeRelay.Spool;
 using NativeRelay.Telemetry;
 
+using NativeRelay.Traffic.Bounces;
+
 namespace NativeRelay.Delivery;
 
 /// <summary>
@@ -689,6 +691,14 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
     {
         string outcome = reply.IsPositive ? "delivered" : reply.IsPermanent ? "failed" : "deferred";
         CountOutcome(message, reply, info);
+        // Failures only: a delivery costs nothing here.
+        string? bounceClass = null;
+        if (!reply.IsPositive)
+        {
+            var cls = Classify(reply, info);
+            bounceClass = cls.Name();
+            Telemetry.RelayMetrics.BounceClasses.Increment(BounceSite.Of(info?.Host, message.Envelope.Recipients[i]), (int)cls, reply.IsPermanent);
+        }
         if (_deliveryLog.IsEnabled)
         {
             _deliveryLog.Write(new DeliveryEvent
@@ -700,6 +710,7 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
                 Host = info?.Host,
                 Ip = string.IsNullOrEmpty(info?.Ip) ? null : info.Ip,
                 Reply = reply.ToString(),
+                Class = bounceClass,
                 Tls = info?.Tls,
                 TlsPolicy = info?.TlsPolicy,
                 TlsVerified = info?.TlsVerified,
@@ -708,8 +719,12 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
         }
         var level = reply.IsPositive ? Telemetry.LogLevel.Debug : Telemetry.LogLevel.Info;
         if (_log.IsEnabled(level))
-            _log.Write(level, $"{message.IdText}: to=<{message.Envelope.RecipientText(i)}> relay={info?.Host ?? "none"}{(string.IsNullOrEmpty(info?.Ip) ? "" : $"[{info.Ip}]")} attempt={attempt} status={outcome} ({reply})");
+            _log.Write(level, $"{message.IdText}: to=<{message.Envelope.RecipientText(i)}> relay={info?.Host ?? "none"}{(string.IsNullOrEmpty(info?.Ip) ? "" : $"[{info.Ip}]")} attempt={attempt} status={outcome}{(bounceClass is null ? "" : " class=" + bounceClass)} ({reply})");
     }
+
+    /// <summary>The bounce class of a failed or deferred reply; a reply no remote server gave (no info, or a local one) is the relay's own.</summary>
+    private BounceClass Classify(SmtpReply reply, AttemptInfo? info) =>
+        Volatile.Read(ref _settings).BounceClasses.Classify(reply, local: info is not { ReplyFromRemote: true });
 
     // Per-recipient counters for the metrics endpoint; the destination label is the next-hop
     // host, bounded in cardinality by the metric itself.
@@ -979,7 +994,7 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
                 {
                     FinalRecipient = n.FinalRecipient, OriginalRecipient = n.OriginalRecipient, Action = n.Action,
                     Status = n.Status, RemoteMta = n.RemoteMta, Diagnostic = n.Diagnostic,
-                    DiagnosticFromRemote = n.DiagnosticFromRemote, LastAttempt = n.LastAttempt, WillRetryUntil = until,
+                    DiagnosticFromRemote = n.DiagnosticFromRemote, BounceClass = n.BounceClass, LastAttempt = n.LastAttempt, WillRetryUntil = until,
                 });
             }
         }
@@ -989,7 +1004,7 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
         return notices;
     }
 
-    private static DsnRecipient Notice(Envelope envelope, DeliveryRound round, int i, DsnAction action, SmtpReply reply, DateTimeOffset at) => new()
+    private DsnRecipient Notice(Envelope envelope, DeliveryRound round, int i, DsnAction action, SmtpReply reply, DateTimeOffset at) => new()
     {
         FinalRecipient = envelope.Recipients[i],
         OriginalRecipient = envelope.OriginalRecipients is { } o && i < o.Length ? o[i] : null,
@@ -998,6 +1013,8 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
         RemoteMta = round.RemoteMta[i],
         Diagnostic = reply.Code == 0 ? null : reply.ToString(),
         DiagnosticFromRemote = round.RemoteMta[i] is not null,
+        BounceClass = reply.Code == 0 || reply.IsPositive ? null
+            : Volatile.Read(ref _settings).BounceClasses.Classify(reply, local: round.RemoteMta[i] is null).Name(),
         LastAttempt = at,
     };
 
@@ -1014,6 +1031,8 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
                 {
                     Event = "expired", Id = message.Id, Recipient = envelope.Recipients[i], Attempt = attempts,
                     Reply = round.Replies[i].Code == 0 ? null : round.Replies[i].ToString(),
+                    Class = round.Replies[i].Code == 0 ? null
+                        : Volatile.Read(ref _settings).BounceClasses.Classify(round.Replies[i], local: round.RemoteMta[i] is null).Name(),
                 });
             }
         }

@@ -38,6 +38,7 @@ public sealed class ReloadPlan
             SpoolDirectory = started.SpoolDirectory,
             SpoolTuning = started.SpoolTuning,
             Metrics = started.Metrics,
+            Suppression = next.Suppression with { Enabled = started.Suppression.Enabled },
             Lifecycle = next.Lifecycle with { User = started.Lifecycle.User },
         };
         return new ReloadPlan { Settings = settings, Changed = changed, NeedsRestart = restart };

@@ -102,6 +102,10 @@ public static class RelayMetrics
         "nativerelay_destination_bounced_total", "Recipients failed for good, by destination (the first destinations seen; the rest as \"other\").",
         "destination", DefaultMaxDestinations);
 
+    public static readonly SiteClassCounter BounceClasses = Registry.Add(new SiteClassCounter(
+        "nativerelay_bounce_class_total", "Failed and deferred recipients by site (for now the next-hop host, or the recipient domain when none was reached), bounce class and outcome.",
+        NativeRelay.Traffic.Bounces.BounceClassNames.All, DefaultMaxDestinations));
+
     public static readonly BoundedCounterVec TlsConnections = Registry.BoundedCounterVec(
         "nativerelay_tls_connections_total", "Delivery connections opened, by what was verified: none (plain text), encrypted, ca, dane.",
         "verified", 8);
@@ -185,5 +189,6 @@ public static class RelayMetrics
         DestinationDelivered.SetMaxSeries(max);
         DestinationDeferred.SetMaxSeries(max);
         DestinationBounced.SetMaxSeries(max);
+        BounceClasses.SetMaxSites(max);
     }
 }
