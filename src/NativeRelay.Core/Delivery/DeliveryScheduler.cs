@@ -114,6 +114,12 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
     /// </summary>
     public NativeRelay.Local.ILocalDeliveryAgent? LocalAgent { get; set; }
 
+    /// <summary>The suppression list: hard bounces of some classes are added to it, and queued mail to its addresses fails (suppression.*); null: none kept.</summary>
+    public NativeRelay.Traffic.Suppression.ISuppressionList? Suppression { get; set; }
+
+    /// <summary>What a suppressed recipient of queued mail gets instead of a route: a failure, reported to the sender.</summary>
+    private static readonly RouteResult SuppressedRoute = RouteResult.Fail(550, NativeRelay.Traffic.Suppression.SuppressionReplies.QueuedText);
+
     public int LoopCount => _loops.Length;
 
     /// <summary>Messages queued and not yet final (hot or cold).</summary>
@@ -398,6 +404,11 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
         {
             if (message.Recipients[i] != RecipientState.Pending)
                 continue;
+            if (IsSuppressedNow(message, i))
+            {
+                Collect(ref only, ref each, message, i, SuppressedRoute);
+                continue;
+            }
             var domain = RoutingDomain(addresses[i]);
             if (IsLocal(domain))
                 Collect(ref only, ref each, message, i, LocalRoute);
@@ -427,6 +438,40 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
     }
 
     private bool IsLocal(ReadOnlySpan<byte> domain) => LocalAgent is { } agent && agent.IsLocal(domain);
+
+    /// <summary>A queued recipient put on the suppression list since its message arrived (or accepted while refuseAtRcpt is off): it fails instead of being sent (suppression.bounceQueued).</summary>
+    private bool IsSuppressedNow(QueuedMessage message, int i)
+    {
+        if (Suppression is not { } list || !Volatile.Read(ref _settings).Suppression.BounceQueued)
+            return false;
+        var envelope = message.Envelope;
+        if (!list.IsSuppressed(envelope.Recipients[i], null, DomainOf(envelope.Sender)))
+            return false;
+        Telemetry.RelayMetrics.RecipientsSuppressed.Increment();
+        return true;
+    }
+
+    /// <summary>A hard bounce of a class in suppression.autoAdd puts its recipient on the list (committed by the host's housekeeping within a second).</summary>
+    private void AutoSuppress(QueuedMessage message, int i, BounceClass cls, SmtpReply reply)
+    {
+        var settings = Volatile.Read(ref _settings).Suppression;
+        if (Suppression is not { } list || !settings.AddsAutomatically(cls))
+            return;
+        var address = message.Envelope.Recipients[i];
+        var scope = settings.AutoAddScopeFor(null); // the message's pool, once messages carry one
+        if (list.IsSuppressed(address, scope.Name, default))
+            return;
+        try
+        {
+            list.Add(address, scope, $"{cls.Name()}: {reply}");
+        }
+        catch (ArgumentException)
+        {
+            return; // an address the list cannot hold (spaces in a quoted local part)
+        }
+        Telemetry.RelayMetrics.SuppressionAutoAdded.Increment();
+        _log.Info($"{message.IdText}: <{message.Envelope.RecipientText(i)}> added to the suppression list ({scope}, {cls.Name()})");
+    }
 
     /// <summary>
     /// The domain a recipient is routed by: the part after the '@', or for an address without
@@ -458,8 +503,8 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
             {
                 if (message.Recipients[i] != RecipientState.Pending)
                     continue;
-                lookups[i] = IsLocal(RoutingDomain(addresses[i]))
-                    ? ValueTask.FromResult(LocalRoute)
+                lookups[i] = IsSuppressedNow(message, i) ? ValueTask.FromResult(SuppressedRoute)
+                    : IsLocal(RoutingDomain(addresses[i])) ? ValueTask.FromResult(LocalRoute)
                     : _router.ResolveAsync(RoutingDomain(addresses[i]));
             }
             for (int i = 0; i < addresses.Length; i++)
@@ -698,6 +743,8 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
             var cls = Classify(reply, info);
             bounceClass = cls.Name();
             Telemetry.RelayMetrics.BounceClasses.Increment(BounceSite.Of(info?.Host, message.Envelope.Recipients[i]), (int)cls, reply.IsPermanent);
+            if (reply.IsPermanent)
+                AutoSuppress(message, i, cls, reply);
         }
         if (_deliveryLog.IsEnabled)
         {

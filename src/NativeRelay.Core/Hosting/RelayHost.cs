@@ -37,6 +37,7 @@ public sealed class RelayHost : IAsyncDisposable
     private Task? _recovering;
     private DeliveryLog? _deliveryLog;
     private ControlServer? _control;
+    private NativeRelay.Traffic.Suppression.SuppressionList? _suppression;
     private NativeRelay.Maildrop.MaildropPickup? _maildrop;
     private IDisposable? _reloading;
     private PosixSignalRegistration? _hangup;
@@ -104,6 +105,21 @@ public sealed class RelayHost : IAsyncDisposable
         _router = new Router(_settings.Routing, _settings.Hostname);
         _deliveryLog = DeliveryLog.Open(_settings.Routing.DeliveryLogPath);
         _scheduler = new DeliveryScheduler(_settings, _spool, _router, _log, ids, _deliveryLog);
+        // The suppression list lives in the spool directory: opened (its journal replayed) before
+        // the first delivery or RCPT can ask it.
+        if (_settings.Suppression.Enabled)
+        {
+            try
+            {
+                _suppression = NativeRelay.Traffic.Suppression.SuppressionList.Open(_settings.SpoolDirectory, _log);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                throw new ConfigException($"suppression list: {e.Message}");
+            }
+            _scheduler.Suppression = _suppression;
+            _log.Info($"suppression list: {_suppression.Count} entr{(_suppression.Count == 1 ? "y" : "ies")} ({_suppression.JournalPath})");
+        }
         if (!_settings.LocalDelivery.IsEmpty)
             _scheduler.LocalAgent = new NativeRelay.Local.ReloadableLocalDeliveryAgent(CreateLocalAgent(_settings));
         // sendmail's maildrop: files whose message the spool recovered are removed before any
@@ -118,7 +134,7 @@ public sealed class RelayHost : IAsyncDisposable
         // message, so nothing is truncated under them, and new ids never collide with theirs.
         _recovering = Task.Run(() => HandOverRecoveredAsync(recovered));
         // `nativerelay queue ...` talks to the delivery side through the control socket.
-        _control = ControlServer.Start(_spool, (object)_scheduler as IQueueAdmin, _log);
+        _control = ControlServer.Start(_spool, (object)_scheduler as IQueueAdmin, _log, _suppression);
         _queueGauges = QueueGauges.Attach(_scheduler); // queue sizes for the metrics endpoint, counted when scraped
         _maildrop.Start();
 
@@ -142,6 +158,7 @@ public sealed class RelayHost : IAsyncDisposable
     private SmtpServer CreateServer(RelaySettings settings, NativeRelay.Smtp.Auth.AuthThrottle? authThrottle)
     {
         var server = new SmtpServer(settings, Spool, Scheduler, _ids!, _log, authThrottle: authThrottle);
+        server.Suppression = _suppression;
         // Domains delivered on this host take mail from anyone, for the users the local agent knows
         // (550 5.1.1 for the rest at RCPT); its aliases files are re-read with the server's files.
         // Both ask the agent in use at the time: a reload swaps the agent before this server
@@ -315,6 +332,15 @@ public sealed class RelayHost : IAsyncDisposable
             // Truncation to the oldest record a live message needs, compaction, and reopening the
             // log after a failed commit once the disk has room again.
             await Spool.MaintainAsync();
+            // The delivery side's automatic suppressions of the last second, made durable.
+            try
+            {
+                _suppression?.Commit();
+            }
+            catch (IOException e)
+            {
+                _log.Error($"suppression list: commit failed: {e.Message}");
+            }
         }
     }
 
@@ -358,6 +384,8 @@ public sealed class RelayHost : IAsyncDisposable
         _deliveryLog = null;
         if (_housekeeping is not null)
             await _housekeeping;
+        _suppression?.Dispose();
+        _suppression = null;
         if (_spool is not null)
         {
             await _spool.DisposeAsync();

@@ -64,6 +64,8 @@ public sealed class SmtpServer : IConnectionHandler
     public TlsCertificateStore? Certificates { get; }
     public UserStore? Users { get; }
     public RecipientPolicy Policy { get; }
+    /// <summary>The suppression list the RCPT check asks (null: none kept); set by the host before the first session.</summary>
+    public NativeRelay.Traffic.Suppression.ISuppressionList? Suppression { get; set; }
     /// <summary>Signs each accepted message once, before it is spooled; null when no DKIM key is configured.</summary>
     public NativeRelay.MailAuth.IMessageSigner? Signer { get; }
     /// <summary>Checks SPF, DKIM and DMARC of inbound mail; null when inboundAuth is off on every listener.</summary>

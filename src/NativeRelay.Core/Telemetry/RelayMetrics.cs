@@ -40,6 +40,12 @@ public static class RelayMetrics
     public static readonly Counter BytesReceived = Registry.Counter(
         "nativerelay_received_bytes_total", "Bytes of accepted messages (as spooled, Received header included).");
 
+    public static readonly Counter RecipientsSuppressed = Registry.Counter(
+        "nativerelay_recipients_suppressed_total", "Recipients on the suppression list: refused at RCPT (550 5.7.1), or failed with a DSN when already queued.");
+
+    public static readonly Counter SuppressionAutoAdded = Registry.Counter(
+        "nativerelay_suppression_auto_added_total", "Recipients added to the suppression list by a hard bounce (suppression.autoAdd).");
+
     public static readonly Counter RecipientsUnknown = Registry.Counter(
         "nativerelay_recipients_unknown_total", "RCPTs refused with 550 5.1.1: unknown users of local or accepted domains.");
 
