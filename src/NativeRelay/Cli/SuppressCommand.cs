@@ -66,7 +66,19 @@ internal static class SuppressCommand
     private static Command Change(string name, string description, string command)
     {
         var verb = new VerbCommand(name, description, Details);
-        var addresses = new Argument<string[]>("ADDRESS") { Description = "user@domain (one or more)", Arity = ArgumentArity.OneOrMore };
+        var addresses = new Argument<string[]>("ADDRESS")
+        {
+            Description = "user@domain (one or more)",
+            Arity = ArgumentArity.OneOrMore,
+            // A word starting with '-' is an unknown flag, not an address (as Flags.Argument has it).
+            CustomParser = result =>
+            {
+                foreach (var token in result.Tokens)
+                    if (token.Value.Length > 1 && token.Value[0] == '-')
+                        result.AddError($"unknown flag '{token.Value}'");
+                return [.. result.Tokens.Select(t => t.Value)];
+            },
+        };
         verb.Arguments.Add(addresses);
         verb.SetAction((result, _) => Run(result, spool => ChangeAsync(result, spool, command, result.GetValue(addresses) ?? [])));
         return verb;
