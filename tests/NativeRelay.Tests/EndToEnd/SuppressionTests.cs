@@ -202,6 +202,44 @@ public sealed class SuppressionTests(ITestOutputHelper log)
     }
 
     [Fact]
+    public async Task An_operator_rules_file_is_checked_by_check_config_and_read_again_on_sighup()
+    {
+        await using var dns = Dns();
+        await using var peers = PeerGroup.Start("127.0.0.2", "127.0.0.4");
+        peers[0].RcptReply = to => $"550 5.7.1 <{to}>: rejected by policy ACME-7";
+        using var dir = new TempDir();
+        string rules = dir.File("bounce-rules.json");
+        File.WriteAllText(rules, """{ "rules": [ { "class": "rate-limited", "text": "ACME-\\d+", "comment": "ACME's throttle code" } ] }""");
+        await using var relay = await MxRelay.StartAsync(log, dns, peers.Port, config =>
+            config["bounces"] = new JsonObject { ["classRules"] = rules });
+
+        var check = await CliRun.RunAsync(["check-config", relay.Dir.File("relay.json")], null, relay.Dir.Path, log);
+        Assert.True(check.ExitCode == 0, check.ToString());
+        Assert.Contains($"1 rule(s) from {rules}, then the", check.Stdout);
+        Assert.Contains("hard bounces of invalid-recipient, bad-domain added (global)", check.Stdout);
+
+        string first = await relay.SendAsync(Sender, ["one@dest.test"], MessageText.Simple("rules1@test"));
+        Assert.Equal("rate-limited", (string?)(await relay.WaitForEventAsync(first, "failed", "one@dest.test"))["class"]);
+
+        // A broken file: check-config names the rule, and a SIGHUP keeps the rules in force.
+        File.WriteAllText(rules, """{ "rules": [ { "class": "throttled", "text": "ACME" } ] }""");
+        var broken = await CliRun.RunAsync(["check-config", relay.Dir.File("relay.json")], null, relay.Dir.Path, log);
+        Assert.Equal(2, broken.ExitCode);
+        Assert.Contains($"bounce rules {rules}: rule 1: class 'throttled' is not one of", broken.Stderr);
+        relay.Process.Signal(1);
+        await relay.Process.WaitForOutputAsync("reload refused: bounce rules", Waits.Delivery);
+        string second = await relay.SendAsync(Sender, ["two@dest.test"], MessageText.Simple("rules2@test"));
+        Assert.Equal("rate-limited", (string?)(await relay.WaitForEventAsync(second, "failed", "two@dest.test"))["class"]);
+
+        // A good one is in force for the next failure.
+        File.WriteAllText(rules, """{ "rules": [ { "class": "content-block", "code": ["550"], "text": "ACME-7" } ] }""");
+        relay.Process.Signal(1);
+        await relay.Process.WaitForOutputAsync("configuration reloaded", Waits.Delivery);
+        string third = await relay.SendAsync(Sender, ["three@dest.test"], MessageText.Simple("rules3@test"));
+        Assert.Equal("content-block", (string?)(await relay.WaitForEventAsync(third, "failed", "three@dest.test"))["class"]);
+    }
+
+    [Fact]
     public async Task Queued_mail_to_an_address_suppressed_meanwhile_fails_with_a_dsn_and_is_not_sent()
     {
         await using var dns = Dns();
