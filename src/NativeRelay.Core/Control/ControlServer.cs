@@ -142,7 +142,16 @@ public sealed class ControlServer : IAsyncDisposable
     {
         if (request.Command.StartsWith("suppress-", StringComparison.Ordinal))
         {
-            await SuppressionCommands.HandleAsync(request, stream, _suppression, _log, WriteAsync, _stopping.Token);
+            try
+            {
+                await SuppressionCommands.HandleAsync(request, stream, _suppression, _log, WriteAsync, _stopping.Token);
+            }
+            catch (Exception e) when (e is IOException or ArgumentException && !_stopping.IsCancellationRequested)
+            {
+                // The journal could not be written or synced (a full disk): say so; nothing was acknowledged.
+                _log.Warn($"control socket: {request.Command} failed: {ExceptionText.Of(e)}");
+                await WriteAsync(stream, new ControlResponse { Done = true, Error = $"the suppression list could not be changed: {e.Message}" });
+            }
             return;
         }
         var admin = _admin;

@@ -469,6 +469,12 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
         {
             return; // an address the list cannot hold (spaces in a quoted local part)
         }
+        catch (Exception e) when (e is IOException or ObjectDisposedException)
+        {
+            // The journal could not be written (a full disk): delivery goes on; the next hard bounce tries again.
+            _log.Warn($"{message.IdText}: <{message.Envelope.RecipientText(i)}> not added to the suppression list: {e.Message}");
+            return;
+        }
         Telemetry.RelayMetrics.SuppressionAutoAdded.Increment();
         _log.Info($"{message.IdText}: <{message.Envelope.RecipientText(i)}> added to the suppression list ({scope}, {cls.Name()})");
     }

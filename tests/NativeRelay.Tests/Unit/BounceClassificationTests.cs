@@ -146,3 +146,38 @@ public sealed class BounceClassificationTests
         Assert.False(BounceClassNames.TryParse("spam", out _));
     }
 }
+
+/// <summary>nativerelay_bounce_class_total: by site, class and outcome, sites capped like the per-destination counters.</summary>
+public sealed class SiteClassCounterTests
+{
+    [Fact]
+    public void Failures_are_counted_by_site_class_and_outcome_and_sites_past_the_cap_are_other()
+    {
+        var registry = new NativeRelay.Telemetry.MetricsRegistry();
+        var counter = registry.Add(new NativeRelay.Telemetry.SiteClassCounter("t_bounce_class_total", "test", BounceClassNames.All, maxSites: 2));
+        counter.Increment("mx.a.example", (int)BounceClass.InvalidRecipient, failed: true);
+        counter.Increment("mx.a.example", (int)BounceClass.InvalidRecipient, failed: true);
+        counter.Increment("mx.a.example", (int)BounceClass.RateLimited, failed: false);
+        counter.Increment("b.example", (int)BounceClass.DnsFailure, failed: false);
+        counter.Increment("mx.c.example", (int)BounceClass.MailboxFull, failed: true); // the third site: "other"
+
+        string text = registry.Render();
+        Assert.Contains("t_bounce_class_total{site=\"mx.a.example\",class=\"invalid-recipient\",outcome=\"failed\"} 2\n", text);
+        Assert.Contains("t_bounce_class_total{site=\"mx.a.example\",class=\"rate-limited\",outcome=\"deferred\"} 1\n", text);
+        Assert.Contains("t_bounce_class_total{site=\"b.example\",class=\"dns-failure\",outcome=\"deferred\"} 1\n", text);
+        Assert.Contains("t_bounce_class_total{site=\"other\",class=\"mailbox-full\",outcome=\"failed\"} 1\n", text);
+        Assert.DoesNotContain("mx.c.example", text);
+        Assert.DoesNotContain("class=\"other\"", text); // only classes a site has seen are written
+        Assert.Equal(2, counter.Get("mx.a.example", (int)BounceClass.InvalidRecipient, failed: true));
+        Assert.Equal(0, counter.Get("mx.a.example", (int)BounceClass.InvalidRecipient, failed: false));
+    }
+
+    [Theory]
+    [InlineData("mx1.example.net", "user@example.com", "mx1.example.net")]
+    [InlineData(null, "user@Example.COM", "example.com")]
+    [InlineData("", "postmaster", "none")]
+    public void The_site_is_the_next_hop_or_else_the_recipients_domain(string? host, string recipient, string expected)
+    {
+        Assert.Equal(expected, BounceSite.Of(host, System.Text.Encoding.UTF8.GetBytes(recipient)));
+    }
+}
