@@ -18,7 +18,17 @@ internal sealed class SuppressionKeys(ulong seed)
     public static SuppressionKeys Random() =>
         new(BitConverter.ToUInt64(System.Security.Cryptography.RandomNumberGenerator.GetBytes(8)));
 
-    public ulong Key(ReadOnlySpan<byte> address, ulong scopeHash)
+    public ulong Key(ReadOnlySpan<byte> address, ulong scopeHash) => Key(AddressHash(address), scopeHash);
+
+    /// <summary>An entry's key from its address's hash: one address hash serves every scope a lookup tries.</summary>
+    public static ulong Key(ulong addressHash, ulong scopeHash)
+    {
+        ulong h = Mix(addressHash ^ (scopeHash * 0x9E3779B97F4A7C15UL));
+        return h < SuppressionTable.FirstKey ? h + SuppressionTable.FirstKey : h;
+    }
+
+    /// <summary>The seeded hash of the address with its ASCII letters lowercased (on the stack up to 512 bytes).</summary>
+    public ulong AddressHash(ReadOnlySpan<byte> address)
     {
         byte[]? rented = null;
         Span<byte> lower = address.Length <= StackLimit ? stackalloc byte[StackLimit] : (rented = ArrayPool<byte>.Shared.Rent(address.Length));
@@ -27,8 +37,7 @@ internal sealed class SuppressionKeys(ulong seed)
         ulong h = XxHash3.HashToUInt64(lower, (long)seed);
         if (rented is not null)
             ArrayPool<byte>.Shared.Return(rented);
-        h = Mix(h ^ (scopeHash * 0x9E3779B97F4A7C15UL));
-        return h < SuppressionTable.FirstKey ? h + SuppressionTable.FirstKey : h;
+        return h;
     }
 
     /// <summary>The hash a scope mixes into its keys: 0 for global, else of "pool:NAME" / "domain:DOMAIN" (the domain lowercased).</summary>

@@ -154,13 +154,14 @@ public sealed class SuppressionList : ISuppressionList, IDisposable
     {
         if (_table.Count == 0 || recipient.IsEmpty)
             return false;
-        if (_table.Contains(_keys.Key(recipient, 0)))
+        ulong address = _keys.AddressHash(recipient);
+        if (_table.Contains(SuppressionKeys.Key(address, 0)))
             return true;
         if (pool is not null && Volatile.Read(ref _poolEntries) > 0
-            && _table.Contains(_keys.Key(recipient, PoolHash(pool))))
+            && _table.Contains(SuppressionKeys.Key(address, PoolHash(pool))))
             return true;
         if (!senderDomain.IsEmpty && Volatile.Read(ref _domainEntries) > 0
-            && _table.Contains(_keys.Key(recipient, _keys.ScopeHash("domain:"u8, senderDomain))))
+            && _table.Contains(SuppressionKeys.Key(address, _keys.ScopeHash("domain:"u8, senderDomain))))
             return true;
         return false;
     }
