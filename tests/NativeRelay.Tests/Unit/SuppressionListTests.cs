@@ -5,6 +5,7 @@ using NativeRelay.Traffic.Suppression;
 namespace NativeRelay.Tests.Unit;
 
 /// <summary>The suppression list in process: lookups by scope, the journal across reopening, a torn tail, listing, compaction.</summary>
+[System.Runtime.Versioning.UnsupportedOSPlatform("windows")]
 public sealed class SuppressionListTests : IDisposable
 {
     private readonly string _spool = Directory.CreateTempSubdirectory("nr-suppress-").FullName;
@@ -101,6 +102,19 @@ public sealed class SuppressionListTests : IDisposable
             Assert.Equal(2, list.Count);
             Assert.True(list.IsSuppressed(B("after@example.com"), null, default));
         }
+    }
+
+    [Fact]
+    public void The_journal_and_its_directory_are_the_relay_users_alone()
+    {
+        string journal;
+        using (var list = Open())
+            journal = list.JournalPath;
+        Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(journal));
+        Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute, File.GetUnixFileMode(Path.GetDirectoryName(journal)!));
+        File.SetUnixFileMode(journal, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead | UnixFileMode.OtherRead);
+        using (Open())
+            Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(journal));
     }
 
     [Fact]

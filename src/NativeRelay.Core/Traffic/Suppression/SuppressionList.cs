@@ -75,13 +75,16 @@ public sealed class SuppressionList : ISuppressionList, IDisposable
     internal static SuppressionList Open(string spoolDirectory, Log log, SuppressionKeys keys)
     {
         string directory = Path.Combine(spoolDirectory, DirectoryName);
-        bool created = !Directory.Exists(directory);
         Directory.CreateDirectory(directory);
-        if (!OperatingSystem.IsWindows() && created)
-            File.SetUnixFileMode(directory, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
         string path = Path.Combine(directory, FileName);
         bool fresh = !File.Exists(path) || new FileInfo(path).Length == 0;
         var handle = File.OpenHandle(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.Read);
+        // Addresses are personal data: the relay's user alone reads them (set at every start, like the spool's files).
+        if (!OperatingSystem.IsWindows())
+        {
+            File.SetUnixFileMode(directory, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+            File.SetUnixFileMode(path, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+        }
         var list = new SuppressionList(directory, log, keys, handle);
         try
         {
@@ -351,7 +354,10 @@ public sealed class SuppressionList : ISuppressionList, IDisposable
             var hashes = new Dictionary<string, ulong>(StringComparer.Ordinal);
             long length = SuppressionJournal.HeaderLength;
             var buffer = new byte[SuppressionJournal.MaxRecordLength];
-            using (var output = new FileStream(next, FileMode.Create, FileAccess.Write, FileShare.None, 1 << 16))
+            var create = new FileStreamOptions { Mode = FileMode.Create, Access = FileAccess.Write, Share = FileShare.None, BufferSize = 1 << 16 };
+            if (!OperatingSystem.IsWindows())
+                create.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
+            using (var output = new FileStream(next, create))
             using (var input = new FileStream(_path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite, 1 << 16))
             {
                 output.Write(SuppressionJournal.Header);
