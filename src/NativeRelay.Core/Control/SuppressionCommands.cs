@@ -71,6 +71,8 @@ internal static class SuppressionCommands
                     });
                     count++;
                 }
+                if (count >= SuppressionList.BigList)
+                    SuppressionList.CollectOnce(); // a big listing's decoded records, given back
                 await write(stream, new ControlResponse { Done = true, Ok = true, Count = count });
                 return;
             }
@@ -117,6 +119,11 @@ internal static class SuppressionCommands
                 unchanged++;
         }
         list.Commit();
+        // A big import doubled the table a few times: the old arrays (half the new one's size in
+        // all) are garbage the GC would keep committed for a while. One compacting collection,
+        // once per big import, gives the memory back (an admin action, not the message path).
+        if (added >= SuppressionList.BigList)
+            SuppressionList.CollectOnce();
         log.Info($"control socket: suppress import ({scope}): {added} address(es) added, {unchanged} unchanged or malformed, from {lines} line(s)");
         await write(stream, new ControlResponse { Done = true, Ok = true, Count = added, Unchanged = unchanged, Problems = problems.Count == 0 ? null : problems });
     }
