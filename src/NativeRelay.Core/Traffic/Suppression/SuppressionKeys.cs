@@ -15,8 +15,15 @@ internal sealed class SuppressionKeys(ulong seed)
 {
     private const int StackLimit = 512;
 
+    /// <summary>
+    /// A seed from the runtime's own random source (<see cref="System.Random.Shared"/>, seeded by
+    /// the process) and the clock. Not <c>RandomNumberGenerator</c> or <c>Guid.NewGuid</c>: the
+    /// first loads OpenSSL and the second needs /dev/urandom, and a relay without TLS runs in a
+    /// root that has neither (docs/deploy/FOOTPRINT.md; FootprintTests). The seed only has to be
+    /// unknown to senders, who never see a hash.
+    /// </summary>
     public static SuppressionKeys Random() =>
-        new(BitConverter.ToUInt64(System.Security.Cryptography.RandomNumberGenerator.GetBytes(8)));
+        new((ulong)System.Random.Shared.NextInt64() ^ (ulong)System.Diagnostics.Stopwatch.GetTimestamp() * 0x9E3779B97F4A7C15UL);
 
     public ulong Key(ReadOnlySpan<byte> address, ulong scopeHash) => Key(AddressHash(address), scopeHash);
 
