@@ -135,13 +135,49 @@ internal static class SuppressCommand
 
     private static async Task<int> ChangeAsync(ParseResult result, string spool, string command, string[] addresses)
     {
-        var request = Request(result, command);
-        request.Addresses = [.. addresses];
-        var final = await ControlClient.ExchangeAsync(spool, request, _ => { }, upload: null, Timeout);
+        // A request is one line of at most ControlProtocol.MaxRequestBytes: many addresses go in
+        // several requests (each committed before its answer), their counts added up.
+        ControlResponse? final = null;
+        int changed = 0, unchanged = 0;
+        foreach (var batch in Batches(addresses, ControlProtocol.MaxRequestBytes - 512))
+        {
+            var request = Request(result, command);
+            request.Addresses = batch;
+            final = await ControlClient.ExchangeAsync(spool, request, _ => { }, upload: null, Timeout);
+            if (!final.Ok)
+                break;
+            changed += final.Count ?? 0;
+            unchanged += final.Unchanged ?? 0;
+        }
+        if (final is { Ok: true })
+        {
+            final.Count = changed;
+            final.Unchanged = unchanged;
+        }
         bool add = command == ControlProtocol.Commands.SuppressAdd;
-        return Finish(result, final, f => add
+        return Finish(result, final!, f => add
             ? $"{f.Count ?? 0} address(es) added, {f.Unchanged ?? 0} already on the list"
             : $"{f.Count ?? 0} address(es) removed, {f.Unchanged ?? 0} not on the list");
+    }
+
+    private static IEnumerable<List<string>> Batches(string[] addresses, int maxBytes)
+    {
+        var batch = new List<string>();
+        int bytes = 0;
+        foreach (var a in addresses)
+        {
+            int size = System.Text.Encoding.UTF8.GetByteCount(a) * 2 + 8; // JSON escaping at worst doubles it
+            if (batch.Count > 0 && bytes + size > maxBytes)
+            {
+                yield return batch;
+                batch = [];
+                bytes = 0;
+            }
+            batch.Add(a);
+            bytes += size;
+        }
+        if (batch.Count > 0)
+            yield return batch;
     }
 
     private static async Task<int> ListAsync(ParseResult result, string spool)

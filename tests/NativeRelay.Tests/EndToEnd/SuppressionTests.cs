@@ -163,6 +163,13 @@ public sealed class SuppressionTests(ITestOutputHelper log)
         Assert.Contains("b@dest.test\tglobal\t", text.Stdout);
         Assert.Contains("-- 6 entries", text.Stderr);
 
+        // More addresses than one control request holds (4 KiB) go in several.
+        var many = await Suppress(relay, ["add", .. Enumerable.Range(0, 400).Select(i => $"bulk{i}@dest.test")]);
+        Assert.True(many.ExitCode == 0, many.ToString());
+        Assert.Contains("400 address(es) added, 0 already on the list", many.Stdout);
+        Assert.Equal(406, (await ListAsync(relay)).Count);
+        Assert.StartsWith("550 5.7.1", await RcptAsync(relay, "bulk399@dest.test"));
+
         var wrong = await Suppress(relay, "add", "not-an-address");
         Assert.Equal(1, wrong.ExitCode);
         Assert.Contains("'not-an-address' is not an address", wrong.Stderr);
