@@ -48,6 +48,8 @@ public static class Targets
         ["dkim"] = Dkim,
         ["mta-sts"] = MtaSts,
         ["tls-rpt"] = TlsRpt,
+        ["bounce-rules"] = BounceRules,
+        ["suppression-journal"] = SuppressionJournalTarget,
     };
 
     /// <summary>Splits input into a sequence of segments at lengths drawn from a seed byte, so line and reply readers meet every split.</summary>
@@ -323,6 +325,42 @@ public static class Targets
         catch (JsonException)
         {
         }
+    }
+
+    /// <summary>
+    /// A bounce rules file (bounces.classRules), then the rules at work on a reply the input also
+    /// supplies (its last line); ConfigException is the documented failure of the file.
+    /// </summary>
+    public static void BounceRules(byte[] data)
+    {
+        string text = Encoding.UTF8.GetString(data);
+        int nl = text.LastIndexOf('\n');
+        string reply = nl < 0 ? text : text[(nl + 1)..];
+        NativeRelay.Traffic.Bounces.EnhancedStatus.Parse(reply);
+        NativeRelay.Traffic.Bounces.BounceClassifier.Default.Classify(reply.Length >= 3 && int.TryParse(reply.AsSpan(0, 3), out int c) ? c : 550, reply, local: false);
+        try
+        {
+            var rules = NativeRelay.Traffic.Bounces.BounceRulesReader.Parse(text, "fuzz.json");
+            NativeRelay.Traffic.Bounces.BounceClassifier.FromRules(rules).Classify(new SmtpReply(550, reply), local: true);
+        }
+        catch (ConfigException)
+        {
+        }
+    }
+
+    /// <summary>A suppression list journal as opening reads it (after the header): records until the first one cut short or damaged.</summary>
+    public static void SuppressionJournalTarget(byte[] data)
+    {
+        using var stream = new MemoryStream(data);
+        var reader = new NativeRelay.Traffic.Suppression.SuppressionJournalReader(stream, 0, data.Length);
+        foreach (var (record, offset) in reader.Records())
+        {
+            if (offset < 0 || offset >= data.Length || record.Address.Length == 0)
+                throw new InvalidOperationException("a record out of the input");
+            NativeRelay.Traffic.Suppression.SuppressionScope.TryParse(record.Scope, out _, out _);
+        }
+        if (reader.End > data.Length)
+            throw new InvalidOperationException("the valid part ends past the input");
     }
 
     /// <summary>The JSON configuration file, then its validation; ConfigException is the documented failure.</summary>

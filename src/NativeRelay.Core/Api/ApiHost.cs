@@ -127,7 +127,7 @@ public sealed class ApiHost : IAsyncDisposable
         catch (IOException e)
         {
             await app.DisposeAsync().ConfigureAwait(false);
-            throw new ConfigException($"http: cannot listen: {e.Message}");
+            throw new ConfigException(DescribeBindFailure(e, http?.Listen, metrics?.Listen));
         }
         host.ApiEndPoint = http?.Listen;
         if (metrics is not null)
@@ -155,6 +155,23 @@ public sealed class ApiHost : IAsyncDisposable
             Injection = new InjectionService(this),
         });
         Log.Info($"http API on {(http.Tls ? "https" : "http")}://{http.Listen}/api/v1/messages, {config.Tokens.Count} token(s) from {config.Tokens.Path}");
+    }
+
+    /// <summary>
+    /// The option and address Kestrel could not bind, said as the SMTP listeners say it
+    /// (<see cref="Net.ExclusiveBind.Describe"/>): "metrics.listen: cannot listen on IP:PORT: the
+    /// address is already in use ...". Kestrel names the address in its message.
+    /// </summary>
+    private static string DescribeBindFailure(IOException e, System.Net.IPEndPoint? api, System.Net.IPEndPoint? metrics)
+    {
+        var (option, where) = metrics is not null && (api is null || e.Message.Contains(metrics.ToString(), StringComparison.Ordinal))
+            ? ("metrics.listen", metrics)
+            : ("http.listen", api!);
+        var socket = e.GetBaseException() as System.Net.Sockets.SocketException
+                     ?? (e.InnerException is Microsoft.AspNetCore.Connections.AddressInUseException
+                         ? new System.Net.Sockets.SocketException((int)System.Net.Sockets.SocketError.AddressAlreadyInUse)
+                         : null);
+        return socket is null ? $"{option}: cannot listen on {where}: {e.Message}" : $"{option}: {Net.ExclusiveBind.Describe(where, socket)}";
     }
 
     /// <summary>Swaps in a reloaded configuration (tokens, limits, unsubscribe); the listeners stay.</summary>

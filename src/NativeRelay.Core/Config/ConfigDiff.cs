@@ -30,6 +30,7 @@ public static class ConfigDiff
         "http.listen",
         "http.tls",
         "http.maxRequestBytes",
+        "suppression.enabled",
         "user",
         "events",
     ];

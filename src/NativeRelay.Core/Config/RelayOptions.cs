@@ -87,6 +87,8 @@ public sealed class RelayOptions
 
     /// <summary>Delivery events and the webhooks they are POSTed to (off unless a webhook is configured; see EventsOptions.cs, docs/EVENTS.md).</summary>
     public EventsOptions Events { get; set; } = new();
+    /// <summary>The suppression list: automatic additions, the RCPT check, queued mail (see Traffic/Suppression/SuppressionOptions.cs).</summary>
+    public NativeRelay.Traffic.Suppression.SuppressionOptions Suppression { get; set; } = new();
 
     /// <summary>Run as this user once the listeners are bound (the relay must be started as root). Default: stay as started.</summary>
     public string? User { get; set; }

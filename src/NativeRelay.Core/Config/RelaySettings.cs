@@ -50,6 +50,12 @@ public sealed record RelaySettings
     /// <summary>The options this was validated from (file and flags merged); null when built by hand. SIGHUP compares them.</summary>
     public RelayOptions? Options { get; init; }
 
+    /// <summary>How failed and deferred replies are classified: <c>bounces.classRules</c>, then the shipped rules.</summary>
+    public NativeRelay.Traffic.Bounces.BounceClassifier BounceClasses { get; init; } = NativeRelay.Traffic.Bounces.BounceClassifier.Default;
+
+    /// <summary>The suppression list's options (the list itself is opened by the host).</summary>
+    public NativeRelay.Traffic.Suppression.SuppressionSettings Suppression { get; init; } = NativeRelay.Traffic.Suppression.SuppressionSettings.Default;
+
     /// <summary>Reads a configuration file. Any problem becomes a one-line <see cref="ConfigException"/>.</summary>
     public static RelayOptions LoadFile(string path)
     {
@@ -181,6 +187,8 @@ public sealed record RelaySettings
             InboundAuth = InboundAuthSettings.Validate(o, hostname),
             Dkim = NativeRelay.MailAuth.Dkim.DkimSettings.Validate(o.Dkim),
             Events = NativeRelay.Events.EventsSettings.Validate(o.Events),
+            BounceClasses = NativeRelay.Traffic.Bounces.BounceClassifier.Create(o.Bounces.ClassRules),
+            Suppression = NativeRelay.Traffic.Suppression.SuppressionSettings.Validate(o.Suppression),
             Options = o,
         };
     }

@@ -65,4 +65,7 @@ public sealed class BounceOptions
 
     /// <summary>Send one "delayed" notice when a message is still undelivered after this many hours; 0: never.</summary>
     public double DelayWarningHours { get; set; }
+
+    /// <summary>A bounce classification rules file (JSON, docs/CONFIG.md) consulted before the shipped rules; re-read on SIGHUP.</summary>
+    public string? ClassRules { get; set; }
 }

@@ -14,6 +14,23 @@ public static class ControlClient
 {
     public static async Task<(List<ControlEntry> Entries, ControlResponse Final)> SendAsync(string spoolDirectory, ControlRequest request, TimeSpan timeout)
     {
+        var entries = new List<ControlEntry>();
+        var final = await ExchangeAsync(spoolDirectory, request, line =>
+        {
+            if (line.Entry is not null)
+                entries.Add(line.Entry);
+        }, upload: null, timeout);
+        return (entries, final);
+    }
+
+    /// <summary>
+    /// Sends one request and hands every answer line before the last to <paramref name="onLine"/>;
+    /// returns the last. With <paramref name="upload"/>, once the relay answers <c>ready</c> the
+    /// stream's bytes follow the request and the client closes its side (suppress-import).
+    /// </summary>
+    public static async Task<ControlResponse> ExchangeAsync(string spoolDirectory, ControlRequest request, Action<ControlResponse> onLine,
+        Stream? upload, TimeSpan timeout)
+    {
         string path = ControlProtocol.SocketPath(spoolDirectory);
         if (!File.Exists(path))
             throw new NoRelayException($"no relay is running on the spool {spoolDirectory} (there is no control socket {path})");
@@ -40,7 +57,6 @@ public static class ControlClient
         await stream.WriteAsync(line, cancel.Token);
         await stream.WriteAsync("\n"u8.ToArray(), cancel.Token);
 
-        var entries = new List<ControlEntry>();
         using var reader = new StreamReader(stream);
         while (true)
         {
@@ -49,10 +65,16 @@ public static class ControlClient
                 throw new IOException("the relay closed the control connection without an answer");
             var response = JsonSerializer.Deserialize(text, ControlJsonContext.Default.ControlResponse)
                            ?? throw new IOException("empty answer from the relay");
-            if (response.Entry is not null)
-                entries.Add(response.Entry);
             if (response.Done)
-                return (entries, response);
+                return response;
+            if (response.Ready == true && upload is not null)
+            {
+                await upload.CopyToAsync(stream, cancel.Token);
+                socket.Shutdown(SocketShutdown.Send);
+                upload = null;
+                continue;
+            }
+            onLine(response);
         }
     }
 }

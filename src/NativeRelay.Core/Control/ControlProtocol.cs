@@ -27,6 +27,11 @@ public static class ControlProtocol
         public const string Hold = "hold";
         public const string Release = "release";
         public const string Stats = "stats";
+        public const string SuppressAdd = "suppress-add";
+        public const string SuppressRemove = "suppress-remove";
+        public const string SuppressList = "suppress-list";
+        /// <summary>After the request line the relay answers <c>ready</c>; the client then sends the addresses, one a line, and closes its side.</summary>
+        public const string SuppressImport = "suppress-import";
     }
 }
 
@@ -39,6 +44,21 @@ public sealed class ControlRequest
     public string? Domain { get; set; }
     /// <summary>list: only messages queued longer than this.</summary>
     public long? OlderThanSeconds { get; set; }
+    /// <summary>suppress-add/remove: the addresses.</summary>
+    public List<string>? Addresses { get; set; }
+    /// <summary>suppress-*: global (default), pool:NAME or domain:SENDERDOMAIN; for list, only that scope.</summary>
+    public string? Scope { get; set; }
+    /// <summary>suppress-add/import: why (shown by list).</summary>
+    public string? Reason { get; set; }
+}
+
+/// <summary>One suppression list entry as the relay reports it.</summary>
+public sealed class ControlSuppression
+{
+    public string Address { get; set; } = "";
+    public string Scope { get; set; } = "global";
+    public long AddedUnixMs { get; set; }
+    public string? Reason { get; set; }
 }
 
 /// <summary>One queued message as the relay reports it.</summary>
@@ -86,6 +106,13 @@ public sealed class ControlResponse
     public ControlEntry? Entry { get; set; }
     public ControlStats? Stats { get; set; }
     public ControlSpoolStats? Spool { get; set; }
+    public ControlSuppression? Suppression { get; set; }
+    /// <summary>suppress-import: the relay waits for the addresses.</summary>
+    public bool? Ready { get; set; }
+    /// <summary>suppress-*: addresses that were already in (add, import) or not in (remove) the list, or were malformed.</summary>
+    public int? Unchanged { get; set; }
+    /// <summary>suppress-import: the first lines that were not addresses.</summary>
+    public List<string>? Problems { get; set; }
 }
 
 [JsonSourceGenerationOptions(

@@ -25,9 +25,11 @@ public sealed class ControlServer : IAsyncDisposable
     private readonly int _user = UnixPeer.EffectiveUserId;
     private readonly CancellationTokenSource _stopping = new();
     private readonly Task _accepting;
+    private readonly NativeRelay.Traffic.Suppression.SuppressionList? _suppression;
 
-    private ControlServer(Socket socket, string path, IQueueAdmin? admin, SpoolLog spool, Log log)
+    private ControlServer(Socket socket, string path, IQueueAdmin? admin, SpoolLog spool, Log log, NativeRelay.Traffic.Suppression.SuppressionList? suppression)
     {
+        _suppression = suppression;
         _socket = socket;
         _path = path;
         _admin = admin;
@@ -39,7 +41,7 @@ public sealed class ControlServer : IAsyncDisposable
     public string Path => _path;
 
     /// <summary>Opens the socket, or logs why not and returns null (the relay runs on without queue commands).</summary>
-    public static ControlServer? Start(SpoolLog spool, IQueueAdmin? admin, Log log)
+    public static ControlServer? Start(SpoolLog spool, IQueueAdmin? admin, Log log, NativeRelay.Traffic.Suppression.SuppressionList? suppression = null)
     {
         if (OperatingSystem.IsWindows())
             return null;
@@ -73,7 +75,7 @@ public sealed class ControlServer : IAsyncDisposable
         }
         if (admin is null)
             log.Warn("control socket open, but this build's delivery side offers no queue administration yet");
-        return new ControlServer(socket, path, admin, spool, log);
+        return new ControlServer(socket, path, admin, spool, log, suppression);
     }
 
     private async Task AcceptLoopAsync()
@@ -138,6 +140,20 @@ public sealed class ControlServer : IAsyncDisposable
 
     private async Task HandleAsync(ControlRequest request, Stream stream)
     {
+        if (request.Command.StartsWith("suppress-", StringComparison.Ordinal))
+        {
+            try
+            {
+                await SuppressionCommands.HandleAsync(request, stream, _suppression, _log, WriteAsync, _stopping.Token);
+            }
+            catch (Exception e) when (e is IOException or ArgumentException && !_stopping.IsCancellationRequested)
+            {
+                // The journal could not be written or synced (a full disk): say so; nothing was acknowledged.
+                _log.Warn($"control socket: {request.Command} failed: {ExceptionText.Of(e)}");
+                await WriteAsync(stream, new ControlResponse { Done = true, Error = $"the suppression list could not be changed: {e.Message}" });
+            }
+            return;
+        }
         var admin = _admin;
         if (request.Command == ControlProtocol.Commands.Stats)
         {
@@ -256,7 +272,7 @@ public sealed class ControlServer : IAsyncDisposable
         ByDestination = new Dictionary<string, int>(s.ByDestination),
     };
 
-    private static async Task WriteAsync(Stream stream, ControlResponse response)
+    internal static async Task WriteAsync(Stream stream, ControlResponse response)
     {
         var bytes = JsonSerializer.SerializeToUtf8Bytes(response, ControlJsonContext.Default.ControlResponse);
         await stream.WriteAsync(bytes);

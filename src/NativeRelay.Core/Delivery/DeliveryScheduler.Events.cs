@@ -21,7 +21,7 @@ public sealed partial class DeliveryScheduler
         set => _events = value ?? NullEventPublisher.Instance;
     }
 
-    private void PublishOutcome(QueuedMessage message, int i, SmtpReply reply, int attempt, AttemptInfo? info)
+    private void PublishOutcome(QueuedMessage message, int i, SmtpReply reply, int attempt, AttemptInfo? info, string? bounceClass)
     {
         if (!_events.IsEnabled)
             return;
@@ -41,8 +41,8 @@ public sealed partial class DeliveryScheduler
             Pool = facts.Pool,
             Tags = facts.Tags,
             Metadata = facts.Metadata,
-            // Seams wired when they land: Source and Site from the delivery's source (traffic
-            // control), BounceClass from the bounce classifier.
+            BounceClass = bounceClass,
+            // Seams wired when they land: Source and Site from the delivery's source (traffic control).
         });
     }
 

@@ -6,6 +6,8 @@ using NativeRelay.Smtp;
 using NativeRelay.Spool;
 using NativeRelay.Telemetry;
 
+using NativeRelay.Traffic.Bounces;
+
 namespace NativeRelay.Delivery;
 
 /// <summary>
@@ -114,6 +116,12 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
     /// static routes marked local, go to it instead of SMTP. Null: such recipients are deferred.
     /// </summary>
     public NativeRelay.Local.ILocalDeliveryAgent? LocalAgent { get; set; }
+
+    /// <summary>The suppression list: hard bounces of some classes are added to it, and queued mail to its addresses fails (suppression.*); null: none kept.</summary>
+    public NativeRelay.Traffic.Suppression.ISuppressionList? Suppression { get; set; }
+
+    /// <summary>What a suppressed recipient of queued mail gets instead of a route: a failure, reported to the sender.</summary>
+    private static readonly RouteResult SuppressedRoute = RouteResult.Fail(550, NativeRelay.Traffic.Suppression.SuppressionReplies.QueuedText);
 
     public int LoopCount => _loops.Length;
 
@@ -408,6 +416,11 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
         {
             if (message.Recipients[i] != RecipientState.Pending)
                 continue;
+            if (IsSuppressedNow(message, i))
+            {
+                Collect(ref only, ref each, message, i, SuppressedRoute);
+                continue;
+            }
             var domain = RoutingDomain(addresses[i]);
             if (IsLocal(domain))
                 Collect(ref only, ref each, message, i, LocalRoute);
@@ -437,6 +450,50 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
     }
 
     private bool IsLocal(ReadOnlySpan<byte> domain) => LocalAgent is { } agent && agent.IsLocal(domain);
+
+    /// <summary>A queued recipient put on the suppression list since its message arrived (or accepted while refuseAtRcpt is off): it fails instead of being sent (suppression.bounceQueued).</summary>
+    private bool IsSuppressedNow(QueuedMessage message, int i)
+    {
+        if (Suppression is not { } list || !Volatile.Read(ref _settings).Suppression.BounceQueued)
+            return false;
+        var envelope = message.Envelope;
+        if (!list.IsSuppressed(envelope.Recipients[i], null, DomainOf(envelope.Sender)))
+            return false;
+        Telemetry.RelayMetrics.RecipientsSuppressed.Increment();
+        return true;
+    }
+
+    /// <summary>A hard bounce of a class in suppression.autoAdd puts its recipient on the list (committed by the host's housekeeping within a second).</summary>
+    private void AutoSuppress(QueuedMessage message, int i, BounceClass cls, SmtpReply reply)
+    {
+        var settings = Volatile.Read(ref _settings).Suppression;
+        if (Suppression is not { } list || !settings.AddsAutomatically(cls))
+            return;
+        var address = message.Envelope.Recipients[i];
+        var scope = settings.AutoAddScopeFor(null); // the message's pool, once messages carry one
+        if (list.IsSuppressed(address, scope.Name, default))
+            return;
+        try
+        {
+            list.Add(address, scope, $"{cls.Name()}: {reply}");
+        }
+        catch (ArgumentException)
+        {
+            return; // an address the list cannot hold (spaces in a quoted local part)
+        }
+        catch (Exception e) when (e is IOException or ObjectDisposedException)
+        {
+            // The journal could not be written (a full disk): delivery goes on; the next hard bounce tries again.
+            _log.Warn($"{message.IdText}: <{message.Envelope.RecipientText(i)}> not added to the suppression list: {e.Message}");
+            return;
+        }
+        Telemetry.RelayMetrics.SuppressionAutoAdded.Increment();
+        if (_events.IsEnabled)
+            NativeRelay.Events.MessageEvents.PublishSuppression(_events, address,
+                scope.Kind == NativeRelay.Traffic.Suppression.SuppressionScopeKind.Domain ? scope.Name : null, null, $"auto: {cls.Name()}",
+                scope.Kind == NativeRelay.Traffic.Suppression.SuppressionScopeKind.Pool ? scope.Name : null);
+        _log.Info($"{message.IdText}: <{message.Envelope.RecipientText(i)}> added to the suppression list ({scope}, {cls.Name()})");
+    }
 
     /// <summary>
     /// The domain a recipient is routed by: the part after the '@', or for an address without
@@ -468,8 +525,8 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
             {
                 if (message.Recipients[i] != RecipientState.Pending)
                     continue;
-                lookups[i] = IsLocal(RoutingDomain(addresses[i]))
-                    ? ValueTask.FromResult(LocalRoute)
+                lookups[i] = IsSuppressedNow(message, i) ? ValueTask.FromResult(SuppressedRoute)
+                    : IsLocal(RoutingDomain(addresses[i])) ? ValueTask.FromResult(LocalRoute)
                     : _router.ResolveAsync(RoutingDomain(addresses[i]));
             }
             for (int i = 0; i < addresses.Length; i++)
@@ -708,7 +765,17 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
     {
         string outcome = reply.IsPositive ? "delivered" : reply.IsPermanent ? "failed" : "deferred";
         CountOutcome(message, reply, info);
-        PublishOutcome(message, i, reply, attempt, info);
+        // Failures only: a delivery costs nothing here.
+        string? bounceClass = null;
+        if (!reply.IsPositive)
+        {
+            var cls = Classify(reply, info);
+            bounceClass = cls.Name();
+            Telemetry.RelayMetrics.BounceClasses.Increment(BounceSite.Of(info?.Host, message.Envelope.Recipients[i]), (int)cls, reply.IsPermanent);
+            if (reply.IsPermanent)
+                AutoSuppress(message, i, cls, reply);
+        }
+        PublishOutcome(message, i, reply, attempt, info, bounceClass);
         if (_deliveryLog.IsEnabled)
         {
             _deliveryLog.Write(new DeliveryEvent
@@ -720,6 +787,7 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
                 Host = info?.Host,
                 Ip = string.IsNullOrEmpty(info?.Ip) ? null : info.Ip,
                 Reply = reply.ToString(),
+                Class = bounceClass,
                 Tls = info?.Tls,
                 TlsPolicy = info?.TlsPolicy,
                 TlsVerified = info?.TlsVerified,
@@ -728,8 +796,12 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
         }
         var level = reply.IsPositive ? Telemetry.LogLevel.Debug : Telemetry.LogLevel.Info;
         if (_log.IsEnabled(level))
-            _log.Write(level, $"{message.IdText}: to=<{message.Envelope.RecipientText(i)}> relay={info?.Host ?? "none"}{(string.IsNullOrEmpty(info?.Ip) ? "" : $"[{info.Ip}]")} attempt={attempt} status={outcome} ({reply})");
+            _log.Write(level, $"{message.IdText}: to=<{message.Envelope.RecipientText(i)}> relay={info?.Host ?? "none"}{(string.IsNullOrEmpty(info?.Ip) ? "" : $"[{info.Ip}]")} attempt={attempt} status={outcome}{(bounceClass is null ? "" : " class=" + bounceClass)} ({reply})");
     }
+
+    /// <summary>The bounce class of a failed or deferred reply; a reply no remote server gave (no info, or a local one) is the relay's own.</summary>
+    private BounceClass Classify(SmtpReply reply, AttemptInfo? info) =>
+        Volatile.Read(ref _settings).BounceClasses.Classify(reply, local: info is not { ReplyFromRemote: true });
 
     // Per-recipient counters for the metrics endpoint; the destination label is the next-hop
     // host, bounded in cardinality by the metric itself.
@@ -1001,7 +1073,7 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
                 {
                     FinalRecipient = n.FinalRecipient, OriginalRecipient = n.OriginalRecipient, Action = n.Action,
                     Status = n.Status, RemoteMta = n.RemoteMta, Diagnostic = n.Diagnostic,
-                    DiagnosticFromRemote = n.DiagnosticFromRemote, LastAttempt = n.LastAttempt, WillRetryUntil = until,
+                    DiagnosticFromRemote = n.DiagnosticFromRemote, BounceClass = n.BounceClass, LastAttempt = n.LastAttempt, WillRetryUntil = until,
                 });
             }
         }
@@ -1011,7 +1083,7 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
         return notices;
     }
 
-    private static DsnRecipient Notice(Envelope envelope, DeliveryRound round, int i, DsnAction action, SmtpReply reply, DateTimeOffset at) => new()
+    private DsnRecipient Notice(Envelope envelope, DeliveryRound round, int i, DsnAction action, SmtpReply reply, DateTimeOffset at) => new()
     {
         FinalRecipient = envelope.Recipients[i],
         OriginalRecipient = envelope.OriginalRecipients is { } o && i < o.Length ? o[i] : null,
@@ -1020,6 +1092,8 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
         RemoteMta = round.RemoteMta[i],
         Diagnostic = reply.Code == 0 ? null : reply.ToString(),
         DiagnosticFromRemote = round.RemoteMta[i] is not null,
+        BounceClass = reply.Code == 0 || reply.IsPositive ? null
+            : Volatile.Read(ref _settings).BounceClasses.Classify(reply, local: round.RemoteMta[i] is null).Name(),
         LastAttempt = at,
     };
 
@@ -1036,6 +1110,8 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
                 {
                     Event = "expired", Id = message.Id, Recipient = envelope.Recipients[i], Attempt = attempts,
                     Reply = round.Replies[i].Code == 0 ? null : round.Replies[i].ToString(),
+                    Class = round.Replies[i].Code == 0 ? null
+                        : Volatile.Read(ref _settings).BounceClasses.Classify(round.Replies[i], local: round.RemoteMta[i] is null).Name(),
                 });
             }
         }

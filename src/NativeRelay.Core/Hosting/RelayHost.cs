@@ -39,6 +39,7 @@ public sealed class RelayHost : IAsyncDisposable
     private DeliveryLog? _deliveryLog;
     private NativeRelay.Events.IEventPublisher _events = NativeRelay.Events.NullEventPublisher.Instance;
     private ControlServer? _control;
+    private NativeRelay.Traffic.Suppression.SuppressionList? _suppression;
     private NativeRelay.Maildrop.MaildropPickup? _maildrop;
     private IDisposable? _reloading;
     private PosixSignalRegistration? _hangup;
@@ -119,6 +120,21 @@ public sealed class RelayHost : IAsyncDisposable
         _router = new Router(_settings.Routing, _settings.Hostname);
         _deliveryLog = DeliveryLog.Open(_settings.Routing.DeliveryLogPath);
         _scheduler = new DeliveryScheduler(_settings, _spool, _router, _log, ids, _deliveryLog);
+        // The suppression list lives in the spool directory: opened (its journal replayed) before
+        // the first delivery or RCPT can ask it.
+        if (_settings.Suppression.Enabled)
+        {
+            try
+            {
+                _suppression = NativeRelay.Traffic.Suppression.SuppressionList.Open(_settings.SpoolDirectory, _log);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                throw new ConfigException($"suppression list: {e.Message}");
+            }
+            _scheduler.Suppression = _suppression;
+            _log.Info($"suppression list: {_suppression.Count} entr{(_suppression.Count == 1 ? "y" : "ies")} ({_suppression.JournalPath})");
+        }
         // Events: the journal beside the spool and a sender per webhook (nothing at all without webhooks).
         _events = NativeRelay.Events.EventPublisher.Start(_settings.Events, _settings.SpoolDirectory, _log);
         _scheduler.Events = _events;
@@ -140,15 +156,17 @@ public sealed class RelayHost : IAsyncDisposable
         // message, so nothing is truncated under them, and new ids never collide with theirs.
         _recovering = Task.Run(() => HandOverRecoveredAsync(recovered));
         // `nativerelay queue ...` talks to the delivery side through the control socket.
-        _control = ControlServer.Start(_spool, (object)_scheduler as IQueueAdmin, _log);
+        _control = ControlServer.Start(_spool, (object)_scheduler as IQueueAdmin, _log, _suppression);
         _queueGauges = QueueGauges.Attach(_scheduler); // queue sizes for the metrics endpoint, counted when scraped
         _maildrop.Start();
 
         var server = CreateServer(_settings, authThrottle: null);
         _servers.Swap(server);
         // HTTP injection takes the SMTP path's way into the spool, and signs with the current server's keys.
+        // Unsubscribes go into the suppression list when there is one (else into a file of their own).
         _api?.Attach(_settings.Http, new SpoolIntake(_spool, _scheduler) { Events = _events }, ids, () => _servers.Current?.Signer, _settings.SpoolDirectory,
-            _settings.Hostname, _settings.Limits.MaxMessageSize);
+            _settings.Hostname, _settings.Limits.MaxMessageSize,
+            _suppression is null ? null : new NativeRelay.Api.SuppressionUnsubscribeRecorder(_suppression));
         server.LogConfiguration(_listeners.Select(l => new ListenerInfo(l.EndPoint, l.Kind)));
         _reloading = server.StartReloading(_stopping.Token, handleHangup: _reloadSource is null);
         if (_reloadSource is not null)
@@ -176,6 +194,7 @@ public sealed class RelayHost : IAsyncDisposable
     private SmtpServer CreateServer(RelaySettings settings, NativeRelay.Smtp.Auth.AuthThrottle? authThrottle)
     {
         var server = new SmtpServer(settings, Spool, Scheduler, _ids!, _log, authThrottle: authThrottle) { Events = _events };
+        server.Suppression = _suppression;
         // Domains delivered on this host take mail from anyone, for the users the local agent knows
         // (550 5.1.1 for the rest at RCPT); its aliases files are re-read with the server's files.
         // Both ask the agent in use at the time: a reload swaps the agent before this server
@@ -373,6 +392,15 @@ public sealed class RelayHost : IAsyncDisposable
             // Truncation to the oldest record a live message needs, compaction, and reopening the
             // log after a failed commit once the disk has room again.
             await Spool.MaintainAsync();
+            // The delivery side's automatic suppressions of the last second, made durable.
+            try
+            {
+                _suppression?.Commit();
+            }
+            catch (IOException e)
+            {
+                _log.Error($"suppression list: commit failed: {e.Message}");
+            }
         }
     }
 
@@ -424,6 +452,8 @@ public sealed class RelayHost : IAsyncDisposable
             await _housekeeping;
         if (_tlsReports is not null)
             await _tlsReports;
+        _suppression?.Dispose();
+        _suppression = null;
         if (_spool is not null)
         {
             await _spool.DisposeAsync();

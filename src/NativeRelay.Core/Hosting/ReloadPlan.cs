@@ -43,6 +43,7 @@ public sealed class ReloadPlan
             Http = started.Http is null || next.Http is null
                 ? started.Http
                 : next.Http with { Listen = started.Http.Listen, Tls = started.Http.Tls, MaxRequestBytes = started.Http.MaxRequestBytes },
+            Suppression = next.Suppression with { Enabled = started.Suppression.Enabled },
             Lifecycle = next.Lifecycle with { User = started.Lifecycle.User },
         };
         return new ReloadPlan { Settings = settings, Changed = changed, NeedsRestart = restart };

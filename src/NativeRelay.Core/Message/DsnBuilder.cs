@@ -84,6 +84,8 @@ public static class DsnBuilder
                     text.Append(r.Action is DsnAction.Relayed or DsnAction.Delivered ? " to host " : ": host ").Append(r.RemoteMta).Append(" said");
                 if (r.Diagnostic is not null)
                     text.Append(": ").Append(r.Diagnostic);
+                if (r.BounceClass is not null)
+                    text.Append(" (class: ").Append(r.BounceClass).Append(')');
                 Folded(b, text.ToString());
                 Line(b, "");
             }
@@ -122,6 +124,9 @@ public static class DsnBuilder
                     Line(b, "Remote-MTA: dns; " + r.RemoteMta);
                 if (r.Diagnostic is not null)
                     Folded(b, (r.DiagnosticFromRemote ? "Diagnostic-Code: smtp; " : "Diagnostic-Code: X-NativeRelay; ") + r.Diagnostic);
+                // An extension field (RFC 3464 2.4): the diagnostic's class, for programs that act on bounces.
+                if (r.BounceClass is not null)
+                    Line(b, "X-NativeRelay-Bounce-Class: " + r.BounceClass);
                 if (r.LastAttempt is { } last)
                     WriteDate(b, "Last-Attempt-Date: "u8, last);
                 if (r.WillRetryUntil is { } until)

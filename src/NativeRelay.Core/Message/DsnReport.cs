@@ -28,6 +28,8 @@ public sealed class DsnRecipient
     public string? Diagnostic { get; init; }
     /// <summary>The diagnostic came from the remote SMTP server (type "smtp"); otherwise this relay made it up.</summary>
     public bool DiagnosticFromRemote { get; init; }
+    /// <summary>The bounce class of the diagnostic ("invalid-recipient", ...; Traffic/Bounces), or null.</summary>
+    public string? BounceClass { get; init; }
     public DateTimeOffset? LastAttempt { get; init; }
     /// <summary>For delayed recipients: when the relay gives up.</summary>
     public DateTimeOffset? WillRetryUntil { get; init; }

@@ -67,6 +67,8 @@ public sealed class SmtpServer : IConnectionHandler
     public TlsCertificateStore? Certificates { get; }
     public UserStore? Users { get; }
     public RecipientPolicy Policy { get; }
+    /// <summary>The suppression list the RCPT check asks (null: none kept); set by the host before the first session.</summary>
+    public NativeRelay.Traffic.Suppression.ISuppressionList? Suppression { get; set; }
     /// <summary>Signs each accepted message once, before it is spooled; null when no DKIM key is configured.</summary>
     public NativeRelay.MailAuth.IMessageSigner? Signer { get; }
     /// <summary>Where reception events go (the null publisher, costing nothing, when no webhook is configured).</summary>

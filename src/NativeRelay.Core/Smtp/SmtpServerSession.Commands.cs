@@ -218,6 +218,14 @@ internal sealed partial class SmtpServerSession
             case RecipientVerdict.UnknownUser:
                 return UnknownUser(address);
         }
+        // The suppression list: one keyed hash and one probe per scope in use, no allocation. Not
+        // counted as a client error: a bulk sender's list may well hold addresses that bounced.
+        if (_server.Suppression is { } suppression && _server.Settings.Suppression.RefuseAtRcpt
+            && suppression.IsSuppressed(address, null, SenderDomain()))
+        {
+            Telemetry.RelayMetrics.RecipientsSuppressed.Increment();
+            return Reply(NativeRelay.Traffic.Suppression.SuppressionReplies.Refused);
+        }
         if (_recipients.Count >= _server.Settings.Limits.MaxRecipients)
             return Reply(SmtpReplies.TooManyRecipients); // a 4xx: the client sends the rest in another transaction
 
@@ -228,6 +236,13 @@ internal sealed partial class SmtpServerSession
         _anyOrcpt |= orcpt is not null;
         _phase = Phase.HaveRecipients;
         return Reply(SmtpReplies.RecipientOk);
+    }
+
+    /// <summary>The envelope sender's domain (empty for the null sender), for sender-domain suppression entries.</summary>
+    private ReadOnlySpan<byte> SenderDomain()
+    {
+        int at = _sender.AsSpan().LastIndexOf((byte)'@');
+        return at < 0 ? default : _sender.AsSpan(at + 1);
     }
 
     /// <summary>"550 5.1.1 &lt;address&gt;: Recipient address rejected: ..." as Postfix words it, rendered on the stack.</summary>

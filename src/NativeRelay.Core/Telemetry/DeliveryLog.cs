@@ -20,6 +20,8 @@ public readonly struct DeliveryEvent
     public string? Ip { get; init; }
     /// <summary>The SMTP reply (from the next hop, or made up locally for DNS and connection failures).</summary>
     public string? Reply { get; init; }
+    /// <summary>The bounce class of a failed or deferred reply (invalid-recipient, mailbox-full, ...; Traffic/Bounces).</summary>
+    public string? Class { get; init; }
     /// <summary>"TLSv1.3 TLS_AES_256_GCM_SHA384" and whether the certificate verified, when TLS was used.</summary>
     public string? Tls { get; init; }
     /// <summary>The TLS policy applied (none, opportunistic, required, verify, dane, mta-sts, mta-sts-testing).</summary>
@@ -116,6 +118,8 @@ public sealed class DeliveryLog : IDisposable
                 w.WriteString("ip"u8, e.Ip);
             if (e.Reply is not null)
                 w.WriteString("reply"u8, e.Reply);
+            if (e.Class is not null)
+                w.WriteString("class"u8, e.Class);
             if (e.Tls is not null)
                 w.WriteString("tls"u8, e.Tls);
             if (e.TlsPolicy is not null)

@@ -40,6 +40,12 @@ public static class RelayMetrics
     public static readonly Counter BytesReceived = Registry.Counter(
         "nativerelay_received_bytes_total", "Bytes of accepted messages (as spooled, Received header included).");
 
+    public static readonly Counter RecipientsSuppressed = Registry.Counter(
+        "nativerelay_recipients_suppressed_total", "Recipients on the suppression list: refused at RCPT (550 5.7.1), or failed with a DSN when already queued.");
+
+    public static readonly Counter SuppressionAutoAdded = Registry.Counter(
+        "nativerelay_suppression_auto_added_total", "Recipients added to the suppression list by a hard bounce (suppression.autoAdd).");
+
     public static readonly Counter RecipientsUnknown = Registry.Counter(
         "nativerelay_recipients_unknown_total", "RCPTs refused with 550 5.1.1: unknown users of local or accepted domains.");
 
@@ -101,6 +107,10 @@ public static class RelayMetrics
     public static readonly BoundedCounterVec DestinationBounced = Registry.BoundedCounterVec(
         "nativerelay_destination_bounced_total", "Recipients failed for good, by destination (the first destinations seen; the rest as \"other\").",
         "destination", DefaultMaxDestinations);
+
+    public static readonly SiteClassCounter BounceClasses = Registry.Add(new SiteClassCounter(
+        "nativerelay_bounce_class_total", "Failed and deferred recipients by site (for now the next-hop host, or the recipient domain when none was reached), bounce class and outcome.",
+        NativeRelay.Traffic.Bounces.BounceClassNames.All, DefaultMaxDestinations));
 
     public static readonly BoundedCounterVec TlsConnections = Registry.BoundedCounterVec(
         "nativerelay_tls_connections_total", "Delivery connections opened, by what was verified: none (plain text), encrypted, ca, dane, mta-sts.",
@@ -185,5 +195,6 @@ public static class RelayMetrics
         DestinationDelivered.SetMaxSeries(max);
         DestinationDeferred.SetMaxSeries(max);
         DestinationBounced.SetMaxSeries(max);
+        BounceClasses.SetMaxSites(max);
     }
 }

@@ -157,6 +157,16 @@ internal static class CheckConfigCommand
                 + $"{(w.Pools is null ? "every pool" : "pools " + string.Join(", ", w.Pools))}; batches of {w.BatchSize} or {w.BatchDelay.TotalMilliseconds:0} ms, "
                 + $"at most {w.MaxBacklog} waiting");
         }
+        var bc = s.BounceClasses;
+        Line("bounce classes", bc.OperatorRuleCount == 0
+            ? $"the {bc.RuleCount} shipped rules"
+            : $"{bc.OperatorRuleCount} rule(s) from {s.Options?.Bounces.ClassRules}, then the {bc.RuleCount - bc.OperatorRuleCount} shipped ones");
+        var sup = s.Suppression;
+        var autoAdd = NativeRelay.Traffic.Bounces.BounceClassNames.All.Where((_, i) => sup.AutoAdd[i]).ToList();
+        Line("suppression", !sup.Enabled ? "off (no list is kept)"
+            : $"{Path.Combine(s.SpoolDirectory, NativeRelay.Traffic.Suppression.SuppressionList.DirectoryName)}; "
+              + (autoAdd.Count == 0 ? "nothing added by itself" : $"hard bounces of {string.Join(", ", autoAdd)} added ({(sup.AutoAddPerPool ? "per pool" : "global")})")
+              + $"; RCPT {(sup.RefuseAtRcpt ? "refused with 550 5.7.1" : "accepted")}; queued mail {(sup.BounceQueued ? "bounced" : "sent")}");
         Line("metrics", s.Metrics is null ? "off" : $"http://{s.Metrics.Listen}/metrics{(s.Metrics.IsLoopback ? "" : " (not loopback: reachable from the network)")}, {s.Metrics.MaxDestinations} destinations");
         var life = s.Lifecycle;
         Line("log", $"{(life.LogFormat == NativeRelay.Telemetry.LogFormat.Json ? "json" : "text")} lines from level {NativeRelay.Telemetry.Log.LevelName(life.LogLevel)}");

@@ -30,6 +30,7 @@ internal static class Verbs
             SinkCommand.Build(),
             BenchCommand.Build(),
             QueueCommand.Build(),
+            SuppressCommand.Build(),
             DkimCommand.Build(),
             TokenCommand.Build(),
             TlsRptCommand.Build(),

@@ -36,6 +36,11 @@ public sealed class CliHelpTests(ITestOutputHelper log)
         { "queue hold", "<ID> --domain --json --spool --config" },
         { "queue release", "<ID> --domain --json --spool --config" },
         { "queue stats", "--json --spool --config" },
+        { "suppress", "--json --spool=./var/spool --config --scope=global add remove list import" },
+        { "suppress add", "<ADDRESS> --reason --scope --json --spool --config" },
+        { "suppress remove", "<ADDRESS> --scope --json --spool --config" },
+        { "suppress list", "--scope --json --spool --config" },
+        { "suppress import", "<FILE> --reason --scope --json --spool --config" },
         { "dkim", "keygen verify" },
         { "dkim keygen", "--domain --selector --algorithm=rsa --bits=2048 --out" },
         { "dkim verify", "<FILE> --dns --config" },
@@ -98,7 +103,7 @@ public sealed class CliHelpTests(ITestOutputHelper log)
             var result = await CliRun.RunAsync([help], [], dir.Path, log);
 
             Assert.True(result.ExitCode == 0, result.ToString());
-            foreach (var verb in new[] { "serve", "check-config", "sendmail", "passwd", "blast", "sink", "bench", "queue", "dkim", "token", "tls-rpt" })
+            foreach (var verb in new[] { "serve", "check-config", "sendmail", "passwd", "blast", "sink", "bench", "queue", "suppress", "dkim", "token", "tls-rpt" })
                 Assert.Matches($@"(?m)^\s+{verb}\b", result.Stdout);
             Assert.Contains("--version", result.Stdout);
             Assert.Contains("nativerelay VERB --help", result.Stdout);

@@ -159,7 +159,8 @@ public sealed class ToolsEndToEndTests(ITestOutputHelper log)
             Assert.Equal(code, only.Name);
             Assert.Equal(50, only.Value.GetInt64());
             Assert.Contains("sink", r.GetProperty("error_texts").GetProperty(code).GetString());
-            Assert.Equal(2, r.GetProperty("connections").GetInt64());
+            // One per session at most: a session that starts late may find every message taken (they fail fast).
+            Assert.InRange(r.GetProperty("connections").GetInt64(), 1, 2);
         }
 
         // The text summary says the same to a person.
