@@ -471,5 +471,14 @@ public sealed class HttpApiEndToEndTests(ITestOutputHelper log) : IAsyncDisposab
         Assert.Equal("ann@example.org", unsubscribe.Str("recipient"));
         Assert.Equal("example.test", unsubscribe.Str("sender_domain"));
         Assert.All(receiver.Posts, p => Assert.True(p.SignatureValid));
+
+        // The unsubscribe is in the suppression list: SMTP mail from that sender domain is refused at RCPT too.
+        await using var smtp = await TestSmtpClient.ConnectAndGreetAsync(_smtpPort);
+        await smtp.EhloAsync();
+        Assert.Equal(250, (await smtp.CommandAsync("MAIL FROM:<other@example.test>")).Code);
+        var refused = await smtp.CommandAsync("RCPT TO:<ann@example.org>");
+        Assert.Equal(550, refused.Code);
+        Assert.Contains("5.7.1", refused.ToString());
+        Assert.Equal(250, (await smtp.CommandAsync("RCPT TO:<bob@example.org>")).Code);
     }
 }
