@@ -74,8 +74,14 @@ public sealed class SmtpClientSession : IAsyncDisposable
         _input = connection.Transport.Input;
         _output = connection.Transport.Output;
         _commandTimeout = commandTimeout;
-        _deadline = new Deadline(DeadlineClock.Shared,
-            static (state, _) => ((SmtpClientSession)state)._input.CancelPendingRead(), this);
+        _deadline = new Deadline(DeadlineClock.Shared, static (state, waitingFor) =>
+        {
+            var session = (SmtpClientSession)state;
+            if (waitingFor == DeadlineFor.Write)
+                session._output.CancelPendingFlush();
+            else
+                session._input.CancelPendingRead();
+        }, this);
     }
 
     public SmtpCapabilities Capabilities { get; private set; }
@@ -165,7 +171,7 @@ public sealed class SmtpClientSession : IAsyncDisposable
             _output.Write("HELO "u8);
             WriteAscii(options.HeloName);
             _output.Write("\r\n"u8);
-            await _output.FlushAsync().ConfigureAwait(false);
+            await FlushBoundedAsync().ConfigureAwait(false);
             reply = await ReadReplyAsync().ConfigureAwait(false);
             if (!reply.IsPositive)
                 throw new SmtpSessionException(reply, SmtpFailureStage.Hello);
@@ -192,7 +198,7 @@ public sealed class SmtpClientSession : IAsyncDisposable
         _output.Write("EHLO "u8);
         WriteAscii(heloName);
         _output.Write("\r\n"u8);
-        await _output.FlushAsync().ConfigureAwait(false);
+        await FlushBoundedAsync().ConfigureAwait(false);
         return await ReadReplyAsync(parseCapabilities: true).ConfigureAwait(false);
     }
 
@@ -200,7 +206,7 @@ public sealed class SmtpClientSession : IAsyncDisposable
     private async Task StartTlsAsync(SmtpClientOptions options)
     {
         _output.Write("STARTTLS\r\n"u8);
-        await _output.FlushAsync().ConfigureAwait(false);
+        await FlushBoundedAsync().ConfigureAwait(false);
         var reply = await ReadReplyAsync().ConfigureAwait(false);
         if (reply.Code != 220)
         {
@@ -323,7 +329,7 @@ public sealed class SmtpClientSession : IAsyncDisposable
         SmtpReply mail = default;
         if (!pipelining)
         {
-            await _output.FlushAsync().ConfigureAwait(false);
+            await FlushBoundedAsync().ConfigureAwait(false);
             mail = await ReadReplyAsync().ConfigureAwait(false);
             if (!mail.IsPositive)
             {
@@ -340,7 +346,7 @@ public sealed class SmtpClientSession : IAsyncDisposable
                 WriteRcpt(addresses, notify, orcpts, recipients?[k] ?? k, dsn);
             if (!chunking)
                 _output.Write("DATA\r\n"u8);
-            await _output.FlushAsync().ConfigureAwait(false);
+            await FlushBoundedAsync().ConfigureAwait(false);
             mail = await ReadReplyAsync().ConfigureAwait(false);
             bool full = false;
             for (int k = 0; k < limit; k++)
@@ -363,7 +369,7 @@ public sealed class SmtpClientSession : IAsyncDisposable
             for (int k = 0; k < limit; k++)
             {
                 WriteRcpt(addresses, notify, orcpts, recipients?[k] ?? k, dsn);
-                await _output.FlushAsync().ConfigureAwait(false);
+                await FlushBoundedAsync().ConfigureAwait(false);
                 var reply = await ReadReplyAsync().ConfigureAwait(false);
                 if (IsRecipientLimit(reply, accepted))
                 {
@@ -403,9 +409,9 @@ public sealed class SmtpClientSession : IAsyncDisposable
             {
                 _output.Write(segment.Span);
                 if (_output.UnflushedBytes >= 256 * 1024)
-                    await _output.FlushAsync().ConfigureAwait(false);
+                    await FlushBoundedAsync().ConfigureAwait(false);
             }
-            await _output.FlushAsync().ConfigureAwait(false);
+            await FlushBoundedAsync().ConfigureAwait(false);
             final = await ReadReplyAsync(keepText: true).ConfigureAwait(false);
         }
         else
@@ -413,7 +419,7 @@ public sealed class SmtpClientSession : IAsyncDisposable
             if (!pipelining)
             {
                 _output.Write("DATA\r\n"u8);
-                await _output.FlushAsync().ConfigureAwait(false);
+                await FlushBoundedAsync().ConfigureAwait(false);
             }
             var dataReply = await ReadReplyAsync().ConfigureAwait(false);
             if (dataReply.Code != 354)
@@ -427,10 +433,10 @@ public sealed class SmtpClientSession : IAsyncDisposable
             {
                 DotStuffer.Write(segment.Span, _output, ref state);
                 if (_output.UnflushedBytes >= 256 * 1024)
-                    await _output.FlushAsync().ConfigureAwait(false);
+                    await FlushBoundedAsync().ConfigureAwait(false);
             }
             DotStuffer.WriteTerminator(_output, ref state);
-            await _output.FlushAsync().ConfigureAwait(false);
+            await FlushBoundedAsync().ConfigureAwait(false);
             final = await ReadReplyAsync(keepText: true).ConfigureAwait(false);
         }
         Replace(results, limit, final);
@@ -469,7 +475,7 @@ public sealed class SmtpClientSession : IAsyncDisposable
     public async Task ResetAsync()
     {
         _output.Write("RSET\r\n"u8);
-        await _output.FlushAsync().ConfigureAwait(false);
+        await FlushBoundedAsync().ConfigureAwait(false);
         var reply = await ReadReplyAsync().ConfigureAwait(false);
         _broken = !reply.IsPositive;
     }
@@ -487,7 +493,7 @@ public sealed class SmtpClientSession : IAsyncDisposable
         try
         {
             _output.Write("QUIT\r\n"u8);
-            await _output.FlushAsync().ConfigureAwait(false);
+            await FlushBoundedAsync().ConfigureAwait(false);
             await ReadReplyAsync(timeout: QuitTimeout < _commandTimeout ? QuitTimeout : _commandTimeout).ConfigureAwait(false);
         }
         catch (Exception e) when (e is SmtpSessionException or IOException or OperationCanceledException
@@ -655,6 +661,36 @@ public sealed class SmtpClientSession : IAsyncDisposable
             throw TimedOut();
         }
         return parsed;
+    }
+
+    /// <summary>
+    /// Sends what was written, bounded by the command timeout like every wait for a reply: a peer
+    /// that stops reading (its window closed, our socket buffer full) must not hold the
+    /// connection, and the message on it, forever (RFC 5321 4.5.3.2.5's DATA block timeout).
+    /// </summary>
+    private async ValueTask FlushBoundedAsync()
+    {
+        _deadline.Arm(_commandTimeout, DeadlineFor.Write);
+        bool canceled;
+        bool expired;
+        try
+        {
+            canceled = (await _output.FlushAsync().ConfigureAwait(false)).IsCanceled;
+        }
+        catch (OperationCanceledException)
+        {
+            // Over TLS the flush writes to the SslStream, and the cancel ends that write this way.
+            canceled = true;
+        }
+        finally
+        {
+            expired = _deadline.Disarm();
+        }
+        if (canceled || expired)
+        {
+            _broken = true;
+            throw new SmtpSessionException(SmtpReply.Local(421, "4.4.2 timeout sending to the remote server (it stopped reading)"), SmtpFailureStage.Transaction);
+        }
     }
 
     private SmtpSessionException TimedOut()
