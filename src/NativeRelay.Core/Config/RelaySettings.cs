@@ -42,6 +42,8 @@ public sealed record RelaySettings
     public InboundAuthSettings? InboundAuth { get; init; }
     /// <summary>DKIM signing keys (files named, loaded by the receiving side) and verification limits.</summary>
     public NativeRelay.MailAuth.Dkim.DkimSettings Dkim { get; init; } = NativeRelay.MailAuth.Dkim.DkimSettings.Off;
+    /// <summary>Egress sources, pools, pool rules and shaping rules (the traffic section and its shaping file).</summary>
+    public NativeRelay.Traffic.TrafficSettings Traffic { get; init; } = NativeRelay.Traffic.TrafficSettings.Default;
     /// <summary>The options this was validated from (file and flags merged); null when built by hand. SIGHUP compares them.</summary>
     public RelayOptions? Options { get; init; }
 
@@ -174,6 +176,7 @@ public sealed record RelaySettings
             Lifecycle = LifecycleSettings.Validate(o),
             InboundAuth = InboundAuthSettings.Validate(o, hostname),
             Dkim = NativeRelay.MailAuth.Dkim.DkimSettings.Validate(o.Dkim),
+            Traffic = NativeRelay.Traffic.TrafficSettings.Validate(o),
             Options = o,
         };
     }

@@ -27,6 +27,8 @@ public static class ControlProtocol
         public const string Hold = "hold";
         public const string Release = "release";
         public const string Stats = "stats";
+        public const string TrafficStatus = "traffic-status";
+        public const string TrafficResume = "traffic-resume";
     }
 }
 
@@ -39,6 +41,41 @@ public sealed class ControlRequest
     public string? Domain { get; set; }
     /// <summary>list: only messages queued longer than this.</summary>
     public long? OlderThanSeconds { get; set; }
+    /// <summary>traffic-resume: the site whose actions are lifted.</summary>
+    public string? Site { get; set; }
+    /// <summary>traffic-resume: only the actions on this source's path to the site.</summary>
+    public string? Source { get; set; }
+}
+
+/// <summary>traffic status: the automation's actions in force, the busy (source, site) paths, the sources and pools.</summary>
+public sealed class ControlTraffic
+{
+    public List<ControlTrafficAction> Actions { get; set; } = [];
+    public List<ControlTrafficPath> Paths { get; set; } = [];
+    public List<string> Sources { get; set; } = [];
+    public List<string> Pools { get; set; } = [];
+}
+
+public sealed class ControlTrafficAction
+{
+    public string Source { get; set; } = "";
+    public string Site { get; set; } = "";
+    public string Rule { get; set; } = "";
+    public string Action { get; set; } = "";
+    public long StartedUnixMs { get; set; }
+    public long UntilUnixMs { get; set; }
+    public string Reply { get; set; } = "";
+    /// <summary>A throttle's lowered limits.</summary>
+    public string? Limits { get; set; }
+}
+
+public sealed class ControlTrafficPath
+{
+    public string Source { get; set; } = "";
+    public string Site { get; set; } = "";
+    public int Connections { get; set; }
+    public int Queued { get; set; }
+    public string Limits { get; set; } = "";
 }
 
 /// <summary>One queued message as the relay reports it.</summary>
@@ -86,6 +123,7 @@ public sealed class ControlResponse
     public ControlEntry? Entry { get; set; }
     public ControlStats? Stats { get; set; }
     public ControlSpoolStats? Spool { get; set; }
+    public ControlTraffic? Traffic { get; set; }
 }
 
 [JsonSourceGenerationOptions(

@@ -149,14 +149,17 @@ internal sealed class MessageHeadEntry : ILogEnqueueEntry
 
 /// <summary>
 /// The DSN and submission extension of a head record (after the recipients): ENVID (2+n), auth
-/// user (2+n), then a flag byte (bit 0: NOTIFY present, bit 1: ORCPT present) and, per recipient,
-/// NOTIFY (1) and/or ORCPT (2+n).
+/// user (2+n), then a flag byte (bit 0: NOTIFY present, bit 1: ORCPT present, bit 2: pool
+/// present) and, per recipient, NOTIFY (1) and/or ORCPT (2+n), then the egress pool (2+n) when
+/// bit 2 is set. Heads written before pools existed never set bit 2: they read as no pool.
 /// </summary>
 internal static class DsnExtension
 {
     public static int Length(Envelope e)
     {
         int n = 2 + (e.EnvelopeId?.Length ?? 0) + 2 + System.Text.Encoding.UTF8.GetByteCount(e.AuthenticatedUser ?? "") + 1;
+        if (e.Pool is not null)
+            n += 2 + System.Text.Encoding.UTF8.GetByteCount(e.Pool);
         if (e.Notify is not null)
             n += e.Recipients.Length;
         if (e.OriginalRecipients is not null)
@@ -169,13 +172,15 @@ internal static class DsnExtension
     {
         w.Bytes16(e.EnvelopeId ?? []);
         w.Utf8(e.AuthenticatedUser ?? "");
-        w.U8((byte)((e.Notify is not null ? 1 : 0) | (e.OriginalRecipients is not null ? 2 : 0)));
+        w.U8((byte)((e.Notify is not null ? 1 : 0) | (e.OriginalRecipients is not null ? 2 : 0) | (e.Pool is not null ? 4 : 0)));
         if (e.Notify is not null)
             foreach (var n in e.Notify)
                 w.U8((byte)n);
         if (e.OriginalRecipients is not null)
             foreach (var o in e.OriginalRecipients)
                 w.Bytes16(o ?? []);
+        if (e.Pool is not null)
+            w.Utf8(e.Pool);
     }
 
     /// <summary>Steps over the extension without building anything.</summary>
@@ -189,15 +194,18 @@ internal static class DsnExtension
             for (int i = 0; i < recipients; i++)
                 if (!r.Skip16())
                     return false;
+        if ((flags & 4) != 0 && !r.Skip16())
+            return false;
         return true;
     }
 
     public static bool TryRead(ref SpanReader r, int recipients, out byte[]? envId, out string? user,
-        out DsnNotify[]? notify, out byte[]?[]? orcpt)
+        out DsnNotify[]? notify, out byte[]?[]? orcpt, out string? pool)
     {
         notify = null;
         orcpt = null;
         user = null;
+        pool = null;
         if (!r.Bytes16(out var id) || !r.Utf8(out var u) || !r.U8(out byte flags))
         {
             envId = null;
@@ -224,6 +232,12 @@ internal static class DsnExtension
                     return false;
                 orcpt[i] = o.Length == 0 ? null : o;
             }
+        }
+        if ((flags & 4) != 0)
+        {
+            if (!r.Utf8(out var p))
+                return false;
+            pool = p;
         }
         return true;
     }
@@ -435,13 +449,13 @@ internal sealed class MessageHead
         for (int i = 0; i < recipients.Length; i++)
             if (!r.Bytes16(out recipients[i]))
                 return null;
-        if (!DsnExtension.TryRead(ref r, recipients.Length, out var envId, out var user, out var notify, out var orcpt))
+        if (!DsnExtension.TryRead(ref r, recipients.Length, out var envId, out var user, out var notify, out var orcpt, out var pool))
             return null;
         return new Envelope
         {
             Sender = sender, Recipients = recipients, ClientAddress = client, HeloName = helo,
             ArrivalUnixMs = arrival, Flags = (EnvelopeFlags)flags,
-            EnvelopeId = envId, AuthenticatedUser = user, Notify = notify, OriginalRecipients = orcpt,
+            EnvelopeId = envId, AuthenticatedUser = user, Notify = notify, OriginalRecipients = orcpt, Pool = pool,
         };
     }
 }

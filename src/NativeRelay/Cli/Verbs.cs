@@ -30,6 +30,7 @@ internal static class Verbs
             SinkCommand.Build(),
             BenchCommand.Build(),
             QueueCommand.Build(),
+            TrafficCommand.Build(),
             DkimCommand.Build(),
         };
         foreach (var option in root.Options)

@@ -18,7 +18,7 @@ public sealed class CliHelpTests(ITestOutputHelper log)
         { "serve", "--config --listen=127.0.0.1:2525 --spool=./var/spool --hostname --relay-to --dns --remote-port=25 --tls-cert --tls-key "
                    + "--tls-policy=opportunistic --ca-file --dnssec --no-dane "
                    + "--listen-tls --submission --users --metrics --log-format=text --log-level=info --drain-seconds=30 --user --local-domain --maildir-root "
-                   + "--dkim --auth-check=off --authserv-id" },
+                   + "--dkim --auth-check=off --authserv-id --source --shaping=none" },
         { "check-config", "<FILE>" },
         { "sendmail", "-t -i -f -F -v --server --config=/etc/nativerelay/nativerelay.json --spool <RECIPIENT>" },
         { "passwd", "<USER> --file --iterations=600000 --delete" },
@@ -36,6 +36,9 @@ public sealed class CliHelpTests(ITestOutputHelper log)
         { "queue hold", "<ID> --domain --json --spool --config" },
         { "queue release", "<ID> --domain --json --spool --config" },
         { "queue stats", "--json --spool --config" },
+        { "traffic", "--json --spool=./var/spool --config status resume" },
+        { "traffic status", "--json --spool --config" },
+        { "traffic resume", "--site --source=every --json --spool --config" },
         { "dkim", "keygen verify" },
         { "dkim keygen", "--domain --selector --algorithm=rsa --bits=2048 --out" },
         { "dkim verify", "<FILE> --dns --config" },
@@ -93,7 +96,7 @@ public sealed class CliHelpTests(ITestOutputHelper log)
             var result = await CliRun.RunAsync([help], [], dir.Path, log);
 
             Assert.True(result.ExitCode == 0, result.ToString());
-            foreach (var verb in new[] { "serve", "check-config", "sendmail", "passwd", "blast", "sink", "bench", "queue", "dkim" })
+            foreach (var verb in new[] { "serve", "check-config", "sendmail", "passwd", "blast", "sink", "bench", "queue", "traffic", "dkim" })
                 Assert.Matches($@"(?m)^\s+{verb}\b", result.Stdout);
             Assert.Contains("--version", result.Stdout);
             Assert.Contains("nativerelay VERB --help", result.Stdout);

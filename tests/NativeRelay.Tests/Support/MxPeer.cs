@@ -22,6 +22,9 @@ public sealed record PeerMessage(
     /// <summary>When the peer accepted it (UTC).</summary>
     public DateTime ReceivedAt { get; init; } = DateTime.UtcNow;
 
+    /// <summary>The EHLO (or HELO) name the client gave on its connection.</summary>
+    public string Helo { get; init; } = "";
+
     public string DataText => Encoding.UTF8.GetString(Data);
 
     public string? Header(string name) => MessageText.Header(Encoding.Latin1.GetString(Data), name);
@@ -371,6 +374,7 @@ public sealed class MxPeer : IAsyncDisposable
             usedBdat = false;
         }
 
+        string helo = "";
         while (true)
         {
             var line = await reader.ReadLineAsync(ct).ConfigureAwait(false);
@@ -384,6 +388,7 @@ public sealed class MxPeer : IAsyncDisposable
                 case "EHLO":
                 {
                     Interlocked.Increment(ref _ehlos);
+                    helo = arg;
                     if (EhloRefused)
                     {
                         await Reply("502 5.5.2 Error: command not recognized").ConfigureAwait(false);
@@ -565,7 +570,7 @@ public sealed class MxPeer : IAsyncDisposable
                 await Task.Delay(DataDelay, ct).ConfigureAwait(false);
             PeerMessage message;
             lock (_lock)
-                message = new PeerMessage(_messages.Count + 1, number, mailFrom!, mailParams, recipients.ToArray(), rcptParams.ToArray(), data, tls, viaBdat);
+                message = new PeerMessage(_messages.Count + 1, number, mailFrom!, mailParams, recipients.ToArray(), rcptParams.ToArray(), data, tls, viaBdat) { Helo = helo };
             string reply = DataReply?.Invoke(message) ?? "250 2.0.0 Ok: queued";
             if (reply.StartsWith('2'))
             {

@@ -265,12 +265,14 @@ public class PropertyTests
         from notify in Gen.Byte[0, 15].Array[recipients.Length]
         from withOrcpt in Gen.Bool
         from orcpt in OptionalBytes.Array[recipients.Length]
+        from pool in OptionalText
         select new Envelope
         {
             Sender = sender, Recipients = recipients, ClientAddress = client, HeloName = helo,
             ArrivalUnixMs = arrival, Flags = (EnvelopeFlags)flags, EnvelopeId = envId, AuthenticatedUser = user,
             Notify = withNotify ? notify.Select(b => (DsnNotify)b).ToArray() : null,
             OriginalRecipients = withOrcpt ? orcpt : null,
+            Pool = pool,
         };
 
     [Fact]
@@ -306,6 +308,7 @@ public class PropertyTests
                 Assert.Equal(envelope.AuthenticatedUser, e.AuthenticatedUser);
                 Assert.Equal(envelope.Notify, e.Notify);
                 Assert.Equal(envelope.OriginalRecipients, e.OriginalRecipients);
+                Assert.Equal(envelope.Pool, e.Pool);
 
                 // Every strict prefix of the record is refused, never misread or thrown on.
                 for (int cut = 0; cut < record.Length; cut += 1 + record.Length / 16)
