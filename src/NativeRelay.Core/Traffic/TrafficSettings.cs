@@ -74,14 +74,7 @@ public sealed class TrafficSettings
         if (!string.IsNullOrWhiteSpace(t.Shaping))
         {
             shapingPath = Path.GetFullPath(t.Shaping);
-            try
-            {
-                shapingText = File.ReadAllText(shapingPath);
-            }
-            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-            {
-                throw new ConfigException($"traffic.shaping: cannot read {shapingPath}: {e.Message}");
-            }
+            shapingText = ReadBounded(shapingPath);
         }
         return Build(t, shapingPath is null ? null : (shapingPath, shapingText!));
     }
@@ -171,6 +164,27 @@ public sealed class TrafficSettings
         string fingerprint = JsonSerializer.Serialize(t, RelayOptionsJsonContext.Default.TrafficOptions) + "\n" + (shapingFile?.Text ?? "");
         bool configured = sources.Count > 0 || pools.Count > 0 || poolRules.Count > 0 || shapingFile is not null;
         return new TrafficSettings(sources, systemDefault, pools, defaultPool, poolRules, shaping, fingerprint, configured);
+    }
+
+    /// <summary>The shaping file's text, at most 4 MiB (a device such as /dev/zero is refused, not read forever).</summary>
+    private static string ReadBounded(string path)
+    {
+        const int Max = 4 * 1024 * 1024;
+        try
+        {
+            using var file = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite, 1, FileOptions.None);
+            var buffer = new byte[Max + 1];
+            int used = 0, n;
+            while (used < buffer.Length && (n = file.Read(buffer, used, buffer.Length - used)) > 0)
+                used += n;
+            if (used > Max)
+                throw new ConfigException($"traffic.shaping: {path} is larger than 4 MiB");
+            return System.Text.Encoding.UTF8.GetString(buffer, 0, used);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new ConfigException($"traffic.shaping: cannot read {path}: {e.Message}");
+        }
     }
 
     private static bool IsName(string name) =>

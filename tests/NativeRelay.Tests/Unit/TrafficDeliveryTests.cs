@@ -38,6 +38,7 @@ public sealed class TrafficDeliveryTests
 
         await world.QueueAsync(DeliveryWorld.Envelope(Sender, ["one@dest.test"]), MessageText.Simple("one@test"));
         await peer.WaitUntilAsync(() => peer.DataAttemptCount == 1, Waits.Delivery, "the refused transaction");
+        await world.WaitUntilAsync(() => world.Scheduler.Traffic.Status().Actions.Count == 1, "the bounce action in force");
         // The rule acts on (default source, site mx.dest.test): what comes next fails at once.
         for (int i = 0; i < 3; i++)
             await world.QueueAsync(DeliveryWorld.Envelope(Sender, [$"more{i}@dest.test"]), MessageText.Simple($"more{i}@test"));
@@ -60,7 +61,7 @@ public sealed class TrafficDeliveryTests
 
         await world.QueueAsync(DeliveryWorld.Envelope(Sender, ["first@dest.test"]), MessageText.Simple("first@test"));
         await peer.WaitUntilAsync(() => refused == 1, Waits.Delivery, "the refusal");
-        await Task.Delay(200);
+        await world.WaitUntilAsync(() => world.Scheduler.Traffic.Status().Actions.Count == 1, "the throttle in force");
         int before = peer.MaxConcurrentConnections;
         for (int i = 0; i < 30; i++)
             await world.QueueAsync(DeliveryWorld.Envelope(Sender, [$"r{i}@dest.test"]), MessageText.Simple($"r{i}@test"));
