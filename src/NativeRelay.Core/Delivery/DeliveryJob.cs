@@ -7,9 +7,12 @@ namespace NativeRelay.Delivery;
 /// loop that owns the destination. A message whose recipients resolve to several destinations is
 /// split into one job per destination; they run independently and report back to the message.
 /// <see cref="Path"/> is the egress path (source, site) traffic control gave the job (null for
-/// local delivery); its hash picks the loop.
+/// local delivery); its hash picks the loop. <see cref="Tried"/> has a bit per source (index
+/// modulo 64) the job already left from in this round, so moving it to another source of its
+/// pool ends when the pool has none left.
 /// </summary>
-internal readonly record struct DeliveryJob(QueuedMessage Message, Route Route, int[] Recipients, NativeRelay.Traffic.EgressPath? Path = null);
+internal readonly record struct DeliveryJob(QueuedMessage Message, Route Route, int[] Recipients, NativeRelay.Traffic.EgressPath? Path = null,
+    ulong Tried = 0);
 
 /// <summary>
 /// How one attempt reached its next hop, for the delivery log and the DSN: the host and address,

@@ -588,21 +588,27 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
         ReferenceEquals(a, b) || (a.Key == b.Key && (a.Kind == RouteKind.Local || _traffic.SameSite(a, b)));
 
     /// <summary>
-    /// A job whose path is suspended: to another source of its pool whose path to the site takes
-    /// mail (the weights hold among the others), else deferred with <paramref name="reply"/>.
+    /// A job its path cannot take now (suspended, or no session could be had from its source): to
+    /// another source of its pool that it has not left from in this round and whose path to the
+    /// site takes mail (the weights hold among the others), else it ends with <paramref name="reply"/>
+    /// (deferred).
     /// </summary>
-    internal async Task MoveOrDeferAsync(DeliveryJob job, SmtpReply reply, AttemptInfo info)
+    internal async Task MoveOrDeferAsync(DeliveryJob job, SmtpReply reply, AttemptInfo info, bool countDeferred = true)
     {
-        if (job.Path is { } from && job.Message.TryGetEnvelope(out var envelope)
-            && _traffic.MoveFrom(from, job.Route, envelope.Pool) is { } path)
+        if (job.Path is { } from && job.Message.TryGetEnvelope(out var envelope))
         {
-            Telemetry.RelayMetrics.TrafficJobs.Add(Telemetry.RelayMetrics.JobsMoved, 1);
-            if (_log.IsEnabled(Telemetry.LogLevel.Debug))
-                _log.Debug($"{job.Message.IdText}: moved from source {from.Source.Name} to {path.Source.Name} for site {path.Site.Name} ({reply})");
-            await _loops[path.Hash % (uint)_loops.Length].EnqueueAsync(job with { Path = path });
-            return;
+            ulong tried = job.Tried | NativeRelay.Traffic.TrafficController.Bit(from.Source);
+            if (_traffic.MoveFrom(from, job.Route, envelope.Pool, tried) is { } path)
+            {
+                Telemetry.RelayMetrics.TrafficJobs.Add(Telemetry.RelayMetrics.JobsMoved, 1);
+                if (_log.IsEnabled(Telemetry.LogLevel.Debug))
+                    _log.Debug($"{job.Message.IdText}: moved from source {from.Source.Name} to {path.Source.Name} for site {path.Site.Name} ({reply})");
+                await _loops[path.Hash % (uint)_loops.Length].EnqueueAsync(job with { Path = path, Tried = tried });
+                return;
+            }
         }
-        Telemetry.RelayMetrics.TrafficJobs.Add(Telemetry.RelayMetrics.JobsDeferred, 1);
+        if (countDeferred)
+            Telemetry.RelayMetrics.TrafficJobs.Add(Telemetry.RelayMetrics.JobsDeferred, 1);
         var results = new SmtpReply[job.Recipients.Length];
         Array.Fill(results, reply);
         await CompleteJobAsync(job, results, info);

@@ -657,9 +657,16 @@ internal sealed class Destination : IShapedLane
             : e.Reply;
         Array.Fill(results, reply);
         bool remote = e.Stage is SmtpFailureStage.Greeting or SmtpFailureStage.Hello;
-        await _loop.Context.Scheduler.CompleteJobAsync(job, results,
-            new AttemptInfo(_lastTriedHost ?? _route.Key, _lastTriedIp ?? "", null, false, remote, _lastTlsPolicy, TlsFailure: e.TlsFailure,
-                Source: _shaper.Source.Name, Site: _shaper.Site.Name));
+        var info = new AttemptInfo(_lastTriedHost ?? _route.Key, _lastTriedIp ?? "", null, false, remote, _lastTlsPolicy, TlsFailure: e.TlsFailure,
+            Source: _shaper.Source.Name, Site: _shaper.Site.Name);
+        // Refused, or unreachable, from this source (its address may be the one blocked): another
+        // source of the pool may get a session. A TLS failure is the site's, not the source's.
+        if (e.Stage != SmtpFailureStage.Tls)
+        {
+            await _loop.Context.Scheduler.MoveOrDeferAsync(job, reply, info, countDeferred: false);
+            return;
+        }
+        await _loop.Context.Scheduler.CompleteJobAsync(job, results, info);
     }
 
     /// <summary>The destination is unreachable now: defer everything waiting for it.</summary>

@@ -19,8 +19,8 @@ internal interface ITrafficControl
     /// <summary>The path of a job to this route for a message of this pool (null: the default pool).</summary>
     EgressPath Assign(Route route, string? pool);
 
-    /// <summary>Another source of the pool whose path to the same site takes mail now, or null.</summary>
-    EgressPath? MoveFrom(EgressPath path, Route route, string? pool);
+    /// <summary>Another source of the pool, not in <paramref name="tried"/> (bits by source index modulo 64), whose path to the same site takes mail now; or null.</summary>
+    EgressPath? MoveFrom(EgressPath path, Route route, string? pool, ulong tried);
 
     /// <summary>The shaping state of a path, made by the loop that owns it (on that loop's thread; only it uses it).</summary>
     SiteShaper CreateShaper(EgressPath path, SynchronizationContext loop);
@@ -97,12 +97,13 @@ public sealed class TrafficController : ITrafficControl, ITrafficAdmin, IDisposa
         return binding.Paths[source.Index] ??= binding.Config.Path(source, binding.Site);
     }
 
-    public EgressPath? MoveFrom(EgressPath path, Route route, string? pool)
+    public EgressPath? MoveFrom(EgressPath path, Route route, string? pool, ulong tried)
     {
         var binding = Bind(route);
         long now = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
         string site = binding.Site.Name;
-        var other = binding.Config.Settings.PoolOf(pool).NextOther(path.Source, s => !Blocked(s.Name, site, now));
+        var other = binding.Config.Settings.PoolOf(pool).NextOther(path.Source,
+            s => (tried & Bit(s)) == 0 && !Blocked(s.Name, site, now));
         if (other is null)
             return null;
         return binding.Paths[other.Index] ??= binding.Config.Path(other, binding.Site);
@@ -130,6 +131,9 @@ public sealed class TrafficController : ITrafficControl, ITrafficAdmin, IDisposa
             route.TrafficBinding = binding = new RouteBinding(config, config.Sites.SiteOf(route));
         return binding;
     }
+
+    /// <summary>A source's bit in <see cref="Delivery.DeliveryJob.Tried"/>.</summary>
+    internal static ulong Bit(Sources.EgressSource source) => 1UL << (source.Index & 63);
 
     /// <summary>Whether a suspension or bounce is in force on the path (a look; makes no slot).</summary>
     private bool Blocked(string source, string site, long now)

@@ -124,4 +124,26 @@ public sealed class TrafficDeliveryTests
         var got = await world.Peers[0].WaitForMessageAsync(m => m.Header("Message-ID") == "<later@test>", "the message after the restart");
         Assert.Equal("mta6.test", got.Helo);
     }
+
+    [Fact]
+    public async Task A_source_the_site_refuses_hands_its_mail_to_another_source_of_the_pool()
+    {
+        await using var world = await DeliveryWorld.StartAsync(o =>
+        {
+            o.Traffic.Sources["ip5"] = new SourceOptions { Address = "127.0.0.5", Ehlo = "mta5.test" };
+            o.Traffic.Sources["ip6"] = new SourceOptions { Address = "127.0.0.6", Ehlo = "mta6.test" };
+        });
+        var peer = world.Peers[0];
+        peer.GreetingFrom = client => client == "127.0.0.5" ? "554 5.7.1 Service unavailable; client host [127.0.0.5] blocked" : null;
+        var queued = new List<NativeRelay.Delivery.QueuedMessage>();
+        for (int i = 0; i < 6; i++)
+            queued.Add(await world.QueueAsync(DeliveryWorld.Envelope(Sender, [$"r{i}@dest.test"]), MessageText.Simple($"moved{i}@test")));
+        // Half were given ip5 first (equal weights); each moved to ip6 in the same round, none waits for a retry.
+        foreach (var m in queued)
+            await world.WaitUntilGoneAsync(m);
+        Assert.Equal(6, peer.Messages.Count);
+        Assert.All(peer.Messages, m => Assert.Equal("127.0.0.6", m.Client));
+        Assert.All(peer.Messages, m => Assert.Equal("mta6.test", m.Helo));
+        Assert.All(queued, m => Assert.Equal(1, m.Attempts)); // delivered by their first round
+    }
 }

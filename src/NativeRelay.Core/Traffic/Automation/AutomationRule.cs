@@ -26,8 +26,6 @@ public enum TrafficActionKind : byte
 /// </summary>
 public sealed class AutomationRule
 {
-    private static readonly TimeSpan MatchTimeout = TimeSpan.FromMilliseconds(50);
-
     public required string Name { get; init; }
     public int? Code { get; init; }
     public string? Enhanced { get; init; }
@@ -66,18 +64,8 @@ public sealed class AutomationRule
         var text = reply.Text ?? "";
         if (Enhanced is not null && !EnhancedStartsWith(text, Enhanced))
             return false;
-        if (Text is not null)
-        {
-            try
-            {
-                if (!Text.IsMatch(text))
-                    return false;
-            }
-            catch (RegexMatchTimeoutException)
-            {
-                return false;
-            }
-        }
+        if (Text is not null && !Text.IsMatch(text))
+            return false;
         return true;
     }
 
@@ -136,8 +124,10 @@ public sealed class AutomationRule
         {
             try
             {
-                // NonBacktracking: a rule's pattern runs on text from the network; linear time, never a runaway.
-                regex = new Regex(text, RegexOptions.IgnoreCase | RegexOptions.CultureInvariant | RegexOptions.NonBacktracking, MatchTimeout);
+                // NonBacktracking: a rule's pattern runs on text from the network (at most 2 KiB of a
+                // reply); linear time, never a runaway, so no timeout (a wall-clock timeout on a
+                // loaded host would make a match fail at random).
+                regex = new Regex(text, RegexOptions.IgnoreCase | RegexOptions.CultureInvariant | RegexOptions.NonBacktracking);
             }
             catch (Exception e) when (e is ArgumentException or NotSupportedException)
             {
