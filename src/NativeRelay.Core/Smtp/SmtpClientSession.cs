@@ -27,6 +27,8 @@ public sealed class SmtpClientOptions
     /// the handshake under the verify policy). Null: the certificate is not looked at.
     /// </summary>
     public NativeRelay.TlsPolicies.PeerCertificateCheck? PeerCheck { get; init; }
+    /// <summary>The local address to connect from (an egress source); null: the kernel picks.</summary>
+    public IPAddress? LocalAddress { get; init; }
 }
 
 /// <summary>Where a session failed: the caller decides from it whether to try the next host or address.</summary>
@@ -120,7 +122,8 @@ public sealed class SmtpClientSession : IAsyncDisposable
             connectCancel.CancelAfter(options.ConnectTimeout);
             try
             {
-                connection = await SocketConnection.ConnectAsync(remote, null, connectCancel.Token).ConfigureAwait(false);
+                var local = options.LocalAddress is { } bind ? new IPEndPoint(bind, 0) : null;
+                connection = await SocketConnection.ConnectAsync(remote, local, connectCancel.Token).ConfigureAwait(false);
             }
             catch (OperationCanceledException) when (!cancel.IsCancellationRequested)
             {
@@ -128,7 +131,8 @@ public sealed class SmtpClientSession : IAsyncDisposable
             }
             catch (System.Net.Sockets.SocketException e)
             {
-                throw new SmtpSessionException(SmtpReply.Local(421, $"4.4.1 connect to {remote} failed: {e.SocketErrorCode}"), SmtpFailureStage.Connect);
+                throw new SmtpSessionException(SmtpReply.Local(421, $"4.4.1 connect to {remote}"
+                    + (options.LocalAddress is { } from ? $" from {from}" : "") + $" failed: {e.SocketErrorCode}"), SmtpFailureStage.Connect);
             }
         }
 
@@ -288,10 +292,11 @@ public sealed class SmtpClientSession : IAsyncDisposable
     /// limit was reached (send it in another transaction). A failure of the connection itself
     /// throws; the caller treats it as transient for every recipient.
     /// </summary>
+    /// <param name="maxRecipients">At most this many RCPTs in the transaction (shaping); 0: the peer's limit only.</param>
     /// <returns>True when the peer offered DSN, so NOTIFY/RET/ENVID/ORCPT went with the message.</returns>
-    public ValueTask<bool> SendAsync(Envelope envelope, MessageBuffer body, IReadOnlyList<int> recipients, SmtpReply[] results) =>
+    public ValueTask<bool> SendAsync(Envelope envelope, MessageBuffer body, IReadOnlyList<int> recipients, SmtpReply[] results, int maxRecipients = 0) =>
         SendCoreAsync(envelope.Sender, envelope.Flags, envelope.EnvelopeId, envelope.Recipients, envelope.Notify,
-            envelope.OriginalRecipients, recipients, body, results);
+            envelope.OriginalRecipients, recipients, body, results, maxRecipients);
 
     /// <summary>
     /// One transaction for a plain sender and recipient list (benchmarks, tools): one reply per
@@ -313,11 +318,13 @@ public sealed class SmtpClientSession : IAsyncDisposable
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     private async ValueTask<bool> SendCoreAsync(ReadOnlyMemory<byte> sender, EnvelopeFlags flags, byte[]? envelopeId,
         IReadOnlyList<byte[]> addresses, DsnNotify[]? notify, byte[]?[]? orcpts, IReadOnlyList<int>? recipients,
-        MessageBuffer body, SmtpReply[] results)
+        MessageBuffer body, SmtpReply[] results, int maxRecipients = 0)
     {
         int limit = recipients?.Count ?? addresses.Count;
         if (RecipientLimit > 0 && limit > RecipientLimit)
             limit = RecipientLimit;
+        if (maxRecipients > 0 && limit > maxRecipients)
+            limit = maxRecipients;
         for (int k = 0; k < results.Length; k++)
             results[k] = default;
         bool pipelining = (Capabilities & SmtpCapabilities.Pipelining) != 0;
@@ -334,7 +341,7 @@ public sealed class SmtpClientSession : IAsyncDisposable
             if (!mail.IsPositive)
             {
                 Fill(results, limit, mail);
-                await ResetAsync().ConfigureAwait(false);
+                await ResetAfterRefusalAsync().ConfigureAwait(false);
                 return dsn;
             }
         }
@@ -388,14 +395,14 @@ public sealed class SmtpClientSession : IAsyncDisposable
             if (!chunking && (await ReadReplyAsync().ConfigureAwait(false)).Code == 354)
                 return dsn; // a broken server: the connection stays marked broken
             Fill(results, limit, mail);
-            await ResetAsync().ConfigureAwait(false);
+            await ResetAfterRefusalAsync().ConfigureAwait(false);
             return dsn;
         }
         if (accepted == 0)
         {
             if (pipelining && !chunking && (await ReadReplyAsync().ConfigureAwait(false)).Code == 354)
                 return dsn; // should not happen; the connection stays marked broken
-            await ResetAsync().ConfigureAwait(false);
+            await ResetAfterRefusalAsync().ConfigureAwait(false);
             return dsn;
         }
 
@@ -425,7 +432,7 @@ public sealed class SmtpClientSession : IAsyncDisposable
             if (dataReply.Code != 354)
             {
                 Replace(results, limit, dataReply);
-                await ResetAsync().ConfigureAwait(false);
+                await ResetAfterRefusalAsync().ConfigureAwait(false);
                 return dsn;
             }
             var state = DotStuffer.NewState();
@@ -443,7 +450,7 @@ public sealed class SmtpClientSession : IAsyncDisposable
         _broken = false;
         TransactionsDone++;
         if (!final.IsPositive)
-            await ResetAsync().ConfigureAwait(false);
+            await ResetAfterRefusalAsync().ConfigureAwait(false);
         return dsn;
     }
 
@@ -469,6 +476,23 @@ public sealed class SmtpClientSession : IAsyncDisposable
         for (int k = 0; k < count; k++)
             if (results[k].IsPositive)
                 results[k] = reply;
+    }
+
+    /// <summary>
+    /// RSET after a refused transaction. A server that refused with 421 closes the connection
+    /// (RFC 5321 3.8): the refusal is the transaction's answer, so a failed RSET only marks the
+    /// connection unusable instead of replacing the server's reply with "connection lost".
+    /// </summary>
+    private async ValueTask ResetAfterRefusalAsync()
+    {
+        try
+        {
+            await ResetAsync().ConfigureAwait(false);
+        }
+        catch (SmtpSessionException)
+        {
+            _broken = true;
+        }
     }
 
     /// <summary>RSET: clears a half-done transaction so the connection can be reused.</summary>
