@@ -476,8 +476,8 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
         if (Suppression is not { } list || !settings.AddsAutomatically(cls))
             return;
         var address = message.Envelope.Recipients[i];
-        var scope = settings.AutoAddScopeFor(null); // the message's pool, once messages carry one
-        if (list.IsSuppressed(address, scope.Name, default))
+        var scope = settings.AutoAddScopeFor(message.Envelope.Pool);
+        if (list.IsSuppressed(address, message.Envelope.Pool, default))
             return;
         try
         {
@@ -816,7 +816,7 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
         {
             var cls = Classify(reply, info);
             bounceClass = cls.Name();
-            Telemetry.RelayMetrics.BounceClasses.Increment(BounceSite.Of(info?.Host, message.Envelope.Recipients[i]), (int)cls, reply.IsPermanent);
+            Telemetry.RelayMetrics.BounceClasses.Increment(info?.Site ?? BounceSite.Of(info?.Host, message.Envelope.Recipients[i]), (int)cls, reply.IsPermanent);
             if (reply.IsPermanent)
                 AutoSuppress(message, i, cls, reply);
         }

@@ -142,6 +142,8 @@ public sealed class RelayHost : IAsyncDisposable
         _scheduler.Events = _events;
         // Unsubscribes on the HTTP side become events too (unless a host embedding the relay
         // asked for its own hook).
+        if (_api is not null)
+            _api.PoolExists = name => Settings.Traffic.Pools.Count == 0 || name == "default" || Settings.Traffic.Pools.ContainsKey(name);
         if (_api is not null && ReferenceEquals(ApiEvents, NativeRelay.Api.IApiEvents.None) && _events.IsEnabled)
             _api.Events = new NativeRelay.Api.JournalApiEvents(_events);
         if (!_settings.LocalDelivery.IsEmpty)
