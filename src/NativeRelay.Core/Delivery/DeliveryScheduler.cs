@@ -463,7 +463,7 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
         if (Suppression is not { } list || !Volatile.Read(ref _settings).Suppression.BounceQueued)
             return false;
         var envelope = message.Envelope;
-        if (!list.IsSuppressed(envelope.Recipients[i], null, DomainOf(envelope.Sender)))
+        if (!list.IsSuppressed(envelope.Recipients[i], envelope.Pool, DomainOf(envelope.Sender)))
             return false;
         Telemetry.RelayMetrics.RecipientsSuppressed.Increment();
         return true;

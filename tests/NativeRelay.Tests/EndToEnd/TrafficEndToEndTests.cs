@@ -156,11 +156,11 @@ public sealed class TrafficEndToEndTests(ITestOutputHelper log)
     [Fact]
     public async Task A_sites_rate_is_held_within_ten_percent_while_there_is_a_backlog()
     {
-        // 20 messages a second with 700 queued (35 s of backlog); the rate is read from the sink's
-        // arrival times over a window (30 s by default; NATIVERELAY_RATE_WINDOW_SECONDS=60 for a
-        // minute) and over each 10 s of it.
+        // 20 messages a second with 1,300 queued (65 s of backlog); the rate is read from the sink's
+        // arrival times over a minute, as the issue asks (NATIVERELAY_RATE_WINDOW_SECONDS=30 for a
+        // quicker look), and over each 10 s of it.
         const double N = 20;
-        int window = int.TryParse(Environment.GetEnvironmentVariable("NATIVERELAY_RATE_WINDOW_SECONDS"), out int w) ? w : 30;
+        int window = int.TryParse(Environment.GetEnvironmentVariable("NATIVERELAY_RATE_WINDOW_SECONDS"), out int w) ? w : 60;
         int backlog = (int)(N * (window + 5));
         await using var sinks = SinkSet.Start("127.0.0.16");
         await using var dns = new TestDnsServer();

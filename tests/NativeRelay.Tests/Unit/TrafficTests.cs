@@ -522,10 +522,11 @@ public sealed class TrafficTests
             Assert.Equal(pool, head.Envelope.Pool);
             // The extension's flag byte: after the common header, arrival (8), flags (4), length (8),
             // client (2+9), helo (2+1), sender (2+8), recipient count (4) and the recipient (2+8),
-            // ENVID (2+0) and auth user (2+0). Bit 2 says a pool follows; a head written before pools
-            // existed never has it, and reads as no pool.
+            // ENVID (2+0) and auth user (2+0). Bit 3 says a pool follows (bit 2 is the HTTP
+            // injection's part); a head written before pools existed never has it, and reads as no pool.
             int flagAt = RecordFormat.CommonHeaderSize + 8 + 4 + 8 + (2 + 9) + (2 + 1) + (2 + 8) + 4 + (2 + 8) + 2 + 2;
-            Assert.Equal(pool is null ? 0 : 4, record[flagAt] & 4);
+            Assert.Equal(pool is null ? 0 : 8, record[flagAt] & 8);
+            Assert.Equal(0, record[flagAt] & 4);
             if (pool is null)
                 Assert.Equal(flagAt + 1 + 4 + 4 + body.ContentLength, record.Length); // no pool bytes: chunk count, inline length, bytes
             body.Release();
