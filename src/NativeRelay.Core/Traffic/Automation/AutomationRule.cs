@@ -41,20 +41,7 @@ public sealed class AutomationRule
     public ShapingLimits Limits { get; init; } = ShapingLimits.None;
 
     /// <summary>Whether this rule covers the path (its site and source scope).</summary>
-    public bool Covers(EgressPath path)
-    {
-        if (Source is not null && !string.Equals(Source, path.Source.Name, StringComparison.Ordinal))
-            return false;
-        var site = path.Site;
-        if (Domain is not null && !string.Equals(Domain, site.Domain, StringComparison.OrdinalIgnoreCase))
-            return false;
-        if (Site is not null && !string.Equals(Site, site.Name, StringComparison.OrdinalIgnoreCase)
-            && !string.Equals(Site, site.Label, StringComparison.OrdinalIgnoreCase))
-            return false;
-        if (MxSuffix is not null && !new SiteLabel("", [MxSuffix]).MatchesAll(site.Hosts))
-            return false;
-        return true;
-    }
+    public bool Covers(EgressPath path) => new SiteScope(Domain, Site, MxSuffix, Source).Covers(path.Site, path.Source);
 
     /// <summary>Whether the reply matches (code, enhanced code, text).</summary>
     public bool Matches(in SmtpReply reply)

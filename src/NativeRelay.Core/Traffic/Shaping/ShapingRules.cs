@@ -41,19 +41,7 @@ public sealed class ShapingRules
 
     internal sealed record Rule(string? Domain, string? Site, string? MxSuffix, string? Source, ShapingLimits Limits, int Specificity, int Order)
     {
-        public bool Matches(Site site, EgressSource source)
-        {
-            if (Source is not null && !string.Equals(Source, source.Name, StringComparison.Ordinal))
-                return false;
-            if (Domain is not null && !string.Equals(Domain, site.Domain, StringComparison.Ordinal))
-                return false;
-            if (Site is not null && !string.Equals(Site, site.Name, StringComparison.OrdinalIgnoreCase)
-                && !string.Equals(Site, site.Label, StringComparison.OrdinalIgnoreCase))
-                return false;
-            if (MxSuffix is not null && !new SiteLabel("", [MxSuffix]).MatchesAll(site.Hosts))
-                return false;
-            return true;
-        }
+        public bool Matches(Site site, EgressSource source) => new SiteScope(Domain, Site, MxSuffix, Source).Covers(site, source);
 
         public string Describe()
         {
