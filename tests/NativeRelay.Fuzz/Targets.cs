@@ -50,6 +50,7 @@ public static class Targets
         ["tls-rpt"] = TlsRpt,
         ["bounce-rules"] = BounceRules,
         ["suppression-journal"] = SuppressionJournalTarget,
+        ["shaping"] = Shaping,
     };
 
     /// <summary>Splits input into a sequence of segments at lengths drawn from a seed byte, so line and reply readers meet every split.</summary>
@@ -373,6 +374,32 @@ public static class Targets
         }
         catch (ConfigException)
         {
+        }
+    }
+
+    /// <summary>
+    /// The shaping rules file (traffic control), then its automation rules against replies taken
+    /// from the input's lines (the text of a remote server's reply is what they run on).
+    /// ConfigException is the documented failure of the file.
+    /// </summary>
+    public static void Shaping(byte[] data)
+    {
+        string text = Encoding.UTF8.GetString(data);
+        NativeRelay.Traffic.Shaping.ShapingRules rules;
+        try
+        {
+            var file = NativeRelay.Traffic.Shaping.ShapingFile.Parse(text, "fuzz-shaping.json");
+            rules = NativeRelay.Traffic.Shaping.ShapingRules.Validate(file, "fuzz-shaping.json", new HashSet<string> { "default", "ip2" });
+        }
+        catch (ConfigException)
+        {
+            rules = NativeRelay.Traffic.Shaping.ShapingRules.Empty;
+        }
+        foreach (var line in text.Split('\n'))
+        {
+            var reply = new SmtpReply(line.Length >= 3 && int.TryParse(line.AsSpan(0, 3), out int code) ? code : 421, line.Length > 4 ? line[4..] : line);
+            foreach (var rule in rules.Automation)
+                rule.Matches(reply);
         }
     }
 

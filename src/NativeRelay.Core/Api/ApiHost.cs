@@ -48,6 +48,13 @@ public sealed class ApiHost : IAsyncDisposable
     public Log Log { get; }
     public IApiEvents Events { get; set; } = IApiEvents.None;
 
+    /// <summary>
+    /// Whether a request's <c>pool</c> names an egress pool of the configuration in force (traffic
+    /// control); null, or no pools configured: any well-formed name is taken (it still selects the
+    /// unsubscribe headers and goes into the events).
+    /// </summary>
+    public Func<string, bool>? PoolExists { get; set; }
+
     internal SpoolIntake Intake => _attached!.Intake;
     internal QueueIdGenerator Ids => _attached!.Ids;
     internal Func<IMessageSigner?> Signer => _attached!.Signer;

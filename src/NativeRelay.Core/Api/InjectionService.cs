@@ -151,6 +151,8 @@ public sealed class InjectionService
             return Fail(out failure, 422, "pool: letters, digits, '-', '_' and '.', at most 64", "$.pool");
         if (!token.MayUsePool(pool))
             return Fail(out failure, 403, $"token '{token.Name}' may not use pool '{pool}'", "$.pool");
+        if (_host.PoolExists is { } exists && !exists(pool))
+            return Fail(out failure, 422, $"pool '{pool}' is not configured (traffic.pools)", "$.pool");
 
         if (r.Recipients is null || r.Recipients.Count == 0)
             return Fail(out failure, 422, "recipients is required and may not be empty", "$.recipients");
@@ -380,6 +382,8 @@ public sealed class InjectionService
                     Flags = IsAscii(mime) ? EnvelopeFlags.None : EnvelopeFlags.EightBitMime,
                     NotBeforeUnixMs = c.NotBeforeUnixMs,
                     Metadata = c.Metadata,
+                    // The egress pool traffic control sends it from (the default pool is stored as none).
+                    Pool = c.Pool == "default" ? null : c.Pool,
                 };
                 try
                 {

@@ -59,6 +59,9 @@ public sealed class RelayOptions
     /// <summary>Next-hop selection: DNS servers, remote port, static routes, address literals (see RoutingOptions.cs).</summary>
     public RoutingOptions Routing { get; set; } = new();
 
+    /// <summary>Egress sources and pools, pool rules, and the shaping rules file (see TrafficOptions.cs); empty: the system's default address, no shaping beyond delivery and routes.</summary>
+    public TrafficOptions Traffic { get; set; } = new();
+
     /// <summary>Delivery status notifications: how much of the message a bounce returns, delay warnings.</summary>
     public BounceOptions Bounces { get; set; } = new();
 

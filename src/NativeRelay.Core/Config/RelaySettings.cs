@@ -47,6 +47,8 @@ public sealed record RelaySettings
 
     /// <summary>The event journal and its webhooks (off: no webhook).</summary>
     public NativeRelay.Events.EventsSettings Events { get; init; } = NativeRelay.Events.EventsSettings.Off;
+    /// <summary>Egress sources, pools, pool rules and shaping rules (the traffic section and its shaping file).</summary>
+    public NativeRelay.Traffic.TrafficSettings Traffic { get; init; } = NativeRelay.Traffic.TrafficSettings.Default;
     /// <summary>The options this was validated from (file and flags merged); null when built by hand. SIGHUP compares them.</summary>
     public RelayOptions? Options { get; init; }
 
@@ -189,6 +191,7 @@ public sealed record RelaySettings
             Events = NativeRelay.Events.EventsSettings.Validate(o.Events),
             BounceClasses = NativeRelay.Traffic.Bounces.BounceClassifier.Create(o.Bounces.ClassRules),
             Suppression = NativeRelay.Traffic.Suppression.SuppressionSettings.Validate(o.Suppression),
+            Traffic = NativeRelay.Traffic.TrafficSettings.Validate(o),
             Options = o,
         };
     }

@@ -32,6 +32,8 @@ public static class ControlProtocol
         public const string SuppressList = "suppress-list";
         /// <summary>After the request line the relay answers <c>ready</c>; the client then sends the addresses, one a line, and closes its side.</summary>
         public const string SuppressImport = "suppress-import";
+        public const string TrafficStatus = "traffic-status";
+        public const string TrafficResume = "traffic-resume";
     }
 }
 
@@ -50,6 +52,10 @@ public sealed class ControlRequest
     public string? Scope { get; set; }
     /// <summary>suppress-add/import: why (shown by list).</summary>
     public string? Reason { get; set; }
+    /// <summary>traffic-resume: the site whose actions are lifted.</summary>
+    public string? Site { get; set; }
+    /// <summary>traffic-resume: only the actions on this source's path to the site.</summary>
+    public string? Source { get; set; }
 }
 
 /// <summary>One suppression list entry as the relay reports it.</summary>
@@ -59,6 +65,37 @@ public sealed class ControlSuppression
     public string Scope { get; set; } = "global";
     public long AddedUnixMs { get; set; }
     public string? Reason { get; set; }
+}
+
+/// <summary>traffic status: the automation's actions in force, the busy (source, site) paths, the sources and pools.</summary>
+public sealed class ControlTraffic
+{
+    public List<ControlTrafficAction> Actions { get; set; } = [];
+    public List<ControlTrafficPath> Paths { get; set; } = [];
+    public List<string> Sources { get; set; } = [];
+    public List<string> Pools { get; set; } = [];
+}
+
+public sealed class ControlTrafficAction
+{
+    public string Source { get; set; } = "";
+    public string Site { get; set; } = "";
+    public string Rule { get; set; } = "";
+    public string Action { get; set; } = "";
+    public long StartedUnixMs { get; set; }
+    public long UntilUnixMs { get; set; }
+    public string Reply { get; set; } = "";
+    /// <summary>A throttle's lowered limits.</summary>
+    public string? Limits { get; set; }
+}
+
+public sealed class ControlTrafficPath
+{
+    public string Source { get; set; } = "";
+    public string Site { get; set; } = "";
+    public int Connections { get; set; }
+    public int Queued { get; set; }
+    public string Limits { get; set; } = "";
 }
 
 /// <summary>One queued message as the relay reports it.</summary>
@@ -113,6 +150,7 @@ public sealed class ControlResponse
     public int? Unchanged { get; set; }
     /// <summary>suppress-import: the first lines that were not addresses.</summary>
     public List<string>? Problems { get; set; }
+    public ControlTraffic? Traffic { get; set; }
 }
 
 [JsonSourceGenerationOptions(

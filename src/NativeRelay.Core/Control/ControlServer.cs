@@ -20,6 +20,7 @@ public sealed class ControlServer : IAsyncDisposable
     private readonly Socket _socket;
     private readonly string _path;
     private readonly IQueueAdmin? _admin;
+    private readonly NativeRelay.Traffic.ITrafficAdmin? _traffic;
     private readonly SpoolLog _spool;
     private readonly Log _log;
     private readonly int _user = UnixPeer.EffectiveUserId;
@@ -27,12 +28,14 @@ public sealed class ControlServer : IAsyncDisposable
     private readonly Task _accepting;
     private readonly NativeRelay.Traffic.Suppression.SuppressionList? _suppression;
 
-    private ControlServer(Socket socket, string path, IQueueAdmin? admin, SpoolLog spool, Log log, NativeRelay.Traffic.Suppression.SuppressionList? suppression)
+    private ControlServer(Socket socket, string path, IQueueAdmin? admin, SpoolLog spool, Log log,
+        NativeRelay.Traffic.Suppression.SuppressionList? suppression, NativeRelay.Traffic.ITrafficAdmin? traffic)
     {
         _suppression = suppression;
         _socket = socket;
         _path = path;
         _admin = admin;
+        _traffic = traffic;
         _spool = spool;
         _log = log;
         _accepting = AcceptLoopAsync();
@@ -41,7 +44,8 @@ public sealed class ControlServer : IAsyncDisposable
     public string Path => _path;
 
     /// <summary>Opens the socket, or logs why not and returns null (the relay runs on without queue commands).</summary>
-    public static ControlServer? Start(SpoolLog spool, IQueueAdmin? admin, Log log, NativeRelay.Traffic.Suppression.SuppressionList? suppression = null)
+    public static ControlServer? Start(SpoolLog spool, IQueueAdmin? admin, Log log,
+        NativeRelay.Traffic.Suppression.SuppressionList? suppression = null, NativeRelay.Traffic.ITrafficAdmin? traffic = null)
     {
         if (OperatingSystem.IsWindows())
             return null;
@@ -75,7 +79,7 @@ public sealed class ControlServer : IAsyncDisposable
         }
         if (admin is null)
             log.Warn("control socket open, but this build's delivery side offers no queue administration yet");
-        return new ControlServer(socket, path, admin, spool, log, suppression);
+        return new ControlServer(socket, path, admin, spool, log, suppression, traffic);
     }
 
     private async Task AcceptLoopAsync()
@@ -152,6 +156,11 @@ public sealed class ControlServer : IAsyncDisposable
                 _log.Warn($"control socket: {request.Command} failed: {ExceptionText.Of(e)}");
                 await WriteAsync(stream, new ControlResponse { Done = true, Error = $"the suppression list could not be changed: {e.Message}" });
             }
+            return;
+        }
+        if (request.Command is ControlProtocol.Commands.TrafficStatus or ControlProtocol.Commands.TrafficResume)
+        {
+            await HandleTrafficAsync(request, stream);
             return;
         }
         var admin = _admin;
@@ -231,6 +240,42 @@ public sealed class ControlServer : IAsyncDisposable
             await WriteAsync(stream, new ControlResponse { Done = true, Error = e.Message });
         }
     }
+
+    /// <summary>nativerelay traffic status|resume.</summary>
+    private async Task HandleTrafficAsync(ControlRequest request, Stream stream)
+    {
+        var traffic = _traffic;
+        if (traffic is null)
+        {
+            await WriteAsync(stream, new ControlResponse { Done = true, Error = "traffic control is not available in this build" });
+            return;
+        }
+        if (request.Command == ControlProtocol.Commands.TrafficStatus)
+        {
+            await WriteAsync(stream, new ControlResponse { Done = true, Ok = true, Traffic = ToTraffic(traffic.Status()) });
+            return;
+        }
+        if (string.IsNullOrWhiteSpace(request.Site))
+        {
+            await WriteAsync(stream, new ControlResponse { Done = true, Error = "traffic resume needs a site" });
+            return;
+        }
+        int lifted = traffic.Resume(request.Site.Trim(), string.IsNullOrWhiteSpace(request.Source) ? null : request.Source.Trim());
+        _log.Info($"control socket: traffic resume site {request.Site}{(request.Source is null ? "" : $" source {request.Source}")}: {lifted} action(s) lifted");
+        await WriteAsync(stream, new ControlResponse { Done = true, Ok = true, Count = lifted, Traffic = ToTraffic(traffic.Status()) });
+    }
+
+    internal static ControlTraffic ToTraffic(NativeRelay.Traffic.TrafficStatus s) => new()
+    {
+        Actions = s.Actions.Select(a => new ControlTrafficAction
+        {
+            Source = a.Source, Site = a.Site, Rule = a.Rule, Action = a.Action, StartedUnixMs = a.StartedUnixMs,
+            UntilUnixMs = a.UntilUnixMs, Reply = a.Reply, Limits = a.Limits,
+        }).ToList(),
+        Paths = s.Paths.Select(p => new ControlTrafficPath { Source = p.Source, Site = p.Site, Connections = p.Connections, Queued = p.Queued, Limits = p.Limits }).ToList(),
+        Sources = s.Sources.ToList(),
+        Pools = s.Pools.ToList(),
+    };
 
     private static QueueSelector Required(QueueSelector selector, string command) =>
         selector.Id is null && selector.Domain is null ? throw new ArgumentException($"{command} needs a queue id or a domain") : selector;

@@ -23,5 +23,7 @@ internal sealed class DeliveryContext
     public required DeliveryLog DeliveryLog { get; init; }
     public required RetryPolicy Retry { get; set; }
     public required DeliveryScheduler Scheduler { get; init; }
+    /// <summary>Traffic control: egress paths, their shaping state, automation (its configuration is replaced inside by a reload).</summary>
+    public required NativeRelay.Traffic.ITrafficControl Traffic { get; init; }
     public required CancellationToken Stopping { get; init; }
 }

@@ -1,12 +1,17 @@
+using System.Runtime.CompilerServices;
 using System.Threading.Channels;
+using NativeRelay.Traffic;
+using NativeRelay.Traffic.Shaping;
 
 namespace NativeRelay.Delivery;
 
 /// <summary>
 /// One delivery loop: a thread of its own running a <see cref="LoopSynchronizationContext"/>.
-/// It owns the destinations hashed to it, their queues, connections and throttles; other threads
-/// reach it only through its bounded inbox. Everything here runs on the loop's thread, so none of
-/// it is locked; a destination that hangs only holds its own connections' awaits, never the thread.
+/// It owns the egress paths hashed to it (a (source, site) pair: its shaping state, a
+/// <see cref="SiteShaper"/>) and their destinations (one per next-hop set of the site), their
+/// queues, connections and throttles; other threads reach it only through its bounded inbox.
+/// Everything here runs on the loop's thread, so none of it is locked; a destination that hangs
+/// only holds its own connections' awaits, never the thread.
 /// </summary>
 internal sealed class DeliveryLoop
 {
@@ -18,7 +23,9 @@ internal sealed class DeliveryLoop
     private readonly LoopSynchronizationContext _sync = new();
     private readonly Channel<DeliveryJob> _inbox = Channel.CreateBounded<DeliveryJob>(
         new BoundedChannelOptions(InboxCapacity) { SingleReader = true, FullMode = BoundedChannelFullMode.Wait });
-    private readonly Dictionary<string, Destination> _destinations = new();
+    private readonly Dictionary<LaneKey, Destination> _destinations = new(LaneKey.Comparer);
+    // A path's state by the names of its source and site: the same after a reload (new objects, same names).
+    private readonly Dictionary<(string Source, string Site), SiteShaper> _shapers = new();
     private readonly TaskCompletionSource _stopped = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private Thread? _thread;
 
@@ -93,19 +100,50 @@ internal sealed class DeliveryLoop
             _ = _context.Scheduler.CompleteJobAsync(job, null, null);
             return;
         }
-        if (!_destinations.TryGetValue(job.Route.Key, out var destination))
+        var path = job.Path!;
+        var shaper = path.Shaper;
+        if (shaper is null || shaper.Removed)
+            path.Shaper = shaper = ShaperOf(path);
+        shaper.Adopt(path);
+        var key = new LaneKey(shaper, job.Route.Key, job.Route.KeyHash);
+        if (!_destinations.TryGetValue(key, out var destination))
         {
-            destination = new Destination(job.Route, this);
-            _destinations.Add(job.Route.Key, destination);
+            destination = new Destination(job.Route, this, shaper);
+            _destinations.Add(key, destination);
+            shaper.AddLane(destination);
         }
         destination.Enqueue(job);
     }
 
-    /// <summary>Forgets destinations that have been idle for a while (their slow-start state goes with them).</summary>
+    private SiteShaper ShaperOf(EgressPath path)
+    {
+        var names = (path.Source.Name, path.Site.Name);
+        if (!_shapers.TryGetValue(names, out var shaper))
+        {
+            shaper = _context.Traffic.CreateShaper(path, _sync);
+            _shapers.Add(names, shaper);
+        }
+        return shaper;
+    }
+
+    /// <summary>A destination: one next-hop set (route key) of one path.</summary>
+    private readonly record struct LaneKey(SiteShaper Shaper, string RouteKey, uint RouteHash)
+    {
+        public static readonly IEqualityComparer<LaneKey> Comparer = new KeyComparer();
+
+        private sealed class KeyComparer : IEqualityComparer<LaneKey>
+        {
+            public bool Equals(LaneKey a, LaneKey b) => ReferenceEquals(a.Shaper, b.Shaper) && string.Equals(a.RouteKey, b.RouteKey, StringComparison.Ordinal);
+            public int GetHashCode(LaneKey k) => RuntimeHelpers.GetHashCode(k.Shaper) * 31 + (int)k.RouteHash;
+        }
+    }
+
+    /// <summary>Forgets destinations that have been idle for a while (their slow-start state goes with them), then paths without destinations.</summary>
     private async Task SweepAsync()
     {
         var stopping = _context.Stopping;
-        List<string>? idle = null;
+        List<LaneKey>? idle = null;
+        List<(string, string)>? unused = null;
         while (!stopping.IsCancellationRequested)
         {
             try
@@ -123,8 +161,22 @@ internal sealed class DeliveryLoop
             if (idle is null)
                 continue;
             foreach (var key in idle)
+            {
+                key.Shaper.RemoveLane(_destinations[key]);
                 _destinations.Remove(key);
+            }
             idle.Clear();
+            foreach (var (names, shaper) in _shapers)
+                if (shaper.LaneCount == 0 && shaper.Connections == 0)
+                    (unused ??= new()).Add(names);
+            if (unused is null)
+                continue;
+            foreach (var names in unused)
+            {
+                _context.Traffic.Forget(_shapers[names]);
+                _shapers.Remove(names);
+            }
+            unused.Clear();
         }
         _inbox.Writer.TryComplete();
     }

@@ -38,11 +38,12 @@ public sealed partial class DeliveryScheduler
             Attempt = attempt,
             Host = info?.Host,
             Ip = string.IsNullOrEmpty(info?.Ip) ? null : info.Ip,
-            Pool = facts.Pool,
+            Pool = envelope.Pool ?? facts.Pool,
             Tags = facts.Tags,
             Metadata = facts.Metadata,
             BounceClass = bounceClass,
-            // Seams wired when they land: Source and Site from the delivery's source (traffic control).
+            Source = info?.Source,
+            Site = info?.Site,
         });
     }
 
@@ -63,7 +64,7 @@ public sealed partial class DeliveryScheduler
                 {
                     Type = RelayEventType.Expiry, QueueId = message.Id, MessageId = messageId, Recipient = envelope.Recipients[i],
                     Sender = envelope.Sender, Attempt = outcome.Attempts, Reply = last.Code == 0 ? null : last.ToString(),
-                    Pool = facts.Pool, Tags = facts.Tags, Metadata = facts.Metadata,
+                    Pool = envelope.Pool ?? facts.Pool, Tags = facts.Tags, Metadata = facts.Metadata,
                 });
             }
         }
@@ -81,7 +82,7 @@ public sealed partial class DeliveryScheduler
         _events.Publish(new RelayEvent
         {
             Type = RelayEventType.DsnSent, QueueId = message.Id, MessageId = MessageIdOf(message), Sender = envelope?.Sender,
-            DsnQueueId = dsnId, Attempt = message.Attempts, Pool = facts.Pool, Tags = facts.Tags, Metadata = facts.Metadata,
+            DsnQueueId = dsnId, Attempt = message.Attempts, Pool = envelope?.Pool ?? facts.Pool, Tags = facts.Tags, Metadata = facts.Metadata,
         });
     }
 
@@ -95,7 +96,7 @@ public sealed partial class DeliveryScheduler
         _events.Publish(new RelayEvent
         {
             Type = RelayEventType.AdminAction,
-            Pool = facts.Pool,
+            Pool = envelope?.Pool ?? facts.Pool,
             Tags = facts.Tags,
             Metadata = facts.Metadata,
             Action = action,

@@ -23,6 +23,7 @@ public sealed partial class DeliveryScheduler
         _context.TlsPolicies = TlsPolicyResolverFor(settings.Routing, router, _log);
         _context.Retry = retry;
         _context.Settings = settings;
+        _traffic.Reconfigure(settings.Traffic, settings.Routing.RemotePort);
         Volatile.Write(ref _settings, settings);
         Volatile.Write(ref _activeLimit, Math.Max(1, settings.Delivery.ActiveLimit));
     }

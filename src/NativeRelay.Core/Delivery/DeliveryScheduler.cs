@@ -70,6 +70,7 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
     private Bouncer _bouncer;
     private readonly DeliveryContext _context;
     private readonly QueueIdGenerator _ids;
+    private readonly NativeRelay.Traffic.TrafficController _traffic;
     private readonly SemaphoreSlim _resolving = new(MaxPendingResolutions, MaxPendingResolutions);
     private Task? _ticker;
 
@@ -88,6 +89,7 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
         _retry = new RetryPolicy(settings.Delivery);
         _ids = ids;
         _bouncer = new Bouncer(settings, spool, ids, this, log);
+        _traffic = new NativeRelay.Traffic.TrafficController(settings.Traffic, settings.Routing.RemotePort, log);
         var context = _context = new DeliveryContext
         {
             Settings = settings,
@@ -101,6 +103,7 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
             DeliveryLog = _deliveryLog,
             Retry = _retry,
             Scheduler = this,
+            Traffic = _traffic,
             Stopping = _stopping.Token,
         };
         int count = settings.Delivery.Loops > 0 ? settings.Delivery.Loops : Environment.ProcessorCount;
@@ -124,6 +127,9 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
     private static readonly RouteResult SuppressedRoute = RouteResult.Fail(550, NativeRelay.Traffic.Suppression.SuppressionReplies.QueuedText);
 
     public int LoopCount => _loops.Length;
+
+    /// <summary>Traffic control: egress sources and pools, sites, shaping, automation (status and resume for the control socket).</summary>
+    public NativeRelay.Traffic.TrafficController Traffic => _traffic;
 
     /// <summary>Messages queued and not yet final (hot or cold).</summary>
     public int LiveCount => _index.Count;
@@ -432,11 +438,11 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
         return SubmitAsync(message, round, only, each);
     }
 
-    private static void Collect(ref RouteResult? only, ref RouteResult?[]? each, QueuedMessage message, int i, RouteResult result)
+    private void Collect(ref RouteResult? only, ref RouteResult?[]? each, QueuedMessage message, int i, RouteResult result)
     {
         if (each is null)
         {
-            if (only is null || ReferenceEquals(only, result) || (only.Route is not null && result.Route is not null && only.Route.Key == result.Route.Key))
+            if (only is null || ReferenceEquals(only, result) || (only.Route is not null && result.Route is not null && SameJob(only.Route, result.Route)))
             {
                 only ??= result;
                 return;
@@ -457,7 +463,7 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
         if (Suppression is not { } list || !Volatile.Read(ref _settings).Suppression.BounceQueued)
             return false;
         var envelope = message.Envelope;
-        if (!list.IsSuppressed(envelope.Recipients[i], null, DomainOf(envelope.Sender)))
+        if (!list.IsSuppressed(envelope.Recipients[i], envelope.Pool, DomainOf(envelope.Sender)))
             return false;
         Telemetry.RelayMetrics.RecipientsSuppressed.Increment();
         return true;
@@ -470,8 +476,8 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
         if (Suppression is not { } list || !settings.AddsAutomatically(cls))
             return;
         var address = message.Envelope.Recipients[i];
-        var scope = settings.AutoAddScopeFor(null); // the message's pool, once messages carry one
-        if (list.IsSuppressed(address, scope.Name, default))
+        var scope = settings.AutoAddScopeFor(message.Envelope.Pool);
+        if (list.IsSuppressed(address, message.Envelope.Pool, default))
             return;
         try
         {
@@ -595,10 +601,10 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
                     continue;
                 }
                 int g = 0;
-                while (g < jobs.Count && jobs[g].Route.Key != result.Route.Key)
+                while (g < jobs.Count && !SameJob(jobs[g].Route, ForMessage(message, result.Route)))
                     g++;
                 if (g == jobs.Count)
-                    jobs.Add(new DeliveryJob(message, ForMessage(message, result.Route), CountInto(each, result.Route.Key)));
+                    jobs.Add(new DeliveryJob(message, ForMessage(message, result.Route), CountInto(each, result.Route)));
             }
         }
 
@@ -611,7 +617,12 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
             if (job.Route.Kind == RouteKind.Local)
                 _ = DeliverLocallyAsync(job);
             else
-                await _loops[job.Route.KeyHash % (uint)_loops.Length].EnqueueAsync(job);
+            {
+                // Traffic control: a source of the message's pool (by weight) and the route's site;
+                // the path's hash picks the loop that owns its queues and limits.
+                var path = _traffic.Assign(job.Route, message.Envelope.Pool);
+                await _loops[path.Hash % (uint)_loops.Length].EnqueueAsync(job with { Path = path });
+            }
         }
         bool last;
         lock (message)
@@ -631,18 +642,52 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
         return indexes;
     }
 
-    private static int[] CountInto(RouteResult?[] each, string key)
+    private int[] CountInto(RouteResult?[] each, Route first)
     {
         int n = 0;
         foreach (var r in each)
-            if (r?.Route is { } route && route.Key == key)
+            if (r?.Route is { } route && SameJob(route, first))
                 n++;
         var indexes = new int[n];
         int k = 0;
         for (int i = 0; i < each.Length; i++)
-            if (each[i]?.Route is { } route && route.Key == key)
+            if (each[i]?.Route is { } route && SameJob(route, first))
                 indexes[k++] = i;
         return indexes;
+    }
+
+    /// <summary>
+    /// Recipients of two routes go in one job: the same next hops (key), and the same site (a
+    /// domain a shaping rule names is a site of its own, though its next hops are another's).
+    /// </summary>
+    private bool SameJob(Route a, Route b) =>
+        ReferenceEquals(a, b) || (a.Key == b.Key && (a.Kind == RouteKind.Local || _traffic.SameSite(a, b)));
+
+    /// <summary>
+    /// A job its path cannot take now (suspended, or no session could be had from its source): to
+    /// another source of its pool that it has not left from in this round and whose path to the
+    /// site takes mail (the weights hold among the others), else it ends with <paramref name="reply"/>
+    /// (deferred).
+    /// </summary>
+    internal async Task MoveOrDeferAsync(DeliveryJob job, SmtpReply reply, AttemptInfo info, bool countDeferred = true)
+    {
+        if (job.Path is { } from && job.Message.TryGetEnvelope(out var envelope))
+        {
+            ulong tried = job.Tried | NativeRelay.Traffic.TrafficController.Bit(from.Source);
+            if (_traffic.MoveFrom(from, job.Route, envelope.Pool, tried) is { } path)
+            {
+                Telemetry.RelayMetrics.TrafficJobs.Add(Telemetry.RelayMetrics.JobsMoved, 1);
+                if (_log.IsEnabled(Telemetry.LogLevel.Debug))
+                    _log.Debug($"{job.Message.IdText}: moved from source {from.Source.Name} to {path.Source.Name} for site {path.Site.Name} ({reply})");
+                await _loops[path.Hash % (uint)_loops.Length].EnqueueAsync(job with { Path = path, Tried = tried });
+                return;
+            }
+        }
+        if (countDeferred)
+            Telemetry.RelayMetrics.TrafficJobs.Add(Telemetry.RelayMetrics.JobsDeferred, 1);
+        var results = new SmtpReply[job.Recipients.Length];
+        Array.Fill(results, reply);
+        await CompleteJobAsync(job, results, info);
     }
 
     private void Unroutable(QueuedMessage message, DeliveryRound round, int i, SmtpReply failure)
@@ -771,7 +816,7 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
         {
             var cls = Classify(reply, info);
             bounceClass = cls.Name();
-            Telemetry.RelayMetrics.BounceClasses.Increment(BounceSite.Of(info?.Host, message.Envelope.Recipients[i]), (int)cls, reply.IsPermanent);
+            Telemetry.RelayMetrics.BounceClasses.Increment(info?.Site ?? BounceSite.Of(info?.Host, message.Envelope.Recipients[i]), (int)cls, reply.IsPermanent);
             if (reply.IsPermanent)
                 AutoSuppress(message, i, cls, reply);
         }
@@ -792,6 +837,8 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
                 TlsPolicy = info?.TlsPolicy,
                 TlsVerified = info?.TlsVerified,
                 TlsFailure = info?.TlsFailure,
+                Source = info?.Source,
+                Site = info?.Site,
             });
         }
         var level = reply.IsPositive ? Telemetry.LogLevel.Debug : Telemetry.LogLevel.Info;
@@ -812,6 +859,11 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
         {
             Telemetry.RelayMetrics.Delivered.Increment();
             Telemetry.RelayMetrics.DestinationDelivered.Increment(destination);
+            if (info?.Site is { } site)
+            {
+                Telemetry.RelayMetrics.SiteDelivered.Increment(site);
+                Telemetry.RelayMetrics.SourceDelivered.Increment(info.Source!);
+            }
             Telemetry.RelayMetrics.DeliveryLatencySeconds.Observe((NowMs() - message.Envelope.DueSinceUnixMs) / 1000.0); // a scheduled message from its time
             if (destination == "local")
                 Telemetry.RelayMetrics.LocalDelivered.Increment();
@@ -820,11 +872,15 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
         {
             Telemetry.RelayMetrics.Bounced.Increment();
             Telemetry.RelayMetrics.DestinationBounced.Increment(destination);
+            if (info?.Site is { } site)
+                Telemetry.RelayMetrics.SiteBounced.Increment(site);
         }
         else
         {
             Telemetry.RelayMetrics.Deferred.Increment();
             Telemetry.RelayMetrics.DestinationDeferred.Increment(destination);
+            if (info?.Site is { } site)
+                Telemetry.RelayMetrics.SiteDeferred.Increment(site);
         }
     }
 
@@ -1303,6 +1359,7 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
         await Task.WhenAll(stops);
         if (_ticker is not null)
             await _ticker;
+        _traffic.Dispose();
         // Bodies still held in memory go back to the pool; the messages stay in the spool.
         foreach (var m in _hot.Values)
             m.ReleaseBody();

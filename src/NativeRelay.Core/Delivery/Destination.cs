@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Net;
 using System.Runtime.CompilerServices;
 using NativeRelay.Message;
@@ -5,6 +6,8 @@ using NativeRelay.Routing;
 using NativeRelay.Smtp;
 using NativeRelay.Spool;
 using NativeRelay.Telemetry;
+using NativeRelay.Traffic.Automation;
+using NativeRelay.Traffic.Shaping;
 
 namespace NativeRelay.Delivery;
 
@@ -22,9 +25,17 @@ namespace NativeRelay.Delivery;
 /// shuffled) and each host's addresses, moving on when a connect fails, the greeting or EHLO is
 /// not 2xx, or TLS is required and cannot be had (RFC 5321 5.1), up to five addresses.
 /// </para>
+/// <para>
+/// Traffic control: a destination is one lane of a (source, site) path. The path's
+/// <see cref="SiteShaper"/> (shared by the path's lanes: a site may span several next-hop sets)
+/// holds the site's limits: it grants connection slots (connections at most, new connections per
+/// minute, the source's own limit), message slots (smooth token buckets), and closes the gate when
+/// an automation suspends the path (the jobs move to another source of their pool, or are
+/// deferred) or bounces its mail. Connections bind the source's address and say its EHLO name.
+/// </para>
 /// All of this runs on the owning loop's thread: nothing here is locked.
 /// </summary>
-internal sealed class Destination
+internal sealed class Destination : IShapedLane
 {
     /// <summary>Addresses tried per connection attempt (Postfix: smtp_mx_address_limit).</summary>
     internal const int MaxAddressesPerAttempt = 5;
@@ -33,10 +44,10 @@ internal sealed class Destination
 
     private Route _route;
     private readonly DeliveryLoop _loop;
+    private readonly SiteShaper _shaper;
     private readonly Queue<DeliveryJob> _queue = new();
     private readonly List<IdleWait> _idle = new();
-    private readonly int _maxConnections;
-    private readonly long _sendIntervalTicks;  // 0: no rate limit
+    private readonly long _sendIntervalTicks;  // the route's own rate (Stopwatch ticks); 0: none
     private long _nextSendTicks;
     private int _connections;
     private int _connecting;   // opened but not yet ready to take a job
@@ -47,16 +58,21 @@ internal sealed class Destination
     private string? _lastTlsPolicy;
     private NativeRelay.TlsPolicies.PeerCertificateCheck? _lastCheck;
 
-    public Destination(Route route, DeliveryLoop loop)
+    public Destination(Route route, DeliveryLoop loop, SiteShaper shaper)
     {
         _route = route;
         _loop = loop;
+        _shaper = shaper;
         var options = loop.Context.Settings.Delivery;
-        _maxConnections = route.MaxConnections ?? options.ConnectionsPerDestination;
-        _window = Math.Min(options.InitialConnectionsPerDestination, _maxConnections);
+        _window = Math.Min(options.InitialConnectionsPerDestination, MaxConnections);
         if (route.MaxMessagesPerSecond > 0)
-            _sendIntervalTicks = (long)(TimeSpan.TicksPerSecond / route.MaxMessagesPerSecond);
+            _sendIntervalTicks = (long)(Stopwatch.Frequency / route.MaxMessagesPerSecond);
     }
+
+    /// <summary>The lane's connection limit: the route's own, else the site's shaping limit, else delivery.connectionsPerDestination.</summary>
+    private int MaxConnections => _route.MaxConnections ?? _shaper.Limits.MaxConnections ?? _loop.Context.Settings.Delivery.ConnectionsPerDestination;
+
+    public SiteShaper Shaper => _shaper;
 
     public int ActiveConnections => _connections;
 
@@ -68,7 +84,14 @@ internal sealed class Destination
     {
         _route = job.Route; // the newest resolution (same key, maybe new addresses)
         _lastActiveMs = Environment.TickCount64;
-        _queue.Enqueue(job);
+        if (_shaper.Gate(DeliveryScheduler.NowMs()) != PathGate.Open)
+        {
+            TurnAway(job);
+            if (_queue.Count == 0)
+                return;
+        }
+        else
+            _queue.Enqueue(job);
         if (_queue.Count > CachedBodiesLimit)
             job.Message.ReleaseBody(); // a long queue must not hold every message's bytes in memory
         if (_idle.Count > 0)
@@ -82,14 +105,101 @@ internal sealed class Destination
     }
 
     // Another connection only helps if more jobs wait than the connections still being set up
-    // will take, and only within the slow-start window.
+    // will take, and only within the slow-start window and the path's limits (the shaper calls
+    // back, through RetryOpen, when a slot it refused may be free).
     private void TryOpenConnection()
     {
         if (_connections < _window && _queue.Count > _connecting)
         {
-            _connections++;
-            _connecting++;
-            _ = RunConnectionAsync();
+            switch (_shaper.TryOpen(this, Stopwatch.GetTimestamp()))
+            {
+                case OpenDecision.Opened:
+                    _connections++;
+                    _connecting++;
+                    _ = RunConnectionAsync();
+                    break;
+                case OpenDecision.Defer:
+                    _ = DeferForRateAsync();
+                    break;
+            }
+        }
+    }
+
+    void IShapedLane.ReleaseIdle()
+    {
+        foreach (var waiter in _idle.ToArray())
+        {
+            Unpark(waiter);
+            waiter.Wake(job: false);
+        }
+    }
+
+    void IShapedLane.RetryOpen()
+    {
+        if (_loop.Context.Stopping.IsCancellationRequested)
+            return;
+        if (_shaper.Gate(DeliveryScheduler.NowMs()) != PathGate.Open)
+        {
+            TurnAwayQueued();
+            return;
+        }
+        TryOpenConnection();
+    }
+
+    /// <summary>The gate is closed: a job moves to another source of its pool or is deferred (suspended), or fails (bounce).</summary>
+    private void TurnAway(DeliveryJob job)
+    {
+        var gate = _shaper.Gate(DeliveryScheduler.NowMs());
+        var action = _shaper.GateAction;
+        if (gate == PathGate.Open)
+        {
+            _queue.Enqueue(job); // the action lapsed just now
+            return;
+        }
+        if (gate == PathGate.Bounce)
+        {
+            RelayMetrics.TrafficJobs.Add(RelayMetrics.JobsBounced, 1);
+            _ = CompleteAllAsync(job, SmtpReply.Local(554, $"5.7.0 returned: traffic rule {action?.Rule} bounces mail from source "
+                + $"{_shaper.Source.Name} to site {_shaper.Site.Name} until {Until(action)} (after \"{action?.Reply}\")"));
+            return;
+        }
+        var reply = SmtpReply.Local(451, $"4.7.0 delivery from source {_shaper.Source.Name} to site {_shaper.Site.Name} is suspended until "
+            + $"{Until(action)} by traffic rule {action?.Rule} (after \"{action?.Reply}\")");
+        _ = _loop.Context.Scheduler.MoveOrDeferAsync(job, reply, Attempt(reply));
+    }
+
+    private void TurnAwayQueued()
+    {
+        var jobs = _queue.ToArray();
+        _queue.Clear();
+        foreach (var job in jobs)
+            TurnAway(job);
+    }
+
+    private static string Until(TrafficAction? action) => action is null ? "later"
+        : DateTimeOffset.FromUnixTimeMilliseconds(action.UntilUnixMs).UtcDateTime.ToString("yyyy-MM-dd HH:mm:ss'Z'", System.Globalization.CultureInfo.InvariantCulture);
+
+    private Task CompleteAllAsync(DeliveryJob job, SmtpReply reply)
+    {
+        var results = new SmtpReply[job.Recipients.Length];
+        Array.Fill(results, reply);
+        return _loop.Context.Scheduler.CompleteJobAsync(job, results, Attempt(reply));
+    }
+
+    /// <summary>What a reply made up here reports: no remote host, the path.</summary>
+    private AttemptInfo Attempt(SmtpReply reply) =>
+        new(_shaper.Site.Name, "", null, false, false, Source: _shaper.Source.Name, Site: _shaper.Site.Name);
+
+    /// <summary>The path's next message slot is too far off to hold its mail in memory: defer what is queued.</summary>
+    private async Task DeferForRateAsync()
+    {
+        long wait = (_shaper.NextSend(Stopwatch.GetTimestamp()) - Stopwatch.GetTimestamp()) / Stopwatch.Frequency;
+        var reply = SmtpReply.Local(451, $"4.7.0 the rate limit of source {_shaper.Source.Name} to site {_shaper.Site.Name} "
+            + $"lets the next message go in {wait} s; deferred");
+        while (_queue.TryDequeue(out var job))
+        {
+            RelayMetrics.TrafficJobs.Add(RelayMetrics.JobsDeferred, 1);
+            await CompleteAllAsync(job, reply);
         }
     }
 
@@ -121,17 +231,38 @@ internal sealed class Destination
                 _connecting--;
             }
 
+            bool delivered = false;
             while (!context.Stopping.IsCancellationRequested)
             {
+                // Another next-hop set of the site waits for a slot at the site's limit: take turns.
+                if (delivered && _shaper.OthersWaiting(this))
+                    break;
                 if (_queue.Count == 0)
                 {
                     idleWait ??= new IdleWait(_loop.Sync, context.Stopping, ForgetIdle);
-                    if (!await WaitForWorkAsync(idleWait, TimeSpan.FromSeconds(options.IdleConnectionSeconds)))
+                    if (!await WaitForWorkAsync(idleWait, TimeSpan.FromSeconds(_shaper.Limits.IdleSeconds ?? options.IdleConnectionSeconds)))
                         break;
                     continue;
                 }
-                if (_sendIntervalTicks > 0)
+                if (_shaper.Gate(DeliveryScheduler.NowMs()) != PathGate.Open)
+                {
+                    TurnAwayQueued();
+                    break;
+                }
+                if (_shaper.OverConnectionLimit)
+                    break; // a throttle lowered the path's limit: this connection goes
+                if (_sendIntervalTicks > 0 || _shaper.LimitsMessages)
+                {
+                    long now = Stopwatch.GetTimestamp();
+                    long next = _shaper.NextSend(Math.Max(now, _nextSendTicks));
+                    if (next - now > SiteShaper.HoldTicks)
+                    {
+                        // Not worth holding the connection open for: close it, come back before the slot.
+                        _shaper.WaitForSlot(this, next);
+                        break;
+                    }
                     await WaitForRateAsync(context.Stopping);
+                }
                 if (!_queue.TryDequeue(out var job))
                     continue; // another connection took it while this one waited its turn
                 _lastActiveMs = Environment.TickCount64;
@@ -141,7 +272,7 @@ internal sealed class Destination
                     continue;
                 }
                 // A new MTA-STS record id means a new policy: connections opened under the old one are not reused.
-                if (!session.IsUsable || session.TransactionsDone >= options.MessagesPerConnection
+                if (!session.IsUsable || session.TransactionsDone >= (_shaper.Limits.MessagesPerConnection ?? options.MessagesPerConnection)
                     || (session.TransactionLimit > 0 && session.TransactionsDone >= session.TransactionLimit)
                     || !string.Equals(stsId, _route.StsRecordId, StringComparison.Ordinal))
                 {
@@ -160,9 +291,10 @@ internal sealed class Destination
                         return;
                     }
                 }
+                delivered = true;
                 if (await DeliverAsync(session, peer!, job))
                 {
-                    _window = Math.Min(_window + 1, _maxConnections);
+                    _window = Math.Min(_window + 1, MaxConnections);
                     TryOpenConnection();
                 }
             }
@@ -189,9 +321,11 @@ internal sealed class Destination
             finally
             {
                 // Then look at the queue again: a job that arrived while this connection was
-                // leaving must not wait for the next one.
+                // leaving must not wait for the next one. The path's slot comes free first, so
+                // the shaper may hand it to another lane of the site that was waiting for it.
                 _connections--;
                 _lastActiveMs = Environment.TickCount64;
+                _shaper.Closed();
                 if (!context.Stopping.IsCancellationRequested)
                     TryOpenConnection();
             }
@@ -238,14 +372,20 @@ internal sealed class Destination
             _loop.CountParked(-1);
     }
 
-    /// <summary>The rate limit: each transaction takes the next free slot, one interval after the last.</summary>
+    /// <summary>
+    /// The rate limits: each transaction takes the next free slot of the route's own rate, then of
+    /// the path's and its source's token buckets (reserved, so the next connection queues behind it).
+    /// </summary>
     private async Task WaitForRateAsync(CancellationToken stopping)
     {
-        long now = DateTime.UtcNow.Ticks;
+        long now = Stopwatch.GetTimestamp();
         long slot = Math.Max(now, _nextSendTicks);
-        _nextSendTicks = slot + _sendIntervalTicks;
-        if (slot > now)
-            await Task.Delay(TimeSpan.FromTicks(slot - now), stopping);
+        if (_sendIntervalTicks > 0)
+            _nextSendTicks = slot + _sendIntervalTicks;
+        slot = _shaper.TakeSend(slot);
+        // Less than a millisecond early is on time: no timer for it (a limit far from reached costs nothing).
+        if (slot - now > Stopwatch.Frequency / 1000)
+            await Task.Delay(Stopwatch.GetElapsedTime(now, slot), stopping);
     }
 
     /// <summary>
@@ -259,10 +399,14 @@ internal sealed class Destination
         var options = context.Settings.Delivery;
         SmtpSessionException? last = null;
         int tried = 0;
+        var bind = _shaper.Source.Address;
         foreach (var host in InAttemptOrder(_route.Hosts))
         {
             foreach (var address in host.Addresses)
             {
+                // A source binds one address: it reaches only hosts of the same family.
+                if (bind is not null && bind.AddressFamily != address.AddressFamily)
+                    continue;
                 if (tried++ >= MaxAddressesPerAttempt)
                     goto exhausted;
                 var endPoint = new IPEndPoint(address, host.Port);
@@ -300,16 +444,21 @@ internal sealed class Destination
                 catch (SmtpSessionException e)
                 {
                     CountTlsFailure(e);
+                    if (e.Stage is SmtpFailureStage.Greeting or SmtpFailureStage.Hello)
+                        _shaper.Observe(e.Reply); // the remote's own refusal ("421 4.7.0 too many connections")
                     last = e;
                 }
             }
         }
     exhausted:
-        throw last ?? new SmtpSessionException(SmtpReply.Local(451, $"4.4.4 no address to connect to for {_route.Key}"), SmtpFailureStage.Connect);
+        throw last ?? new SmtpSessionException(SmtpReply.Local(451, bind is null
+            ? $"4.4.4 no address to connect to for {_route.Key}"
+            : $"4.4.4 no {(bind.AddressFamily == System.Net.Sockets.AddressFamily.InterNetworkV6 ? "IPv6" : "IPv4")} address to connect to for {_route.Key} from source {_shaper.Source.Name} ({bind})"),
+            SmtpFailureStage.Connect);
     }
 
     /// <summary>What every delivery on this connection reports (built once per connection, not per message).</summary>
-    private static (SmtpClientSession, AttemptInfo) Connected(SmtpClientSession session, RouteHost host, SmtpClientOptions options,
+    private (SmtpClientSession, AttemptInfo) Connected(SmtpClientSession session, RouteHost host, SmtpClientOptions options,
         Route route, DeliveryContext context)
     {
         if (route.PolicyDomain is not null && context.TlsReports is { } reports && options.PeerCheck is { } peerCheck)
@@ -320,7 +469,8 @@ internal sealed class Destination
         string verified = session.TlsProtocol is null ? "none" : options.PeerCheck?.VerifiedBy ?? "encrypted";
         NativeRelay.Telemetry.RelayMetrics.TlsConnections.Increment(verified);
         return (session, new AttemptInfo(host.Name, session.RemoteEndPoint.ToString(), tls, DsnPassed: false, ReplyFromRemote: true,
-            options.PeerCheck?.PolicyName ?? RoutingSettings.TlsName(options.Tls), verified));
+            options.PeerCheck?.PolicyName ?? RoutingSettings.TlsName(options.Tls), verified,
+            Source: _shaper.Source.Name, Site: _shaper.Site.Name));
     }
 
     private void CountTlsFailure(SmtpSessionException e)
@@ -339,6 +489,9 @@ internal sealed class Destination
     {
         var context = _loop.Context;
         var options = context.Settings.Delivery;
+        // The site's TLS policy, where the route has the default one (a static route's own policy wins).
+        if (_shaper.Limits.Tls is { } siteTls && tls == _route.Tls && _route.Tls == context.Routing.DefaultTls)
+            tls = siteTls;
         var check = await context.TlsPolicies.ForConnectionAsync(_route, host, tls, context.Stopping);
         _lastTlsPolicy = check.PolicyName;
         _lastCheck = check;
@@ -347,7 +500,8 @@ internal sealed class Destination
                 { TlsFailure = check.RefusalType };
         return new SmtpClientOptions
         {
-            HeloName = context.Settings.Hostname,
+            HeloName = _shaper.Source.Ehlo ?? context.Settings.Hostname,
+            LocalAddress = _shaper.Source.Address,
             ConnectTimeout = TimeSpan.FromSeconds(options.ConnectTimeoutSeconds),
             CommandTimeout = TimeSpan.FromSeconds(options.CommandTimeoutSeconds),
             Tls = check.Policy,
@@ -425,7 +579,7 @@ internal sealed class Destination
             else
             {
                 long started = System.Diagnostics.Stopwatch.GetTimestamp();
-                dsnPassed = await SendAllAsync(session, envelope, body, job.Recipients, results);
+                dsnPassed = await SendAllAsync(session, envelope, body, job.Recipients, results, _shaper);
                 Telemetry.RelayMetrics.DeliveryAttemptSeconds.ObserveSince(started);
             }
         }
@@ -455,17 +609,18 @@ internal sealed class Destination
     /// </summary>
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     private static async ValueTask<bool> SendAllAsync(SmtpClientSession session, Envelope envelope, MessageBuffer body,
-        int[] recipients, SmtpReply[] results)
+        int[] recipients, SmtpReply[] results, SiteShaper shaper)
     {
         IReadOnlyList<int> batch = recipients;
         int[]? positions = null; // where each of the batch's recipients sits in the job (null: the same place)
         bool dsnPassed = false;
+        int perTransaction = shaper.Limits.RecipientsPerTransaction ?? 0;
         while (true)
         {
             var replies = new SmtpReply[batch.Count];
             try
             {
-                dsnPassed = await session.SendAsync(envelope, body, batch, replies);
+                dsnPassed = await session.SendAsync(envelope, body, batch, replies, perTransaction);
             }
             catch (SmtpSessionException e)
             {
@@ -475,9 +630,16 @@ internal sealed class Destination
                 return dsnPassed;
             }
             List<int>? next = null, nextPositions = null;
+            SmtpReply observed = default;
             for (int k = 0; k < batch.Count; k++)
             {
                 int position = positions?[k] ?? k;
+                // The remote's refusals feed the automation rules (once per distinct reply of a transaction).
+                if (replies[k].Code >= 400 && replies[k] != observed)
+                {
+                    observed = replies[k];
+                    shaper.Observe(observed);
+                }
                 if (replies[k].Code == 0)
                 {
                     (next ??= new()).Add(batch[k]);
@@ -496,6 +658,13 @@ internal sealed class Destination
                     results[position] = SmtpReply.Local(451, "4.5.3 the remote recipient limit was reached and the connection ended");
                 return dsnPassed;
             }
+            if (shaper.Gate(DeliveryScheduler.NowMs()) != PathGate.Open)
+            {
+                // A reply of this transaction suspended the path: the rest waits (deferred).
+                foreach (int position in nextPositions!)
+                    results[position] = SmtpReply.Local(451, $"4.7.0 delivery from source {shaper.Source.Name} to site {shaper.Site.Name} was suspended during the transaction");
+                return dsnPassed;
+            }
             batch = next;
             positions = nextPositions!.ToArray();
         }
@@ -511,8 +680,16 @@ internal sealed class Destination
             : e.Reply;
         Array.Fill(results, reply);
         bool remote = e.Stage is SmtpFailureStage.Greeting or SmtpFailureStage.Hello;
-        await _loop.Context.Scheduler.CompleteJobAsync(job, results,
-            new AttemptInfo(_lastTriedHost ?? _route.Key, _lastTriedIp ?? "", null, false, remote, _lastTlsPolicy, TlsFailure: e.TlsFailure));
+        var info = new AttemptInfo(_lastTriedHost ?? _route.Key, _lastTriedIp ?? "", null, false, remote, _lastTlsPolicy, TlsFailure: e.TlsFailure,
+            Source: _shaper.Source.Name, Site: _shaper.Site.Name);
+        // Refused, or unreachable, from this source (its address may be the one blocked): another
+        // source of the pool may get a session. A TLS failure is the site's, not the source's.
+        if (e.Stage != SmtpFailureStage.Tls)
+        {
+            await _loop.Context.Scheduler.MoveOrDeferAsync(job, reply, info, countDeferred: false);
+            return;
+        }
+        await _loop.Context.Scheduler.CompleteJobAsync(job, results, info);
     }
 
     /// <summary>The destination is unreachable now: defer everything waiting for it.</summary>

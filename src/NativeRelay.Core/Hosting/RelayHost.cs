@@ -79,6 +79,8 @@ public sealed class RelayHost : IAsyncDisposable
     {
         // Bind first (port 25 needs root or CAP_NET_BIND_SERVICE), then drop privileges, then open
         // the spool as the unprivileged user. The listeners accept nothing until Start below.
+        // An egress source whose address is not on this host is a configuration error (serve checks it too).
+        _settings.Traffic.CheckBind();
         var limiter = new ConnectionLimiter(_settings.Limits.MaxConnections, _settings.Limits.MaxConnectionsPerIp);
         // Every listener with its kind (smtp, submission, implicit-tls); settings built by hand may only have Listen.
         var configured = _settings.Listeners.Count > 0
@@ -140,6 +142,8 @@ public sealed class RelayHost : IAsyncDisposable
         _scheduler.Events = _events;
         // Unsubscribes on the HTTP side become events too (unless a host embedding the relay
         // asked for its own hook).
+        if (_api is not null)
+            _api.PoolExists = name => Settings.Traffic.Pools.Count == 0 || name == "default" || Settings.Traffic.Pools.ContainsKey(name);
         if (_api is not null && ReferenceEquals(ApiEvents, NativeRelay.Api.IApiEvents.None) && _events.IsEnabled)
             _api.Events = new NativeRelay.Api.JournalApiEvents(_events);
         if (!_settings.LocalDelivery.IsEmpty)
@@ -156,7 +160,7 @@ public sealed class RelayHost : IAsyncDisposable
         // message, so nothing is truncated under them, and new ids never collide with theirs.
         _recovering = Task.Run(() => HandOverRecoveredAsync(recovered));
         // `nativerelay queue ...` talks to the delivery side through the control socket.
-        _control = ControlServer.Start(_spool, (object)_scheduler as IQueueAdmin, _log, _suppression);
+        _control = ControlServer.Start(_spool, (object)_scheduler as IQueueAdmin, _log, _suppression, _scheduler.Traffic);
         _queueGauges = QueueGauges.Attach(_scheduler); // queue sizes for the metrics endpoint, counted when scraped
         _maildrop.Start();
 
@@ -186,6 +190,9 @@ public sealed class RelayHost : IAsyncDisposable
         if (_settings.Routing.TlsRptSendDaily && _settings.Routing.TlsRpt
             && _listeners.FirstOrDefault(l => l.Kind == ListenerKind.Smtp) is { } smtp)
             _tlsReports = NativeRelay.TlsPolicies.Reporting.TlsRptSchedule.RunAsync(_settings, smtp.EndPoint, line => _log.Info(line), _stopping.Token);
+        if (_settings.Traffic.IsConfigured)
+            foreach (var (key, value) in _settings.Traffic.Describe())
+                _log.Info($"traffic: {key}: {value}");
         _log.Info($"{_settings.Hostname} ready: spool {_settings.SpoolDirectory}, {_scheduler.LoopCount} delivery loop(s), "
                   + (_settings.RelayTo is null ? "no relay-to" : $"relay-to {_settings.RelayTo}"));
     }

@@ -31,6 +31,8 @@ public static class StartupChecks
         }
         if (settings.Routing.DnsServers.Count == 0 && NeedsDns(settings.Routing) && dnsProblem() is { } dns)
             throw new ConfigException(dns);
+        // Every egress source's address must be on this host (a bind test, with the source's name).
+        settings.Traffic.CheckBind();
     }
 
     /// <summary>$HOME, else the user's entry in the password database, as .NET looks for it; "" when neither.</summary>

@@ -175,6 +175,27 @@ public sealed class MessageBuffer : IBufferWriter<byte>
         }
     }
 
+    /// <summary>
+    /// Removes <paramref name="length"/> bytes at <paramref name="offset"/> after the reserved front
+    /// (a header field the relay takes out, such as the pool header), before the front is filled:
+    /// the bytes before them move up by that much and the reserved front grows by it, so nothing
+    /// after them moves. Only within the first block; false, and nothing changed, otherwise.
+    /// </summary>
+    public bool TryRemoveBeforeFill(int offset, int length)
+    {
+        if (Start != 0 || _blockCount == 0 || offset < 0 || length <= 0)
+            return false;
+        int from = Reserved + offset;
+        int end = from + length;
+        int used = _blockCount == 1 ? _lastBlockUsed : _blocks[0].Length;
+        if (end > used)
+            return false;
+        var block = _blocks[0].AsSpan();
+        block[Reserved..from].CopyTo(block[(Reserved + length)..end]); // overlapping: CopyTo moves like memmove
+        Reserved += length;
+        return true;
+    }
+
     /// <summary>The first contiguous bytes of the content (at most one block), for header scans.</summary>
     public ReadOnlySpan<byte> FirstBlockContent()
     {

@@ -20,8 +20,9 @@ public enum RouteKind : byte
 public sealed class Route
 {
     public Route(string key, RouteKind kind, IReadOnlyList<RouteHost> hosts, TlsPolicy tls, int? maxConnections = null,
-        double maxMessagesPerSecond = 0)
+        double maxMessagesPerSecond = 0, string? domain = null)
     {
+        Domain = domain;
         Key = key;
         Kind = kind;
         Hosts = hosts;
@@ -44,7 +45,7 @@ public sealed class Route
     /// <summary>Messages per second at most; 0: no limit.</summary>
     public double MaxMessagesPerSecond { get; }
 
-    /// <summary>Hash of the key (per process), which picks the delivery loop that owns the destination.</summary>
+    /// <summary>Hash of the key (per process).</summary>
     public uint KeyHash { get; }
 
     /// <summary>
@@ -74,10 +75,20 @@ public sealed class Route
 
     /// <summary>This route for a "TLS-Required: No" message.</summary>
     public Route WithTlsOptional() => TlsOptional ? this : new Route(Key + "|tls-required=no", Kind, Hosts,
-        Tls == TlsPolicy.None ? TlsPolicy.None : TlsPolicy.Opportunistic, MaxConnections, MaxMessagesPerSecond)
+        Tls == TlsPolicy.None ? TlsPolicy.None : TlsPolicy.Opportunistic, MaxConnections, MaxMessagesPerSecond, Domain)
     {
         PolicyDomain = PolicyDomain, StsRecordId = StsRecordId, TlsRptRecord = TlsRptRecord, MxAuthentic = MxAuthentic, FromMx = FromMx, TlsOptional = true,
     };
+
+    /// <summary>
+    /// The recipient domain this route was resolved for (lower case; the router caches one route
+    /// per domain), or null for a route built by hand. Traffic control gives a domain that a
+    /// shaping rule names a site of its own.
+    /// </summary>
+    public string? Domain { get; }
+
+    /// <summary>The traffic stage's cache for this route: its site and egress paths under the configuration in force.</summary>
+    internal NativeRelay.Traffic.RouteBinding? TrafficBinding;
 
     public static Route Local { get; } = new("local", RouteKind.Local, [], TlsPolicy.None);
 

@@ -120,7 +120,7 @@ public sealed class Router : IRouter
             if (route.Local)
                 return (RouteResult.To(Routing.Route.Local), MaxTtl);
             if (route.HasHosts)
-                return await StaticAsync(route).ConfigureAwait(false);
+                return await StaticAsync(route, domain).ConfigureAwait(false);
         }
         if (domain[0] == '[')
             return AddressLiteral(domain);
@@ -137,7 +137,7 @@ public sealed class Router : IRouter
         var key = address.AddressFamily == System.Net.Sockets.AddressFamily.InterNetworkV6 ? $"[{address}]:{port}" : $"{address}:{port}";
         var tls = _settings.DefaultTls;
         var built = new Route(AppendPolicy(key, tls, null, _settings.DefaultMaxMessagesPerSecond), RouteKind.Smtp,
-            [new RouteHost(address.ToString(), port, 0, [address])], tls, null, _settings.DefaultMaxMessagesPerSecond);
+            [new RouteHost(address.ToString(), port, 0, [address])], tls, null, _settings.DefaultMaxMessagesPerSecond, domain);
         return (RouteResult.To(built), MaxTtl);
     }
 
@@ -159,7 +159,7 @@ public sealed class Router : IRouter
                && address.AddressFamily == System.Net.Sockets.AddressFamily.InterNetwork;
     }
 
-    private async Task<(RouteResult, TimeSpan)> StaticAsync(StaticRoute route)
+    private async Task<(RouteResult, TimeSpan)> StaticAsync(StaticRoute route, string domain)
     {
         var tls = route.Tls ?? _settings.DefaultTls;
         double rate = route.MaxMessagesPerSecond ?? _settings.DefaultMaxMessagesPerSecond;
@@ -200,7 +200,7 @@ public sealed class Router : IRouter
                                          + (transient ? $" (DNS: {error ?? "failure"})" : "")), transient ? TransientFailureTtl : Clamp(ttl));
         }
         var built = new Route(AppendPolicy(key.ToString(), tls, route.Connections, rate), RouteKind.Smtp, hosts, tls,
-            route.Connections, rate);
+            route.Connections, rate, domain);
         return (RouteResult.To(built), Clamp(ttl));
     }
 
@@ -334,7 +334,7 @@ public sealed class Router : IRouter
         if (policyDomain is not null)
             key.Append("|policy=").Append(policyDomain);
         var built = new Route(AppendPolicy(key.ToString(), tls, overrides?.Connections, rate), RouteKind.Smtp, hosts, tls,
-            overrides?.Connections, rate)
+            overrides?.Connections, rate, domain)
         {
             PolicyDomain = policyDomain,
             StsRecordId = stsId,

@@ -27,6 +27,8 @@ public sealed class SmtpClientOptions
     /// the handshake under the verify policy). Null: the certificate is not looked at.
     /// </summary>
     public NativeRelay.TlsPolicies.PeerCertificateCheck? PeerCheck { get; init; }
+    /// <summary>The local address to connect from (an egress source); null: the kernel picks.</summary>
+    public IPAddress? LocalAddress { get; init; }
 }
 
 /// <summary>Where a session failed: the caller decides from it whether to try the next host or address.</summary>
@@ -74,8 +76,14 @@ public sealed class SmtpClientSession : IAsyncDisposable
         _input = connection.Transport.Input;
         _output = connection.Transport.Output;
         _commandTimeout = commandTimeout;
-        _deadline = new Deadline(DeadlineClock.Shared,
-            static (state, _) => ((SmtpClientSession)state)._input.CancelPendingRead(), this);
+        _deadline = new Deadline(DeadlineClock.Shared, static (state, waitingFor) =>
+        {
+            var session = (SmtpClientSession)state;
+            if (waitingFor == DeadlineFor.Write)
+                session._output.CancelPendingFlush();
+            else
+                session._input.CancelPendingRead();
+        }, this);
     }
 
     public SmtpCapabilities Capabilities { get; private set; }
@@ -114,7 +122,8 @@ public sealed class SmtpClientSession : IAsyncDisposable
             connectCancel.CancelAfter(options.ConnectTimeout);
             try
             {
-                connection = await SocketConnection.ConnectAsync(remote, null, connectCancel.Token).ConfigureAwait(false);
+                var local = options.LocalAddress is { } bind ? new IPEndPoint(bind, 0) : null;
+                connection = await SocketConnection.ConnectAsync(remote, local, connectCancel.Token).ConfigureAwait(false);
             }
             catch (OperationCanceledException) when (!cancel.IsCancellationRequested)
             {
@@ -122,7 +131,8 @@ public sealed class SmtpClientSession : IAsyncDisposable
             }
             catch (System.Net.Sockets.SocketException e)
             {
-                throw new SmtpSessionException(SmtpReply.Local(421, $"4.4.1 connect to {remote} failed: {e.SocketErrorCode}"), SmtpFailureStage.Connect);
+                throw new SmtpSessionException(SmtpReply.Local(421, $"4.4.1 connect to {remote}"
+                    + (options.LocalAddress is { } from ? $" from {from}" : "") + $" failed: {e.SocketErrorCode}"), SmtpFailureStage.Connect);
             }
         }
 
@@ -165,7 +175,7 @@ public sealed class SmtpClientSession : IAsyncDisposable
             _output.Write("HELO "u8);
             WriteAscii(options.HeloName);
             _output.Write("\r\n"u8);
-            await _output.FlushAsync().ConfigureAwait(false);
+            await FlushBoundedAsync().ConfigureAwait(false);
             reply = await ReadReplyAsync().ConfigureAwait(false);
             if (!reply.IsPositive)
                 throw new SmtpSessionException(reply, SmtpFailureStage.Hello);
@@ -192,7 +202,7 @@ public sealed class SmtpClientSession : IAsyncDisposable
         _output.Write("EHLO "u8);
         WriteAscii(heloName);
         _output.Write("\r\n"u8);
-        await _output.FlushAsync().ConfigureAwait(false);
+        await FlushBoundedAsync().ConfigureAwait(false);
         return await ReadReplyAsync(parseCapabilities: true).ConfigureAwait(false);
     }
 
@@ -200,7 +210,7 @@ public sealed class SmtpClientSession : IAsyncDisposable
     private async Task StartTlsAsync(SmtpClientOptions options)
     {
         _output.Write("STARTTLS\r\n"u8);
-        await _output.FlushAsync().ConfigureAwait(false);
+        await FlushBoundedAsync().ConfigureAwait(false);
         var reply = await ReadReplyAsync().ConfigureAwait(false);
         if (reply.Code != 220)
         {
@@ -282,10 +292,11 @@ public sealed class SmtpClientSession : IAsyncDisposable
     /// limit was reached (send it in another transaction). A failure of the connection itself
     /// throws; the caller treats it as transient for every recipient.
     /// </summary>
+    /// <param name="maxRecipients">At most this many RCPTs in the transaction (shaping); 0: the peer's limit only.</param>
     /// <returns>True when the peer offered DSN, so NOTIFY/RET/ENVID/ORCPT went with the message.</returns>
-    public ValueTask<bool> SendAsync(Envelope envelope, MessageBuffer body, IReadOnlyList<int> recipients, SmtpReply[] results) =>
+    public ValueTask<bool> SendAsync(Envelope envelope, MessageBuffer body, IReadOnlyList<int> recipients, SmtpReply[] results, int maxRecipients = 0) =>
         SendCoreAsync(envelope.Sender, envelope.Flags, envelope.EnvelopeId, envelope.Recipients, envelope.Notify,
-            envelope.OriginalRecipients, recipients, body, results);
+            envelope.OriginalRecipients, recipients, body, results, maxRecipients);
 
     /// <summary>
     /// One transaction for a plain sender and recipient list (benchmarks, tools): one reply per
@@ -307,11 +318,13 @@ public sealed class SmtpClientSession : IAsyncDisposable
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     private async ValueTask<bool> SendCoreAsync(ReadOnlyMemory<byte> sender, EnvelopeFlags flags, byte[]? envelopeId,
         IReadOnlyList<byte[]> addresses, DsnNotify[]? notify, byte[]?[]? orcpts, IReadOnlyList<int>? recipients,
-        MessageBuffer body, SmtpReply[] results)
+        MessageBuffer body, SmtpReply[] results, int maxRecipients = 0)
     {
         int limit = recipients?.Count ?? addresses.Count;
         if (RecipientLimit > 0 && limit > RecipientLimit)
             limit = RecipientLimit;
+        if (maxRecipients > 0 && limit > maxRecipients)
+            limit = maxRecipients;
         for (int k = 0; k < results.Length; k++)
             results[k] = default;
         bool pipelining = (Capabilities & SmtpCapabilities.Pipelining) != 0;
@@ -323,12 +336,12 @@ public sealed class SmtpClientSession : IAsyncDisposable
         SmtpReply mail = default;
         if (!pipelining)
         {
-            await _output.FlushAsync().ConfigureAwait(false);
+            await FlushBoundedAsync().ConfigureAwait(false);
             mail = await ReadReplyAsync().ConfigureAwait(false);
             if (!mail.IsPositive)
             {
                 Fill(results, limit, mail);
-                await ResetAsync().ConfigureAwait(false);
+                await ResetAfterRefusalAsync().ConfigureAwait(false);
                 return dsn;
             }
         }
@@ -340,7 +353,7 @@ public sealed class SmtpClientSession : IAsyncDisposable
                 WriteRcpt(addresses, notify, orcpts, recipients?[k] ?? k, dsn);
             if (!chunking)
                 _output.Write("DATA\r\n"u8);
-            await _output.FlushAsync().ConfigureAwait(false);
+            await FlushBoundedAsync().ConfigureAwait(false);
             mail = await ReadReplyAsync().ConfigureAwait(false);
             bool full = false;
             for (int k = 0; k < limit; k++)
@@ -363,7 +376,7 @@ public sealed class SmtpClientSession : IAsyncDisposable
             for (int k = 0; k < limit; k++)
             {
                 WriteRcpt(addresses, notify, orcpts, recipients?[k] ?? k, dsn);
-                await _output.FlushAsync().ConfigureAwait(false);
+                await FlushBoundedAsync().ConfigureAwait(false);
                 var reply = await ReadReplyAsync().ConfigureAwait(false);
                 if (IsRecipientLimit(reply, accepted))
                 {
@@ -382,14 +395,14 @@ public sealed class SmtpClientSession : IAsyncDisposable
             if (!chunking && (await ReadReplyAsync().ConfigureAwait(false)).Code == 354)
                 return dsn; // a broken server: the connection stays marked broken
             Fill(results, limit, mail);
-            await ResetAsync().ConfigureAwait(false);
+            await ResetAfterRefusalAsync().ConfigureAwait(false);
             return dsn;
         }
         if (accepted == 0)
         {
             if (pipelining && !chunking && (await ReadReplyAsync().ConfigureAwait(false)).Code == 354)
                 return dsn; // should not happen; the connection stays marked broken
-            await ResetAsync().ConfigureAwait(false);
+            await ResetAfterRefusalAsync().ConfigureAwait(false);
             return dsn;
         }
 
@@ -403,9 +416,9 @@ public sealed class SmtpClientSession : IAsyncDisposable
             {
                 _output.Write(segment.Span);
                 if (_output.UnflushedBytes >= 256 * 1024)
-                    await _output.FlushAsync().ConfigureAwait(false);
+                    await FlushBoundedAsync().ConfigureAwait(false);
             }
-            await _output.FlushAsync().ConfigureAwait(false);
+            await FlushBoundedAsync().ConfigureAwait(false);
             final = await ReadReplyAsync(keepText: true).ConfigureAwait(false);
         }
         else
@@ -413,13 +426,13 @@ public sealed class SmtpClientSession : IAsyncDisposable
             if (!pipelining)
             {
                 _output.Write("DATA\r\n"u8);
-                await _output.FlushAsync().ConfigureAwait(false);
+                await FlushBoundedAsync().ConfigureAwait(false);
             }
             var dataReply = await ReadReplyAsync().ConfigureAwait(false);
             if (dataReply.Code != 354)
             {
                 Replace(results, limit, dataReply);
-                await ResetAsync().ConfigureAwait(false);
+                await ResetAfterRefusalAsync().ConfigureAwait(false);
                 return dsn;
             }
             var state = DotStuffer.NewState();
@@ -427,17 +440,17 @@ public sealed class SmtpClientSession : IAsyncDisposable
             {
                 DotStuffer.Write(segment.Span, _output, ref state);
                 if (_output.UnflushedBytes >= 256 * 1024)
-                    await _output.FlushAsync().ConfigureAwait(false);
+                    await FlushBoundedAsync().ConfigureAwait(false);
             }
             DotStuffer.WriteTerminator(_output, ref state);
-            await _output.FlushAsync().ConfigureAwait(false);
+            await FlushBoundedAsync().ConfigureAwait(false);
             final = await ReadReplyAsync(keepText: true).ConfigureAwait(false);
         }
         Replace(results, limit, final);
         _broken = false;
         TransactionsDone++;
         if (!final.IsPositive)
-            await ResetAsync().ConfigureAwait(false);
+            await ResetAfterRefusalAsync().ConfigureAwait(false);
         return dsn;
     }
 
@@ -465,11 +478,28 @@ public sealed class SmtpClientSession : IAsyncDisposable
                 results[k] = reply;
     }
 
+    /// <summary>
+    /// RSET after a refused transaction. A server that refused with 421 closes the connection
+    /// (RFC 5321 3.8): the refusal is the transaction's answer, so a failed RSET only marks the
+    /// connection unusable instead of replacing the server's reply with "connection lost".
+    /// </summary>
+    private async ValueTask ResetAfterRefusalAsync()
+    {
+        try
+        {
+            await ResetAsync().ConfigureAwait(false);
+        }
+        catch (SmtpSessionException)
+        {
+            _broken = true;
+        }
+    }
+
     /// <summary>RSET: clears a half-done transaction so the connection can be reused.</summary>
     public async Task ResetAsync()
     {
         _output.Write("RSET\r\n"u8);
-        await _output.FlushAsync().ConfigureAwait(false);
+        await FlushBoundedAsync().ConfigureAwait(false);
         var reply = await ReadReplyAsync().ConfigureAwait(false);
         _broken = !reply.IsPositive;
     }
@@ -487,7 +517,7 @@ public sealed class SmtpClientSession : IAsyncDisposable
         try
         {
             _output.Write("QUIT\r\n"u8);
-            await _output.FlushAsync().ConfigureAwait(false);
+            await FlushBoundedAsync().ConfigureAwait(false);
             await ReadReplyAsync(timeout: QuitTimeout < _commandTimeout ? QuitTimeout : _commandTimeout).ConfigureAwait(false);
         }
         catch (Exception e) when (e is SmtpSessionException or IOException or OperationCanceledException
@@ -655,6 +685,36 @@ public sealed class SmtpClientSession : IAsyncDisposable
             throw TimedOut();
         }
         return parsed;
+    }
+
+    /// <summary>
+    /// Sends what was written, bounded by the command timeout like every wait for a reply: a peer
+    /// that stops reading (its window closed, our socket buffer full) must not hold the
+    /// connection, and the message on it, forever (RFC 5321 4.5.3.2.5's DATA block timeout).
+    /// </summary>
+    private async ValueTask FlushBoundedAsync()
+    {
+        _deadline.Arm(_commandTimeout, DeadlineFor.Write);
+        bool canceled;
+        bool expired;
+        try
+        {
+            canceled = (await _output.FlushAsync().ConfigureAwait(false)).IsCanceled;
+        }
+        catch (OperationCanceledException)
+        {
+            // Over TLS the flush writes to the SslStream, and the cancel ends that write this way.
+            canceled = true;
+        }
+        finally
+        {
+            expired = _deadline.Disarm();
+        }
+        if (canceled || expired)
+        {
+            _broken = true;
+            throw new SmtpSessionException(SmtpReply.Local(421, "4.4.2 timeout sending to the remote server (it stopped reading)"), SmtpFailureStage.Transaction);
+        }
     }
 
     private SmtpSessionException TimedOut()

@@ -198,6 +198,8 @@ internal sealed partial class SmtpServerSession
             Reply(SmtpReplies.MailLoop);
             return;
         }
+        // Traffic control: the message's pool, decided here and stored with it; a pool header is taken out.
+        string? pool = _server.Settings.Traffic.PoolRules is { IsEmpty: false } poolRules ? ChoosePool(message, poolRules) : null;
         bool hold = false;
         if (ChecksInbound)
         {
@@ -228,6 +230,7 @@ internal sealed partial class SmtpServerSession
             Flags = _flags | (_authenticatedUser is null ? EnvelopeFlags.None : EnvelopeFlags.Authenticated)
                     // RFC 8689 5: with REQUIRETLS the header field is ignored (REQUIRETLS wins).
                     | (facts.TlsRequiredNo && (_flags & EnvelopeFlags.RequireTls) == 0 ? EnvelopeFlags.TlsOptional : EnvelopeFlags.None),
+            Pool = pool,
         };
         ulong id = _queueId;
         SpooledMessage spooled;
@@ -255,7 +258,7 @@ internal sealed partial class SmtpServerSession
 
         WriteQueuedReply(id);
         _server.CountAccepted(message.ContentLength, envelope.Recipients.Length);
-        _server.Log.Info($"{new QueueIdText(id)}: queued from={envelope.SenderForLog} rcpts={envelope.Recipients.Length} size={message.ContentLength} client={_clientAddress}{(_tls is null ? "" : " tls")}{(_authenticatedUser is null ? "" : " auth=")}{_authenticatedUser}");
+        _server.Log.Info($"{new QueueIdText(id)}: queued from={envelope.SenderForLog} rcpts={envelope.Recipients.Length} size={message.ContentLength} client={_clientAddress}{(_tls is null ? "" : " tls")}{(_authenticatedUser is null ? "" : " auth=")}{_authenticatedUser}{(pool is null ? "" : " pool=")}{pool}");
 
         _message = null; // the session's reference moves to the queue
         ResetTransaction();
@@ -271,6 +274,37 @@ internal sealed partial class SmtpServerSession
             _server.Log.Error($"spool append failed for {QueueIdGenerator.ToString(id)}: {NativeRelay.Telemetry.ExceptionText.Of(e)}");
         ResetTransaction();
         Reply(e is SpoolFullException ? SmtpReplies.InsufficientStorage : SmtpReplies.SpoolFailure);
+    }
+
+    /// <summary>
+    /// The pool of this message by the rules (null: the default pool). Header fields a rule names
+    /// are read and taken out only for a trusted client (relay networks or authenticated), and
+    /// only in the first block of the header section (where the header scan looks).
+    /// </summary>
+    private string? ChoosePool(MessageBuffer message, NativeRelay.Traffic.Sources.PoolRules rules)
+    {
+        List<(int Offset, int Length, string Name, string Value)>? fields = null;
+        if (rules.HeaderBytes.Length > 0 && (_isRelayClient || _authenticatedUser is not null))
+        {
+            var headers = message.FirstBlockContent()[message.Reserved..];
+            fields = NativeRelay.Traffic.Sources.PoolRules.FindHeaders(headers, rules.HeaderBytes);
+        }
+        string? pool = rules.Choose(_listener, _authenticatedUser, _sender, name =>
+        {
+            if (fields is null)
+                return null;
+            foreach (var f in fields)
+                if (string.Equals(f.Name, name, StringComparison.OrdinalIgnoreCase))
+                    return f.Value;
+            return null;
+        });
+        if (fields is { Count: > 0 })
+        {
+            // The last first: taking a field out moves only what is before it, so earlier offsets hold.
+            for (int i = fields.Count - 1; i >= 0; i--)
+                message.TryRemoveBeforeFill(fields[i].Offset, fields[i].Length);
+        }
+        return pool;
     }
 
     /// <summary>

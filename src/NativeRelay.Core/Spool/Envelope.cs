@@ -74,6 +74,13 @@ public sealed class Envelope
     /// </summary>
     public byte[]? Metadata { get; init; }
 
+    /// <summary>
+    /// The egress pool decided at reception (traffic.poolRules); null: the default pool. Stored in
+    /// the head record's extension (bit 3 of its flag byte), so a spool written before pools
+    /// existed recovers with none.
+    /// </summary>
+    public string? Pool { get; init; }
+
     public string SenderText => Sender.Length == 0 ? "<>" : System.Text.Encoding.UTF8.GetString(Sender);
     /// <summary>The sender as <see cref="SenderText"/> shows it, for a log line, without making a string.</summary>
     public Telemetry.Utf8Text SenderForLog => new(Sender.Length == 0 ? "<>"u8 : Sender);

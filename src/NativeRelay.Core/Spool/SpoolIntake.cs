@@ -33,7 +33,7 @@ public sealed class SpoolIntake(SpoolLog spool, IQueueIntake queue)
             if (Events.IsEnabled)
             {
                 var facts = NativeRelay.Events.InjectionFacts.Of(envelope);
-                NativeRelay.Events.MessageEvents.PublishReception(Events, id, envelope, body.FirstBlockContent(), facts.Tags, facts.Metadata, facts.Pool);
+                NativeRelay.Events.MessageEvents.PublishReception(Events, id, envelope, body.FirstBlockContent(), facts.Tags, facts.Metadata, envelope.Pool ?? facts.Pool);
             }
             return new SpooledMessage(id, head, first, envelope, body);
         }

@@ -150,9 +150,10 @@ internal sealed class MessageHeadEntry : ILogEnqueueEntry
 /// <summary>
 /// The DSN and submission extension of a head record (after the recipients): ENVID (2+n), auth
 /// user (2+n), then a flag byte (bit 0: NOTIFY present, bit 1: ORCPT present, bit 2: injection
-/// part present) and, per recipient, NOTIFY (1) and/or ORCPT (2+n); then, with bit 2, the HTTP
-/// injection's not-before time (8, Unix ms) and metadata (4+n). Spools written before bit 2
-/// existed never set it, so they read as before.
+/// part present, bit 3: pool present) and, per recipient, NOTIFY (1) and/or ORCPT (2+n); then,
+/// with bit 2, the HTTP injection's not-before time (8, Unix ms) and metadata (4+n); then, with
+/// bit 3, the egress pool (2+n). Spools written before bits 2 and 3 existed never set them, so
+/// they read as before (no schedule, no metadata, the default pool).
 /// </summary>
 internal static class DsnExtension
 {
@@ -161,6 +162,8 @@ internal static class DsnExtension
         int n = 2 + (e.EnvelopeId?.Length ?? 0) + 2 + System.Text.Encoding.UTF8.GetByteCount(e.AuthenticatedUser ?? "") + 1;
         if (HasInjectionPart(e))
             n += 8 + 4 + (e.Metadata?.Length ?? 0);
+        if (e.Pool is not null)
+            n += 2 + System.Text.Encoding.UTF8.GetByteCount(e.Pool);
         if (e.Notify is not null)
             n += e.Recipients.Length;
         if (e.OriginalRecipients is not null)
@@ -173,7 +176,8 @@ internal static class DsnExtension
     {
         w.Bytes16(e.EnvelopeId ?? []);
         w.Utf8(e.AuthenticatedUser ?? "");
-        w.U8((byte)((e.Notify is not null ? 1 : 0) | (e.OriginalRecipients is not null ? 2 : 0) | (HasInjectionPart(e) ? 4 : 0)));
+        w.U8((byte)((e.Notify is not null ? 1 : 0) | (e.OriginalRecipients is not null ? 2 : 0) | (HasInjectionPart(e) ? 4 : 0)
+                    | (e.Pool is not null ? 8 : 0)));
         if (e.Notify is not null)
             foreach (var n in e.Notify)
                 w.U8((byte)n);
@@ -187,6 +191,8 @@ internal static class DsnExtension
             w.U32((uint)metadata.Length);
             metadata.CopyTo(w.Take(metadata.Length));
         }
+        if (e.Pool is not null)
+            w.Utf8(e.Pool);
     }
 
     private static bool HasInjectionPart(Envelope e) => e.NotBeforeUnixMs != 0 || e.Metadata is not null;
@@ -204,17 +210,20 @@ internal static class DsnExtension
                     return false;
         if ((flags & 4) != 0 && (!r.I64(out _) || !r.U32(out uint metadata) || !r.Skip(metadata)))
             return false;
+        if ((flags & 8) != 0 && !r.Skip16())
+            return false;
         return true;
     }
 
     public static bool TryRead(ref SpanReader r, int recipients, out byte[]? envId, out string? user,
-        out DsnNotify[]? notify, out byte[]?[]? orcpt, out long notBefore, out byte[]? metadata)
+        out DsnNotify[]? notify, out byte[]?[]? orcpt, out long notBefore, out byte[]? metadata, out string? pool)
     {
         notBefore = 0;
         metadata = null;
         notify = null;
         orcpt = null;
         user = null;
+        pool = null;
         if (!r.Bytes16(out var id) || !r.Utf8(out var u) || !r.U8(out byte flags))
         {
             envId = null;
@@ -247,6 +256,12 @@ internal static class DsnExtension
             if (!r.I64(out notBefore) || !r.U32(out uint length) || length > r.Remaining)
                 return false;
             metadata = length == 0 ? null : r.Take((int)length).ToArray(); // no metadata is written as length 0
+        }
+        if ((flags & 8) != 0)
+        {
+            if (!r.Utf8(out var p))
+                return false;
+            pool = p;
         }
         return true;
     }
@@ -459,14 +474,14 @@ internal sealed class MessageHead
             if (!r.Bytes16(out recipients[i]))
                 return null;
         if (!DsnExtension.TryRead(ref r, recipients.Length, out var envId, out var user, out var notify, out var orcpt,
-                out long notBefore, out var metadata))
+                out long notBefore, out var metadata, out var pool))
             return null;
         return new Envelope
         {
             Sender = sender, Recipients = recipients, ClientAddress = client, HeloName = helo,
             ArrivalUnixMs = arrival, Flags = (EnvelopeFlags)flags,
             EnvelopeId = envId, AuthenticatedUser = user, Notify = notify, OriginalRecipients = orcpt,
-            NotBeforeUnixMs = notBefore, Metadata = metadata,
+            NotBeforeUnixMs = notBefore, Metadata = metadata, Pool = pool,
         };
     }
 }

@@ -30,6 +30,10 @@ public readonly struct DeliveryEvent
     public string? TlsVerified { get; init; }
     /// <summary>The RFC 8460 result type when a TLS policy refused the next hop.</summary>
     public string? TlsFailure { get; init; }
+    /// <summary>The egress source the attempt left from (traffic control; "default" for the system's address).</summary>
+    public string? Source { get; init; }
+    /// <summary>The site (MX rollup or the operator's label) the attempt went to.</summary>
+    public string? Site { get; init; }
     /// <summary>The queue id of the DSN this event produced, if any.</summary>
     public ulong DsnId { get; init; }
     /// <summary>When the next attempt is due (deferred), as Unix milliseconds; 0: not given.</summary>
@@ -128,6 +132,10 @@ public sealed class DeliveryLog : IDisposable
                 w.WriteString("tlsVerified"u8, e.TlsVerified);
             if (e.TlsFailure is not null)
                 w.WriteString("tlsFailure"u8, e.TlsFailure);
+            if (e.Source is not null)
+                w.WriteString("source"u8, e.Source);
+            if (e.Site is not null)
+                w.WriteString("site"u8, e.Site);
             if (e.DsnId != 0)
             {
                 QueueIdGenerator.Format(e.DsnId, id);

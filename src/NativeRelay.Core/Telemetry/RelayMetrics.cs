@@ -120,6 +120,57 @@ public static class RelayMetrics
         "nativerelay_tls_policy_failures_total", "Next hops refused by a TLS policy, by RFC 8460 result type (starttls-not-supported, certificate-host-mismatch, ...).",
         "reason", 16);
 
+    // Traffic control ---------------------------------------------------------------------------
+
+    public static readonly BoundedCounterVec SiteDelivered = Registry.BoundedCounterVec(
+        "nativerelay_site_delivered_total", "Recipients delivered, by site (MX rollup or label; the first sites seen, the rest as \"other\").",
+        "site", DefaultMaxDestinations);
+
+    public static readonly BoundedCounterVec SiteDeferred = Registry.BoundedCounterVec(
+        "nativerelay_site_deferred_total", "Recipient attempts deferred, by site (the first sites seen, the rest as \"other\").",
+        "site", DefaultMaxDestinations);
+
+    public static readonly BoundedCounterVec SiteBounced = Registry.BoundedCounterVec(
+        "nativerelay_site_bounced_total", "Recipients failed for good, by site (the first sites seen, the rest as \"other\").",
+        "site", DefaultMaxDestinations);
+
+    public static readonly BoundedCounterVec SourceDelivered = Registry.BoundedCounterVec(
+        "nativerelay_source_delivered_total", "Recipients delivered, by egress source.",
+        "source", 256);
+
+    /// <summary>Automation actions that went in force, by kind (index: TrafficActionKind).</summary>
+    public static readonly GaugeVec TrafficActions = Registry.Add(new GaugeVec(
+        "nativerelay_traffic_actions_total", "Automation actions that went in force on a (source, site) path, by kind (an action extended by another matching reply counts once).",
+        counter: true, "action", "throttle", "suspend", "bounce"));
+
+    /// <summary>Automation actions in force now, by kind (read from the action table when scraped).</summary>
+    public static readonly GaugeVec TrafficActionsActive = Registry.GaugeVec(
+        "nativerelay_traffic_actions_active", "Automation actions in force now on (source, site) paths, by kind.",
+        "action", "throttle", "suspend", "bounce");
+
+    public static readonly BoundedCounterVec TrafficRuleFired = Registry.BoundedCounterVec(
+        "nativerelay_traffic_rule_matches_total", "Replies an automation rule matched, by rule.",
+        "rule", 64);
+
+    /// <summary>Times a path's queue waited for a limit; index with Wait*.</summary>
+    public static readonly GaugeVec TrafficWaits = Registry.Add(new GaugeVec(
+        "nativerelay_traffic_limit_waits_total", "Times a (source, site) path waited before opening a connection, by the limit that held it: connections, connection_rate, message_rate (its own or its source's), source (the source's connections).",
+        counter: true, "limit", "connections", "connection_rate", "message_rate", "source"));
+
+    public const int WaitConnections = 0;
+    public const int WaitConnectionRate = 1;
+    public const int WaitMessageRate = 2;
+    public const int WaitSource = 3;
+
+    /// <summary>Jobs an automation action moved, deferred or bounced; index with Jobs*.</summary>
+    public static readonly GaugeVec TrafficJobs = Registry.Add(new GaugeVec(
+        "nativerelay_traffic_jobs_total", "Jobs a path's state turned away: moved to another source of the pool, deferred (suspended path, or a message slot too far off), bounced (bounce action).",
+        counter: true, "outcome", "moved", "deferred", "bounced"));
+
+    public const int JobsMoved = 0;
+    public const int JobsDeferred = 1;
+    public const int JobsBounced = 2;
+
     // The binary --------------------------------------------------------------------------------
 
     public static readonly GaugeVec BuildInfo = Registry.GaugeVec(
@@ -196,5 +247,8 @@ public static class RelayMetrics
         DestinationDeferred.SetMaxSeries(max);
         DestinationBounced.SetMaxSeries(max);
         BounceClasses.SetMaxSites(max);
+        SiteDelivered.SetMaxSeries(max);
+        SiteDeferred.SetMaxSeries(max);
+        SiteBounced.SetMaxSeries(max);
     }
 }

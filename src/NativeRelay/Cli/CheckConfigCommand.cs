@@ -143,6 +143,15 @@ internal static class CheckConfigCommand
         Line("delivery", $"{(d2.Loops == 0 ? $"{Environment.ProcessorCount} loops (one per core)" : $"{d2.Loops} loops")}, " +
                          $"{d2.InitialConnectionsPerDestination}..{d2.ConnectionsPerDestination} connections per destination, " +
                          $"retry {d2.RetryInitialSeconds}s..{d2.RetryMaxSeconds}s, give up after {d2.MaxLifetimeHours}h");
+        if (s.Traffic.IsConfigured)
+        {
+            foreach (var (key, value) in s.Traffic.Describe())
+                Line(key, value);
+        }
+        else
+        {
+            Line("traffic", "the system's default source; no shaping file (delivery and route limits); default automation");
+        }
         var t = s.SpoolTuning;
         Line("spool", $"{s.SpoolDirectory} (pages {1L << t.PageSizeBits} bytes, memory {1L << t.MemorySizeBits} bytes, files {1L << t.SegmentSizeBits} bytes)");
         if (s.Routing.DeliveryLogPath is { } log)

@@ -88,7 +88,38 @@ internal static class ServeCommand
                 foreach (var w in o.Events.Webhooks)
                     w.SecretFile ??= v;
             }),
+        Flag(Flags.Repeatable("--source", "NAME=IP[/EHLO]",
+                "an egress source: bind outgoing connections to IP and say EHLO from it; with no pool configured, every source is in the default pool with equal weight",
+                static (flag, text) => ParseSource(flag, text), shown: "the system's default address"),
+            (o, v) =>
+            {
+                foreach (var text in v)
+                {
+                    var (name, source) = ParseSource("--source", text);
+                    o.Traffic.Sources[name] = source;
+                }
+            }),
+        Flag(Flags.Text("--shaping", "FILE", "the shaping rules file (JSON: limits by site, domain and source; automation; docs/examples/shaping.json)", "none"),
+            (o, v) => o.Traffic.Shaping = v),
     ];
+
+    /// <summary>"NAME=IP" or "NAME=IP/EHLO" (an IPv6 address has no '/', so the last one splits).</summary>
+    internal static (string Name, SourceOptions Source) ParseSource(string flag, string text)
+    {
+        int eq = text.IndexOf('=');
+        if (eq <= 0 || eq == text.Length - 1)
+            throw new ConfigException($"{flag}: '{text}' is not NAME=IP[/EHLO] (e.g. ip2=192.0.2.2/mta2.example.com)");
+        string name = text[..eq].Trim();
+        string rest = text[(eq + 1)..].Trim();
+        int slash = rest.LastIndexOf('/');
+        string address = slash < 0 ? rest : rest[..slash];
+        string? ehlo = slash < 0 ? null : rest[(slash + 1)..];
+        if (!System.Net.IPAddress.TryParse(address, out _))
+            throw new ConfigException($"{flag}: '{address}' in '{text}' is not an IPv4 or IPv6 address");
+        if (ehlo is not null && !RelaySettings.IsValidHostname(ehlo))
+            throw new ConfigException($"{flag}: '{ehlo}' in '{text}' is not a host name");
+        return (name, new SourceOptions { Address = address, Ehlo = ehlo });
+    }
 
     private static readonly Option<string[]> LocalDomain = Flags.Repeatable("--local-domain", "DOMAIN",
         "deliver this domain's mail into Maildirs under --maildir-root instead of relaying it", shown: "none");

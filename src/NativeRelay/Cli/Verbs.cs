@@ -31,6 +31,7 @@ internal static class Verbs
             BenchCommand.Build(),
             QueueCommand.Build(),
             SuppressCommand.Build(),
+            TrafficCommand.Build(),
             DkimCommand.Build(),
             TokenCommand.Build(),
             TlsRptCommand.Build(),

@@ -52,7 +52,8 @@ public sealed class HttpApiEndToEndTests(ITestOutputHelper log) : IAsyncDisposab
         return token;
     }
 
-    private async Task StartAsync(JsonObject? http = null, JsonObject? dkim = null, TestCertificate? tls = null, JsonObject? events = null)
+    private async Task StartAsync(JsonObject? http = null, JsonObject? dkim = null, TestCertificate? tls = null, JsonObject? events = null,
+        JsonObject? traffic = null)
     {
         _smtpPort = FreePort.Get();
         _httpPort = FreePort.Get();
@@ -72,6 +73,8 @@ public sealed class HttpApiEndToEndTests(ITestOutputHelper log) : IAsyncDisposab
             config["dkim"] = dkim;
         if (events is not null)
             config["events"] = events;
+        if (traffic is not null)
+            config["traffic"] = traffic;
         if (tls is not null)
             config["tls"] = new JsonObject { ["certificate"] = tls.CertificatePath, ["key"] = tls.KeyPath };
         _config = _dir.File("relay.json");
@@ -480,5 +483,58 @@ public sealed class HttpApiEndToEndTests(ITestOutputHelper log) : IAsyncDisposab
         Assert.Equal(550, refused.Code);
         Assert.Contains("5.7.1", refused.ToString());
         Assert.Equal(250, (await smtp.CommandAsync("RCPT TO:<bob@example.org>")).Code);
+    }
+
+    [Fact]
+    public async Task An_injections_pool_picks_its_egress_source_and_the_events_name_pool_source_and_site()
+    {
+        const string secret = "webhook-secret-for-the-pool-test";
+        File.WriteAllText(_dir.File("hook.secret"), secret);
+        using var receiver = new WebhookReceiver(secret).Start();
+        var token = await AddTokenAsync("news");
+        await StartAsync(
+            events: new JsonObject { ["webhooks"] = new JsonArray(new JsonObject { ["name"] = "app", ["url"] = receiver.Url, ["secretFile"] = _dir.File("hook.secret") }) },
+            traffic: new JsonObject
+            {
+                ["sources"] = new JsonObject
+                {
+                    ["ip2"] = new JsonObject { ["address"] = "127.0.0.2", ["ehlo"] = "ip2.relay.test" },
+                    ["ip3"] = new JsonObject { ["address"] = "127.0.0.3", ["ehlo"] = "ip3.relay.test" },
+                },
+                ["pools"] = new JsonObject
+                {
+                    ["bulk"] = new JsonObject { ["sources"] = new JsonObject { ["ip2"] = 1 } },
+                    ["transactional"] = new JsonObject { ["sources"] = new JsonObject { ["ip3"] = 1 } },
+                },
+            });
+
+        // A pool traffic control does not know is refused, and nothing is queued.
+        var (unknown, unknownBody, _) = await PostAsync(token, """{"from":"n@example.test","recipients":[{"email":"x@example.org"}],"subject":"s","text":"t","pool":"nosuch"}""");
+        Assert.Equal(HttpStatusCode.UnprocessableEntity, unknown);
+        Assert.Contains("nosuch", (string?)unknownBody["error"]);
+
+        var (status, answer, _) = await PostAsync(token, """{"from":"n@example.test","recipients":[{"email":"bulk@example.org"}],"subject":"s","text":"t","pool":"bulk"}""");
+        Assert.Equal(HttpStatusCode.Accepted, status);
+        string bulkId = (string)answer["accepted"]![0]!["queue_id"]!;
+        (status, answer, _) = await PostAsync(token, """{"from":"n@example.test","recipients":[{"email":"tx@example.org"}],"subject":"s","text":"t","pool":"transactional"}""");
+        Assert.Equal(HttpStatusCode.Accepted, status);
+        string txId = (string)answer["accepted"]![0]!["queue_id"]!;
+
+        var bulk = await _sink.WaitForMessageAsync(m => m.Recipients.Contains("bulk@example.org"), Waits.Delivery);
+        var tx = await _sink.WaitForMessageAsync(m => m.Recipients.Contains("tx@example.org"), Waits.Delivery);
+        Assert.Equal("127.0.0.2", bulk.PeerAddress);
+        Assert.Equal("ip2.relay.test", bulk.HeloName);
+        Assert.Equal("127.0.0.3", tx.PeerAddress);
+        Assert.Equal("ip3.relay.test", tx.HeloName);
+
+        var events = await receiver.WaitForAsync(e => e.Count(x => x.Type() == "delivery") >= 2, Waits.Delivery, "both deliveries");
+        var bulkDelivery = events.Single(x => x.Type() == "delivery" && x.Str("queue_id") == bulkId);
+        Assert.Equal("bulk", bulkDelivery.Str("pool"));
+        Assert.Equal("ip2", bulkDelivery.Str("source"));
+        Assert.False(string.IsNullOrEmpty(bulkDelivery.Str("site")));
+        var txDelivery = events.Single(x => x.Type() == "delivery" && x.Str("queue_id") == txId);
+        Assert.Equal("transactional", txDelivery.Str("pool"));
+        Assert.Equal("ip3", txDelivery.Str("source"));
+        Assert.Equal("bulk", events.Single(x => x.Type() == "reception" && x.Str("queue_id") == bulkId).Str("pool"));
     }
 }

@@ -22,6 +22,12 @@ public sealed record PeerMessage(
     /// <summary>When the peer accepted it (UTC).</summary>
     public DateTime ReceivedAt { get; init; } = DateTime.UtcNow;
 
+    /// <summary>The EHLO (or HELO) name the client gave on its connection.</summary>
+    public string Helo { get; init; } = "";
+
+    /// <summary>The client's address.</summary>
+    public string Client { get; init; } = "";
+
     public string DataText => Encoding.UTF8.GetString(Data);
 
     public string? Header(string name) => MessageText.Header(Encoding.Latin1.GetString(Data), name);
@@ -102,6 +108,9 @@ public sealed class MxPeer : IAsyncDisposable
 
     /// <summary>The greeting line (a 4xx or 5xx here makes the relay try the next host).</summary>
     public string Greeting { get; set; } = "";
+
+    /// <summary>The greeting by client address (null: <see cref="Greeting"/>), e.g. to refuse one sending IP.</summary>
+    public Func<string, string?>? GreetingFrom { get; set; }
 
     /// <summary>Accept the connection and never greet (a hung host); sessions end when the peer is disposed.</summary>
     public bool HangBeforeGreeting { get; set; }
@@ -287,7 +296,8 @@ public sealed class MxPeer : IAsyncDisposable
         try
         {
             Record($"conn {number}: open from {client.Client.RemoteEndPoint}");
-            await SessionAsync(client.GetStream(), number, session, _stop.Token).ConfigureAwait(false);
+            string peerAddress = (client.Client.RemoteEndPoint as IPEndPoint)?.Address.ToString() ?? "";
+            await SessionAsync(client.GetStream(), number, session, peerAddress, _stop.Token).ConfigureAwait(false);
         }
         catch (Exception e) when (e is OperationCanceledException or IOException or SocketException or ObjectDisposedException
                                       or InvalidDataException or System.Security.Authentication.AuthenticationException)
@@ -316,7 +326,7 @@ public sealed class MxPeer : IAsyncDisposable
         }
     }
 
-    private async Task SessionAsync(Stream stream, int number, SessionEnd session, CancellationToken ct)
+    private async Task SessionAsync(Stream stream, int number, SessionEnd session, string peerAddress, CancellationToken ct)
     {
         using var sessionCts = CancellationTokenSource.CreateLinkedTokenSource(ct);
         sessionCts.CancelAfter(TimeSpan.FromMinutes(5));
@@ -337,7 +347,7 @@ public sealed class MxPeer : IAsyncDisposable
             await Task.Delay(Timeout.Infinite, ct).ConfigureAwait(false);
             return;
         }
-        string greeting = Greeting.Length > 0 ? Greeting : $"220 {Name} ESMTP MxPeer";
+        string greeting = GreetingFrom?.Invoke(peerAddress) ?? (Greeting.Length > 0 ? Greeting : $"220 {Name} ESMTP MxPeer");
         await Reply(greeting).ConfigureAwait(false);
         if (!greeting.StartsWith('2'))
         {
@@ -371,6 +381,7 @@ public sealed class MxPeer : IAsyncDisposable
             usedBdat = false;
         }
 
+        string helo = "";
         while (true)
         {
             var line = await reader.ReadLineAsync(ct).ConfigureAwait(false);
@@ -384,6 +395,7 @@ public sealed class MxPeer : IAsyncDisposable
                 case "EHLO":
                 {
                     Interlocked.Increment(ref _ehlos);
+                    helo = arg;
                     if (EhloRefused)
                     {
                         await Reply("502 5.5.2 Error: command not recognized").ConfigureAwait(false);
@@ -565,7 +577,7 @@ public sealed class MxPeer : IAsyncDisposable
                 await Task.Delay(DataDelay, ct).ConfigureAwait(false);
             PeerMessage message;
             lock (_lock)
-                message = new PeerMessage(_messages.Count + 1, number, mailFrom!, mailParams, recipients.ToArray(), rcptParams.ToArray(), data, tls, viaBdat);
+                message = new PeerMessage(_messages.Count + 1, number, mailFrom!, mailParams, recipients.ToArray(), rcptParams.ToArray(), data, tls, viaBdat) { Helo = helo, Client = peerAddress };
             string reply = DataReply?.Invoke(message) ?? "250 2.0.0 Ok: queued";
             if (reply.StartsWith('2'))
             {

@@ -11,6 +11,12 @@ public sealed record ReceivedMessage(
     IReadOnlyList<string> Recipients,
     byte[] Data)
 {
+    /// <summary>The client address of the connection it came on (for a relay: the egress source it bound).</summary>
+    public string PeerAddress { get; init; } = "";
+
+    /// <summary>When the end of its data was answered 2xx (UTC).</summary>
+    public DateTime ReceivedAt { get; init; } = DateTime.UtcNow;
+
     /// <summary>The data as text; Latin-1 keeps one char per byte, so offsets match.</summary>
     public string DataText => Encoding.Latin1.GetString(Data);
 
@@ -23,4 +29,11 @@ public sealed record ReceivedMessage(
 }
 
 /// <summary>The end of one DATA phase, given to <see cref="TestSmtpSink.DataReply"/>.</summary>
-public sealed record DataAttempt(int Number, string MailFrom, IReadOnlyList<string> Recipients, byte[] Data);
+public sealed record DataAttempt(int Number, string MailFrom, IReadOnlyList<string> Recipients, byte[] Data)
+{
+    /// <summary>The client address of the connection.</summary>
+    public string PeerAddress { get; init; } = "";
+
+    /// <summary>The EHLO name the client gave on the connection.</summary>
+    public string HeloName { get; init; } = "";
+}

@@ -5,8 +5,10 @@ using System.Text;
 namespace NativeRelay.Tests.Support;
 
 /// <summary>
-/// An in-process SMTP server on 127.0.0.1 that records what it receives. Each test makes its own.
-/// It reads line by line, so pipelined commands are answered one after another in order.
+/// An in-process SMTP server on a loopback address (127.0.0.1 unless told; all of 127/8 is local
+/// on Linux) that records what it receives, from which client address, under which EHLO name and
+/// when. Each test makes its own. It reads line by line, so pipelined commands are answered one
+/// after another in order.
 /// </summary>
 public sealed class TestSmtpSink : IAsyncDisposable, IDisposable
 {
@@ -21,25 +23,48 @@ public sealed class TestSmtpSink : IAsyncDisposable, IDisposable
     private readonly List<string> _events = new();
     private readonly List<Task> _connections = new();
     private TaskCompletionSource _changed = NewSignal();
+    private readonly List<(DateTime At, string Peer)> _connectionsFrom = new();
     private int _connectionCount;
     private int _dataAttempts;
+    private int _open;
+    private int _maxOpen;
 
     /// <summary>Starts a sink on 127.0.0.1 and the given port (0: any free port).</summary>
-    public TestSmtpSink(int port = 0)
+    public TestSmtpSink(int port = 0) : this(IPAddress.Loopback, port)
     {
-        _listener = new TcpListener(IPAddress.Loopback, port);
-        _listener.Start();
+    }
+
+    /// <summary>Starts a sink on a loopback address (e.g. 127.0.0.10) and port (0: any free port).</summary>
+    public TestSmtpSink(IPAddress address, int port)
+    {
+        _listener = new TcpListener(address, port);
+        _listener.Start(512);
+        Address = address;
         Port = ((IPEndPoint)_listener.LocalEndpoint).Port;
         _acceptLoop = Task.Run(AcceptLoopAsync);
     }
 
+    public IPAddress Address { get; }
+
     public int Port { get; }
 
-    /// <summary>"127.0.0.1:port", the form the relay's --relay-to takes.</summary>
-    public string Endpoint => $"127.0.0.1:{Port}";
+    /// <summary>"IP:port", the form the relay's --relay-to takes.</summary>
+    public string Endpoint => $"{Address}:{Port}";
+
+    /// <summary>The most connections open at once (from accept to close).</summary>
+    public int MaxConcurrentConnections => Volatile.Read(ref _maxOpen);
+
+    /// <summary>When each connection was accepted, and from which client address.</summary>
+    public IReadOnlyList<(DateTime At, string Peer)> ConnectionsFrom
+    {
+        get { lock (_lock) { return _connectionsFrom.ToArray(); } }
+    }
 
     /// <summary>Decides the reply line to RCPT TO by address (without brackets). Default: 250.</summary>
     public Func<string, string>? RcptReply { get; set; }
+
+    /// <summary>Decides the reply line to RCPT TO by client address and recipient; null: <see cref="RcptReply"/> decides.</summary>
+    public Func<string, string, string?>? RcptReplyFrom { get; set; }
 
     /// <summary>Decides the reply line to the end of DATA. Default: 250.</summary>
     public Func<DataAttempt, string>? DataReply { get; set; }
@@ -217,6 +242,8 @@ public sealed class TestSmtpSink : IAsyncDisposable, IDisposable
             }
 
             int number = Interlocked.Increment(ref _connectionCount);
+            string peer = (client.Client.RemoteEndPoint as IPEndPoint)?.Address.ToString() ?? "";
+            lock (_lock) { _connectionsFrom.Add((DateTime.UtcNow, peer)); }
             var task = Task.Run(() => HandleConnectionAsync(client, number));
             lock (_lock) { _connections.Add(task); }
             Signal();
@@ -226,21 +253,31 @@ public sealed class TestSmtpSink : IAsyncDisposable, IDisposable
     private async Task HandleConnectionAsync(TcpClient client, int number)
     {
         using var _ = client;
+        string peer = (client.Client.RemoteEndPoint as IPEndPoint)?.Address.ToString() ?? "";
+        int open = Interlocked.Increment(ref _open);
+        int max;
+        while (open > (max = Volatile.Read(ref _maxOpen)) && Interlocked.CompareExchange(ref _maxOpen, open, max) != max)
+        {
+        }
         Record($"conn {number}: open from {client.Client.RemoteEndPoint}");
         try
         {
-            await RunSessionAsync(client.GetStream(), number, _stop.Token).ConfigureAwait(false);
+            await RunSessionAsync(client.GetStream(), number, peer, _stop.Token).ConfigureAwait(false);
         }
         catch (Exception ex) when (ex is OperationCanceledException or IOException or SocketException or ObjectDisposedException or InvalidDataException)
         {
             Record($"conn {number}: ended: {ex.GetType().Name}: {ex.Message}");
+        }
+        finally
+        {
+            Interlocked.Decrement(ref _open);
         }
 
         Record($"conn {number}: closed");
         Signal();
     }
 
-    private async Task RunSessionAsync(NetworkStream stream, int number, CancellationToken ct)
+    private async Task RunSessionAsync(NetworkStream stream, int number, string peer, CancellationToken ct)
     {
         // No session may outlive a broken test for long.
         using var sessionCts = CancellationTokenSource.CreateLinkedTokenSource(ct);
@@ -330,6 +367,8 @@ public sealed class TestSmtpSink : IAsyncDisposable, IDisposable
 
                     lock (_lock) { _rcptAttempts.Add(to); }
                     string rcptReply = RcptReply?.Invoke(to) ?? "250 2.1.5 Ok";
+                    if (RcptReplyFrom?.Invoke(peer, to) is { } fromPeer)
+                        rcptReply = fromPeer;
                     if (rcptReply.StartsWith('2'))
                     {
                         recipients.Add(to);
@@ -354,13 +393,17 @@ public sealed class TestSmtpSink : IAsyncDisposable, IDisposable
                     }
 
                     int attemptNumber = Interlocked.Increment(ref _dataAttempts);
-                    var attempt = new DataAttempt(attemptNumber, mailFrom, recipients.ToArray(), data);
+                    var attempt = new DataAttempt(attemptNumber, mailFrom, recipients.ToArray(), data) { PeerAddress = peer, HeloName = helo };
                     string dataReply = DataReply?.Invoke(attempt) ?? "250 2.0.0 Ok: queued";
                     if (dataReply.StartsWith('2'))
                     {
                         lock (_lock)
                         {
-                            _messages.Add(new ReceivedMessage(_messages.Count + 1, number, helo, mailFrom, recipients.ToArray(), data));
+                            _messages.Add(new ReceivedMessage(_messages.Count + 1, number, helo, mailFrom, recipients.ToArray(), data)
+                            {
+                                PeerAddress = peer,
+                                ReceivedAt = DateTime.UtcNow,
+                            });
                         }
                     }
 

@@ -267,13 +267,14 @@ public class PropertyTests
         from orcpt in OptionalBytes.Array[recipients.Length]
         from notBefore in Gen.OneOf(Gen.Const(0L), Gen.Long)
         from metadata in OptionalBytes
+        from pool in OptionalText
         select new Envelope
         {
             Sender = sender, Recipients = recipients, ClientAddress = client, HeloName = helo,
             ArrivalUnixMs = arrival, Flags = (EnvelopeFlags)flags, EnvelopeId = envId, AuthenticatedUser = user,
             Notify = withNotify ? notify.Select(b => (DsnNotify)b).ToArray() : null,
             OriginalRecipients = withOrcpt ? orcpt : null,
-            NotBeforeUnixMs = notBefore, Metadata = metadata,
+            NotBeforeUnixMs = notBefore, Metadata = metadata, Pool = pool,
         };
 
     [Fact]
@@ -311,6 +312,7 @@ public class PropertyTests
                 Assert.Equal(envelope.OriginalRecipients, e.OriginalRecipients);
                 Assert.Equal(envelope.NotBeforeUnixMs, e.NotBeforeUnixMs);
                 Assert.Equal(envelope.Metadata, e.Metadata);
+                Assert.Equal(envelope.Pool, e.Pool);
 
                 // Every strict prefix of the record is refused, never misread or thrown on.
                 for (int cut = 0; cut < record.Length; cut += 1 + record.Length / 16)

@@ -4,7 +4,18 @@ using System.Text.Json;
 namespace NativeRelay.TlsPolicies.Reporting;
 
 /// <summary>One failure line of a report: a result type (RFC 8460 4.3) at one MX host and address.</summary>
-public readonly record struct TlsRptFailureKey(string ResultType, string? ReceivingMx, string? ReceivingIp);
+public readonly record struct TlsRptFailureKey(string ResultType, string? ReceivingMx, string? ReceivingIp)
+{
+    /// <summary>The key's RFC 8460 4.4 fields, as the counts file and the report both write them.</summary>
+    public void WriteFields(System.Text.Json.Utf8JsonWriter w)
+    {
+        w.WriteString("result-type", ResultType);
+        if (ReceivingMx is not null)
+            w.WriteString("receiving-mx-hostname", ReceivingMx);
+        if (ReceivingIp is not null)
+            w.WriteString("receiving-ip", ReceivingIp);
+    }
+}
 
 /// <summary>The sessions of one day under one policy of one domain (RFC 8460 4.4 "policies" entry).</summary>
 public sealed class TlsRptPolicyCounts
@@ -55,11 +66,7 @@ public sealed class TlsRptDay
                 foreach (var (key, count) in p.Failures)
                 {
                     w.WriteStartObject();
-                    w.WriteString("result-type", key.ResultType);
-                    if (key.ReceivingMx is not null)
-                        w.WriteString("receiving-mx-hostname", key.ReceivingMx);
-                    if (key.ReceivingIp is not null)
-                        w.WriteString("receiving-ip", key.ReceivingIp);
+                    key.WriteFields(w);
                     w.WriteNumber("count", count);
                     w.WriteEndObject();
                 }

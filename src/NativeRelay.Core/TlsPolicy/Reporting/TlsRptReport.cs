@@ -64,11 +64,7 @@ public static class TlsRptReport
                     foreach (var (key, count) in p.Failures.OrderBy(f => f.Key.ResultType, StringComparer.Ordinal))
                     {
                         w.WriteStartObject();
-                        w.WriteString("result-type", key.ResultType);
-                        if (key.ReceivingMx is not null)
-                            w.WriteString("receiving-mx-hostname", key.ReceivingMx);
-                        if (key.ReceivingIp is not null)
-                            w.WriteString("receiving-ip", key.ReceivingIp);
+                        key.WriteFields(w);
                         w.WriteNumber("failed-session-count", count);
                         w.WriteEndObject();
                     }
