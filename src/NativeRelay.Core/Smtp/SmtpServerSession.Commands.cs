@@ -221,7 +221,7 @@ internal sealed partial class SmtpServerSession
         // The suppression list: one keyed hash and one probe per scope in use, no allocation. Not
         // counted as a client error: a bulk sender's list may well hold addresses that bounced.
         if (_server.Suppression is { } suppression && _server.Settings.Suppression.RefuseAtRcpt
-            && suppression.IsSuppressed(address, null, SenderDomain()))
+            && suppression.IsSuppressed(address, PoolAtRcpt(), SenderDomain()))
         {
             Telemetry.RelayMetrics.RecipientsSuppressed.Increment();
             return Reply(NativeRelay.Traffic.Suppression.SuppressionReplies.Refused);

@@ -277,6 +277,18 @@ internal sealed partial class SmtpServerSession
     }
 
     /// <summary>
+    /// The transaction's pool as far as RCPT can know it, for the suppression list's pool scope:
+    /// the pool rules decide on the listener, the AUTH user and the sender, all known by now, unless
+    /// a rule reads a header field; then the pool waits for the data and RCPT checks only the
+    /// global and sender-domain scopes (queued mail is checked again with its pool). Null: the
+    /// default pool. The rules' own strings: nothing is allocated.
+    /// </summary>
+    private string? PoolAtRcpt() =>
+        _server.Settings.Traffic.PoolRules is { IsEmpty: false, HeaderBytes.Length: 0 } rules
+            ? rules.Choose(_listener, _authenticatedUser, _sender, static _ => null)
+            : null;
+
+    /// <summary>
     /// The pool of this message by the rules (null: the default pool). Header fields a rule names
     /// are read and taken out only for a trusted client (relay networks or authenticated), and
     /// only in the first block of the header section (where the header scan looks).

@@ -178,6 +178,27 @@ public sealed class SuppressionTests(ITestOutputHelper log)
     }
 
     [Fact]
+    public async Task A_pool_entry_refuses_at_rcpt_the_mail_the_pool_rules_put_in_that_pool()
+    {
+        await using var dns = Dns();
+        await using var peers = PeerGroup.Start("127.0.0.2", "127.0.0.4");
+        // Mail from origin.test is in pool "bulk" by a sender-domain rule (known at RCPT); other mail is in the default pool.
+        await using var relay = await MxRelay.StartAsync(log, dns, peers.Port, root => root["traffic"] = new JsonObject
+        {
+            ["pools"] = new JsonObject { ["bulk"] = new JsonObject { ["sources"] = new JsonObject { ["default"] = 1 } } },
+            ["poolRules"] = new JsonArray(new JsonObject { ["senderDomain"] = "origin.test", ["pool"] = "bulk" }),
+        });
+        var add = await Suppress(relay, "add", "p@dest.test", "--scope", "pool:bulk");
+        Assert.True(add.ExitCode == 0, add.ToString());
+        Assert.StartsWith("550 5.7.1", await RcptAsync(relay, "p@dest.test")); // alice@origin.test: pool bulk
+
+        await using var client = await TestSmtpClient.ConnectAndGreetAsync(relay.Port);
+        await client.EhloAsync();
+        await client.ExpectAsync("MAIL FROM:<bob@elsewhere.test>", 250);
+        Assert.StartsWith("250", (await client.CommandAsync("RCPT TO:<p@dest.test>")).ToString()); // the default pool
+    }
+
+    [Fact]
     public async Task The_list_survives_kill_9()
     {
         await using var dns = Dns();
