@@ -29,7 +29,19 @@ public sealed class AutomationRule
     public required string Name { get; init; }
     public int? Code { get; init; }
     public string? Enhanced { get; init; }
-    public Regex? Text { get; init; }
+    private Lazy<Regex>? _text;
+
+    /// <summary>
+    /// The reply-text pattern. An operator's is built when the rule is checked (so check-config and
+    /// SIGHUP report a bad one); the shipped defaults' are built on first use, because building a
+    /// NonBacktracking regex costs milliseconds and every start would pay it for rules that most
+    /// runs never reach.
+    /// </summary>
+    public Regex? Text
+    {
+        get => _text?.Value;
+        init => _text = value is null ? null : new Lazy<Regex>(() => value);
+    }
     public string? TextPattern { get; init; }
     public string? Domain { get; init; }
     public string? Site { get; init; }
@@ -94,8 +106,12 @@ public sealed class AutomationRule
         _ => "throttle",
     };
 
+    private const RegexOptions TextOptions = RegexOptions.IgnoreCase | RegexOptions.CultureInvariant | RegexOptions.NonBacktracking;
+
     /// <summary>Checks one rule of a shaping file; <paramref name="what"/> names it in errors.</summary>
-    public static AutomationRule From(AutomationRuleOptions o, string what)
+    public static AutomationRule From(AutomationRuleOptions o, string what) => From(o, what, buildPatternNow: true);
+
+    private static AutomationRule From(AutomationRuleOptions o, string what, bool buildPatternNow)
     {
         if (string.IsNullOrWhiteSpace(o.Name))
             throw new ConfigException($"{what}: name is needed");
@@ -107,14 +123,14 @@ public sealed class AutomationRule
         if (o.Enhanced is { } enhanced && !IsEnhancedPrefix(enhanced))
             throw new ConfigException($"{what}.enhanced: '{enhanced}' is not an enhanced status code or its start (4.7.28, 4.7)");
         Regex? regex = null;
-        if (o.Text is { } text)
+        if (o.Text is { } text && buildPatternNow)
         {
             try
             {
                 // NonBacktracking: a rule's pattern runs on text from the network (at most 2 KiB of a
                 // reply); linear time, never a runaway, so no timeout (a wall-clock timeout on a
                 // loaded host would make a match fail at random).
-                regex = new Regex(text, RegexOptions.IgnoreCase | RegexOptions.CultureInvariant | RegexOptions.NonBacktracking);
+                regex = new Regex(text, TextOptions);
             }
             catch (Exception e) when (e is ArgumentException or NotSupportedException)
             {
@@ -134,7 +150,7 @@ public sealed class AutomationRule
             throw new ConfigException($"{what}: a throttle needs the limits to lower (maxConnections, connectionsPerMinute, messagesPer..., recipientsPerTransaction); tls and idleSeconds are not lowered");
         if (action != TrafficActionKind.Throttle && !limits.IsEmpty)
             throw new ConfigException($"{what}: limits only go with the throttle action");
-        return new AutomationRule
+        var rule = new AutomationRule
         {
             Name = o.Name.Trim(),
             Code = o.Code,
@@ -149,6 +165,9 @@ public sealed class AutomationRule
             Duration = duration,
             Limits = limits,
         };
+        if (regex is null && o.Text is { } pattern)
+            rule._text = new Lazy<Regex>(() => new Regex(pattern, TextOptions)); // a shipped pattern: known good
+        return rule;
     }
 
     private static bool IsEnhancedPrefix(string s)
@@ -197,7 +216,7 @@ public sealed class AutomationRule
         // Gmail: "421-4.7.28 ... unusual rate of unsolicited mail ... temporarily rate limited"
         // (https://support.google.com/mail/?p=UnsolicitedRateLimitError). Stop sending from that
         // IP to Gmail for a while rather than retrying into the limit.
-        From(new AutomationRuleOptions { Name = "gmail-rate-limited", Code = 421, Enhanced = "4.7.28", Action = "suspend", Duration = "30m" }, "default automation"),
+        From(new AutomationRuleOptions { Name = "gmail-rate-limited", Code = 421, Enhanced = "4.7.28", Action = "suspend", Duration = "30m" }, "default automation", buildPatternNow: false),
         // "421 4.7.0 ... too many connections" (Postfix's anvil, Orange's OFR004_104 "Trop de
         // connexions", Microsoft's "exceeded the maximum number of connections"): one connection.
         From(new AutomationRuleOptions
@@ -205,7 +224,7 @@ public sealed class AutomationRule
             Name = "too-many-connections", Code = 421,
             Text = @"too many (concurrent |simultaneous )?(connections|sessions)|trop de connexions|maximum number of connections|max concurrent connections",
             Action = "throttle", MaxConnections = 1, Duration = "30m",
-        }, "default automation"),
+        }, "default automation", buildPatternNow: false),
         // Yahoo/AOL: "421 4.7.0 [TS01] Messages from x temporarily deferred due to user complaints"
         // (TS01-TS05, TSS04/05, IPTS04/05); Yahoo asks for a retry four hours later
         // (https://help.yahoo.com/kb/SLN3434.html).
@@ -213,19 +232,19 @@ public sealed class AutomationRule
         {
             Name = "yahoo-deferred", Code = 421, Text = @"\[(TSS?0[1-5]|IPTS0[45])\]",
             Action = "suspend", Duration = "4h",
-        }, "default automation"),
+        }, "default automation", buildPatternNow: false),
         // "too many messages ... in a short period" (GMX/web.de), "rate limited" (Microsoft, others).
         From(new AutomationRuleOptions
         {
             Name = "rate-limited", Code = 421,
             Text = @"(temporarily )?rate.limited|too many messages|sending rate|reduce the sending rate",
             Action = "throttle", MessagesPerMinute = 10, Duration = "30m",
-        }, "default automation"),
+        }, "default automation", buildPatternNow: false),
         // Microsoft: "451 4.7.500 Server busy. Please try again later from [x]" and 4.7.650-4.7.659.
         From(new AutomationRuleOptions
         {
             Name = "server-busy", Text = @"server busy\. please try again later|4\.7\.65\d",
             Action = "throttle", MessagesPerMinute = 6, MaxConnections = 2, Duration = "15m",
-        }, "default automation"),
+        }, "default automation", buildPatternNow: false),
     ];
 }
