@@ -79,7 +79,7 @@ crash-test: publish
 backlog-test: publish
 	bash perf/backlog-test.sh
 
-# The spool's log cut at every byte offset of its last 64 KiB, one recovery per cut (about 18
+# The spool's log cut at every byte offset of its last 64 KiB, one recovery per cut (about 4
 # minutes; `make test` runs the same test over about 5,100 of those offsets).
 torn-sweep: build
 	NATIVERELAY_TORN_STRIDE=1 $(DOTNET) test $(TESTS) -c $(CONFIGURATION) --no-build --filter 'FullyQualifiedName~SpoolTornTailSweep' --logger 'console;verbosity=detailed'
