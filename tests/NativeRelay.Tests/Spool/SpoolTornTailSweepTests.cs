@@ -14,8 +14,9 @@ namespace NativeRelay.Tests.Spool;
 /// reading back byte for byte, and never one more (a message cut in the middle, or a phantom made
 /// of torn bytes).
 /// <para>
-/// Each cut costs a spool open and a recovery (about 15 ms here), so 65,536 of them take about
-/// 18 minutes: too long for <c>make test</c>. There the sweep cuts at every byte of the last
+/// Each cut costs a copy of the spool, an open and a recovery (about 4 ms on an idle machine, ten
+/// times that under load), so 65,536 of them take minutes to most of an hour: too long for
+/// <c>make test</c>. There the sweep cuts at every byte of the last
 /// 4 KiB (the last records and the last commit) and at every 61st byte of the 60 KiB before, about
 /// 5,100 cuts; <c>make torn-sweep</c> (<c>NATIVERELAY_TORN_STRIDE=1</c>) cuts at every byte of
 /// the 64 KiB, and its last result is in perf/RESULTS.md.
