@@ -14,14 +14,17 @@ namespace NativeRelay.Tests.EndToEnd;
 /// </summary>
 [Trait("Category", "EndToEnd")]
 [System.Runtime.Versioning.UnsupportedOSPlatform("windows")]
-public sealed class DkimEndToEndTests(ITestOutputHelper log) : IAsyncDisposable
+// IAsyncLifetime: xUnit 2 runs an async dispose of a test class only through it.
+public sealed class DkimEndToEndTests(ITestOutputHelper log) : IAsyncLifetime
 {
     private const int SIGHUP = 1;
     private readonly TempDir _dir = new("nativerelay-dkim-e2e");
     private readonly TestDnsServer _dns = new();
     private readonly Dictionary<string, string> _records = new(StringComparer.OrdinalIgnoreCase);
 
-    public async ValueTask DisposeAsync()
+    public Task InitializeAsync() => Task.CompletedTask;
+
+    public async Task DisposeAsync()
     {
         await _dns.DisposeAsync();
         _dir.Dispose();

@@ -17,7 +17,9 @@ using NativeRelay.Tests.Support;
 /// </summary>
 [Trait("Category", "EndToEnd")]
 [System.Runtime.Versioning.SupportedOSPlatform("linux")]
-public sealed class HttpApiEndToEndTests(ITestOutputHelper log) : IAsyncDisposable
+// IAsyncLifetime, not IAsyncDisposable: xUnit 2 disposes a test class asynchronously only through
+// IAsyncLifetime, and a relay left running by each test outlives the run.
+public sealed class HttpApiEndToEndTests(ITestOutputHelper log) : IAsyncLifetime
 {
     private readonly TempDir _dir = new("nativerelay-http-e2e");
     private readonly TestSmtpSink _sink = new();
@@ -28,7 +30,9 @@ public sealed class HttpApiEndToEndTests(ITestOutputHelper log) : IAsyncDisposab
     private int _httpPort;
     private string? _config;
 
-    public async ValueTask DisposeAsync()
+    public Task InitializeAsync() => Task.CompletedTask;
+
+    public async Task DisposeAsync()
     {
         _relay?.Dispose();
         _http.Dispose();

@@ -15,7 +15,8 @@ namespace NativeRelay.Tests.EndToEnd;
 /// refusing, trusted clients never checked.
 /// </summary>
 [Trait("Category", "EndToEnd")]
-public sealed class InboundAuthEndToEndTests(ITestOutputHelper log) : IAsyncDisposable
+// IAsyncLifetime: xUnit 2 runs an async dispose of a test class only through it.
+public sealed class InboundAuthEndToEndTests(ITestOutputHelper log) : IAsyncLifetime
 {
     private const string AuthservId = "mx.relay.test";
     private readonly TempDir _dir = new("nativerelay-inbound-e2e");
@@ -23,7 +24,9 @@ public sealed class InboundAuthEndToEndTests(ITestOutputHelper log) : IAsyncDisp
     private readonly TestSmtpSink _sink = new();
     private readonly RSA _key = RSA.Create(2048);
 
-    public async ValueTask DisposeAsync()
+    public Task InitializeAsync() => Task.CompletedTask;
+
+    public async Task DisposeAsync()
     {
         await _sink.DisposeAsync();
         await _dns.DisposeAsync();
