@@ -50,14 +50,20 @@ public sealed class FaultFs
     {
         string source = Path.Combine(AppContext.BaseDirectory, "FaultFs", "faultfs.c");
         string compiler = ExternalTool.Find("clang") ?? ExternalTool.Find("gcc") ?? ExternalTool.Require("cc", "clang");
-        string output = Path.Combine(Path.GetTempPath(), $"nativerelay-faultfs-{System.Environment.ProcessId}.so");
+        // One file per version of the source, reused by later runs (the machine's compiler makes the same one).
+        string hash = Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(File.ReadAllBytes(source)))[..16].ToLowerInvariant();
+        string output = Path.Combine(Path.GetTempPath(), $"nativerelay-faultfs-{hash}.so");
+        if (File.Exists(output))
+            return output;
         var psi = new ProcessStartInfo(compiler) { RedirectStandardError = true, RedirectStandardOutput = true, UseShellExecute = false };
-        foreach (var arg in new[] { "-shared", "-fPIC", "-O2", "-Wall", "-o", output, source, "-ldl" })
+        string building = output + $".{System.Environment.ProcessId}.tmp";
+        foreach (var arg in new[] { "-shared", "-fPIC", "-O2", "-Wall", "-o", building, source, "-ldl" })
             psi.ArgumentList.Add(arg);
         using var process = Process.Start(psi)!;
         string errors = process.StandardError.ReadToEnd();
         if (!process.WaitForExit(60_000) || process.ExitCode != 0)
             throw new InvalidOperationException($"building the faultfs preload failed: {errors}");
+        File.Move(building, output, overwrite: true);
         return output;
     }
 }

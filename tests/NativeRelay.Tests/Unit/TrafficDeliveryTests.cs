@@ -9,8 +9,24 @@ namespace NativeRelay.Tests.Unit;
 /// Peers[1]): the bounce and throttle actions, recipients per transaction, a site's connection
 /// limit, and the message's pool surviving a restart.
 /// </summary>
-public sealed class TrafficDeliveryTests
+public sealed class TrafficDeliveryTests : IDisposable
 {
+    // The temporary directories the tests make (shaping files, spools): removed after each test.
+    private readonly List<TempDir> _dirs = new();
+
+    private TempDir NewDir(string prefix)
+    {
+        var dir = new TempDir(prefix);
+        _dirs.Add(dir);
+        return dir;
+    }
+
+    public void Dispose()
+    {
+        foreach (var dir in _dirs)
+            dir.Dispose();
+    }
+
     private const string Sender = "alice@origin.test";
 
     private static Action<RelayOptions> Shaping(TempDir dir, string json) => o =>
@@ -20,9 +36,9 @@ public sealed class TrafficDeliveryTests
         o.Traffic.Shaping = path;
     };
 
-    private static async Task<DeliveryWorld> WorldAsync(string shaping)
+    private async Task<DeliveryWorld> WorldAsync(string shaping)
     {
-        var dir = new TempDir("nativerelay-shaping");
+        var dir = NewDir("nativerelay-shaping");
         var world = await DeliveryWorld.StartAsync(Shaping(dir, shaping));
         return world;
     }
@@ -100,7 +116,7 @@ public sealed class TrafficDeliveryTests
     [Fact]
     public async Task The_pool_stored_with_a_message_outlives_a_restart()
     {
-        var dir = new TempDir("nativerelay-pool");
+        var dir = NewDir("nativerelay-pool");
         await using var world = await DeliveryWorld.StartAsync(o =>
         {
             o.Traffic.Sources["ip5"] = new SourceOptions { Address = "127.0.0.5", Ehlo = "mta5.test" };
