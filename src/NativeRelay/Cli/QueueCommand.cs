@@ -124,35 +124,17 @@ internal static class QueueCommand
         Config = result.ValueOrNull(Config),
     };
 
-    private static async Task<int> RunAsync(Options o)
+    private static Task<int> RunAsync(Options o)
     {
         string spool = SpoolDirectory(o);
-        try
+        return ControlVerb.RunAsync("queue", () => o.Command switch
         {
-            return o.Command switch
-            {
-                "list" => await ListAsync(o, spool),
-                "show" => await ShowAsync(o, spool),
-                "stats" => await StatsAsync(o, spool),
-                "delete" => await DeleteAsync(o, spool),
-                _ => await ActAsync(o, spool),
-            };
-        }
-        catch (NoRelayException e)
-        {
-            Console.Error.WriteLine($"nativerelay queue: {e.Message}");
-            return ExitNoRelay;
-        }
-        catch (UnauthorizedAccessException e)
-        {
-            Console.Error.WriteLine($"nativerelay queue: {e.Message}");
-            return ExitFailed;
-        }
-        catch (Exception e) when (e is IOException or JsonException or OperationCanceledException or System.Net.Sockets.SocketException)
-        {
-            Console.Error.WriteLine($"nativerelay queue: talking to the relay failed: {e.Message}");
-            return ExitFailed;
-        }
+            "list" => ListAsync(o, spool),
+            "show" => ShowAsync(o, spool),
+            "stats" => StatsAsync(o, spool),
+            "delete" => DeleteAsync(o, spool),
+            _ => ActAsync(o, spool),
+        });
     }
 
     /// <summary>Seconds from "90", "90s", "30m", "2h" or "3d".</summary>
@@ -178,13 +160,7 @@ internal static class QueueCommand
     }
 
     /// <summary>The spool as serve would find it: --spool, else the config file's "spool", else the default.</summary>
-    private static string SpoolDirectory(Options o)
-    {
-        string? spool = o.Spool;
-        if (spool is null && o.Config is not null)
-            spool = RelaySettings.LoadFile(o.Config).Spool;
-        return Path.GetFullPath(spool ?? new RelayOptions().Spool);
-    }
+    private static string SpoolDirectory(Options o) => ControlVerb.SpoolDirectory(o.Spool, o.Config);
 
     private static Task<(List<ControlEntry> Entries, ControlResponse Final)> SendAsync(string spool, Options o, string command) =>
         ControlClient.SendAsync(spool, new ControlRequest

@@ -84,36 +84,8 @@ internal static class SuppressCommand
         return verb;
     }
 
-    private static async Task<int> Run(ParseResult result, Func<string, Task<int>> action)
-    {
-        try
-        {
-            string? spool = result.ValueOrNull(SpoolFlag);
-            if (spool is null && result.ValueOrNull(Config) is { } config)
-                spool = RelaySettings.LoadFile(config).Spool;
-            return await action(Path.GetFullPath(spool ?? new RelayOptions().Spool));
-        }
-        catch (ConfigException e)
-        {
-            Console.Error.WriteLine($"nativerelay suppress: {e.Message}");
-            return QueueCommand.ExitUsage;
-        }
-        catch (NoRelayException e)
-        {
-            Console.Error.WriteLine($"nativerelay suppress: {e.Message}");
-            return QueueCommand.ExitNoRelay;
-        }
-        catch (UnauthorizedAccessException e)
-        {
-            Console.Error.WriteLine($"nativerelay suppress: {e.Message}");
-            return QueueCommand.ExitFailed;
-        }
-        catch (Exception e) when (e is IOException or JsonException or OperationCanceledException or System.Net.Sockets.SocketException)
-        {
-            Console.Error.WriteLine($"nativerelay suppress: talking to the relay failed: {e.Message}");
-            return QueueCommand.ExitFailed;
-        }
-    }
+    private static Task<int> Run(ParseResult result, Func<string, Task<int>> action) =>
+        ControlVerb.RunAsync("suppress", () => action(ControlVerb.SpoolDirectory(result.ValueOrNull(SpoolFlag), result.ValueOrNull(Config))));
 
     private static ControlRequest Request(ParseResult result, string command) => new()
     {

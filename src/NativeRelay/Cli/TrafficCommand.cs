@@ -59,12 +59,9 @@ internal static class TrafficCommand
 
     private static async Task<int> RunAsync(ParseResult result, string command)
     {
-        string? spool = result.ValueOrNull(SpoolFlag);
-        if (spool is null && result.ValueOrNull(Config) is { } config)
-            spool = RelaySettings.LoadFile(config).Spool;
-        spool = Path.GetFullPath(spool ?? new RelayOptions().Spool);
+        string spool = ControlVerb.SpoolDirectory(result.ValueOrNull(SpoolFlag), result.ValueOrNull(Config));
         bool json = result.GetValue(Json);
-        try
+        return await ControlVerb.RunAsync("traffic", async () =>
         {
             var request = command == "status"
                 ? new ControlRequest { Command = ControlProtocol.Commands.TrafficStatus }
@@ -88,22 +85,7 @@ internal static class TrafficCommand
             }
             Print(final.Traffic ?? new ControlTraffic());
             return QueueCommand.ExitOk;
-        }
-        catch (NoRelayException e)
-        {
-            Console.Error.WriteLine($"nativerelay traffic: {e.Message}");
-            return QueueCommand.ExitNoRelay;
-        }
-        catch (UnauthorizedAccessException e)
-        {
-            Console.Error.WriteLine($"nativerelay traffic: {e.Message}");
-            return QueueCommand.ExitFailed;
-        }
-        catch (Exception e) when (e is IOException or JsonException or OperationCanceledException or System.Net.Sockets.SocketException)
-        {
-            Console.Error.WriteLine($"nativerelay traffic: talking to the relay failed: {e.Message}");
-            return QueueCommand.ExitFailed;
-        }
+        });
     }
 
     private static void Print(ControlTraffic t)
