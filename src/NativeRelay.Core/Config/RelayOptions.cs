@@ -90,6 +90,9 @@ public sealed class RelayOptions
 
     /// <summary>Delivery events and the webhooks they are POSTed to (off unless a webhook is configured; see EventsOptions.cs, docs/EVENTS.md).</summary>
     public EventsOptions Events { get; set; } = new();
+    /// <summary>A fleet of relays sharing limits, actions, suppression and idempotency keys through Redis (off unless cluster.redis is set; see ClusterOptions.cs).</summary>
+    public ClusterOptions Cluster { get; set; } = new();
+
     /// <summary>The suppression list: automatic additions, the RCPT check, queued mail (see Traffic/Suppression/SuppressionOptions.cs).</summary>
     public NativeRelay.Traffic.Suppression.SuppressionOptions Suppression { get; set; } = new();
 

@@ -52,6 +52,9 @@ public sealed record RelaySettings
     /// <summary>The options this was validated from (file and flags merged); null when built by hand. SIGHUP compares them.</summary>
     public RelayOptions? Options { get; init; }
 
+    /// <summary>The fleet this relay is a node of (null: a relay on its own).</summary>
+    public NativeRelay.Cluster.ClusterSettings? Cluster { get; init; }
+
     /// <summary>How failed and deferred replies are classified: <c>bounces.classRules</c>, then the shipped rules.</summary>
     public NativeRelay.Traffic.Bounces.BounceClassifier BounceClasses { get; init; } = NativeRelay.Traffic.Bounces.BounceClassifier.Default;
 
@@ -192,6 +195,7 @@ public sealed record RelaySettings
             BounceClasses = NativeRelay.Traffic.Bounces.BounceClassifier.Create(o.Bounces.ClassRules),
             Suppression = NativeRelay.Traffic.Suppression.SuppressionSettings.Validate(o.Suppression),
             Traffic = NativeRelay.Traffic.TrafficSettings.Validate(o),
+            Cluster = NativeRelay.Cluster.ClusterSettings.Validate(o.Cluster, hostname),
             Options = o,
         };
     }

@@ -45,6 +45,7 @@ public sealed class RelayHost : IAsyncDisposable
     private PosixSignalRegistration? _hangup;
     private IDisposable? _queueGauges;
     private NativeRelay.Api.ApiHost? _api;
+    private NativeRelay.Cluster.ClusterNode? _cluster;
     private bool _stopped;
 
     /// <param name="reloadSource">
@@ -71,6 +72,9 @@ public sealed class RelayHost : IAsyncDisposable
     public RelaySettings Settings => Volatile.Read(ref _running);
     /// <summary>The HTTP side (API, metrics); null when neither http.listen nor metrics.listen is set.</summary>
     public NativeRelay.Api.ApiHost? Api => _api;
+
+    /// <summary>This relay as a node of a fleet (null without a cluster section).</summary>
+    public NativeRelay.Cluster.ClusterNode? Cluster => _cluster;
 
     /// <summary>Where the API's receptions and unsubscribes go (the events stage); set before <see cref="StartAsync"/>.</summary>
     public NativeRelay.Api.IApiEvents ApiEvents { get; init; } = NativeRelay.Api.IApiEvents.None;
@@ -122,6 +126,17 @@ public sealed class RelayHost : IAsyncDisposable
         _router = new Router(_settings.Routing, _settings.Hostname);
         _deliveryLog = DeliveryLog.Open(_settings.Routing.DeliveryLogPath);
         _scheduler = new DeliveryScheduler(_settings, _spool, _router, _log, ids, _deliveryLog);
+        // The fleet: joined before delivery starts, so the first connections already take shared
+        // limits. A Redis that does not answer is no reason not to start (the node runs degraded).
+        if (_settings.Cluster is { } cluster)
+        {
+            var scheduler = _scheduler;
+            _cluster = await NativeRelay.Cluster.ClusterNode.StartAsync(cluster, () =>
+            {
+                var (active, deferred, held) = scheduler.Counts();
+                return new NativeRelay.Cluster.NodeFacts(active, deferred, held, NativeRelay.Cluster.ClusterMembership.RelayVersion());
+            }, _log);
+        }
         // The suppression list lives in the spool directory: opened (its journal replayed) before
         // the first delivery or RCPT can ask it.
         if (_settings.Suppression.Enabled)
@@ -470,6 +485,11 @@ public sealed class RelayHost : IAsyncDisposable
         // events are written; the webhooks stop (what they had not acknowledged is sent at the next start).
         if (_events is NativeRelay.Events.EventPublisher publisher)
             await publisher.DisposeAsync();
+        if (_cluster is not null)
+        {
+            await _cluster.DisposeAsync();
+            _cluster = null;
+        }
         _events = NativeRelay.Events.NullEventPublisher.Instance;
         _log.Info("stopped");
     }

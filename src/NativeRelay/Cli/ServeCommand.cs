@@ -99,6 +99,12 @@ internal static class ServeCommand
                     o.Traffic.Sources[name] = source;
                 }
             }),
+        Flag(Flags.Text("--redis", "CONNECTION", "join a fleet of relays sharing limits, actions, suppression and idempotency keys through this Redis (a StackExchange.Redis connection string, e.g. 127.0.0.1:6379 or sentinel1:26379,serviceName=mymaster; no password in it)", "no fleet"),
+            (o, v) => o.Cluster.Redis = v),
+        Flag(Flags.Text("--redis-password-file", "FILE", "the Redis password (first line of FILE); never give it on the command line"),
+            (o, v) => o.Cluster.PasswordFile = v),
+        Flag(Flags.Text("--node", "NAME", "this relay's name in the fleet (with --redis)", "the host name"),
+            (o, v) => o.Cluster.Node = v),
         Flag(Flags.Text("--shaping", "FILE", "the shaping rules file (JSON: limits by site, domain and source; automation; docs/examples/shaping.json)", "none"),
             (o, v) => o.Traffic.Shaping = v),
     ];

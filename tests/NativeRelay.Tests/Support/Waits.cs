@@ -8,4 +8,16 @@ public static class Waits
 
     /// <summary>For a process to exit after a signal.</summary>
     public static readonly TimeSpan Exit = TimeSpan.FromSeconds(30);
+
+    /// <summary>Polls <paramref name="condition"/> every 50 ms until it holds; fails the test naming <paramref name="what"/> after <paramref name="timeout"/>.</summary>
+    public static async Task UntilAsync(Func<bool> condition, TimeSpan timeout, string what)
+    {
+        var deadline = DateTime.UtcNow + timeout;
+        while (!condition())
+        {
+            if (DateTime.UtcNow > deadline)
+                Assert.Fail($"timed out after {timeout.TotalSeconds:0} s waiting until {what}");
+            await Task.Delay(50);
+        }
+    }
 }
