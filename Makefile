@@ -6,6 +6,8 @@ OUT           ?= out
 BIN           := $(OUT)/nativerelay
 SLN           := NativeRelay.sln
 TESTS         := tests/NativeRelay.Tests/NativeRelay.Tests.csproj
+# pipefail below: a test run piped through tee still fails the target.
+SHELL         := bash
 # Keep the CLI quiet and reproducible on CI and fresh machines.
 export DOTNET_CLI_TELEMETRY_OPTOUT=1
 export DOTNET_NOLOGO=1
@@ -22,7 +24,7 @@ build:
 # errors); the grep is a second line of defence in case a warning escapes that setting.
 publish:
 	@mkdir -p $(OUT)
-	$(DOTNET) publish src/NativeRelay/NativeRelay.csproj -c $(CONFIGURATION) -r $(RID) -o $(OUT) 2>&1 | tee $(OUT)/publish.log
+	set -o pipefail; $(DOTNET) publish src/NativeRelay/NativeRelay.csproj -c $(CONFIGURATION) -r $(RID) -o $(OUT) 2>&1 | tee $(OUT)/publish.log
 	@if grep -E 'warning (IL|SYSLIB)[0-9]+' $(OUT)/publish.log; then echo "publish produced trim/AOT warnings" >&2; exit 1; fi
 	@test -x $(BIN)
 
@@ -36,12 +38,18 @@ run: publish
 # the run fails), so a hang costs minutes of CI, not its whole time limit. No test comes near it.
 HANG_GUARD    := --blame-hang-timeout 5m --blame-hang-dump-type none
 
+# Each run's console output is kept in $(OUT) and, when a test fails, its failures are printed
+# again at the very end (tests/show-failures.sh), where a CI log's last lines show them.
 unit-test:
-	$(DOTNET) test $(TESTS) -c $(CONFIGURATION) --filter 'Category!=EndToEnd' --logger 'console;verbosity=normal' $(HANG_GUARD)
+	@mkdir -p $(OUT)
+	set -o pipefail; $(DOTNET) test $(TESTS) -c $(CONFIGURATION) --filter 'Category!=EndToEnd' --logger 'console;verbosity=normal' $(HANG_GUARD) 2>&1 | tee $(OUT)/unit-test.log \
+	  || { bash tests/show-failures.sh $(OUT)/unit-test.log; exit 1; }
 
 # End-to-end tests drive the published binary over loopback sockets.
 e2e-test:
-	NATIVERELAY_BIN=$(CURDIR)/$(BIN) $(DOTNET) test $(TESTS) -c $(CONFIGURATION) --no-build --filter 'Category=EndToEnd' --logger 'console;verbosity=normal' $(HANG_GUARD)
+	@mkdir -p $(OUT)
+	set -o pipefail; NATIVERELAY_BIN=$(CURDIR)/$(BIN) $(DOTNET) test $(TESTS) -c $(CONFIGURATION) --no-build --filter 'Category=EndToEnd' --logger 'console;verbosity=normal' $(HANG_GUARD) 2>&1 | tee $(OUT)/e2e-test.log \
+	  || { bash tests/show-failures.sh $(OUT)/e2e-test.log; exit 1; }
 
 test: build unit-test publish e2e-test
 
