@@ -122,7 +122,7 @@ public sealed class CrashPointTests(ITestOutputHelper log)
         {
             await SpoolEndToEnd.WaitUntilAsync(() => acked.All(sink.Has), Waits.Delivery, "every queued message after the interrupted recovery",
                 () => $"missing {acked.Count(id => !sink.Has(id))}\n{relay.Describe()}");
-            Assert.Contains("recovered 60 queued message(s)", relay.Output);
+            await relay.WaitForOutputAsync("recovered 60 queued message(s)", Waits.Delivery);
         }
     }
 

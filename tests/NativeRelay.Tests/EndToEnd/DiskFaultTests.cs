@@ -58,8 +58,9 @@ public sealed class DiskFaultTests(ITestOutputHelper log)
             if (fault != "sync EIO")
             {
                 Assert.True(load.Refusals > 0, $"faults were injected but no message was refused\n{relay.Describe()}");
-                Assert.Contains("commit failed", relay.Output);
-                Assert.Contains("log reopened", relay.Output);
+                // The log is written in batches and read through a pipe: wait for the lines, bounded.
+                await relay.WaitForOutputAsync("commit failed", Waits.Delivery);
+                await relay.WaitForOutputAsync("log reopened", Waits.Delivery);
             }
 
             await SpoolEndToEnd.WaitUntilAsync(() => load.AcknowledgedIds.All(sink.Has), Waits.Delivery,

@@ -310,6 +310,13 @@ public sealed class LoadClient
     /// <summary>Where the relay listens now (the test moves it when it restarts the relay).</summary>
     public volatile int Port;
 
+    /// <summary>
+    /// Sessions start no new message while this many are acknowledged (the messages in flight go
+    /// on): a crash run holds the load here until its next kill, so a fast load on a slow machine
+    /// cannot finish before every kill has fallen. int.MaxValue: no hold.
+    /// </summary>
+    public volatile int HoldAt = int.MaxValue;
+
     public int Acknowledged => _acked.Count;
     public long Refusals => Interlocked.Read(ref _refusals);
     public string MessageId(int i) => $"{_prefix}-{i}@load.test";
@@ -333,6 +340,8 @@ public sealed class LoadClient
                 await client.EhloAsync();
                 while (DateTime.UtcNow < deadline)
                 {
+                    for (int held = 0; pending < 0 && _acked.Count >= HoldAt && held < 60_000 && DateTime.UtcNow < deadline; held++)
+                        await Task.Delay(2);
                     int i = pending >= 0 ? pending : Interlocked.Increment(ref _next);
                     if (i >= _messages)
                         return;
@@ -409,6 +418,10 @@ public static class CrashRun
                 int acked = load.Acknowledged;
                 int share = messages / (kills + 1);
                 int target = acked + random.Next(Math.Max(1, share / 2), Math.Max(2, share + 1));
+                // The load waits for this kill a share after its target at the latest (the
+                // timer of a loaded machine may wake this loop late; the messages in flight
+                // still complete, so the kill still falls in the middle of transactions).
+                load.HoldAt = Math.Min(messages - 1, target + Math.Max(1, share / 2));
                 var until = DateTime.UtcNow + TimeSpan.FromSeconds(30);
                 while (load.Acknowledged < target && !loading.IsCompleted && DateTime.UtcNow < until)
                     await Task.Delay(random.Next(5, 40));
@@ -423,6 +436,7 @@ public static class CrashRun
                 relay = await SpoolEndToEnd.StartRelayAsync(config, dir, null);
                 load.Port = config.Port;
             }
+            load.HoldAt = int.MaxValue;
             await loading;
             var acknowledged = load.AcknowledgedIds.ToList();
             try
