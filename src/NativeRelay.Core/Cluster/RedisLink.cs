@@ -25,7 +25,7 @@ public sealed class RedisLink : IAsyncDisposable
         _log = log;
         _mux = mux;
         _available = mux.IsConnected ? 1 : 0;
-        mux.ConnectionFailed += (_, e) => SetAvailable(false, $"{e.FailureType} at {e.EndPoint}: {e.Exception?.Message}");
+        mux.ConnectionFailed += (_, e) => SetAvailable(false, $"{e.FailureType} at {e.EndPoint}: {FirstSentence(e.Exception?.Message)}");
         mux.ConnectionRestored += (_, e) => SetAvailable(_mux.IsConnected, null);
         ClusterMetrics.RedisUp.SetSource(() => Available ? 1 : 0);
     }
@@ -113,7 +113,26 @@ public sealed class RedisLink : IAsyncDisposable
     }
 
     /// <summary>A command failed for want of Redis (timeout, connection): the node falls back until it answers again.</summary>
-    public void Failed(Exception e) => SetAvailable(false, e.Message);
+    public void Failed(Exception e) => SetAvailable(false, FirstSentence(e.Message));
+
+    /// <summary>
+    /// The client library's messages carry hundreds of characters of diagnostics (buffers, thread
+    /// pool, versions) after the first sentence: the log line keeps the sentence.
+    /// </summary>
+    internal static string FirstSentence(string? message)
+    {
+        if (string.IsNullOrEmpty(message))
+            return "no detail";
+        int end = message.IndexOfAny(['\r', '\n']);
+        string line = end < 0 ? message : message[..end];
+        int stop = line.IndexOf(". ", StringComparison.Ordinal);
+        if (stop > 0)
+            line = line[..stop];
+        int comma = line.IndexOf(", mc:", StringComparison.Ordinal);
+        if (comma > 0)
+            line = line[..comma];
+        return line.Length <= 200 ? line : line[..200] + "...";
+    }
 
     /// <summary>A command was answered: Redis is back if it was away.</summary>
     public void Answered()
