@@ -55,7 +55,7 @@ internal sealed class ClusterCommands(ClusterNode node)
         catch (Exception e) when (RedisLink.IsUnavailable(e))
         {
             cluster.Degraded = true;
-            cluster.NodesError = $"Redis is unreachable: {e.Message}";
+            cluster.NodesError = $"Redis is unreachable: {Reason(e)}";
             lock (_lock)
             {
                 if (_lastNodes is not null)
@@ -66,5 +66,15 @@ internal sealed class ClusterCommands(ClusterNode node)
             }
         }
         return new ControlResponse { Done = true, Ok = true, Cluster = cluster };
+    }
+
+    /// <summary>The client library's first sentence (its messages go on with a long diagnostic dump).</summary>
+    private static string Reason(Exception e)
+    {
+        string text = e.Message;
+        int cut = text.IndexOf(" - ", StringComparison.Ordinal);
+        if (cut > 0)
+            text = text[..cut];
+        return text.Length > 200 ? text[..200] + "..." : text;
     }
 }
