@@ -136,6 +136,61 @@ public sealed class FleetTests(ITestOutputHelper log)
     }
 
     [Fact]
+    public async Task Check_config_describes_the_cluster_section_and_the_fleet_examples_never_showing_the_password()
+    {
+        using var dir = new TempDir();
+        string secret = dir.File("redis-password");
+        File.WriteAllText(secret, "hunter2-secret\n");
+        string config = dir.File("relay.json");
+        File.WriteAllText(config, $$"""
+            { "spool": "{{dir.Spool}}", "relayTo": "127.0.0.1:9",
+              "cluster": { "redis": "127.0.0.1:6379,user=relay", "passwordFile": "{{secret}}", "node": "n7", "leaseSeconds": 10 } }
+            """);
+        var ok = await CliRun.RunAsync(["check-config", config], [], dir.Path, log);
+        Assert.True(ok.ExitCode == 0, ok.ToString());
+        var line = Assert.Single(ok.Stdout.Split('\n'), l => l.StartsWith("cluster ", StringComparison.Ordinal));
+        Assert.Contains("node n7 of the fleet sharing Redis 127.0.0.1:6379,user=relay", line);
+        Assert.Contains($"password read from {secret}", line);
+        Assert.Contains("connection leases 10s", line);
+        Assert.Contains("heartbeat every 2s", line);
+        Assert.DoesNotContain("hunter2", ok.Stdout + ok.Stderr);
+
+        // Without the section: off, in one line.
+        File.WriteAllText(config, $$"""{ "spool": "{{dir.Spool}}", "relayTo": "127.0.0.1:9" }""");
+        ok = await CliRun.RunAsync(["check-config", config], [], dir.Path, log);
+        Assert.Contains(ok.Stdout.Split('\n'), l => l.StartsWith("cluster           off", StringComparison.Ordinal));
+
+        // A password in the connection string is refused, by check-config and by serve, without repeating it.
+        File.WriteAllText(config, $$"""{ "spool": "{{dir.Spool}}", "relayTo": "127.0.0.1:9", "cluster": { "redis": "127.0.0.1:6379,password=hunter2-secret" } }""");
+        var bad = await CliRun.RunAsync(["check-config", config], [], dir.Path, log);
+        Assert.True(bad.ExitCode == 2, bad.ToString());
+        Assert.Contains("cluster.passwordFile", bad.Stderr);
+        Assert.DoesNotContain("hunter2", bad.Stdout + bad.Stderr);
+        var serve = await CliRun.RunAsync(["serve", "--listen", $"127.0.0.1:{FreePort.Get()}", "--spool", dir.Spool, "--relay-to", "127.0.0.1:9",
+            "--redis", "127.0.0.1:6379,password=hunter2-secret"], [], dir.Path, log);
+        Assert.True(serve.ExitCode == 2, serve.ToString());
+        Assert.DoesNotContain("hunter2", serve.Stdout + serve.Stderr);
+        // A password file that is not there is named.
+        File.WriteAllText(config, $$"""{ "spool": "{{dir.Spool}}", "relayTo": "127.0.0.1:9", "cluster": { "redis": "127.0.0.1:6379", "passwordFile": "{{dir.File("nope")}}" } }""");
+        bad = await CliRun.RunAsync(["check-config", config], [], dir.Path, log);
+        Assert.True(bad.ExitCode == 2, bad.ToString());
+        Assert.Contains("cluster.passwordFile", bad.Stderr);
+
+        // The fleet example's three nodes (docs/deploy/fleet), with their shaping file where the test can put it.
+        string shaping = dir.File("shaping.json");
+        File.Copy(Path.Combine(CliRun.RepoRoot, "docs", "examples", "shaping.json"), shaping);
+        foreach (var node in new[] { "mx1", "mx2", "mx3" })
+        {
+            string example = dir.File(node + ".json");
+            File.WriteAllText(example, File.ReadAllText(Path.Combine(CliRun.RepoRoot, "docs", "deploy", "fleet", node + ".json"))
+                .Replace("/etc/nativerelay/shaping.json", shaping));
+            var result = await CliRun.RunAsync(["check-config", example], [], dir.Path, log);
+            Assert.True(result.ExitCode == 0, result.ToString());
+            Assert.Contains($"node {node} of the fleet sharing Redis sentinel1:26379,sentinel2:26379,sentinel3:26379,serviceName=nativerelay", result.Stdout);
+        }
+    }
+
+    [Fact]
     public async Task A_site_rate_holds_fleet_wide_and_with_redis_away_for_30_s_mail_flows_at_the_fallback_share_and_nothing_acknowledged_is_lost()
     {
         // R messages a second to fleet.test's site, and to solo.test's, for the whole fleet.
