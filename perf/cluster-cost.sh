@@ -97,5 +97,5 @@ for mode in local cluster; do
     { e[NR] = $3; r[NR] = $6; t[NR] = $8 }
     function med(a, n,   i, j, x) { for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] < a[i]) { x = a[i]; a[i] = a[j]; a[j] = x }
                                     return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2 }
-    END { if (NR) printf "  %-8s e2e %7.0f msg/s  relay_us %6.1f  rt/msg %.4f (one per %.0f messages)\n", m, med(e, NR), med(r, NR), med(t, NR), (med(t, NR) > 0 ? 1 / med(t, NR) : 0) }'
+    END { if (NR) printf "  %-8s e2e %7.0f msg/s  relay_us %6.1f  rt/msg %.4f (%s)\n", m, med(e, NR), med(r, NR), med(t, NR), (med(t, NR) > 0 ? sprintf("one per %.0f messages", 1 / med(t, NR)) : "no round trip") }'
 done
