@@ -205,8 +205,9 @@ public sealed class FleetTests(ITestOutputHelper log)
             """);
         var rated = fleet.Rated;
 
-        // Backlogs on all three, for the window and the outage together at R (a third each) and a margin.
-        int perNode = (int)(R * (window + Outage + 15) / 3);
+        // Backlogs on all three, for the window and the outage together at R (a third each), and half
+        // as much again: the shared bucket need not split the rate evenly between the nodes.
+        int perNode = (int)(R * (window + Outage + 15) / 3 * 1.5);
         await Task.WhenAll(fleet.Nodes.Select(n => n.BlastAsync(perNode, "user@" + Fleet.RatedDomain)));
 
         // (a) The window starts at the 20th arrival (the backlogs are queued by then) and runs `window` seconds.
