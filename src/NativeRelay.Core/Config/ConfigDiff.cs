@@ -33,6 +33,9 @@ public static class ConfigDiff
         "suppression.enabled",
         "user",
         "events",
+        // The Redis connection, the node's name in the fleet and its lease and heartbeat times
+        // are the cluster node's, made once at start (its leases and heartbeat carry them).
+        "cluster",
     ];
 
     /// <summary>True when the option (or every option under it) only changes at a restart.</summary>

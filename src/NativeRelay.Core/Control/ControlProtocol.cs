@@ -34,6 +34,8 @@ public static class ControlProtocol
         public const string SuppressImport = "suppress-import";
         public const string TrafficStatus = "traffic-status";
         public const string TrafficResume = "traffic-resume";
+        /// <summary>cluster status, queue stats --cluster: this node's state and the fleet's nodes from their heartbeats.</summary>
+        public const string ClusterStatus = "cluster-status";
     }
 }
 
@@ -98,6 +100,43 @@ public sealed class ControlTrafficPath
     public string Limits { get; set; } = "";
 }
 
+/// <summary>cluster status: this node (its view of Redis, the live count its fallback shares divide by) and the fleet.</summary>
+public sealed class ControlCluster
+{
+    public string Node { get; set; } = "";
+    /// <summary>The connection string with any password replaced by ***.</summary>
+    public string Redis { get; set; } = "";
+    /// <summary>Redis is away: this node runs on its share of each limit and on local state.</summary>
+    public bool Degraded { get; set; }
+    /// <summary>Live nodes as this node last saw them: every shared limit's fallback share is the limit divided by this.</summary>
+    public int LiveNodes { get; set; }
+    public int HeartbeatSeconds { get; set; }
+    public int LeaseSeconds { get; set; }
+    /// <summary>The nodes from their heartbeats, by name (live, and gone ones Redis still remembers).</summary>
+    public List<ControlClusterNode> Nodes { get; set; } = [];
+    /// <summary>Set when the list could not be read now (Redis away): <see cref="Nodes"/> is then the last list read, from this time.</summary>
+    public long? NodesFromUnixMs { get; set; }
+    public string? NodesError { get; set; }
+}
+
+/// <summary>One node of the fleet as its last heartbeat describes it.</summary>
+public sealed class ControlClusterNode
+{
+    public string Name { get; set; } = "";
+    /// <summary>Its heartbeat is recent (within three heartbeat intervals).</summary>
+    public bool Live { get; set; }
+    public long LastHeartbeatUnixMs { get; set; }
+    /// <summary>How long ago that was, by the answering node's clock (0 if the clocks disagree the other way).</summary>
+    public long LastHeartbeatAgeMs { get; set; }
+    public long StartedUnixMs { get; set; }
+    public string Version { get; set; } = "";
+    public long Active { get; set; }
+    public long Deferred { get; set; }
+    public long Held { get; set; }
+    /// <summary>The node said it was degraded (Redis away from it) in that heartbeat.</summary>
+    public bool Degraded { get; set; }
+}
+
 /// <summary>One queued message as the relay reports it.</summary>
 public sealed class ControlEntry
 {
@@ -151,6 +190,8 @@ public sealed class ControlResponse
     /// <summary>suppress-import: the first lines that were not addresses.</summary>
     public List<string>? Problems { get; set; }
     public ControlTraffic? Traffic { get; set; }
+    /// <summary>cluster-status: this node and the fleet; null answer (with <see cref="Error"/>) on a relay without a cluster section.</summary>
+    public ControlCluster? Cluster { get; set; }
 }
 
 [JsonSourceGenerationOptions(

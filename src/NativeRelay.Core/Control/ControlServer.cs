@@ -43,6 +43,11 @@ public sealed class ControlServer : IAsyncDisposable
 
     public string Path => _path;
 
+    private ClusterCommands? _cluster;
+
+    /// <summary>Answers cluster-status for the fleet this relay is a node of (called once after start; without it: "not part of a fleet").</summary>
+    public void AttachCluster(NativeRelay.Cluster.ClusterNode node) => Volatile.Write(ref _cluster, new ClusterCommands(node));
+
     /// <summary>Opens the socket, or logs why not and returns null (the relay runs on without queue commands).</summary>
     public static ControlServer? Start(SpoolLog spool, IQueueAdmin? admin, Log log,
         NativeRelay.Traffic.Suppression.SuppressionList? suppression = null, NativeRelay.Traffic.ITrafficAdmin? traffic = null)
@@ -161,6 +166,13 @@ public sealed class ControlServer : IAsyncDisposable
         if (request.Command is ControlProtocol.Commands.TrafficStatus or ControlProtocol.Commands.TrafficResume)
         {
             await HandleTrafficAsync(request, stream);
+            return;
+        }
+        if (request.Command == ControlProtocol.Commands.ClusterStatus)
+        {
+            await WriteAsync(stream, Volatile.Read(ref _cluster) is { } cluster
+                ? await cluster.StatusAsync()
+                : new ControlResponse { Done = true, Error = ClusterCommands.NotAFleet });
             return;
         }
         var admin = _admin;

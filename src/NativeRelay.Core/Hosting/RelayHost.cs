@@ -176,6 +176,8 @@ public sealed class RelayHost : IAsyncDisposable
         _recovering = Task.Run(() => HandOverRecoveredAsync(recovered));
         // `nativerelay queue ...` talks to the delivery side through the control socket.
         _control = ControlServer.Start(_spool, (object)_scheduler as IQueueAdmin, _log, _suppression, _scheduler.Traffic);
+        if (_control is not null && _cluster is not null)
+            _control.AttachCluster(_cluster); // nativerelay cluster status
         _queueGauges = QueueGauges.Attach(_scheduler); // queue sizes for the metrics endpoint, counted when scraped
         _maildrop.Start();
 

@@ -45,6 +45,7 @@ public sealed class ReloadPlan
                 : next.Http with { Listen = started.Http.Listen, Tls = started.Http.Tls, MaxRequestBytes = started.Http.MaxRequestBytes },
             Suppression = next.Suppression with { Enabled = started.Suppression.Enabled },
             Lifecycle = next.Lifecycle with { User = started.Lifecycle.User },
+            Cluster = started.Cluster,
         };
         return new ReloadPlan { Settings = settings, Changed = changed, NeedsRestart = restart };
     }

@@ -60,6 +60,8 @@ internal static class CheckConfigCommand
         CheckFile(settings.Tls?.KeyPath, "tls.key");
         CheckFile(settings.UsersFile, "usersFile");
         CheckFile(settings.LocalRecipientsFile, "localRecipientsFile");
+        CheckFile(settings.Cluster?.PasswordFile, "cluster.passwordFile");
+        CheckFile(settings.Cluster?.CaFile, "cluster.caFile");
         // The tokens file is read, not only found (a malformed line is named here); so is a configured unsubscribe key.
         if (settings.Http is { } http)
         {
@@ -80,6 +82,16 @@ internal static class CheckConfigCommand
         if (file is not null && !System.IO.File.Exists(file))
             throw new ConfigException($"{what}: {file} does not exist");
     }
+
+    /// <summary>The cluster section in one line: the connection string redacted, the password only as the file it is read from.</summary>
+    internal static string DescribeCluster(NativeRelay.Cluster.ClusterSettings? c) => c is null
+        ? "off (no cluster.redis: limits, actions and the suppression list are this relay's own)"
+        : $"node {c.Node} of the fleet sharing Redis {NativeRelay.Cluster.RedisConnectionString.Redact(c.Redis)}"
+          + (c.PasswordFile is null ? ", no password" : $", password read from {c.PasswordFile}")
+          + (c.CaFile is null ? "" : $", Redis's certificate checked against {c.CaFile}")
+          + $"; keys {c.KeyPrefix}:*, heartbeat every {c.Heartbeat.TotalSeconds:0}s (gone after {c.NodeExpiry.TotalSeconds:0}s), "
+          + $"connection leases {c.Lease.TotalSeconds:0}s, rate tokens in batches of up to {c.RateBatch}, "
+          + $"Redis away after {c.Timeout.TotalMilliseconds:0} ms without an answer (then each limit at its share)";
 
     internal static string Describe(string path, RelaySettings s, LocalDeliveryAgent local)
     {
@@ -152,6 +164,7 @@ internal static class CheckConfigCommand
         {
             Line("traffic", "the system's default source; no shaping file (delivery and route limits); default automation");
         }
+        Line("cluster", DescribeCluster(s.Cluster));
         var t = s.SpoolTuning;
         Line("spool", $"{s.SpoolDirectory} (pages {1L << t.PageSizeBits} bytes, memory {1L << t.MemorySizeBits} bytes, files {1L << t.SegmentSizeBits} bytes)");
         if (s.Routing.DeliveryLogPath is { } log)

@@ -30,6 +30,7 @@ internal static class QueueCommand
         public long? OlderThanSeconds;
         public bool Yes;
         public bool Json;
+        public bool Cluster;
         public string? Spool;
         public string? Config;
     }
@@ -44,6 +45,8 @@ internal static class QueueCommand
     private static readonly Option<long> OlderThan = Flags.Value("--older-than", "AGE",
         "only the messages older than AGE: seconds, or 90s, 30m, 2h, 3d", static (_, text) => ParseAge(text));
     private static readonly Option<bool> Yes = Flags.Switch("--yes", "do not ask for confirmation", "-y");
+    private static readonly Option<bool> ClusterFlag = Flags.Switch("--cluster",
+        "the fleet's figures: the queue sizes of its live nodes (from their heartbeats), summed and per node");
 
     private const string Details =
         "Exit codes: 0 done, 1 nothing matched or not confirmed, 2 usage or configuration error, 3 no relay running on that spool.";
@@ -67,7 +70,7 @@ internal static class QueueCommand
             Subcommand("bounce", "Return messages to their senders with a DSN and remove them.", id: IdUse.OrDomain, Domain),
             Subcommand("hold", "Keep messages from delivery until released (survives restarts).", id: IdUse.OrDomain, Domain),
             Subcommand("release", "Let held messages be delivered again.", id: IdUse.OrDomain, Domain),
-            Subcommand("stats", "Counts: active, deferred, held, by destination; the spool's size and free space.", id: IdUse.None),
+            Subcommand("stats", "Counts: active, deferred, held, by destination; the spool's size and free space (--cluster: the fleet's).", id: IdUse.None, ClusterFlag),
         };
         return queue;
     }
@@ -119,6 +122,7 @@ internal static class QueueCommand
         Domain = result.ValueOrNull(Domain),
         OlderThanSeconds = result.GetResult(OlderThan) is { Implicit: false } ? result.GetValue(OlderThan) : null,
         Yes = result.GetValue(Yes),
+        Cluster = result.GetValue(ClusterFlag),
         Json = result.GetValue(Json),
         Spool = result.ValueOrNull(SpoolFlag),
         Config = result.ValueOrNull(Config),
@@ -131,7 +135,7 @@ internal static class QueueCommand
         {
             "list" => ListAsync(o, spool),
             "show" => ShowAsync(o, spool),
-            "stats" => StatsAsync(o, spool),
+            "stats" => o.Cluster ? ClusterStatsAsync(o, spool) : StatsAsync(o, spool),
             "delete" => DeleteAsync(o, spool),
             _ => ActAsync(o, spool),
         });
@@ -263,6 +267,53 @@ internal static class QueueCommand
                               + (p.RefusingMail ? $"; REFUSING NEW MAIL: {p.Problem}" : ""));
         }
         return final.Ok ? ExitOk : ExitFailed;
+    }
+
+    /// <summary>
+    /// queue stats --cluster: the live nodes' queue sizes from their last heartbeats (at most a
+    /// heartbeat old), summed and per node. JSON: "stats" holds the sums as queue stats --json
+    /// has this node's, "cluster" the nodes.
+    /// </summary>
+    private static async Task<int> ClusterStatsAsync(Options o, string spool)
+    {
+        var final = await ClusterCommand.AskAsync(spool);
+        if (!final.Ok || final.Cluster is not { } c)
+        {
+            if (o.Json)
+                Console.WriteLine(JsonSerializer.Serialize(final, ControlJsonContext.Default.ControlResponse));
+            else
+                Console.Error.WriteLine($"nativerelay queue: {final.Error ?? "the relay refused the request"}");
+            return ExitFailed;
+        }
+        var live = c.Nodes.Where(n => n.Live).ToList();
+        var sum = new ControlStats
+        {
+            Active = (int)live.Sum(n => n.Active),
+            Deferred = (int)live.Sum(n => n.Deferred),
+            Held = (int)live.Sum(n => n.Held),
+        };
+        if (o.Json)
+        {
+            Console.WriteLine(JsonSerializer.Serialize(new ControlResponse { Done = true, Ok = true, Stats = sum, Cluster = c, Error = c.NodesError },
+                ControlJsonContext.Default.ControlResponse));
+            return ExitOk;
+        }
+        if (c.NodesError is not null)
+            Console.WriteLine(c.NodesFromUnixMs is long at
+                ? $"(Redis is unreachable from {c.Node}: figures as read {Duration(DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() - at)} ago)"
+                : $"fleet figures unavailable: {c.NodesError}");
+        Console.WriteLine($"fleet:    {live.Count} live node(s) of {c.Nodes.Count}");
+        Console.WriteLine($"active:   {sum.Active}");
+        Console.WriteLine($"deferred: {sum.Deferred}");
+        Console.WriteLine($"held:     {sum.Held}");
+        if (live.Count > 0)
+        {
+            Console.WriteLine("by node:");
+            Console.WriteLine($"  {"NODE",-20} {"ACTIVE",8} {"DEFERRED",8} {"HELD",8}");
+            foreach (var n in live)
+                Console.WriteLine($"  {n.Name,-20} {n.Active,8} {n.Deferred,8} {n.Held,8}");
+        }
+        return ExitOk;
     }
 
     private static async Task<int> DeleteAsync(Options o, string spool)

@@ -32,6 +32,7 @@ internal static class Verbs
             QueueCommand.Build(),
             SuppressCommand.Build(),
             TrafficCommand.Build(),
+            ClusterCommand.Build(),
             DkimCommand.Build(),
             TokenCommand.Build(),
             TlsRptCommand.Build(),

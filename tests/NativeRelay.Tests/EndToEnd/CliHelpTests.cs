@@ -18,7 +18,7 @@ public sealed class CliHelpTests(ITestOutputHelper log)
         { "serve", "--config --listen=127.0.0.1:2525 --spool=./var/spool --hostname --relay-to --dns --remote-port=25 --tls-cert --tls-key "
                    + "--tls-policy=opportunistic --ca-file --dnssec --no-dane --no-mta-sts "
                    + "--listen-tls --submission --users --metrics --http=off --tokens --http-tls --log-format=text --log-level=info --drain-seconds=30 --user --local-domain --maildir-root "
-                   + "--dkim --auth-check=off --authserv-id --source --shaping=none" },
+                   + "--dkim --auth-check=off --authserv-id --source --shaping=none --redis=no --redis-password-file --node=host" },
         { "check-config", "<FILE>" },
         { "sendmail", "-t -i -f -F -v --server --config=/etc/nativerelay/nativerelay.json --spool <RECIPIENT>" },
         { "passwd", "<USER> --file --iterations=600000 --delete" },
@@ -35,7 +35,7 @@ public sealed class CliHelpTests(ITestOutputHelper log)
         { "queue bounce", "<ID> --domain --json --spool --config" },
         { "queue hold", "<ID> --domain --json --spool --config" },
         { "queue release", "<ID> --domain --json --spool --config" },
-        { "queue stats", "--json --spool --config" },
+        { "queue stats", "--cluster --json --spool --config" },
         { "suppress", "--json --spool=./var/spool --config --scope=global add remove list import" },
         { "suppress add", "<ADDRESS> --reason --scope --json --spool --config" },
         { "suppress remove", "<ADDRESS> --scope --json --spool --config" },
@@ -44,6 +44,8 @@ public sealed class CliHelpTests(ITestOutputHelper log)
         { "traffic", "--json --spool=./var/spool --config status resume" },
         { "traffic status", "--json --spool --config" },
         { "traffic resume", "--site --source=every --json --spool --config" },
+        { "cluster", "--json --spool=./var/spool --config status" },
+        { "cluster status", "--json --spool --config" },
         { "dkim", "keygen verify" },
         { "dkim keygen", "--domain --selector --algorithm=rsa --bits=2048 --out" },
         { "dkim verify", "<FILE> --dns --config" },
@@ -106,7 +108,7 @@ public sealed class CliHelpTests(ITestOutputHelper log)
             var result = await CliRun.RunAsync([help], [], dir.Path, log);
 
             Assert.True(result.ExitCode == 0, result.ToString());
-            foreach (var verb in new[] { "serve", "check-config", "sendmail", "passwd", "blast", "sink", "bench", "queue", "suppress", "traffic", "dkim", "token", "tls-rpt" })
+            foreach (var verb in new[] { "serve", "check-config", "sendmail", "passwd", "blast", "sink", "bench", "queue", "suppress", "traffic", "cluster", "dkim", "token", "tls-rpt" })
                 Assert.Matches($@"(?m)^\s+{verb}\b", result.Stdout);
             Assert.Contains("--version", result.Stdout);
             Assert.Contains("nativerelay VERB --help", result.Stdout);

@@ -132,7 +132,10 @@ public sealed class RelayProcess : IDisposable
     }
 
     /// <summary>Polls 127.0.0.1:port until a 220 greeting arrives, the process exits, or the time is up.</summary>
-    public async Task WaitUntilGreetingAsync(int port, TimeSpan timeout)
+    public Task WaitUntilGreetingAsync(int port, TimeSpan timeout) => WaitUntilGreetingAsync(System.Net.IPAddress.Loopback, port, timeout);
+
+    /// <summary>Polls address:port until a 220 greeting arrives, the process exits, or the time is up.</summary>
+    public async Task WaitUntilGreetingAsync(System.Net.IPAddress address, int port, TimeSpan timeout)
     {
         var deadline = DateTime.UtcNow + timeout;
         string lastProblem = "no attempt made";
@@ -146,7 +149,7 @@ public sealed class RelayProcess : IDisposable
 
             try
             {
-                await using var client = await TestSmtpClient.ConnectAsync(port, TimeSpan.FromSeconds(5)).ConfigureAwait(false);
+                await using var client = await TestSmtpClient.ConnectAsync(address, port, TimeSpan.FromSeconds(5)).ConfigureAwait(false);
                 client.ReplyTimeout = TimeSpan.FromSeconds(10);
                 var greeting = await client.TryReadReplyAsync().ConfigureAwait(false);
                 if (greeting?.Code == 220)

@@ -29,13 +29,16 @@ public sealed class TestSmtpClient : IAsyncDisposable, IDisposable
     public TimeSpan ReplyTimeout { get; set; } = TimeSpan.FromSeconds(30);
 
     /// <summary>Connects to 127.0.0.1:port (bounded). Does not read the greeting.</summary>
-    public static async Task<TestSmtpClient> ConnectAsync(int port, TimeSpan? timeout = null)
+    public static Task<TestSmtpClient> ConnectAsync(int port, TimeSpan? timeout = null) => ConnectAsync(IPAddress.Loopback, port, timeout);
+
+    /// <summary>Connects to address:port (another loopback address, e.g. one relay of a fleet; bounded). Does not read the greeting.</summary>
+    public static async Task<TestSmtpClient> ConnectAsync(IPAddress address, int port, TimeSpan? timeout = null)
     {
         var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
         using var cts = new CancellationTokenSource(timeout ?? TimeSpan.FromSeconds(30));
         try
         {
-            await socket.ConnectAsync(new IPEndPoint(IPAddress.Loopback, port), cts.Token).ConfigureAwait(false);
+            await socket.ConnectAsync(new IPEndPoint(address, port), cts.Token).ConfigureAwait(false);
         }
         catch
         {

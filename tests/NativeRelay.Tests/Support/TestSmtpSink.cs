@@ -28,6 +28,7 @@ public sealed class TestSmtpSink : IAsyncDisposable, IDisposable
     private int _dataAttempts;
     private int _open;
     private int _maxOpen;
+    private readonly Dictionary<string, int> _openByPeer = new();
 
     /// <summary>Starts a sink on 127.0.0.1 and the given port (0: any free port).</summary>
     public TestSmtpSink(int port = 0) : this(IPAddress.Loopback, port)
@@ -53,6 +54,21 @@ public sealed class TestSmtpSink : IAsyncDisposable, IDisposable
 
     /// <summary>The most connections open at once (from accept to close).</summary>
     public int MaxConcurrentConnections => Volatile.Read(ref _maxOpen);
+
+    /// <summary>Connections open now (from accept to close).</summary>
+    public int OpenConnections => Volatile.Read(ref _open);
+
+    /// <summary>Connections open now, by client address.</summary>
+    public IReadOnlyDictionary<string, int> OpenConnectionsByPeer
+    {
+        get { lock (_lock) { return _openByPeer.Where(p => p.Value > 0).ToDictionary(p => p.Key, p => p.Value); } }
+    }
+
+    /// <summary>Starts counting <see cref="MaxConcurrentConnections"/> again from the connections open now.</summary>
+    public void ResetMaxConcurrentConnections() => Volatile.Write(ref _maxOpen, Volatile.Read(ref _open));
+
+    /// <summary>Waits this long before answering the end of DATA (a slow receiver keeps its connections busy).</summary>
+    public TimeSpan DataDelay { get; set; } = TimeSpan.Zero;
 
     /// <summary>When each connection was accepted, and from which client address.</summary>
     public IReadOnlyList<(DateTime At, string Peer)> ConnectionsFrom
@@ -254,6 +270,7 @@ public sealed class TestSmtpSink : IAsyncDisposable, IDisposable
     {
         using var _ = client;
         string peer = (client.Client.RemoteEndPoint as IPEndPoint)?.Address.ToString() ?? "";
+        lock (_lock) { _openByPeer[peer] = _openByPeer.GetValueOrDefault(peer) + 1; }
         int open = Interlocked.Increment(ref _open);
         int max;
         while (open > (max = Volatile.Read(ref _maxOpen)) && Interlocked.CompareExchange(ref _maxOpen, open, max) != max)
@@ -271,6 +288,7 @@ public sealed class TestSmtpSink : IAsyncDisposable, IDisposable
         finally
         {
             Interlocked.Decrement(ref _open);
+            lock (_lock) { _openByPeer[peer]--; }
         }
 
         Record($"conn {number}: closed");
@@ -390,6 +408,11 @@ public sealed class TestSmtpSink : IAsyncDisposable, IDisposable
                     {
                         Record($"conn {number}: connection closed inside DATA");
                         return;
+                    }
+
+                    if (DataDelay > TimeSpan.Zero)
+                    {
+                        await Task.Delay(DataDelay, ct).ConfigureAwait(false);
                     }
 
                     int attemptNumber = Interlocked.Increment(ref _dataAttempts);

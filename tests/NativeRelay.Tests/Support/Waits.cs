@@ -20,4 +20,16 @@ public static class Waits
             await Task.Delay(50);
         }
     }
+
+    /// <summary>As <see cref="UntilAsync(Func{bool}, TimeSpan, string)"/>, for a condition that must be asked for (a CLI run, a scrape).</summary>
+    public static async Task UntilAsync(Func<Task<bool>> condition, TimeSpan timeout, string what)
+    {
+        var deadline = DateTime.UtcNow + timeout;
+        while (!await condition())
+        {
+            if (DateTime.UtcNow > deadline)
+                Assert.Fail($"timed out after {timeout.TotalSeconds:0} s waiting until {what}");
+            await Task.Delay(50);
+        }
+    }
 }

@@ -17,7 +17,7 @@ public class CliTreeTests
     public void Every_verb_subcommand_flag_and_argument_is_described()
     {
         var root = Verbs.Root();
-        Assert.Equal(["serve", "check-config", "sendmail", "passwd", "blast", "sink", "bench", "queue", "suppress", "traffic", "dkim", "token", "tls-rpt"], root.Subcommands.Select(c => c.Name));
+        Assert.Equal(["serve", "check-config", "sendmail", "passwd", "blast", "sink", "bench", "queue", "suppress", "traffic", "cluster", "dkim", "token", "tls-rpt"], root.Subcommands.Select(c => c.Name));
         foreach (var command in AllCommands(root).Skip(1))
         {
             Assert.False(string.IsNullOrWhiteSpace(command.Description), $"{Usage.Path(command)} has no description");

@@ -51,6 +51,10 @@ public sealed class ReloadPlanTests
     [InlineData("limits.maxConnections", true)]
     [InlineData("hostname", true)]
     [InlineData("user", true)]
+    [InlineData("cluster", true)]
+    [InlineData("cluster.redis", true)]
+    [InlineData("cluster.node", true)]
+    [InlineData("cluster.leaseSeconds", true)]
     [InlineData("relayNetworks", false)]
     [InlineData("limits.maxRecipients", false)]
     [InlineData("limits.maxConnectionsPerIpX", false)]
@@ -107,6 +111,20 @@ public sealed class ReloadPlanTests
 
         Assert.Empty(plan.Changed); // acceptedDomains is what already runs
         Assert.Equal(["listen"], plan.NeedsRestart); // still not what the sockets are bound to
+    }
+
+    [Fact]
+    public void The_cluster_section_needs_a_restart_and_the_node_keeps_its_start_settings()
+    {
+        var started = Settings(o => { o.Cluster.Redis = "127.0.0.1:6379"; o.Cluster.Node = "n1"; });
+        var next = Settings(o => { o.Cluster.Redis = "127.0.0.1:6380"; o.Cluster.Node = "n2"; o.Cluster.LeaseSeconds = 10; });
+
+        var plan = ReloadPlan.Create(started, started, next);
+
+        Assert.Equal(["cluster.leaseSeconds", "cluster.node", "cluster.redis"], plan.NeedsRestart.Order());
+        Assert.Empty(plan.Changed);
+        Assert.Equal("n1", plan.Settings.Cluster!.Node);
+        Assert.Equal("127.0.0.1:6379", plan.Settings.Cluster.Redis);
     }
 
     [Fact]
