@@ -44,8 +44,22 @@ public sealed class ClusterNode : IAsyncDisposable
         return node;
     }
 
+    /// <summary>The fleet's traffic actions (null until <see cref="ShareActionsAsync"/>).</summary>
+    public SharedActions? Actions { get; private set; }
+
+    /// <summary>Shares this node's automation actions and resumes with the fleet: loads the actions in force, follows the others'.</summary>
+    public async Task<NativeRelay.Traffic.Automation.IActionSync> ShareActionsAsync(NativeRelay.Traffic.Automation.ActionTable table, Log log)
+    {
+        var shared = new SharedActions(Link, table, log);
+        await shared.StartAsync().ConfigureAwait(false);
+        Actions = shared;
+        return shared;
+    }
+
     public async ValueTask DisposeAsync()
     {
+        if (Actions is not null)
+            await Actions.DisposeAsync().ConfigureAwait(false);
         await Membership.DisposeAsync().ConfigureAwait(false);
         await Link.DisposeAsync().ConfigureAwait(false);
     }

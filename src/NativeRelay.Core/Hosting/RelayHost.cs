@@ -136,6 +136,8 @@ public sealed class RelayHost : IAsyncDisposable
                 var (active, deferred, held) = scheduler.Counts();
                 return new NativeRelay.Cluster.NodeFacts(active, deferred, held, NativeRelay.Cluster.ClusterMembership.RelayVersion());
             }, _log);
+            // Automation actions and resumes hold for the fleet (the ones in force loaded now).
+            _scheduler.Traffic.Sync = await _cluster.ShareActionsAsync(_scheduler.Traffic.Actions, _log);
         }
         // The suppression list lives in the spool directory: opened (its journal replayed) before
         // the first delivery or RCPT can ask it.

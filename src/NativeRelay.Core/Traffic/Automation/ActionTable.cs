@@ -104,6 +104,26 @@ public sealed class ActionTable
     /// <summary>The slot of a path if it has one (a look: makes none).</summary>
     public ActionSlot? TryGetSlot(string source, string site) => _slots.TryGetValue((source, site), out var slot) ? slot : null;
 
+    /// <summary>
+    /// Puts an action another node of the fleet put in force (<see cref="IActionSync"/>): true when
+    /// it is new here, or ends later than the one of its rule in force (which it then replaces).
+    /// </summary>
+    public bool PutFromFleet(string source, string site, TrafficAction action)
+    {
+        var slot = Slot(source, site);
+        foreach (var a in slot.Actions)
+            if (a.Rule == action.Rule && a.UntilUnixMs >= action.UntilUnixMs)
+                return false;
+        slot.Put(action);
+        if (slot.Removed)
+            Slot(source, site).Put(action); // pruned meanwhile: the slot holders look again
+        return true;
+    }
+
+    /// <summary>Lifts one rule's action on a path (the fleet no longer has it: a lift this node missed); true when one was in force.</summary>
+    public bool LiftRule(string source, string site, string rule) =>
+        TryGetSlot(source, site) is { } slot && slot.RemoveWhere(a => a.Rule == rule).Count > 0;
+
     /// <summary>Every action in force, with its path.</summary>
     public List<(ActionSlot Slot, TrafficAction Action)> Active(long nowMs)
     {
