@@ -56,8 +56,32 @@ public sealed class ClusterNode : IAsyncDisposable
         return shared;
     }
 
+    /// <summary>The fleet's suppression list (null until <see cref="ShareSuppressionAsync"/>).</summary>
+    public SharedSuppression? Suppression { get; private set; }
+
+    /// <summary>
+    /// Shares this node's suppression list with the fleet: its changes are sent (kept durably while
+    /// Redis is away), the fleet's list is loaded and its changes followed.
+    /// </summary>
+    public async Task<SharedSuppression> ShareSuppressionAsync(NativeRelay.Traffic.Suppression.SuppressionList list, Log log)
+    {
+        Suppression = await SharedSuppression.StartAsync(Link, list, log).ConfigureAwait(false);
+        return Suppression;
+    }
+
+    /// <summary>Stops following the fleet's list (before the list is closed); what was not sent stays in the outbox.</summary>
+    public async Task StopSharingSuppressionAsync()
+    {
+        if (Suppression is { } shared)
+        {
+            Suppression = null;
+            await shared.DisposeAsync().ConfigureAwait(false);
+        }
+    }
+
     public async ValueTask DisposeAsync()
     {
+        await StopSharingSuppressionAsync().ConfigureAwait(false);
         if (Actions is not null)
             await Actions.DisposeAsync().ConfigureAwait(false);
         await Membership.DisposeAsync().ConfigureAwait(false);

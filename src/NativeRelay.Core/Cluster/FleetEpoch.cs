@@ -21,13 +21,15 @@ internal static class FleetEpoch
         return e
         """);
 
-    public static RedisKey KeyOf(RedisLink link) => link.Key("epoch");
-
     /// <summary>A new epoch value (unguessability does not matter: it only has to differ).</summary>
     public static string NewValue() =>
         DateTimeOffset.UtcNow.ToUnixTimeMilliseconds().ToString(System.Globalization.CultureInfo.InvariantCulture) + "-"
         + Random.Shared.NextInt64().ToString("x16", System.Globalization.CultureInfo.InvariantCulture);
 
-    public static async Task<string> CurrentAsync(RedisLink link) =>
-        (string)(await link.RunAsync(GetOrSet, [KeyOf(link)], [NewValue()]).ConfigureAwait(false))!;
+    /// <summary>
+    /// The epoch kept in <paramref name="key"/> (each shared structure has its own, in its hash
+    /// slot, so its scripts touch one slot of a Redis Cluster), set now when there is none.
+    /// </summary>
+    public static async Task<string> CurrentAsync(RedisLink link, RedisKey key) =>
+        (string)(await link.RunAsync(GetOrSet, [key], [NewValue()]).ConfigureAwait(false))!;
 }

@@ -63,6 +63,7 @@ public sealed class SharedActions : IActionSync, IAsyncDisposable
     private readonly Log _log;
     private readonly RedisKey _hash;
     private readonly RedisKey _untils;
+    private readonly RedisKey _epochKey;
     private readonly RedisChannel _channel;
     private readonly CancellationTokenSource _stop = new();
     private readonly SemaphoreSlim _resyncing = new(1, 1);
@@ -80,6 +81,7 @@ public sealed class SharedActions : IActionSync, IAsyncDisposable
         _log = log;
         _hash = link.Key("{actions}");
         _untils = link.Key("{actions}:until");
+        _epochKey = link.Key("{actions}:epoch");
         _channel = link.Channel("actions");
     }
 
@@ -230,7 +232,7 @@ public sealed class SharedActions : IActionSync, IAsyncDisposable
             long now = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
             var active = _table.Active(now);
             var knownBefore = _inRedis.Keys.ToHashSet(StringComparer.Ordinal);
-            string epoch = await FleetEpoch.CurrentAsync(_link).ConfigureAwait(false);
+            string epoch = await FleetEpoch.CurrentAsync(_link, _epochKey).ConfigureAwait(false);
             var entries = await _link.CallAsync(db => db.HashGetAllAsync(_hash)).ConfigureAwait(false);
             // A Redis that lost its data (another epoch) lifted nothing: this node's actions go back in.
             bool sameRedis = _epoch == epoch;

@@ -152,6 +152,9 @@ public sealed class RelayHost : IAsyncDisposable
                 throw new ConfigException($"suppression list: {e.Message}");
             }
             _scheduler.Suppression = _suppression;
+            // One list for the fleet: this node's copy follows it (loaded now when Redis answers).
+            if (_cluster is not null)
+                await _cluster.ShareSuppressionAsync(_suppression, _log);
             _log.Info($"suppression list: {_suppression.Count} entr{(_suppression.Count == 1 ? "y" : "ies")} ({_suppression.JournalPath})");
         }
         // Events: the journal beside the spool and a sender per webhook (nothing at all without webhooks).
@@ -476,6 +479,8 @@ public sealed class RelayHost : IAsyncDisposable
             await _housekeeping;
         if (_tlsReports is not null)
             await _tlsReports;
+        if (_cluster is not null)
+            await _cluster.StopSharingSuppressionAsync(); // before the list closes: its last changes sent, or kept to send
         _suppression?.Dispose();
         _suppression = null;
         if (_spool is not null)
