@@ -56,6 +56,12 @@ public sealed class ClusterNode : IAsyncDisposable
         return shared;
     }
 
+    /// <summary>The fleet's HTTP idempotency keys (null until <see cref="ShareIdempotency"/>).</summary>
+    public SharedIdempotency? Idempotency { get; private set; }
+
+    /// <summary>HTTP idempotency keys for the fleet (nothing to start or stop: each request asks Redis).</summary>
+    public NativeRelay.Api.IIdempotencyStore ShareIdempotency(Log log) => Idempotency ??= new SharedIdempotency(Link, log);
+
     /// <summary>The fleet's suppression list (null until <see cref="ShareSuppressionAsync"/>).</summary>
     public SharedSuppression? Suppression { get; private set; }
 

@@ -190,7 +190,8 @@ public sealed class RelayHost : IAsyncDisposable
         // Unsubscribes go into the suppression list when there is one (else into a file of their own).
         _api?.Attach(_settings.Http, new SpoolIntake(_spool, _scheduler) { Events = _events }, ids, () => _servers.Current?.Signer, _settings.SpoolDirectory,
             _settings.Hostname, _settings.Limits.MaxMessageSize,
-            _suppression is null ? null : new NativeRelay.Api.SuppressionUnsubscribeRecorder(_suppression));
+            _suppression is null ? null : new NativeRelay.Api.SuppressionUnsubscribeRecorder(_suppression),
+            _cluster?.ShareIdempotency(_log)); // a fleet's idempotency keys hold on every node
         server.LogConfiguration(_listeners.Select(l => new ListenerInfo(l.EndPoint, l.Kind)));
         _reloading = server.StartReloading(_stopping.Token, handleHangup: _reloadSource is null);
         if (_reloadSource is not null)
