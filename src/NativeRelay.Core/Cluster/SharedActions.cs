@@ -126,6 +126,9 @@ public sealed class SharedActions : IActionSync, IAsyncDisposable
 
     public void Applied(string source, string site, TrafficAction action, bool added)
     {
+        if (_stop.IsCancellationRequested)
+            return; // stopping: the fleet keeps what it has
+
         string field = Field(source, site, action.Rule);
         // An extension is told only when it moves the end by a tenth of the action's length (at
         // least a second): a throttled path keeps getting the reply that extends it.
@@ -139,6 +142,9 @@ public sealed class SharedActions : IActionSync, IAsyncDisposable
 
     public void Resumed(string site, string? source)
     {
+        if (_stop.IsCancellationRequested)
+            return;
+
         foreach (var field in _inRedis.Keys)
             if (SplitField(field) is { } f && string.Equals(f.Site, site, StringComparison.OrdinalIgnoreCase) && (source is null || f.Source == source))
                 _inRedis.TryRemove(field, out _);
@@ -187,6 +193,7 @@ public sealed class SharedActions : IActionSync, IAsyncDisposable
                 foreach (var (slot, a) in _table.Lift(message.Site, message.Source))
                 {
                     n++;
+                    ClusterMetrics.ActionsReceived.Increment();
                     _inRedis.TryRemove(Field(slot.Source, slot.Site, a.Rule), out _);
                     _log.Warn($"traffic: {AutomationRule.ActionName(a.Kind)} on source {slot.Source} to site {slot.Site} lifted by the administrator on node {message.Node} (rule {a.Rule})");
                 }
@@ -212,6 +219,7 @@ public sealed class SharedActions : IActionSync, IAsyncDisposable
         _inRedis.AddOrUpdate(field, action.UntilUnixMs, (_, old) => Math.Max(old, action.UntilUnixMs));
         if (!_table.PutFromFleet(message.Source, message.Site, action))
             return;
+        ClusterMetrics.ActionsReceived.Increment();
         string from = message.Node == Node ? $"node {Node} (this one, before it restarted)" : $"node {message.Node}";
         string what = action.Kind == TrafficActionKind.Throttle ? $"throttle to {action.Limits.Describe()}" : AutomationRule.ActionName(action.Kind);
         _log.Warn($"traffic: {what} on source {message.Source} to site {message.Site} until {Time(action.UntilUnixMs)} "

@@ -73,7 +73,10 @@ public sealed class SharedIdempotency : IIdempotencyStore
                     try
                     {
                         if (JsonSerializer.Deserialize(value, ClusterJsonContext.Default.IdempotencyRecord) is { } record)
+                        {
+                            ClusterMetrics.IdempotencyReplayed.Increment();
                             return record;
+                        }
                     }
                     catch (JsonException)
                     {

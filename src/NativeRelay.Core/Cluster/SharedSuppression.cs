@@ -139,6 +139,7 @@ public sealed class SharedSuppression : ISuppressionSync, IAsyncDisposable
         if (outbox.Count > 0)
             log.Info($"cluster: {outbox.Count} suppression change(s) of an earlier run still to be sent to the fleet");
         list.Sync = shared;
+        ClusterMetrics.SuppressionPending.SetSource(() => outbox.Count);
         link.AvailabilityChanged += shared.OnAvailability;
         try
         {
@@ -253,6 +254,7 @@ public sealed class SharedSuppression : ISuppressionSync, IAsyncDisposable
             }
             await _link.RunAsync(PushScript, [_hash, _stream], values).ConfigureAwait(false);
             _outbox.Sent(batch.Count);
+            ClusterMetrics.SuppressionSent.Add(batch.Count);
         }
     }
 
@@ -300,6 +302,7 @@ public sealed class SharedSuppression : ISuppressionSync, IAsyncDisposable
                 if (!_list.ApplyFromFleet(change) || from == Node)
                     continue;
                 applied[from] = applied.GetValueOrDefault(from) + 1;
+                ClusterMetrics.SuppressionReceived.Increment();
                 if (lines.Count < LoggedOneByOne)
                     lines.Add($"suppression: <{Encoding.UTF8.GetString(change.Address)}> {(change.Added ? "added" : "removed")} ({change.Scope}) from node {from}");
             }
@@ -335,6 +338,7 @@ public sealed class SharedSuppression : ISuppressionSync, IAsyncDisposable
     private async Task LoadAsync()
     {
         await SendAsync().ConfigureAwait(false);
+        ClusterMetrics.SuppressionReloads.Increment();
         string epoch = await FleetEpoch.CurrentAsync(_link, _epochKey).ConfigureAwait(false);
         bool member = _epoch == epoch;
         // The stream's end first: a change made while the hash is read is applied again after (a no-op).
@@ -420,6 +424,7 @@ public sealed class SharedSuppression : ISuppressionSync, IAsyncDisposable
         {
         }
         _list.Sync = null;
+        ClusterMetrics.SuppressionPending.SetSource(null);
         _outbox.Dispose();
         _stop.Dispose();
     }
