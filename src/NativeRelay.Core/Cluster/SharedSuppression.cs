@@ -18,7 +18,9 @@ namespace NativeRelay.Cluster;
 /// reads the stream when a node says it wrote to it (a message on a channel) and every second in
 /// case that message was missed: a change made on one node is in force on the others within a
 /// second. A stream trimmed past the follower's id, or a Redis that lost its data (another
-/// epoch), makes the node load the whole hash again.
+/// epoch), makes the node load the whole hash again. The id and the epoch are kept on disk
+/// (<c>cluster-cursor</c>, written after the list's commit), so a node that restarts follows on
+/// from where it was instead of loading the whole list.
 /// </para>
 /// <para>
 /// This node's changes go into a durable outbox (<see cref="SuppressionOutbox"/>) and are sent in
@@ -31,7 +33,7 @@ namespace NativeRelay.Cluster;
 /// <para>
 /// Loading the hash: entries it has are added here; entries this node has and the hash lacks were
 /// removed elsewhere while it was not following, and are removed here; except when this node has
-/// never been in this Redis's fleet (the epoch it remembers, in <c>cluster-epoch</c>, differs):
+/// never been in this Redis's fleet (the epoch it remembers, in <c>cluster-cursor</c>, differs):
 /// then its entries are added to the fleet's (a node joining with a list of its own, or a Redis
 /// that lost its data, loses no entry).
 /// </para>
@@ -106,16 +108,39 @@ public sealed class SharedSuppression : ISuppressionSync, IAsyncDisposable
         _list = list;
         _log = log;
         _outbox = outbox;
-        _epochFile = Path.Combine(directory, "cluster-epoch");
+        _epochFile = Path.Combine(directory, CursorFileName);
         _hash = link.Key("{suppression}");
         _stream = link.Key("{suppression}:changes");
         _epochKey = link.Key("{suppression}:epoch");
         _channel = link.Channel("suppression");
+        // "epoch \n last id": a node that restarts follows on from its place in the stream (no
+        // load of the whole list) when Redis still has that epoch and that place.
         if (File.Exists(_epochFile))
-            _epoch = File.ReadAllText(_epochFile).Trim();
+        {
+            var lines = File.ReadAllLines(_epochFile);
+            _epoch = lines.Length > 0 && lines[0].Trim().Length > 0 ? lines[0].Trim() : null;
+            if (_epoch is not null && lines.Length > 1 && IsStreamId(lines[1].Trim()))
+            {
+                _lastId = lines[1].Trim();
+                _needLoad = false;
+            }
+        }
     }
 
+    /// <summary>The file beside the journal with the fleet's epoch and the stream id this node applied up to.</summary>
+    public const string CursorFileName = "cluster-cursor";
+
     private string Node => _link.Settings.Node;
+
+    private static bool IsStreamId(string text)
+    {
+        int dash = text.IndexOf('-');
+        return dash > 0 && ulong.TryParse(text.AsSpan(0, dash), NumberStyles.None, CultureInfo.InvariantCulture, out _)
+               && ulong.TryParse(text.AsSpan(dash + 1), NumberStyles.None, CultureInfo.InvariantCulture, out _);
+    }
+
+    // After the list's commit: the place saved is never ahead of what the list holds durably.
+    private void SaveCursor() => File.WriteAllText(_epochFile, (_epoch ?? "") + "\n" + _lastId + "\n");
 
     /// <summary>Changes of this node waiting to be sent to the fleet.</summary>
     public int Pending => _outbox.Count;
@@ -307,8 +332,10 @@ public sealed class SharedSuppression : ISuppressionSync, IAsyncDisposable
                     lines.Add($"suppression: <{Encoding.UTF8.GetString(change.Address)}> {(change.Added ? "added" : "removed")} ({change.Scope}) from node {from}");
             }
             if (applied.Count > 0)
-            {
                 _list.Commit();
+            SaveCursor();
+            if (applied.Count > 0)
+            {
                 int total = applied.Values.Sum();
                 if (total <= LoggedOneByOne)
                     foreach (var line in lines)
@@ -334,7 +361,7 @@ public sealed class SharedSuppression : ISuppressionSync, IAsyncDisposable
 
     private static string Text(RedisResult r) => (string?)r ?? "";
 
-    /// <summary>Loads the fleet's whole list (see the class): at start, after a trimmed stream, and when Redis lost its data.</summary>
+    /// <summary>Loads the fleet's whole list (see the class): at a node's first start, after a trimmed stream, and when Redis lost its data.</summary>
     private async Task LoadAsync()
     {
         await SendAsync().ConfigureAwait(false);
@@ -388,12 +415,9 @@ public sealed class SharedSuppression : ISuppressionSync, IAsyncDisposable
         }
         _list.Commit();
         _outbox.Commit();
-        if (!member)
-        {
-            File.WriteAllText(_epochFile, epoch);
-            _epoch = epoch;
-        }
+        _epoch = epoch;
         Volatile.Write(ref _lastId, lastId);
+        SaveCursor();
         await SendAsync().ConfigureAwait(false);
         _log.Info($"cluster: suppression list loaded from the fleet ({entries.Count} entr{(entries.Count == 1 ? "y" : "ies")}): "
                   + $"{added} added here, {removed} removed here" + (member ? "" : $", {offered} of this node's added to the fleet's"));

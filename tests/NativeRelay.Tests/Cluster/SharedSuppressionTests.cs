@@ -184,6 +184,28 @@ public sealed class SharedSuppressionTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task A_node_that_restarts_follows_on_from_its_place_in_the_stream_and_gets_what_it_missed_without_loading_the_list()
+    {
+        var a = await StartNodeAsync("a");
+        var b = await StartNodeAsync("b");
+        a.Add("before@example.com");
+        await Waits.UntilAsync(() => b.Refuses("before@example.com"), Soon, "node b follows");
+        Assert.Contains("suppression list loaded from the fleet", b.LogText); // its first start
+
+        string directory = b.Directory;
+        await b.DisposeAsync();
+        a.Add("while-down@example.com");
+        a.Remove("before@example.com");
+        await Waits.UntilAsync(() => a.Shared.Pending == 0, Soon, "node a sent its changes");
+
+        var b2 = await StartNodeAsync("b", directory);
+        await Waits.UntilAsync(() => b2.Refuses("while-down@example.com") && !b2.Refuses("before@example.com"), Soon,
+            "the restarted node gets the changes made while it was down");
+        Assert.DoesNotContain("suppression list loaded from the fleet", b2.LogText);
+        Assert.Contains("<while-down@example.com> added (global) from node a", b2.LogText);
+    }
+
+    [Fact]
     public async Task A_follower_whose_place_in_the_stream_was_trimmed_away_loads_the_whole_list()
     {
         var a = await StartNodeAsync("a");
