@@ -1,3 +1,7 @@
+using System.Net;
+using System.Net.Http.Headers;
+using System.Text;
+using System.Text.Json.Nodes;
 using Xunit.Abstractions;
 
 namespace NativeRelay.Tests.EndToEnd;
@@ -21,6 +25,69 @@ public sealed class ClusterStateTests(ITestOutputHelper log)
         await client.ExpectAsync($"MAIL FROM:<{Sender}>", 250);
         var reply = await client.CommandAsync($"RCPT TO:<{to}>");
         return reply.ToString();
+    }
+
+    [Fact]
+    public async Task An_idempotency_key_sent_to_two_relays_injects_once_and_the_second_relay_answers_with_the_first_answer()
+    {
+        await using var redis = await TestRedis.StartAsync();
+        await using var sink = new TestSmtpSink();
+        using var dir = new TempDir("nativerelay-cluster-e2e");
+        string tokens = dir.File("tokens");
+        var add = await RelayProcess.RunToExitAsync(["token", "add", "app", "--file", tokens], dir.Path, log);
+        Assert.True(add.ExitCode == 0, add.Output);
+        string token = Assert.Single(add.StdoutLines, l => l.Length > 0);
+
+        async Task<(RelayProcess Relay, int HttpPort)> StartAsync(string node)
+        {
+            int smtp = FreePort.Get(), http = FreePort.Get();
+            var config = new JsonObject
+            {
+                ["hostname"] = $"{node}.relay.test",
+                ["listen"] = new JsonArray($"127.0.0.1:{smtp}"),
+                ["spool"] = dir.File($"spool-{node}"),
+                ["relayTo"] = sink.Endpoint,
+                ["http"] = new JsonObject { ["listen"] = $"127.0.0.1:{http}", ["tokensFile"] = tokens },
+            };
+            string path = dir.File($"{node}.json");
+            File.WriteAllText(path, config.ToJsonString());
+            var relay = await RelayProcess.StartServeAsync(["--config", path, "--redis", redis.ConnectionString, "--node", node], smtp, dir.Path, log);
+            await relay.WaitForOutputAsync("http API on", Waits.Exit);
+            return (relay, http);
+        }
+
+        var (one, oneHttp) = await StartAsync("one");
+        using var oneProcess = one;
+        var (two, twoHttp) = await StartAsync("two");
+        using var twoProcess = two;
+        using var client = new HttpClient { Timeout = TimeSpan.FromSeconds(60) };
+        async Task<(HttpStatusCode Status, string Body, bool Replayed)> PostAsync(int port)
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Post, $"http://127.0.0.1:{port}/api/v1/messages")
+            {
+                Content = new StringContent("""{"from":"a@example.test","recipients":[{"email":"x@example.org"}],"subject":"s","text":"t","idempotency_key":"order-7"}""",
+                    Encoding.UTF8, "application/json"),
+            };
+            request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", token);
+            using var response = await client.SendAsync(request);
+            string body = await response.Content.ReadAsStringAsync();
+            log.WriteLine($"{port}: {(int)response.StatusCode} {body}");
+            return (response.StatusCode, body, response.Headers.Contains("Idempotent-Replayed"));
+        }
+
+        var first = await PostAsync(oneHttp);
+        Assert.Equal(HttpStatusCode.Accepted, first.Status);
+        Assert.False(first.Replayed);
+        var second = await PostAsync(twoHttp);
+        Assert.Equal(HttpStatusCode.Accepted, second.Status);
+        Assert.True(second.Replayed);
+        Assert.Equal(first.Body, second.Body); // relay one's queue id, given by relay two
+        await sink.WaitForCountAsync(1, Waits.Delivery);
+        string queueId = (string)JsonNode.Parse(first.Body)!["accepted"]![0]!["queue_id"]!;
+        await one.WaitForOutputAsync($"{queueId}: queued from=", Waits.Exit);
+        // Relay two queued nothing (a replayed answer returns before the message is built).
+        Assert.DoesNotContain(two.StdoutLines, l => l.Contains(": queued from=", StringComparison.Ordinal));
+        Assert.Single(sink.Messages);
     }
 
     [Fact]
