@@ -64,6 +64,7 @@ public sealed class SuppressionList : ISuppressionList, IDisposable
 
     /// <summary>The fleet, when this relay is a node of one: every change made here is told to it (null: none).</summary>
     public ISuppressionSync? Sync { get; set; }
+
     /// <summary>Memory held by the keys (the table's slots).</summary>
     public long TableBytes => _table.Bytes;
     /// <summary>The journal's size on disk, and what is still buffered.</summary>
