@@ -28,6 +28,65 @@ public sealed class ClusterStateTests(ITestOutputHelper log)
     }
 
     [Fact]
+    public async Task A_421_4_7_28_seen_by_one_relay_suspends_the_path_on_the_other_and_a_resume_on_the_other_lifts_it_on_both()
+    {
+        const string Ip2 = "127.0.0.2", Ip3 = "127.0.0.3";
+        await using var redis = await TestRedis.StartAsync();
+        await using var sink = new TestSmtpSink(IPAddress.Parse("127.0.0.12"), 0);
+        int refused = 0;
+        // The site answers the first message from 127.0.0.2 (relay one's, by the test's order) with Gmail's rate limit.
+        sink.DataReply = attempt => attempt.PeerAddress == Ip2 && Interlocked.Exchange(ref refused, 1) == 0
+            ? "421 4.7.28 [127.0.0.2] Our system has detected an unusual rate of unsolicited mail originating from your IP address. gsmtp"
+            : "250 2.0.0 Ok";
+        await using var dns = new TestDnsServer();
+        dns.Mx("a.test", (10, "mx.a.test")).A("mx.a.test", "127.0.0.12");
+        void Configure(JsonObject root)
+        {
+            string shaping = Path.Combine(Path.GetDirectoryName((string)root["spool"]!)!, "shaping.json");
+            File.WriteAllText(shaping, """
+                { "automation": [ { "name": "gmail-rate-limited", "code": 421, "enhanced": "4.7.28", "action": "suspend", "duration": "10m" } ] }
+                """);
+            root["traffic"] = new JsonObject
+            {
+                ["sources"] = new JsonObject
+                {
+                    ["ip2"] = new JsonObject { ["address"] = Ip2, ["ehlo"] = "mta2.traffic.test" },
+                    ["ip3"] = new JsonObject { ["address"] = Ip3, ["ehlo"] = "mta3.traffic.test" },
+                },
+                ["shaping"] = shaping,
+            };
+        }
+        await using var one = await MxRelay.StartAsync(log, dns, sink.Port, Configure, ["--redis", redis.ConnectionString, "--node", "one"]);
+        await using var two = await MxRelay.StartAsync(log, dns, sink.Port, Configure, ["--redis", redis.ConnectionString, "--node", "two"]);
+
+        for (int i = 0; i < 4; i++)
+            await one.SendAsync(Sender, ["user@a.test"], MessageText.Simple($"one-{i}@cluster.test"));
+        await one.Process.WaitForOutputAsync("traffic: suspend on source ip2 to site mx.a.test for 10m", Waits.Delivery);
+        await two.Process.WaitForOutputAsync("traffic: suspend on source ip2 to site mx.a.test until", TimeSpan.FromSeconds(10));
+        Assert.Contains(two.Process.StdoutLines, l => l.Contains("from node one (rule gmail-rate-limited", StringComparison.Ordinal));
+        var status = await CliRun.RunAsync(["traffic", "status", "--json", "--spool", two.Dir.Spool], [], two.Dir.Path, log);
+        Assert.True(status.ExitCode == 0, status.ToString());
+        var action = Assert.Single(JsonNode.Parse(status.Stdout)!["traffic"]!["actions"]!.AsArray());
+        Assert.Equal("ip2", (string?)action!["source"]);
+        Assert.Equal("mx.a.test", (string?)action["site"]);
+        Assert.Equal("suspend", (string?)action["action"]);
+
+        // Relay two never got the 421 itself, yet sends to the site from ip3 only.
+        for (int i = 0; i < 6; i++)
+            await two.SendAsync(Sender, ["user@a.test"], MessageText.Simple($"two-{i}@cluster.test"));
+        bool FromTwo(ReceivedMessage m) => m.Header("Message-ID")!.StartsWith("<two-", StringComparison.Ordinal);
+        await sink.WaitUntilAsync(() => sink.Messages.Count(FromTwo) == 6, Waits.Delivery, "relay two's six messages");
+        Assert.All(sink.Messages.Where(FromTwo), m => Assert.Equal(Ip3, m.PeerAddress));
+
+        // Resumed on relay two: lifted on relay one too.
+        var resume = await CliRun.RunAsync(["traffic", "resume", "--site", "mx.a.test", "--spool", two.Dir.Spool], [], two.Dir.Path, log);
+        Assert.True(resume.ExitCode == 0, resume.ToString());
+        await one.Process.WaitForOutputAsync("traffic: suspend on source ip2 to site mx.a.test lifted by the administrator on node two", TimeSpan.FromSeconds(10));
+        var after = await CliRun.RunAsync(["traffic", "status", "--json", "--spool", one.Dir.Spool], [], one.Dir.Path, log);
+        Assert.Empty(JsonNode.Parse(after.Stdout)!["traffic"]!["actions"]!.AsArray());
+    }
+
+    [Fact]
     public async Task An_idempotency_key_sent_to_two_relays_injects_once_and_the_second_relay_answers_with_the_first_answer()
     {
         await using var redis = await TestRedis.StartAsync();
