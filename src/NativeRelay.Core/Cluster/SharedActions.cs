@@ -25,11 +25,19 @@ public sealed class SharedActions : IActionSync, IAsyncDisposable
 {
     private static readonly TimeSpan ResyncInterval = TimeSpan.FromSeconds(10);
 
-    // KEYS[1] the actions hash, KEYS[2] the until-times sorted set. ARGV: field, JSON, until ms, channel.
-    // Drops lapsed actions; keeps the later of two ends of a rule's action. Returns 1 when written (and published).
+    // KEYS[1] the actions hash, KEYS[2] the until-times sorted set, KEYS[3] the lifts (field "site \n source",
+    // '' for every source; value the time of the resume). ARGV: field, JSON, until ms, channel, site (lowercased),
+    // source, started ms. Drops lapsed actions; keeps the later of two ends of a rule's action; refuses an action a
+    // resume made after its start lifted (a resume told late, or at the same moment). Returns 1 when written (and
+    // published), 0 when a later end is there, -1 when a resume lifted it.
     private static readonly RedisScript ApplyScript = new("""
         local t = redis.call('TIME')
         local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+        local started = tonumber(ARGV[7])
+        for _, key in ipairs({ARGV[5] .. '\n' .. ARGV[6], ARGV[5] .. '\n'}) do
+          local lifted = redis.call('HGET', KEYS[3], key)
+          if lifted and tonumber(lifted) >= started then return -1 end
+        end
         local lapsed = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now)
         for _, f in ipairs(lapsed) do redis.call('HDEL', KEYS[1], f) end
         redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
@@ -42,17 +50,34 @@ public sealed class SharedActions : IActionSync, IAsyncDisposable
         return 1
         """);
 
-    // KEYS as above. ARGV: site (compared without case), source ('' for every one), channel, the lift as JSON. Returns how many were removed.
+    // KEYS as above. ARGV: site (lowercased), source ('' for every one), channel, the lift as JSON, the resume's
+    // time (this node's clock), and whether it was made while Redis was away ('1': then only actions started by
+    // then are lifted). The resume is remembered (for actions started by then, told later) for 31 days, longer
+    // than any action lasts. Returns how many were removed.
     private static readonly RedisScript LiftScript = new("""
-        local site = string.lower(ARGV[1])
+        local site = ARGV[1]
+        local at = tonumber(ARGV[5])
         local n = 0
         for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do
           local src, st = string.match(f, '^([^\n]*)\n([^\n]*)\n')
           if st and string.lower(st) == site and (ARGV[2] == '' or src == ARGV[2]) then
-            redis.call('HDEL', KEYS[1], f)
-            redis.call('ZREM', KEYS[2], f)
-            n = n + 1
+            local lift = true
+            if ARGV[6] == '1' then
+              local ok, a = pcall(cjson.decode, redis.call('HGET', KEYS[1], f))
+              lift = not ok or type(a) ~= 'table' or tonumber(a.startedUnixMs or 0) <= at
+            end
+            if lift then
+              redis.call('HDEL', KEYS[1], f)
+              redis.call('ZREM', KEYS[2], f)
+              n = n + 1
+            end
           end
+        end
+        local key = site .. '\n' .. ARGV[2]
+        local before = redis.call('HGET', KEYS[3], key)
+        if not before or tonumber(before) < at then redis.call('HSET', KEYS[3], key, at) end
+        for _, f in ipairs(redis.call('HKEYS', KEYS[3])) do
+          if tonumber(redis.call('HGET', KEYS[3], f)) < at - 31 * 86400000 then redis.call('HDEL', KEYS[3], f) end
         end
         redis.call('PUBLISH', ARGV[3], ARGV[4])
         return n
@@ -64,6 +89,7 @@ public sealed class SharedActions : IActionSync, IAsyncDisposable
     private readonly RedisKey _hash;
     private readonly RedisKey _untils;
     private readonly RedisKey _epochKey;
+    private readonly RedisKey _lifts;
     private readonly RedisChannel _channel;
     private readonly CancellationTokenSource _stop = new();
     private readonly SemaphoreSlim _resyncing = new(1, 1);
@@ -71,6 +97,7 @@ public sealed class SharedActions : IActionSync, IAsyncDisposable
     // one that is in force here, known there, and gone from the hash was lifted elsewhere.
     private readonly ConcurrentDictionary<string, long> _inRedis = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<Task, byte> _sending = new();
+    private readonly ConcurrentQueue<(string Site, string? Source, long AtMs)> _unsentLifts = new();
     private string? _epoch;
     private Task? _loop;
 
@@ -82,6 +109,7 @@ public sealed class SharedActions : IActionSync, IAsyncDisposable
         _hash = link.Key("{actions}");
         _untils = link.Key("{actions}:until");
         _epochKey = link.Key("{actions}:epoch");
+        _lifts = link.Key("{actions}:lifts");
         _channel = link.Channel("actions");
     }
 
@@ -148,20 +176,41 @@ public sealed class SharedActions : IActionSync, IAsyncDisposable
         foreach (var field in _inRedis.Keys)
             if (SplitField(field) is { } f && string.Equals(f.Site, site, StringComparison.OrdinalIgnoreCase) && (source is null || f.Source == source))
                 _inRedis.TryRemove(field, out _);
-        var lift = new ActionMessage { Op = "lift", Node = Node, Source = source, Site = site };
-        string json = JsonSerializer.Serialize(lift, ClusterJsonContext.Default.ActionMessage);
+        long now = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
+        if (!_link.Available)
+        {
+            Unsent(site, source, now);
+            return;
+        }
         Track(Task.Run(async () =>
         {
             try
             {
-                await _link.RunAsync(LiftScript, [_hash, _untils], [site, source ?? "", _channel.ToString(), json]).ConfigureAwait(false);
+                await SendLiftAsync(site, source, now, late: false).ConfigureAwait(false);
             }
             catch (Exception e) when (RedisLink.IsUnavailable(e))
             {
-                _log.Warn($"cluster: the resume of site {site}{(source is null ? "" : $" source {source}")} was not told to the fleet (Redis is away): "
-                          + "the other nodes keep their actions until they lapse or are resumed there");
+                Unsent(site, source, now);
             }
         }));
+    }
+
+    // A resume made while Redis is away is told when it is back (the resync sends it before it reads the
+    // hash, so the action is not put back here), lifting only the actions started by then.
+    private void Unsent(string site, string? source, long atMs)
+    {
+        _unsentLifts.Enqueue((site, source, atMs));
+        _log.Warn($"cluster: the resume of site {site}{(source is null ? "" : $" source {source}")} is told to the fleet when Redis is back "
+                  + "(the other nodes keep their actions until then)");
+    }
+
+    /// <param name="late">A resume made while Redis was away: only actions started by <paramref name="atMs"/> are lifted (else every one of the path).</param>
+    private async Task SendLiftAsync(string site, string? source, long atMs, bool late)
+    {
+        var lift = new ActionMessage { Op = "lift", Node = Node, Source = source, Site = site, StartedUnixMs = late ? atMs : 0 };
+        string json = JsonSerializer.Serialize(lift, ClusterJsonContext.Default.ActionMessage);
+        await _link.RunAsync(LiftScript, [_hash, _untils, _lifts],
+            [site.ToLowerInvariant(), source ?? "", _channel.ToString(), json, atMs, late ? "1" : "0"]).ConfigureAwait(false);
     }
 
     private async Task WriteAsync(string field, ActionMessage message)
@@ -169,7 +218,15 @@ public sealed class SharedActions : IActionSync, IAsyncDisposable
         try
         {
             string json = JsonSerializer.Serialize(message, ClusterJsonContext.Default.ActionMessage);
-            await _link.RunAsync(ApplyScript, [_hash, _untils], [field, json, message.UntilUnixMs, _channel.ToString()]).ConfigureAwait(false);
+            var written = (long)await _link.RunAsync(ApplyScript, [_hash, _untils, _lifts],
+                [field, json, message.UntilUnixMs, _channel.ToString(), message.Site.ToLowerInvariant(), message.Source ?? "", message.StartedUnixMs]).ConfigureAwait(false);
+            if (written < 0)
+            {
+                // Resumed in the fleet after it started (told late, or at the same moment): lifted here too.
+                if (message.Source is not null && message.Rule is not null && _table.LiftRule(message.Source, message.Site, message.Rule))
+                    _log.Warn($"traffic: {message.Kind} on source {message.Source} to site {message.Site} lifted: resumed elsewhere in the fleet (rule {message.Rule})");
+                return;
+            }
             _inRedis.AddOrUpdate(field, message.UntilUnixMs, (_, old) => Math.Max(old, message.UntilUnixMs));
         }
         catch (Exception e) when (RedisLink.IsUnavailable(e))
@@ -190,7 +247,7 @@ public sealed class SharedActions : IActionSync, IAsyncDisposable
             if (message.Op == "lift")
             {
                 int n = 0;
-                foreach (var (slot, a) in _table.Lift(message.Site, message.Source))
+                foreach (var (slot, a) in _table.Lift(message.Site, message.Source, message.StartedUnixMs))
                 {
                     n++;
                     ClusterMetrics.ActionsReceived.Increment();
@@ -235,6 +292,12 @@ public sealed class SharedActions : IActionSync, IAsyncDisposable
             return;
         try
         {
+            // Resumes made here while Redis was away go first: what they lifted is not put back from the hash.
+            while (_unsentLifts.TryPeek(out var unsent))
+            {
+                await SendLiftAsync(unsent.Site, unsent.Source, unsent.AtMs, late: true).ConfigureAwait(false);
+                _unsentLifts.TryDequeue(out _);
+            }
             // What is in force here and known in Redis is taken before the hash is read: an action
             // that comes meanwhile is not mistaken for one lifted elsewhere.
             long now = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
@@ -242,6 +305,8 @@ public sealed class SharedActions : IActionSync, IAsyncDisposable
             var knownBefore = _inRedis.Keys.ToHashSet(StringComparer.Ordinal);
             string epoch = await FleetEpoch.CurrentAsync(_link, _epochKey).ConfigureAwait(false);
             var entries = await _link.CallAsync(db => db.HashGetAllAsync(_hash)).ConfigureAwait(false);
+            var lifts = (await _link.CallAsync(db => db.HashGetAllAsync(_lifts)).ConfigureAwait(false))
+                .ToDictionary(e => (string)e.Name!, e => (long)e.Value, StringComparer.Ordinal);
             // A Redis that lost its data (another epoch) lifted nothing: this node's actions go back in.
             bool sameRedis = _epoch == epoch;
             _epoch = epoch;
@@ -263,6 +328,15 @@ public sealed class SharedActions : IActionSync, IAsyncDisposable
             foreach (var (slot, action) in active)
             {
                 string field = Field(slot.Source, slot.Site, action.Rule);
+                if (LiftedBy(lifts, slot.Source, slot.Site, action.StartedUnixMs))
+                {
+                    // Resumed in the fleet after it started (a lift message this node missed).
+                    if (_table.LiftRule(slot.Source, slot.Site, action.Rule))
+                        _log.Warn($"traffic: {AutomationRule.ActionName(action.Kind)} on source {slot.Source} to site {slot.Site} lifted: "
+                                  + $"resumed elsewhere in the fleet (rule {action.Rule})");
+                    _inRedis.TryRemove(field, out _);
+                    continue;
+                }
                 if (inHash.Contains(field))
                     continue;
                 if (sameRedis && knownBefore.Contains(field))
@@ -274,8 +348,10 @@ public sealed class SharedActions : IActionSync, IAsyncDisposable
                                   + $"resumed elsewhere in the fleet (rule {action.Rule})");
                     continue;
                 }
-                // Applied while Redis was away (or Redis lost it): the fleet gets it now.
-                await WriteAsync(field, ToMessage(slot.Source, slot.Site, action)).ConfigureAwait(false);
+                // Applied while Redis was away (or Redis lost it): the fleet gets it now, if a lift
+                // that came meanwhile has not taken it away.
+                if (slot.Actions.Contains(action))
+                    await WriteAsync(field, ToMessage(slot.Source, slot.Site, action)).ConfigureAwait(false);
             }
             // Forget what lapsed or was lifted everywhere.
             var inForce = active.Select(p => Field(p.Slot.Source, p.Slot.Site, p.Action.Rule)).ToHashSet(StringComparer.Ordinal);
@@ -298,6 +374,13 @@ public sealed class SharedActions : IActionSync, IAsyncDisposable
     }
 
     // ---- Forms -------------------------------------------------------------------------------------
+
+    private static bool LiftedBy(Dictionary<string, long> lifts, string source, string site, long startedUnixMs)
+    {
+        string lower = site.ToLowerInvariant();
+        return (lifts.TryGetValue(lower + "\n" + source, out long one) && one >= startedUnixMs)
+               || (lifts.TryGetValue(lower + "\n", out long all) && all >= startedUnixMs);
+    }
 
     internal static string Field(string source, string site, string rule) => source + "\n" + site + "\n" + rule;
 

@@ -140,6 +140,34 @@ public sealed class SharedActionsTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task A_resume_made_while_Redis_is_away_is_told_to_the_fleet_when_it_is_back()
+    {
+        var a = await StartNodeAsync("a");
+        var b = await StartNodeAsync("b");
+        a.Fire("ip1", "gmail.com", "gmail-rate-limited", TrafficActionKind.Suspend, TimeSpan.FromMinutes(30));
+        await Waits.UntilAsync(() => b.InForce("ip1", "gmail.com", TrafficActionKind.Suspend), Soon, "node b has the suspension");
+        await _redis.StopAsync();
+        await Waits.UntilAsync(() => a.Cluster.Degraded && b.Cluster.Degraded, TimeSpan.FromSeconds(30), "both nodes see Redis away");
+
+        Assert.Equal(1, b.Traffic.Resume("gmail.com", "ip1")); // lifted here at once
+        Assert.True(a.InForce("ip1", "gmail.com", TrafficActionKind.Suspend)); // node a cannot know yet
+        await Waits.UntilAsync(() => b.LogText.Contains("is told to the fleet when Redis is back"), Soon, "node b says the resume waits for Redis");
+
+        // Redis comes back (empty: node a puts its action back, the resume made before lifts it again).
+        await _redis.StartAgainAsync();
+        await Waits.UntilAsync(() => !a.InForce("ip1", "gmail.com", TrafficActionKind.Suspend), TimeSpan.FromSeconds(30),
+            "node a lifts the suspension resumed on node b while Redis was away");
+        await a.Cluster.Actions!.ResyncAsync();
+        await b.Cluster.Actions!.ResyncAsync();
+        Assert.False(a.InForce("ip1", "gmail.com", TrafficActionKind.Suspend));
+        Assert.False(b.InForce("ip1", "gmail.com", TrafficActionKind.Suspend));
+
+        // An action started after the resume is not lifted by it.
+        a.Fire("ip1", "gmail.com", "gmail-rate-limited", TrafficActionKind.Suspend, TimeSpan.FromMinutes(30));
+        await Waits.UntilAsync(() => b.InForce("ip1", "gmail.com", TrafficActionKind.Suspend), Soon, "node b has the new suspension");
+    }
+
+    [Fact]
     public async Task A_missed_lift_is_made_up_by_the_resync_from_the_hash()
     {
         var a = await StartNodeAsync("a");

@@ -136,7 +136,13 @@ public sealed class ActionTable
     }
 
     /// <summary>Lifts the actions on a site (every source, or one); returns what was lifted.</summary>
-    public List<(ActionSlot Slot, TrafficAction Action)> Lift(string site, string? source)
+    public List<(ActionSlot Slot, TrafficAction Action)> Lift(string site, string? source) => Lift(site, source, 0);
+
+    /// <summary>
+    /// Lifts the actions on a site (every source, or one) that started by <paramref name="startedByUnixMs"/>
+    /// (0: all): a resume another node of the fleet made while Redis was away lifts nothing newer.
+    /// </summary>
+    public List<(ActionSlot Slot, TrafficAction Action)> Lift(string site, string? source, long startedByUnixMs)
     {
         var lifted = new List<(ActionSlot, TrafficAction)>();
         foreach (var slot in _slots.Values)
@@ -145,7 +151,7 @@ public sealed class ActionTable
                 continue;
             if (source is not null && !string.Equals(slot.Source, source, StringComparison.Ordinal))
                 continue;
-            foreach (var a in slot.RemoveWhere(static _ => true))
+            foreach (var a in slot.RemoveWhere(a => startedByUnixMs == 0 || a.StartedUnixMs <= startedByUnixMs))
                 lifted.Add((slot, a));
         }
         return lifted;
