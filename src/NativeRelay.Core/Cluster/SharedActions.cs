@@ -15,11 +15,14 @@ namespace NativeRelay.Cluster;
 /// so lapsed ones are dropped) and published on a channel, in one script; every other node puts
 /// it into its own <see cref="ActionTable"/> when the message comes (within a second), and a node
 /// that starts, or finds Redis back, loads the hash. A resume removes the path's actions from the
-/// hash and publishes a lift. A message missed (a node's subscription was down) is made up by a
-/// resync from the hash every ten seconds: actions the hash has are put in force; actions this
-/// node knows were in Redis and no longer are (lifted elsewhere) are lifted here; its own that
-/// never reached Redis (applied while it was away) are written now. Actions lapse on every node
-/// by their until-time (each node's sweeper), so a lapse needs no message.
+/// hash, remembers its time (a hash of resumes by site and source: an action started before it
+/// and written later is refused) and publishes a lift; a resume made while Redis is away is told
+/// when it is back, and lifts only the actions started by then. A message missed (a node's
+/// subscription was down) is made up by a resync from the hashes every ten seconds: actions the
+/// hash has are put in force; actions a later resume covers, or that this node knows were in
+/// Redis and no longer are (lifted elsewhere), are lifted here; its own that never reached Redis
+/// (applied while it was away) are written now. Actions lapse on every node by their until-time
+/// (each node's sweeper), so a lapse needs no message.
 /// </summary>
 public sealed class SharedActions : IActionSync, IAsyncDisposable
 {
@@ -192,6 +195,10 @@ public sealed class SharedActions : IActionSync, IAsyncDisposable
             {
                 Unsent(site, source, now);
             }
+            catch (RedisException e)
+            {
+                _log.Error($"cluster: the resume of site {site} was not told to the fleet: {e.Message}");
+            }
         }));
     }
 
@@ -232,6 +239,10 @@ public sealed class SharedActions : IActionSync, IAsyncDisposable
         catch (Exception e) when (RedisLink.IsUnavailable(e))
         {
             // Not in _inRedis: the resync writes it when Redis is back (if it is still in force).
+        }
+        catch (RedisException e)
+        {
+            _log.Error($"cluster: the action on source {message.Source} to site {message.Site} was not told to the fleet: {e.Message}");
         }
     }
 

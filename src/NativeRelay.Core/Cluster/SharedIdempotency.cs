@@ -96,6 +96,11 @@ public sealed class SharedIdempotency : IIdempotencyStore
         catch (Exception e) when (RedisLink.IsUnavailable(e))
         {
         }
+        catch (RedisException e)
+        {
+            // Not for want of Redis (a key of another type, a refused command): the request still goes through.
+            _log.Warn($"cluster: the fleet's idempotency key {key} (token {token}) could not be claimed: {e.Message}; deciding here");
+        }
         return null; // Redis away: this node's journal decides
     }
 
@@ -124,6 +129,11 @@ public sealed class SharedIdempotency : IIdempotencyStore
         catch (Exception e) when (RedisLink.IsUnavailable(e))
         {
             // This node's journal keeps the answer; the claim in Redis expires by itself.
+        }
+        catch (RedisException e)
+        {
+            // The message is queued and the journal keeps the answer: the client gets it, not an error.
+            _log.Warn($"cluster: the answer for idempotency key {key} (token {token}) was not kept for the fleet: {e.Message}");
         }
     }
 }
