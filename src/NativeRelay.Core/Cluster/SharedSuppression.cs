@@ -220,7 +220,15 @@ public sealed class SharedSuppression : ISuppressionSync, IAsyncDisposable
             while (!stop.IsCancellationRequested)
             {
                 await _wake.WaitAsync(FollowInterval, stop).ConfigureAwait(false);
-                await RoundAsync().ConfigureAwait(false);
+                try
+                {
+                    await RoundAsync().ConfigureAwait(false);
+                }
+                catch (Exception e) when (e is not OperationCanceledException)
+                {
+                    // A bug, not Redis: logged with its stack, and the follower goes on (the next round tries again).
+                    _log.Error($"cluster: following the fleet's suppression list failed: {e}");
+                }
             }
         }
         catch (OperationCanceledException)
