@@ -149,13 +149,14 @@ public sealed class ApiHost : IAsyncDisposable
     /// </summary>
     /// <exception cref="ConfigException">The tokens file or the unsubscribe key cannot be read.</exception>
     public void Attach(HttpSettings? http, SpoolIntake intake, QueueIdGenerator ids, Func<IMessageSigner?> signer, string spoolDirectory, string hostname,
-        long maxMessageSize, IUnsubscribeRecorder? unsubscribes = null)
+        long maxMessageSize, IUnsubscribeRecorder? unsubscribes = null, IIdempotencyStore? sharedIdempotency = null)
     {
         if (_apiEndpoint is null || http is null)
             return;
         var config = ApiConfiguration.Load(http);
         Volatile.Write(ref _config, config);
         var journal = IdempotencyJournal.Open(spoolDirectory, DateTimeOffset.UtcNow);
+        journal.Shared = sharedIdempotency; // a fleet's keys (null: this node's journal alone)
         var recorder = unsubscribes ?? FileUnsubscribeRecorder.Open(spoolDirectory);
         Volatile.Write(ref _attached, new Attached(intake, ids, signer, journal, recorder, hostname, maxMessageSize, null!) with
         {

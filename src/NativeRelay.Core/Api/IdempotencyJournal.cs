@@ -26,6 +26,9 @@ public sealed class IdempotencyJournal
 
     public int Count => _done.Count;
 
+    /// <summary>The fleet's keys, when this relay is a node of one (null: this journal alone).</summary>
+    public IIdempotencyStore? Shared { get; set; }
+
     public static IdempotencyJournal Open(string spoolDirectory, DateTimeOffset now)
     {
         var journal = new IdempotencyJournal(Path.Combine(spoolDirectory, "idempotency.journal"));
@@ -65,12 +68,33 @@ public sealed class IdempotencyJournal
             var mine = new TaskCompletionSource<IdempotencyRecord?>(TaskCreationOptions.RunContinuationsAsynchronously);
             var current = _inFlight.GetOrAdd(k, mine);
             if (ReferenceEquals(current, mine))
+            {
+                // First here; the fleet may have the key from another node (kept in memory, not in the journal: the fleet keeps it).
+                if (Shared is { } shared && await shared.ClaimAsync(token, key, now).ConfigureAwait(false) is { } elsewhere)
+                {
+                    _done[k] = elsewhere;
+                    if (_inFlight.TryRemove(k, out var waiting))
+                        waiting.TrySetResult(elsewhere);
+                    return elsewhere;
+                }
                 return null;
+            }
             var answer = await current.Task.ConfigureAwait(false);
             if (answer is not null)
                 return answer;
             // The first one failed: try again (this caller may become the first).
         }
+    }
+
+    /// <summary>
+    /// <see cref="Complete"/>, then keeps the answer for the fleet too (when there is one), before
+    /// the client gets it: a retry sent to another node gets the same answer.
+    /// </summary>
+    public async Task CompleteAsync(string token, string key, IdempotencyRecord? answer)
+    {
+        Complete(token, key, answer);
+        if (Shared is { } shared)
+            await shared.CompleteAsync(token, key, answer).ConfigureAwait(false);
     }
 
     /// <summary>Keeps the answer durably (null: the request kept nothing) and releases any waiting duplicate.</summary>

@@ -62,7 +62,7 @@ public sealed class InjectionService
             finally
             {
                 // Server errors are not kept: the client may retry them with the same key.
-                _host.Idempotency.Complete(token.Name, key, answer.Status is >= 200 and < 500
+                await _host.Idempotency.CompleteAsync(token.Name, key, answer.Status is >= 200 and < 500
                     ? new IdempotencyRecord { Token = token.Name, Key = key, AtUnixMs = now.ToUnixTimeMilliseconds(), Status = answer.Status, Body = Encoding.UTF8.GetString(answer.Body) }
                     : null);
             }

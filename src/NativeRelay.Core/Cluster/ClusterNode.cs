@@ -44,8 +44,52 @@ public sealed class ClusterNode : IAsyncDisposable
         return node;
     }
 
+    /// <summary>The fleet's traffic actions (null until <see cref="ShareActionsAsync"/>).</summary>
+    public SharedActions? Actions { get; private set; }
+
+    /// <summary>Shares this node's automation actions and resumes with the fleet: loads the actions in force, follows the others'.</summary>
+    public async Task<NativeRelay.Traffic.Automation.IActionSync> ShareActionsAsync(NativeRelay.Traffic.Automation.ActionTable table, Log log)
+    {
+        var shared = new SharedActions(Link, table, log);
+        await shared.StartAsync().ConfigureAwait(false);
+        Actions = shared;
+        return shared;
+    }
+
+    /// <summary>The fleet's HTTP idempotency keys (null until <see cref="ShareIdempotency"/>).</summary>
+    public SharedIdempotency? Idempotency { get; private set; }
+
+    /// <summary>HTTP idempotency keys for the fleet (nothing to start or stop: each request asks Redis).</summary>
+    public NativeRelay.Api.IIdempotencyStore ShareIdempotency(Log log) => Idempotency ??= new SharedIdempotency(Link, log);
+
+    /// <summary>The fleet's suppression list (null until <see cref="ShareSuppressionAsync"/>).</summary>
+    public SharedSuppression? Suppression { get; private set; }
+
+    /// <summary>
+    /// Shares this node's suppression list with the fleet: its changes are sent (kept durably while
+    /// Redis is away), the fleet's list is loaded and its changes followed.
+    /// </summary>
+    public async Task<SharedSuppression> ShareSuppressionAsync(NativeRelay.Traffic.Suppression.SuppressionList list, Log log)
+    {
+        Suppression = await SharedSuppression.StartAsync(Link, list, log).ConfigureAwait(false);
+        return Suppression;
+    }
+
+    /// <summary>Stops following the fleet's list (before the list is closed); what was not sent stays in the outbox.</summary>
+    public async Task StopSharingSuppressionAsync()
+    {
+        if (Suppression is { } shared)
+        {
+            Suppression = null;
+            await shared.DisposeAsync().ConfigureAwait(false);
+        }
+    }
+
     public async ValueTask DisposeAsync()
     {
+        await StopSharingSuppressionAsync().ConfigureAwait(false);
+        if (Actions is not null)
+            await Actions.DisposeAsync().ConfigureAwait(false);
         await Membership.DisposeAsync().ConfigureAwait(false);
         await Link.DisposeAsync().ConfigureAwait(false);
     }

@@ -136,6 +136,8 @@ public sealed class RelayHost : IAsyncDisposable
                 var (active, deferred, held) = scheduler.Counts();
                 return new NativeRelay.Cluster.NodeFacts(active, deferred, held, NativeRelay.Cluster.ClusterMembership.RelayVersion());
             }, _log);
+            // Automation actions and resumes hold for the fleet (the ones in force loaded now).
+            _scheduler.Traffic.Sync = await _cluster.ShareActionsAsync(_scheduler.Traffic.Actions, _log);
         }
         // The suppression list lives in the spool directory: opened (its journal replayed) before
         // the first delivery or RCPT can ask it.
@@ -150,6 +152,9 @@ public sealed class RelayHost : IAsyncDisposable
                 throw new ConfigException($"suppression list: {e.Message}");
             }
             _scheduler.Suppression = _suppression;
+            // One list for the fleet: this node's copy follows it (loaded now when Redis answers).
+            if (_cluster is not null)
+                await _cluster.ShareSuppressionAsync(_suppression, _log);
             _log.Info($"suppression list: {_suppression.Count} entr{(_suppression.Count == 1 ? "y" : "ies")} ({_suppression.JournalPath})");
         }
         // Events: the journal beside the spool and a sender per webhook (nothing at all without webhooks).
@@ -187,7 +192,8 @@ public sealed class RelayHost : IAsyncDisposable
         // Unsubscribes go into the suppression list when there is one (else into a file of their own).
         _api?.Attach(_settings.Http, new SpoolIntake(_spool, _scheduler) { Events = _events }, ids, () => _servers.Current?.Signer, _settings.SpoolDirectory,
             _settings.Hostname, _settings.Limits.MaxMessageSize,
-            _suppression is null ? null : new NativeRelay.Api.SuppressionUnsubscribeRecorder(_suppression));
+            _suppression is null ? null : new NativeRelay.Api.SuppressionUnsubscribeRecorder(_suppression),
+            _cluster?.ShareIdempotency(_log)); // a fleet's idempotency keys hold on every node
         server.LogConfiguration(_listeners.Select(l => new ListenerInfo(l.EndPoint, l.Kind)));
         _reloading = server.StartReloading(_stopping.Token, handleHangup: _reloadSource is null);
         if (_reloadSource is not null)
@@ -476,6 +482,8 @@ public sealed class RelayHost : IAsyncDisposable
             await _housekeeping;
         if (_tlsReports is not null)
             await _tlsReports;
+        if (_cluster is not null)
+            await _cluster.StopSharingSuppressionAsync(); // before the list closes: its last changes sent, or kept to send
         _suppression?.Dispose();
         _suppression = null;
         if (_spool is not null)

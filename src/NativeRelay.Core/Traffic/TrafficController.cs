@@ -75,6 +75,9 @@ public sealed class TrafficController : ITrafficControl, ITrafficAdmin, IDisposa
 
     public ActionTable Actions { get; } = new();
 
+    /// <summary>The fleet, when this relay is a node of one: actions and resumes are told to the other nodes (null: none).</summary>
+    public IActionSync? Sync { get; set; }
+
     public TrafficSettings Settings => Volatile.Read(ref _config).Settings;
 
     /// <summary>Applies a reloaded configuration; a configuration equal to the running one changes nothing (paths, state and limits stay).</summary>
@@ -171,6 +174,7 @@ public sealed class TrafficController : ITrafficControl, ITrafficAdmin, IDisposa
         if (slot.Removed)
             added = Actions.Slot(slot.Source, slot.Site).Put(action); // pruned meanwhile: the slot holders look again
         RelayMetrics.TrafficRuleFired.Increment(rule.Name);
+        Sync?.Applied(slot.Source, slot.Site, action, added);
         if (!added)
         {
             if (_log.IsEnabled(LogLevel.Debug))
@@ -242,6 +246,7 @@ public sealed class TrafficController : ITrafficControl, ITrafficAdmin, IDisposa
     public int Resume(string site, string? source)
     {
         var lifted = Actions.Lift(site, source);
+        Sync?.Resumed(site, source); // on every node, even when none was in force here
         foreach (var (slot, a) in lifted)
             _log.Warn($"traffic: {AutomationRule.ActionName(a.Kind)} on source {slot.Source} to site {slot.Site} lifted by the administrator (rule {a.Rule})");
         if (lifted.Count == 0)

@@ -104,6 +104,26 @@ public sealed class ActionTable
     /// <summary>The slot of a path if it has one (a look: makes none).</summary>
     public ActionSlot? TryGetSlot(string source, string site) => _slots.TryGetValue((source, site), out var slot) ? slot : null;
 
+    /// <summary>
+    /// Puts an action another node of the fleet put in force (<see cref="IActionSync"/>): true when
+    /// it is new here, or ends later than the one of its rule in force (which it then replaces).
+    /// </summary>
+    public bool PutFromFleet(string source, string site, TrafficAction action)
+    {
+        var slot = Slot(source, site);
+        foreach (var a in slot.Actions)
+            if (a.Rule == action.Rule && a.UntilUnixMs >= action.UntilUnixMs)
+                return false;
+        slot.Put(action);
+        if (slot.Removed)
+            Slot(source, site).Put(action); // pruned meanwhile: the slot holders look again
+        return true;
+    }
+
+    /// <summary>Lifts one rule's action on a path (the fleet no longer has it: a lift this node missed); true when one was in force.</summary>
+    public bool LiftRule(string source, string site, string rule) =>
+        TryGetSlot(source, site) is { } slot && slot.RemoveWhere(a => a.Rule == rule).Count > 0;
+
     /// <summary>Every action in force, with its path.</summary>
     public List<(ActionSlot Slot, TrafficAction Action)> Active(long nowMs)
     {
@@ -116,7 +136,13 @@ public sealed class ActionTable
     }
 
     /// <summary>Lifts the actions on a site (every source, or one); returns what was lifted.</summary>
-    public List<(ActionSlot Slot, TrafficAction Action)> Lift(string site, string? source)
+    public List<(ActionSlot Slot, TrafficAction Action)> Lift(string site, string? source) => Lift(site, source, 0);
+
+    /// <summary>
+    /// Lifts the actions on a site (every source, or one) that started by <paramref name="startedByUnixMs"/>
+    /// (0: all): a resume another node of the fleet made while Redis was away lifts nothing newer.
+    /// </summary>
+    public List<(ActionSlot Slot, TrafficAction Action)> Lift(string site, string? source, long startedByUnixMs)
     {
         var lifted = new List<(ActionSlot, TrafficAction)>();
         foreach (var slot in _slots.Values)
@@ -125,7 +151,7 @@ public sealed class ActionTable
                 continue;
             if (source is not null && !string.Equals(slot.Source, source, StringComparison.Ordinal))
                 continue;
-            foreach (var a in slot.RemoveWhere(static _ => true))
+            foreach (var a in slot.RemoveWhere(a => startedByUnixMs == 0 || a.StartedUnixMs <= startedByUnixMs))
                 lifted.Add((slot, a));
         }
         return lifted;

@@ -61,6 +61,10 @@ public sealed class SuppressionList : ISuppressionList, IDisposable
     }
 
     public int Count => _table.Count;
+
+    /// <summary>The fleet, when this relay is a node of one: every change made here is told to it (null: none).</summary>
+    public ISuppressionSync? Sync { get; set; }
+
     /// <summary>Memory held by the keys (the table's slots).</summary>
     public long TableBytes => _table.Bytes;
     /// <summary>The journal's size on disk, and what is still buffered.</summary>
@@ -203,7 +207,27 @@ public sealed class SuppressionList : ISuppressionList, IDisposable
     public void Add(ReadOnlySpan<byte> recipient, SuppressionScope scope, string reason) => TryAdd(recipient, scope, reason, DateTimeOffset.UtcNow.ToUnixTimeMilliseconds());
 
     /// <summary>Adds an entry; false when it was there already.</summary>
-    public bool TryAdd(ReadOnlySpan<byte> recipient, SuppressionScope scope, string reason, long timeUnixMs)
+    public bool TryAdd(ReadOnlySpan<byte> recipient, SuppressionScope scope, string reason, long timeUnixMs) =>
+        TryAdd(recipient, scope, reason, timeUnixMs, Sync);
+
+    public bool Remove(ReadOnlySpan<byte> recipient, SuppressionScope scope) =>
+        Remove(recipient, scope, DateTimeOffset.UtcNow.ToUnixTimeMilliseconds(), Sync);
+
+    /// <summary>
+    /// A change another node of the fleet made (<see cref="ISuppressionSync"/>): made here like
+    /// one of this node's, durably after <see cref="Commit"/>, but not told back to the fleet.
+    /// True when it changed the list. An address the list cannot hold is ignored (false).
+    /// </summary>
+    public bool ApplyFromFleet(in SuppressionChange change)
+    {
+        if (!IsValidAddress(change.Address))
+            return false;
+        return change.Added
+            ? TryAdd(change.Address, change.Scope, change.Reason, change.TimeUnixMs, sync: null)
+            : Remove(change.Address, change.Scope, change.TimeUnixMs, sync: null);
+    }
+
+    private bool TryAdd(ReadOnlySpan<byte> recipient, SuppressionScope scope, string reason, long timeUnixMs, ISuppressionSync? sync)
     {
         if (!IsValidAddress(recipient))
             throw new ArgumentException($"'{Encoding.UTF8.GetString(recipient)}' is not an address");
@@ -216,11 +240,12 @@ public sealed class SuppressionList : ISuppressionList, IDisposable
             long offset = Append(true, timeUnixMs, scope, recipient, reason);
             _table.TryAdd(key, offset);
             CountScope(scope.Kind, +1);
+            sync?.Changed(new SuppressionChange(true, timeUnixMs, scope, SuppressionSyncKeys.Lowercased(recipient), reason));
             return true;
         }
     }
 
-    public bool Remove(ReadOnlySpan<byte> recipient, SuppressionScope scope)
+    private bool Remove(ReadOnlySpan<byte> recipient, SuppressionScope scope, long timeUnixMs, ISuppressionSync? sync)
     {
         if (!IsValidAddress(recipient))
             return false;
@@ -230,9 +255,10 @@ public sealed class SuppressionList : ISuppressionList, IDisposable
             ObjectDisposedException.ThrowIf(_disposed, this);
             if (!_table.Contains(key))
                 return false;
-            Append(false, DateTimeOffset.UtcNow.ToUnixTimeMilliseconds(), scope, recipient, "");
+            Append(false, timeUnixMs, scope, recipient, "");
             _table.Remove(key);
             CountScope(scope.Kind, -1);
+            sync?.Changed(new SuppressionChange(false, timeUnixMs, scope, SuppressionSyncKeys.Lowercased(recipient), ""));
             return true;
         }
     }
@@ -275,6 +301,7 @@ public sealed class SuppressionList : ISuppressionList, IDisposable
     /// <summary>Writes out and fsyncs every change made so far. Adds and removes go on meanwhile: they only wait for the buffer to be written, never for the disk.</summary>
     public void Commit()
     {
+        Sync?.Commit(); // the changes still to be sent to the fleet: durable before the answer too
         long target;
         lock (_gate)
         {
