@@ -373,6 +373,8 @@ internal sealed partial class SmtpServerSession
         {
             _server.Log.Info($"{_clientAddress}: does not read its replies, closing");
             _outputBroken = true;
+            _connection.PeerStoppedReading(); // it had the command timeout: no second wait at close
+
             return false;
         }
         if (flush.IsCompleted || flush.IsCanceled)
