@@ -42,6 +42,7 @@ public sealed class SocketConnection : IAsyncDisposable
     private Task? _receiving;
     private Task? _sending;
     private int _disposed;
+    private volatile bool _peerNotReading;
     private string? _endReason;
     private static long s_nextId;
 
@@ -87,6 +88,13 @@ public sealed class SocketConnection : IAsyncDisposable
 
     /// <summary>Set by <see cref="DisposeAsync"/> when the peer did not take the last bytes in time and the socket was closed on them.</summary>
     public bool DrainTimedOut { get; private set; }
+
+    /// <summary>
+    /// The protocol gave the peer its timeout to take what was sent and it did not: closing then
+    /// does not wait <see cref="SendDrainTimeout"/> more for bytes it will not take either (issue
+    /// 30: a client that never read held its descriptor and buffers 10 s past its command timeout).
+    /// </summary>
+    public void PeerStoppedReading() => _peerNotReading = true;
 
     public void Start()
     {
@@ -286,7 +294,12 @@ public sealed class SocketConnection : IAsyncDisposable
         {
             Ended(e, "completing the output");
         }
-        if (_sending is not null && !_sending.IsCompleted)
+        if (_sending is not null && !_sending.IsCompleted && _peerNotReading)
+        {
+            DrainTimedOut = true;
+            RecordEnd("the peer stopped reading");
+        }
+        else if (_sending is not null && !_sending.IsCompleted)
         {
             try
             {

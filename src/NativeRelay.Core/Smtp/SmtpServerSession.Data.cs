@@ -158,7 +158,9 @@ internal sealed partial class SmtpServerSession
         var status = DataStatus.NeedMoreData;
         foreach (var memory in buffer)
         {
-            status = _unstuffer.Process(memory.Span, _message!, out int used);
+            // A line over the limit refuses the message at its end: the rest is only counted (its size still decides 552 or 550).
+            IBufferWriter<byte> into = _unstuffer.LineTooLong ? DiscardingWriter.Instance : _message!;
+            status = _unstuffer.Process(memory.Span, into, out int used);
             consumed += used;
             if (status != DataStatus.NeedMoreData)
                 break;

@@ -41,6 +41,9 @@ internal sealed partial class SmtpServerSession
 
     private enum AuthStep : byte { None, PlainResponse, LoginUser, LoginPassword }
 
+    /// <summary>Which limit a wait for the client runs into first (for the reply and the log line).</summary>
+    private enum WaitLimit : byte { Command, FirstCommand, Transaction }
+
     // MAIL / RCPT parameters seen, to refuse duplicates.
     [Flags]
     private enum Seen : ushort { None = 0, Size = 1, Body = 2, SmtpUtf8 = 4, Ret = 8, EnvId = 16, Auth = 32, Notify = 64, Orcpt = 128, RequireTls = 256 }
@@ -90,6 +93,7 @@ internal sealed partial class SmtpServerSession
     private EnvelopeFlags _flags;
     private bool _usedBdat;
     private long _transactionDeadline;  // Environment.TickCount64; 0 outside a transaction
+    private long _firstCommandDeadline; // Environment.TickCount64: the greeting plus limits.idleBeforeCommandSeconds
     private MessageBuffer? _message;
     private ulong _queueId;
     private DateTimeOffset _dataStarted;
@@ -168,6 +172,7 @@ internal sealed partial class SmtpServerSession
             _output.Write(_server.Greeting);
             if (!await FlushAsync())
                 return;
+            _firstCommandDeadline = Environment.TickCount64 + (long)_idleBeforeCommand.TotalMilliseconds;
 
             while (true)
             {
@@ -181,10 +186,10 @@ internal sealed partial class SmtpServerSession
                         await ReplyAndCloseAsync(SmtpReplies.ShuttingDown);
                         break;
                     }
-                    var wait = ReadTimeout(out bool transactionLimit);
+                    var wait = ReadTimeout(out var limit);
                     if (wait <= TimeSpan.Zero)
                     {
-                        await ReplyAndCloseAsync(SmtpReplies.TransactionTimeout);
+                        await TimedOutAsync(limit);
                         break;
                     }
                     _deadline.Arm(wait, DeadlineFor.Read);
@@ -200,10 +205,7 @@ internal sealed partial class SmtpServerSession
                     if (timedOut)
                     {
                         // Bytes that came in the same tick as the expiry are dropped with it, as a timer firing then would have.
-                        if (_commands == 0)
-                            Telemetry.RelayMetrics.IdleBeforeCommandClosed.Increment();
-                        _server.Log.Info($"{_clientAddress}: {(transactionLimit ? "transaction time limit" : _commands == 0 ? "no command" : "timeout")}, closing");
-                        await ReplyAndCloseAsync(transactionLimit ? SmtpReplies.TransactionTimeout : SmtpReplies.Timeout);
+                        await TimedOutAsync(limit);
                         break;
                     }
                 }
@@ -308,22 +310,42 @@ internal sealed partial class SmtpServerSession
         return true;
     }
 
-    private TimeSpan ReadTimeout(out bool transactionLimit)
+    private TimeSpan ReadTimeout(out WaitLimit limit)
     {
         var wait = _phase is Phase.Data or Phase.Bdat ? _dataTimeout : _commandTimeout;
-        transactionLimit = false;
-        if (_commands == 0 && _idleBeforeCommand < wait)
-            wait = _idleBeforeCommand;
+        limit = WaitLimit.Command;
+        if (_commands == 0)
+        {
+            // Counted from the greeting, not from the last byte: a client that sends a byte a
+            // second never makes a command, and must not hold its slot longer than a silent one
+            // (issue 30: it did, for as long as it kept dribbling).
+            long left = _firstCommandDeadline - Environment.TickCount64;
+            if (left < wait.TotalMilliseconds)
+            {
+                wait = TimeSpan.FromMilliseconds(Math.Max(0, left));
+                limit = WaitLimit.FirstCommand;
+            }
+        }
         if (_transactionDeadline != 0 && InTransaction)
         {
             long left = _transactionDeadline - Environment.TickCount64;
             if (left < wait.TotalMilliseconds)
             {
                 wait = TimeSpan.FromMilliseconds(Math.Max(0, left));
-                transactionLimit = true;
+                limit = WaitLimit.Transaction;
             }
         }
         return wait;
+    }
+
+    /// <summary>The client ran into a time limit while the relay waited for it: 421 and close.</summary>
+    private ValueTask<bool> TimedOutAsync(WaitLimit limit)
+    {
+        bool noCommand = _commands == 0 && limit != WaitLimit.Transaction;
+        if (noCommand)
+            Telemetry.RelayMetrics.IdleBeforeCommandClosed.Increment();
+        _server.Log.Info($"{_clientAddress}: {(limit == WaitLimit.Transaction ? "transaction time limit" : noCommand ? "no command" : "timeout")}, closing");
+        return ReplyAndCloseAsync(limit == WaitLimit.Transaction ? SmtpReplies.TransactionTimeout : SmtpReplies.Timeout);
     }
 
     /// <summary>Flushes the replies; false when the peer is gone or did not take them within the command timeout.</summary>
@@ -351,6 +373,8 @@ internal sealed partial class SmtpServerSession
         {
             _server.Log.Info($"{_clientAddress}: does not read its replies, closing");
             _outputBroken = true;
+            _connection.PeerStoppedReading(); // it had the command timeout: no second wait at close
+
             return false;
         }
         if (flush.IsCompleted || flush.IsCanceled)
