@@ -75,6 +75,9 @@ public sealed class TrafficController : ITrafficControl, ITrafficAdmin, IDisposa
 
     public ActionTable Actions { get; } = new();
 
+    /// <summary>The fleet's side of the limits (set once at start on a node of a cluster; null: every limit is this relay's alone).</summary>
+    internal ISharedLimits? Shared { get; set; }
+
     public TrafficSettings Settings => Volatile.Read(ref _config).Settings;
 
     /// <summary>Applies a reloaded configuration; a configuration equal to the running one changes nothing (paths, state and limits stay).</summary>

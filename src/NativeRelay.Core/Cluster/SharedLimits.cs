@@ -1,0 +1,31 @@
+using NativeRelay.Telemetry;
+using NativeRelay.Traffic.Shaping;
+
+namespace NativeRelay.Cluster;
+
+/// <summary>
+/// The traffic stage's way to the fleet's limits (<see cref="ISharedLimits"/>): message rates as
+/// token buckets in Redis taken in batches (<see cref="FleetRates"/>), connection limits as leases
+/// (<see cref="ConnectionLeases"/>). Each falls back to this node's share of the limit (the limit
+/// divided by the live nodes last seen) while Redis is away, and returns to the fleet's when it
+/// answers again.
+/// </summary>
+internal sealed class SharedLimits : ISharedLimits, IAsyncDisposable
+{
+    public SharedLimits(RedisLink link, Func<int> liveNodes, Log log)
+    {
+        Rates = new FleetRates(link, liveNodes, log);
+        Leases = new ConnectionLeases(link, liveNodes, log);
+        Leases.Start();
+    }
+
+    public FleetRates Rates { get; }
+    public ConnectionLeases Leases { get; }
+
+    public ISharedRate? Rate(string key, double? perSecond, double? perMinute, double? perHour, double? perDay) =>
+        Rates.Rate(key, perSecond, perMinute, perHour, perDay);
+
+    public ISharedConnections Connections(string key, int limit) => Leases.Connections(key, limit);
+
+    public ValueTask DisposeAsync() => Leases.DisposeAsync();
+}
