@@ -69,7 +69,6 @@ internal sealed class ConnectionLeases : IAsyncDisposable
     private readonly CancellationTokenSource _stop = new();
     private readonly string _memberPrefix;
     private long _ids;
-    private int _shared;
     private Task? _loop;
     private long _acquired, _refused, _renewals, _lost;
 
@@ -78,7 +77,6 @@ internal sealed class ConnectionLeases : IAsyncDisposable
         Link = link;
         LiveNodes = liveNodes;
         Log = log;
-        _shared = link.Available ? 1 : 0;
         // The node's name and its start: a restarted node never takes a dead predecessor's lease for its own.
         _memberPrefix = link.Settings.Node + ":" + DateTimeOffset.UtcNow.ToUnixTimeMilliseconds().ToString(System.Globalization.CultureInfo.InvariantCulture) + ":";
         link.AvailabilityChanged += OnAvailability;
@@ -92,7 +90,7 @@ internal sealed class ConnectionLeases : IAsyncDisposable
     internal long LeaseMilliseconds => (long)Link.Settings.Lease.TotalMilliseconds;
 
     /// <summary>Redis answers: connection limits are the fleet's (false: each at this node's share).</summary>
-    internal bool Shared => Volatile.Read(ref _shared) == 1;
+    internal bool Shared => Link.Available;
 
     public long Acquired => Interlocked.Read(ref _acquired);
     public long Refused => Interlocked.Read(ref _refused);
@@ -120,7 +118,6 @@ internal sealed class ConnectionLeases : IAsyncDisposable
 
     internal string NewMember() => _memberPrefix + Interlocked.Increment(ref _ids).ToString(System.Globalization.CultureInfo.InvariantCulture);
 
-    internal void Unreachable() => Volatile.Write(ref _shared, 0);
 
     internal void CountAcquire(bool granted)
     {
@@ -148,7 +145,6 @@ internal sealed class ConnectionLeases : IAsyncDisposable
 
     private void OnAvailability(bool available)
     {
-        Volatile.Write(ref _shared, available ? 1 : 0);
         foreach (var set in _sets.Values)
             set.WakeAll(); // at the local share now, or asking the fleet again
     }
@@ -398,7 +394,7 @@ internal sealed class LeaseSet : ISharedConnections
         }
         catch (Exception e) when (RedisLink.IsUnavailable(e))
         {
-            _owner.Unreachable();
+            // The link marked itself away: the local share until Redis answers again.
         }
         catch (Exception e)
         {
@@ -440,7 +436,7 @@ internal sealed class LeaseSet : ISharedConnections
         }
         catch (Exception e) when (RedisLink.IsUnavailable(e))
         {
-            _owner.Unreachable(); // it lapses by itself within the lease time
+            // It lapses by itself within the lease time.
         }
         catch (Exception e)
         {
@@ -498,7 +494,7 @@ internal sealed class LeaseSet : ISharedConnections
         }
         catch (Exception e) when (RedisLink.IsUnavailable(e))
         {
-            _owner.Unreachable();
+            // The link marked itself away: the local share until Redis answers again.
             return;
         }
         _owner.CountRenewal(lost.Length);

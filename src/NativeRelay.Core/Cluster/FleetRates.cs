@@ -53,14 +53,12 @@ internal sealed class FleetRates
 
     private readonly ConcurrentDictionary<string, FleetRate> _rates = new(StringComparer.Ordinal);
     private long _roundTrips, _granted, _spent, _fallbackSpent;
-    private int _shared;
 
     public FleetRates(RedisLink link, Func<int> liveNodes, Log log)
     {
         Link = link;
         LiveNodes = liveNodes;
         Log = log;
-        _shared = link.Available ? 1 : 0;
         link.AvailabilityChanged += OnAvailability;
     }
 
@@ -70,7 +68,7 @@ internal sealed class FleetRates
     internal int MaxBatch => Link.Settings.RateBatch;
 
     /// <summary>Redis answers: rates are the fleet's (false: each at this node's share).</summary>
-    internal bool Shared => Volatile.Read(ref _shared) == 1;
+    internal bool Shared => Link.Available;
 
     /// <summary>Round trips for rate tokens (this node).</summary>
     public long RoundTrips => Interlocked.Read(ref _roundTrips);
@@ -104,14 +102,11 @@ internal sealed class FleetRates
 
     private void OnAvailability(bool available)
     {
-        Volatile.Write(ref _shared, available ? 1 : 0);
         // Whoever waits for a batch looks again: at the local share now, or at the fleet's.
         foreach (var rate in _rates.Values)
             rate.Wake();
     }
 
-    /// <summary>Redis did not answer a call (the link marks itself away; this follows at once, without waiting for its event).</summary>
-    internal void Unreachable() => Volatile.Write(ref _shared, 0);
 
     internal void CountRoundTrip(long granted)
     {
@@ -412,7 +407,7 @@ internal sealed class FleetRate : ISharedRate
         }
         catch (Exception e) when (RedisLink.IsUnavailable(e))
         {
-            _owner.Unreachable(); // the local share from now on, until Redis answers again
+            // The link marked itself away: the local share from now on, until Redis answers again.
         }
         catch (Exception e)
         {
