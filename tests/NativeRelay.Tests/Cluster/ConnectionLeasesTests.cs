@@ -184,4 +184,34 @@ public sealed class ConnectionLeasesTests : IAsyncLifetime
             await Task.Delay(100);
         Assert.Equal(0, held); // closed connections gave their leases back
     }
+
+    [Fact]
+    public async Task A_relays_deliveries_keep_to_the_fleets_connection_limit_and_take_the_fleets_rate()
+    {
+        using var dir = new TempDir("nativerelay-fleet-shaping");
+        string shaping = Path.Combine(dir.Path, "shaping.json");
+        File.WriteAllText(shaping, """{ "default": { "maxConnections": 2, "messagesPerSecond": 50 } }""");
+        await using var world = await DeliveryWorld.StartAsync(o => o.Traffic.Shaping = shaping);
+        var settings = ClusterSettings.Validate(new ClusterOptions { Redis = _redis.ConnectionString, Node = "relay" }, "relay.test")!;
+        var link = await RedisLink.ConnectAsync(settings, _log);
+        _links.Add(link);
+        await using var fleet = new SharedLimits(link, () => 2, _log);
+        world.Scheduler.Traffic.Shared = fleet; // before the first job makes the path's shaping state
+
+        // Another node of the fleet holds one of the site's two connections throughout.
+        var other = (await NodeAsync("other")).Connections("path:default|mx.dest.test", 2);
+        Assert.True(await UseAsync(other, DateTime.UtcNow.AddSeconds(10)));
+
+        var peer = world.Peers[0];
+        peer.DataDelay = TimeSpan.FromMilliseconds(30);
+        for (int i = 0; i < 30; i++)
+            await world.QueueAsync(DeliveryWorld.Envelope("alice@origin.test", [$"r{i}@dest.test"]), MessageText.Simple($"f{i}@test"));
+        await peer.WaitUntilAsync(() => peer.Messages.Count >= 30, Waits.Delivery, "30 messages");
+
+        Assert.Equal(1, peer.MaxConcurrentConnections); // the fleet's limit of 2, one held elsewhere
+        Assert.True(fleet.Leases.Acquired >= 1);
+        Assert.True(fleet.Rates.TokensSpent >= 30, $"{fleet.Rates.TokensSpent} tokens of the fleet's rate for 30 messages");
+        Assert.Equal(0, fleet.Rates.FallbackSpent);
+        Assert.NotEqual("(nil)", await _redis.CommandAsync("HGET", "nativerelay:rate:path:default|mx.dest.test", "s"));
+    }
 }
