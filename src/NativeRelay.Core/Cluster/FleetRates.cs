@@ -74,7 +74,7 @@ internal sealed class FleetRates
     public long RoundTrips => Interlocked.Read(ref _roundTrips);
     /// <summary>Tokens Redis granted this node.</summary>
     public long TokensGranted => Interlocked.Read(ref _granted);
-    /// <summary>Tokens of Redis's grants spent on messages (or requests).</summary>
+    /// <summary>Tokens of Redis's grants spent on messages (or requests); the metric counts every take, this one less those given back.</summary>
     public long TokensSpent => Interlocked.Read(ref _spent);
     /// <summary>Messages let through by the local share while Redis was away.</summary>
     public long FallbackSpent => Interlocked.Read(ref _fallbackSpent);
@@ -124,6 +124,8 @@ internal sealed class FleetRates
         Interlocked.Increment(ref _spent);
         ClusterMetrics.RateTokensSpent.Increment();
     }
+
+    internal void CountReturned() => Interlocked.Decrement(ref _spent);
 
     internal void CountFallback()
     {
@@ -253,8 +255,12 @@ internal sealed class FleetRate : ISharedRate
 
     public void Return()
     {
+        // A slot of the local share is not given back (spent unused: on the safe side).
+        if (!_owner.Shared)
+            return;
         lock (_lock)
             _tokens++;
+        _owner.CountReturned();
     }
 
     public long Ready(long now)

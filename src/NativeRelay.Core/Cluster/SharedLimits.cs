@@ -17,6 +17,15 @@ internal sealed class SharedLimits : ISharedLimits, IAsyncDisposable
         Rates = new FleetRates(link, liveNodes, log);
         Leases = new ConnectionLeases(link, liveNodes, log);
         Leases.Start();
+        // What the limits become with each change (RedisLink says that Redis went or came back).
+        link.AvailabilityChanged += available =>
+        {
+            if (!available)
+                log.Warn($"cluster: shared rate and connection limits at this node's share: 1/{Math.Max(1, liveNodes())} of each "
+                         + "(the live nodes last seen), connection limits at least 1");
+            else
+                log.Info("cluster: rate and connection limits are the fleet's again (tokens and leases from Redis)");
+        };
     }
 
     public FleetRates Rates { get; }

@@ -265,7 +265,10 @@ internal sealed class Destination : IShapedLane
                         break; // the fleet's rate has no token for a while: closed, called back before it does
                 }
                 if (!_queue.TryDequeue(out var job))
+                {
+                    _shaper.ReturnFleet(); // the fleet's token goes to the next message, not to waste
                     continue; // another connection took it while this one waited its turn
+                }
                 _lastActiveMs = Environment.TickCount64;
                 if (job.Message.IsStopped)
                 {

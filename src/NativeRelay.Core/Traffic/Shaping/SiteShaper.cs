@@ -366,6 +366,13 @@ internal sealed class SiteShaper
         return true;
     }
 
+    /// <summary>A message that took the fleet's token(s) did not go after all (another connection took it): the tokens stay in hand.</summary>
+    public void ReturnFleet()
+    {
+        _fleetRate?.Return();
+        _fleetSourceRate?.Return();
+    }
+
     /// <summary>Completes when the rate that refused last may give a token (a batch came, or its time to ask did).</summary>
     public Task FleetReady(CancellationToken cancel) => _refusedBy?.WhenReady(cancel) ?? Task.CompletedTask;
 
