@@ -206,4 +206,38 @@ public sealed class SharedRatesTests : IAsyncLifetime
         Assert.True(a.Rates.TokensGranted > 0 && b.Rates.TokensGranted > 0, "both nodes took from the fleet's bucket");
         Assert.Equal(0, a.Rates.FallbackSpent + b.Rates.FallbackSpent);
     }
+
+    [Fact]
+    public async Task A_relay_without_redis_keeps_delivering_at_its_share_and_takes_the_fleets_limits_again_when_redis_is_back()
+    {
+        using var dir = new TempDir("nativerelay-fleet-shaping");
+        string shaping = Path.Combine(dir.Path, "shaping.json");
+        File.WriteAllText(shaping, """{ "default": { "maxConnections": 4, "messagesPerSecond": 40 } }""");
+        await using var world = await DeliveryWorld.StartAsync(o => o.Traffic.Shaping = shaping);
+        var link = (await NodeAsync("relay")).Link;
+        await using var fleet = new SharedLimits(link, () => 2, _log);
+        world.Scheduler.Traffic.Shared = fleet;
+        var peer = world.Peers[0];
+        peer.DataDelay = TimeSpan.FromMilliseconds(20);
+
+        await _redis.StopAsync();
+        await Waits.UntilAsync(() => !link.Available, TimeSpan.FromSeconds(10), "the node sees Redis gone");
+        for (int i = 0; i < 20; i++)
+            await world.QueueAsync(DeliveryWorld.Envelope("alice@origin.test", [$"r{i}@dest.test"]), MessageText.Simple($"away{i}@test"));
+        await peer.WaitUntilAsync(() => peer.Messages.Count >= 20, Waits.Delivery, "20 messages delivered without Redis");
+        // Every message went on this node's share (40/s over 2 nodes), none waited for Redis;
+        // its share of the 4 connections is 2.
+        // (A slot of the share taken for a message another connection sent is not given back.)
+        Assert.InRange(fleet.Rates.FallbackSpent, 20, 24);
+        Assert.Equal(0, fleet.Rates.TokensGranted);
+        Assert.InRange(peer.MaxConcurrentConnections, 1, 2);
+
+        await _redis.StartAgainAsync();
+        await Waits.UntilAsync(() => link.Available, TimeSpan.FromSeconds(30), "the node reconnects to Redis");
+        for (int i = 0; i < 10; i++)
+            await world.QueueAsync(DeliveryWorld.Envelope("alice@origin.test", [$"b{i}@dest.test"]), MessageText.Simple($"back{i}@test"));
+        await peer.WaitUntilAsync(() => peer.Messages.Count >= 30, Waits.Delivery, "10 more with Redis back");
+        Assert.True(fleet.Rates.TokensGranted >= 10, $"{fleet.Rates.TokensGranted} tokens from Redis for the last 10 messages");
+        Assert.True(fleet.Leases.Acquired >= 1, "connections under the fleet's leases again");
+    }
 }
