@@ -18,13 +18,18 @@ namespace NativeRelay.Cluster;
 /// </summary>
 internal sealed class ConnectionLeases : IAsyncDisposable
 {
-    // KEYS[1] the path's leases. ARGV: member, lease ms, limit. Returns {1 granted or 0, leases held}.
+    // KEYS[1] the path's leases. ARGV: member, lease ms, limit, the "wanted" channel and what to
+    // say on it. Returns {1 granted or 0, leases held}. A refusal tells the fleet that this node
+    // wants a slot: the nodes holding them give up one at their next turn (idle ones at once).
     internal static readonly RedisScript Acquire = new("""
         local t = redis.call('TIME')
         local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
         redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
         local held = redis.call('ZCARD', KEYS[1])
-        if held >= tonumber(ARGV[3]) then return {0, held} end
+        if held >= tonumber(ARGV[3]) then
+          redis.call('PUBLISH', ARGV[4], ARGV[5])
+          return {0, held}
+        end
         local lease = tonumber(ARGV[2])
         redis.call('ZADD', KEYS[1], now + lease, ARGV[1])
         redis.call('PEXPIRE', KEYS[1], lease * 2)
@@ -87,6 +92,10 @@ internal sealed class ConnectionLeases : IAsyncDisposable
     internal Func<int> LiveNodes { get; }
     internal Log Log { get; }
     internal RedisChannel FreedChannel => Link.Channel("leases-freed");
+    internal RedisChannel WantedChannel => Link.Channel("leases-wanted");
+
+    /// <summary>"KEY\nMEMBER-PREFIX": a refusal as said on the wanted channel (a node does not answer its own).</summary>
+    internal string WantedMessage(RedisKey key) => (string)key! + "\n" + _memberPrefix;
     internal long LeaseMilliseconds => (long)Link.Settings.Lease.TotalMilliseconds;
 
     /// <summary>Redis answers: connection limits are the fleet's (false: each at this node's share).</summary>
@@ -157,6 +166,14 @@ internal sealed class ConnectionLeases : IAsyncDisposable
             {
                 if (message.HasValue && _byRedisKey.TryGetValue((string)message!, out var set))
                     set.Freed();
+            }).ConfigureAwait(false);
+            await Link.Subscriber.SubscribeAsync(WantedChannel, (_, message) =>
+            {
+                string text = message.HasValue ? (string)message! : "";
+                int cut = text.IndexOf('\n');
+                if (cut > 0 && text.AsSpan(cut + 1).SequenceEqual(_memberPrefix) is false
+                    && _byRedisKey.TryGetValue(text[..cut], out var set))
+                    set.Wanted();
             }).ConfigureAwait(false);
         }
         catch (Exception e) when (RedisLink.IsUnavailable(e))
@@ -233,6 +250,11 @@ internal sealed class LeaseSet : ISharedConnections
     private bool _lastWasLease;
     private long _lastRenewal = Stopwatch.GetTimestamp();
     private int _limit = 1;
+    private long _wantedUntil;        // Stopwatch ticks: another node was refused a slot lately
+    private (SynchronizationContext Loop, Action Call)? _follower;
+
+    /// <summary>How long a refusal elsewhere counts (refused nodes ask again at least once a second, and at every freed slot).</summary>
+    private static readonly long WantedTicks = Stopwatch.Frequency * 2;
 
     internal LeaseSet(ConnectionLeases owner, RedisKey key)
     {
@@ -282,6 +304,29 @@ internal sealed class LeaseSet : ISharedConnections
         }
     }
 
+    public bool OthersWant => Stopwatch.GetTimestamp() < Volatile.Read(ref _wantedUntil);
+
+    public void Follow(SynchronizationContext loop, Action othersWant)
+    {
+        lock (_lock)
+            _follower = (loop, othersWant);
+    }
+
+    /// <summary>Another node was refused a slot: the connections here take turns (idle ones close now).</summary>
+    internal void Wanted()
+    {
+        Volatile.Write(ref _wantedUntil, Stopwatch.GetTimestamp() + WantedTicks);
+        (SynchronizationContext Loop, Action Call)? follower;
+        lock (_lock)
+            follower = _used.Count > 0 ? _follower : null;
+        if (follower is { } f)
+            f.Loop.Post(static s => ((Action)s!)(), f.Call);
+    }
+
+    // Whether to ask Redis for another lease: not while another node waits for a slot and this
+    // one has a connection already (so the fleet's connections go round the nodes that want them).
+    private bool MayAskLocked() => _owner.Shared && !(_used.Count > 0 && OthersWant);
+
     public bool TryUse(SynchronizationContext loop, Action wake)
     {
         bool ask = false;
@@ -303,7 +348,7 @@ internal sealed class LeaseSet : ISharedConnections
                     return true;
                 }
             }
-            else if (!_asking)
+            else if (!_asking && MayAskLocked())
             {
                 _asking = ask = true;
             }
@@ -359,7 +404,7 @@ internal sealed class LeaseSet : ISharedConnections
         bool ask;
         lock (_lock)
         {
-            ask = _waiters.Count > 0 && !_asking && _owner.Shared;
+            ask = _waiters.Count > 0 && !_asking && MayAskLocked();
             _asking |= ask;
         }
         if (ask)
@@ -387,7 +432,7 @@ internal sealed class LeaseSet : ISharedConnections
         try
         {
             var result = (RedisResult[])(await _owner.Link.RunAsync(ConnectionLeases.Acquire, [Key],
-                [member, _owner.LeaseMilliseconds, Limit]).ConfigureAwait(false))!;
+                [member, _owner.LeaseMilliseconds, Limit, (string)_owner.WantedChannel!, _owner.WantedMessage(Key)]).ConfigureAwait(false))!;
             granted = (long)result[0] == 1;
             reached = true;
             _owner.CountAcquire(granted);
@@ -469,7 +514,7 @@ internal sealed class LeaseSet : ISharedConnections
                 renew = _used.Concat(_free.Select(f => f.Member)).ToArray();
                 _lastRenewal = now;
             }
-            if ((_waiters.Count > 0 || _unleased > 0) && !_asking)
+            if (((_waiters.Count > 0 && MayAskLocked()) || _unleased > 0) && !_asking)
                 _asking = ask = true;
         }
         if (unused is not null)

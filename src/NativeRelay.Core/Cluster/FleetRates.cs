@@ -10,43 +10,55 @@ namespace NativeRelay.Cluster;
 /// Message rates shared by the fleet: a generic cell rate algorithm in Redis, one hash per limit
 /// (a field per period: its theoretical arrival time in Redis's clock), moved by one atomic
 /// script that hands out a batch of tokens at a time. Each node spends its batch locally and
-/// asks again before it runs out, so at full speed a node makes one round trip per batch. The
-/// script grants only when the limit has no debt (every earlier batch is "paid" by elapsed
-/// time), so the fleet together is never ahead of the rate by more than the last batch granted.
+/// asks again before it runs out, so at full speed a node makes one round trip per batch. A
+/// batch's tokens fall due together at the limit's next free slot and the script hands a batch
+/// out only when every earlier one is paid for by elapsed time but a moment (at most a batch's
+/// time, a quarter of a second): the node holds it until it is due. So the fleet together never
+/// spends ahead of the rate by more than one batch, and the time a node takes to ask (its timer,
+/// the round trip) is not lost from the rate.
 /// While Redis is away each rate falls back to this node's share (the rate divided by the live
 /// nodes last seen), kept locally.
 /// </summary>
 internal sealed class FleetRates
 {
-    // KEYS[1]: the limit's hash. ARGV[1]: tokens wanted; then pairs of (period field, interval in µs).
-    // Returns {tokens granted, µs until the limit is clear (the earliest a further grant is possible)}.
+    // KEYS[1]: the limit's hash. ARGV[1]: tokens wanted; ARGV[2]: how far ahead of its slot a batch
+    // may be handed out (µs); then pairs of (period field, interval in µs).
+    // A batch's tokens all fall due at one slot (the latest theoretical arrival time of any
+    // period, or now): it is granted only when that slot is at most "ahead" away, and the node
+    // spends none of it before the slot. So the fleet never spends ahead of the rate by more than
+    // one batch, and a node that asks a little early (before the previous batch is paid for)
+    // loses no time to its timers or the round trip.
+    // Returns {tokens granted, µs until it is worth asking again, µs until the batch falls due}.
     // Redis's TIME, so the nodes' clocks do not matter; times are µs kept as integers in strings.
     internal static readonly RedisScript Take = new("""
         local t = redis.call('TIME')
         local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
         local want = tonumber(ARGV[1])
-        local n = (#ARGV - 1) / 2
-        local wait = 0
-        local tats = {}
+        local ahead = tonumber(ARGV[2])
+        local n = (#ARGV - 2) / 2
+        local slot = now
         for i = 1, n do
-          local tat = tonumber(redis.call('HGET', KEYS[1], ARGV[2 * i]) or '0') or 0
-          if tat > now and tat - now > wait then wait = tat - now end
-          if tat < now then tat = now end
-          tats[i] = tat
+          local tat = tonumber(redis.call('HGET', KEYS[1], ARGV[2 * i + 1]) or '0') or 0
+          if tat > slot then slot = tat end
         end
-        if wait > 0 then return {0, math.ceil(wait)} end
+        if slot - now > ahead then return {0, math.ceil(slot - now - ahead), 0} end
         local clear = 0
         local fields = {}
         for i = 1, n do
-          local tat = tats[i] + want * tonumber(ARGV[2 * i + 1])
-          fields[#fields + 1] = ARGV[2 * i]
+          local tat = slot + want * tonumber(ARGV[2 * i + 2])
+          fields[#fields + 1] = ARGV[2 * i + 1]
           fields[#fields + 1] = string.format('%.0f', tat)
           if tat - now > clear then clear = tat - now end
         end
         redis.call('HSET', KEYS[1], unpack(fields))
         redis.call('PEXPIRE', KEYS[1], math.ceil(clear / 1000) + 1000)
-        return {want, math.ceil(clear)}
+        local again = clear - ahead
+        if again < 0 then again = 0 end
+        return {want, math.ceil(again), math.ceil(slot - now)}
         """);
+
+    /// <summary>A batch may be handed out this long before it falls due at most (less: one batch's worth of time).</summary>
+    internal const double AheadSeconds = 0.25;
 
     /// <summary>A batch is at most this much of the rate: at low rates a node takes few tokens at a time.</summary>
     internal const double BatchSeconds = 0.2;
@@ -153,9 +165,12 @@ internal sealed class FleetRate : ISharedRate
     private long[] _intervalTicks = [];
     private long[] _fallbackTat = [];
     private int _batch = 1;
-    private int _tokens;
+    private long _aheadMicroseconds;
+    private int _tokens;              // in hand, due
+    private int _pending;             // in hand, due at _pendingAt (a batch handed out ahead of its slot)
+    private long _pendingAt;
     private bool _fetching;
-    private long _clearAt;            // Stopwatch ticks: Redis's limit has no debt from then on
+    private long _clearAt;            // Stopwatch ticks: no use asking Redis before then
     private bool _failed;             // the last fetch failed for another reason than Redis away (a script error)
     private TaskCompletionSource? _answer;
     private Timer? _timer;
@@ -175,7 +190,17 @@ internal sealed class FleetRate : ISharedRate
         get
         {
             lock (_lock)
-                return _tokens;
+                return _tokens + _pending;
+        }
+    }
+
+    // A batch handed out ahead falls due.
+    private void DueLocked(long now)
+    {
+        if (_pending > 0 && now >= _pendingAt)
+        {
+            _tokens += _pending;
+            _pending = 0;
         }
     }
 
@@ -200,6 +225,8 @@ internal sealed class FleetRate : ISharedRate
             _fallbackTat = tat;
             double slowest = periods.Min(p => p.Count / p.Seconds);
             _batch = (int)Math.Clamp(Math.Floor(slowest * FleetRates.BatchSeconds), 1, _owner.MaxBatch);
+            // Ahead by one batch's time at most, and never long: a batch held for later is one no other node can have.
+            _aheadMicroseconds = (long)Math.Min(_batch / slowest * 1_000_000, FleetRates.AheadSeconds * 1_000_000);
         }
 
         static long Micro((string Field, double Count, double Seconds) p) => Math.Max(1, (long)Math.Round(p.Seconds * 1_000_000 / p.Count));
@@ -207,9 +234,10 @@ internal sealed class FleetRate : ISharedRate
 
     public bool TryTake(long now, out long readyAt)
     {
-        bool fetch, taken;
+        bool fetch = false, taken;
         lock (_lock)
         {
+            DueLocked(now);
             if (_tokens > 0)
             {
                 _tokens--;
@@ -217,6 +245,11 @@ internal sealed class FleetRate : ISharedRate
                 taken = true;
                 fetch = PrefetchLocked(now);
                 _owner.CountSpent();
+            }
+            else if (_pending > 0)
+            {
+                readyAt = _pendingAt; // granted, due soon (Redis there or not)
+                taken = false;
             }
             else if (LocalLocked(now, out fetch))
             {
@@ -263,17 +296,25 @@ internal sealed class FleetRate : ISharedRate
         _owner.CountReturned();
     }
 
-    public long Ready(long now)
+    public long Ready(long now, bool fetch)
     {
         long ready;
-        bool fetch = false;
+        bool start = false;
         lock (_lock)
         {
+            DueLocked(now);
             if (_tokens > 0)
                 return now;
-            ready = LocalLocked(now, out fetch) ? FallbackNextLocked(now) : AskLocked(now, out fetch);
+            if (_pending > 0)
+                return _pendingAt;
+            if (LocalLocked(now, out start))
+                ready = FallbackNextLocked(now);
+            else if (fetch)
+                ready = AskLocked(now, out start);
+            else
+                ready = _fetching || now >= _clearAt ? now : _clearAt; // a look only: nothing asked of Redis
         }
-        if (fetch)
+        if (start)
             StartFetchOutsideLock();
         return ready;
     }
@@ -285,8 +326,11 @@ internal sealed class FleetRate : ISharedRate
         bool fetch = false;
         lock (_lock)
         {
+            DueLocked(now);
             if (_tokens > 0)
                 return Task.CompletedTask;
+            if (_pending > 0)
+                return Delay(_pendingAt - now, cancel);
             if (LocalLocked(now, out fetch))
             {
                 wait = Delay(FallbackNextLocked(now) - now, cancel);
@@ -336,7 +380,7 @@ internal sealed class FleetRate : ISharedRate
     // Tokens in hand: fetch the next batch before they run out (when half is spent), once the limit is clear.
     private bool PrefetchLocked(long now)
     {
-        if (_fetching || _tokens > _batch / 2 || !_owner.Shared)
+        if (_fetching || _pending > 0 || _tokens > _batch / 2 || !_owner.Shared)
             return false;
         if (now >= _clearAt)
         {
@@ -393,21 +437,23 @@ internal sealed class FleetRate : ISharedRate
         {
             // Half a batch may still be in hand: ask for what tops it up to one and a half.
             int want = Math.Max(1, _batch + _batch / 2 - _tokens);
-            args = new RedisValue[1 + 2 * _fields.Length];
+            args = new RedisValue[2 + 2 * _fields.Length];
             args[0] = Math.Min(want, _batch);
+            args[1] = _aheadMicroseconds;
             for (int i = 0; i < _fields.Length; i++)
             {
-                args[1 + 2 * i] = _fields[i];
-                args[2 + 2 * i] = _intervalMicroseconds[i];
+                args[2 + 2 * i] = _fields[i];
+                args[3 + 2 * i] = _intervalMicroseconds[i];
             }
         }
-        long granted = 0, clearMicroseconds = 0;
+        long granted = 0, clearMicroseconds = 0, dueMicroseconds = 0;
         bool reached = false;
         try
         {
             var result = (RedisResult[])(await _owner.Link.RunAsync(FleetRates.Take, [_key], args).ConfigureAwait(false))!;
             granted = (long)result[0];
             clearMicroseconds = (long)result[1];
+            dueMicroseconds = (long)result[2];
             reached = true;
             _owner.CountRoundTrip(granted);
         }
@@ -433,7 +479,15 @@ internal sealed class FleetRate : ISharedRate
             if (reached)
             {
                 _failed = false;
-                _tokens += (int)granted;
+                // Due now, or at its slot: never spent before it (its time is counted from the
+                // answer, which comes after Redis's "now": later, so on the safe side).
+                if (dueMicroseconds <= 0)
+                    _tokens += (int)granted;
+                else if (granted > 0)
+                {
+                    _pending = (int)granted;
+                    _pendingAt = now + (long)(dueMicroseconds * TicksPerMicrosecond);
+                }
                 _clearAt = now + (long)(clearMicroseconds * TicksPerMicrosecond);
                 if (granted > 0)
                     again = PrefetchLocked(now);

@@ -25,8 +25,8 @@ internal interface ISharedRate
     /// <summary>Gives back a token just taken (another limit of the same message said no).</summary>
     void Return();
 
-    /// <summary>The earliest time a token may be had (a look; it may start fetching a batch).</summary>
-    long Ready(long now);
+    /// <summary>The earliest time a token may be had (a look; with <paramref name="fetch"/> it starts fetching a batch when none is in hand).</summary>
+    long Ready(long now, bool fetch);
 
     /// <summary>Completes when it is worth trying again: a batch arrived (or Redis answered "wait"), or the time to ask came.</summary>
     Task WhenReady(CancellationToken cancel);
@@ -54,4 +54,10 @@ internal interface ISharedConnections
 
     /// <summary>Connections open here without a lease the fleet knows of (opened while Redis was away, or a lease lost): they should close after their message.</summary>
     int Unleased { get; }
+
+    /// <summary>Another node was refused a lease on the path a moment ago: a connection that has delivered gives its slot up (the fleet takes turns).</summary>
+    bool OthersWant { get; }
+
+    /// <summary>Who to tell (posted to <paramref name="loop"/>) when another node wants a slot: connections parked idle close at once.</summary>
+    void Follow(SynchronizationContext loop, Action othersWant);
 }

@@ -74,6 +74,7 @@ internal sealed class SiteShaper
     private ISharedConnections? _leases;
     private bool _leasesEnforced;
     private Action? _leaseWake;
+    private Action? _othersWant;
     private ActionSlot _slot;
     private TrafficAction[] _seen = [];
     private long _recheckAtMs = long.MaxValue;
@@ -237,7 +238,17 @@ internal sealed class SiteShaper
         {
             _leases = fleet.Connections("path:" + path, max);
             _leaseWake ??= OnLeaseWake;
+            _leases.Follow(_loop, _othersWant ??= OnOthersWant);
         }
+    }
+
+    // Another node waits for a slot of the path: connections parked idle here give theirs up now.
+    private void OnOthersWant()
+    {
+        if (Removed)
+            return;
+        foreach (var lane in _lanes.ToArray())
+            lane.ReleaseIdle();
     }
 
     private void OnLeaseWake()
@@ -273,7 +284,9 @@ internal sealed class SiteShaper
             WakeAt(nextConnection);
             return OpenDecision.Wait;
         }
-        long nextSend = NextSend(now);
+        // A look only: tokens of the fleet's rate are fetched by connections that will send, not
+        // for a lane that may not get a connection (they would sit here, lost to the fleet).
+        long nextSend = NextSend(now, fetch: false);
         if (nextSend - now > HoldTicks)
         {
             if (nextSend - now > DeferTicks)
@@ -318,9 +331,11 @@ internal sealed class SiteShaper
     /// <summary>
     /// Another lane of the path waits for a connection slot: a lane that has delivered on its
     /// connection gives the slot up (closes) rather than keep it for its next job or park it idle,
-    /// so the site's next-hop sets take turns under the site's connection limit.
+    /// so the site's next-hop sets take turns under the site's connection limit (and on a fleet,
+    /// the nodes under its shared limit).
     /// </summary>
-    public bool OthersWaiting(IShapedLane lane) => _waiting.Count > 1 || (_waiting.Count == 1 && !ReferenceEquals(_waiting[0], lane));
+    public bool OthersWaiting(IShapedLane lane) => _waiting.Count > 1 || (_waiting.Count == 1 && !ReferenceEquals(_waiting[0], lane))
+        || (_leasesEnforced && _leases!.OthersWant);
 
     /// <summary>Whether a lane's open connection should stay for another job (the path's limit may have been lowered).</summary>
     public bool OverConnectionLimit => _connections > (_limits.MaxConnections ?? int.MaxValue) || (_leasesEnforced && _leases!.Unleased > 0);
@@ -331,14 +346,16 @@ internal sealed class SiteShaper
     public bool LimitsMessages => _rates is not null || _path.Source.HasRates;
 
     /// <summary>When the next message may go (Stopwatch ticks), without reserving it.</summary>
-    public long NextSend(long now)
+    public long NextSend(long now) => NextSend(now, fetch: true);
+
+    private long NextSend(long now, bool fetch)
     {
         long slot = _rates?.Next(now) ?? now;
         slot = _path.Source.HasRates ? _path.Source.NextSend(slot) : slot;
         if (_fleetRate is not null)
-            slot = Math.Max(slot, _fleetRate.Ready(now));
+            slot = Math.Max(slot, _fleetRate.Ready(now, fetch));
         if (_fleetSourceRate is not null)
-            slot = Math.Max(slot, _fleetSourceRate.Ready(now));
+            slot = Math.Max(slot, _fleetSourceRate.Ready(now, fetch));
         return slot;
     }
 
