@@ -155,7 +155,11 @@ internal sealed class ConnectionLeases : IAsyncDisposable
     private void OnAvailability(bool available)
     {
         foreach (var set in _sets.Values)
+        {
+            if (available)
+                set.Returned(); // the connections opened without Redis ask for their leases at once
             set.WakeAll(); // at the local share now, or asking the fleet again
+        }
     }
 
     private async Task SubscribeAsync()
@@ -332,14 +336,23 @@ internal sealed class LeaseSet : ISharedConnections
         bool ask = false;
         lock (_lock)
         {
-            if (_free.Count > 0)
+            bool shared = _owner.Shared;
+            // Connections opened while Redis was away are not in Redis's count: with Redis back,
+            // they take the leases first, and no new connection opens before they have (or close).
+            while (shared && _unleased > 0 && _free.Count > 0)
+            {
+                _used.Add(_free[^1].Member);
+                _free.RemoveAt(_free.Count - 1);
+                _unleased--;
+            }
+            if (_free.Count > 0 && !(shared && _unleased > 0))
             {
                 _used.Add(_free[^1].Member);
                 _free.RemoveAt(_free.Count - 1);
                 _lastWasLease = true;
                 return true;
             }
-            if (!_owner.Shared)
+            if (!shared)
             {
                 if (_used.Count + _unleased < FallbackShare)
                 {
@@ -398,6 +411,19 @@ internal sealed class LeaseSet : ISharedConnections
         _ = GiveAsync([member]);
     }
 
+    /// <summary>Redis is back: connections opened without it ask for leases now (before they would close for want of one).</summary>
+    internal void Returned()
+    {
+        bool ask;
+        lock (_lock)
+        {
+            ask = _unleased > 0 && !_asking;
+            _asking |= ask;
+        }
+        if (ask)
+            _ = AcquireAsync();
+    }
+
     /// <summary>A slot of the path came free somewhere in the fleet: ask again if a lane waits here.</summary>
     internal void Freed()
     {
@@ -445,15 +471,15 @@ internal sealed class LeaseSet : ISharedConnections
         {
             _owner.Log.Error($"cluster: taking a connection lease on {Key} failed: {e.Message}");
         }
-        bool wake;
+        bool wake, again;
         lock (_lock)
         {
             _asking = false;
             if (granted)
             {
-                if (_unleased > 0 && _waiters.Count == 0)
+                if (_unleased > 0)
                 {
-                    // A connection opened while Redis was away gets the fleet's lease now.
+                    // A connection opened while Redis was away gets the fleet's lease first.
                     _unleased--;
                     _used.Add(member);
                 }
@@ -464,7 +490,11 @@ internal sealed class LeaseSet : ISharedConnections
             }
             // Refused: the lanes wait for a slot freed in the fleet (the channel) or the next tick.
             wake = granted || !reached;
+            again = granted && _unleased > 0; // more connections from Redis's absence to lease
+            _asking = again;
         }
+        if (again)
+            _ = AcquireAsync();
         if (wake)
             WakeAll();
     }
