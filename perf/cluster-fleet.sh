@@ -52,13 +52,14 @@ for p in "${ports[@]}"; do
   for _ in $(seq 200); do (echo > "/dev/tcp/127.0.0.1/$p") 2>/dev/null && break; sleep 0.05; done
 done
 
+t0=$(date +%s.%N)
 ( most=0; for _ in $(seq 6000); do
     [ -f "$work/done" ] && break
     n=$(ss -Htn state established "( dport = :$sink_port )" | wc -l); [ "$n" -gt "$most" ] && most=$n
+    [ "$n" -gt "$C" ] && echo "+$(echo "$(date +%s.%N) - $t0" | bc) s: $n open" >> "$work/over"
     echo "$most" > "$work/most"; sleep 0.02
   done ) &
 watcher=$!
-t0=$(date +%s.%N)
 if [ -n "$OUTAGE" ]; then
   ( sleep "${OUTAGE%:*}"; kill -9 "$redis"; echo "redis killed at +${OUTAGE%:*} s"; sleep "${OUTAGE#*:}"
     redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --daemonize no --loglevel warning \
@@ -81,6 +82,7 @@ touch "$work/done"; wait "$watcher"
 [ -n "$OUTAGE" ] && { wait "$outage"; [ -f "$work/redis2.pid" ] && redis=$(cat "$work/redis2.pid"); }
 echo "fleet limit $R/s, $C connections; $total messages: ${got:-0} at the sink in $(echo "$t1 - $t0" | bc) s"
 echo "most connections open to the sink at once (sampled every 20 ms): $(cat "$work/most")"
+[ -f "$work/over" ] && { echo "samples over $C (from the messages' start):"; awk '$3 > m { m = $3; print }' "$work/over"; }
 for n in 1 2 3; do
   echo "n$n: $( { exec 3<>"/dev/tcp/127.0.0.1/${metrics[$((n - 1))]}"; printf 'GET /metrics HTTP/1.1\r\nHost: f\r\nConnection: close\r\n\r\n' >&3; timeout 5 cat <&3; } 2>/dev/null \
     | tr -d '\r' | awk '$1 ~ /^nativerelay_cluster_(rate_round_trips|rate_waits|rate_fallback_tokens|leases_acquired|leases_refused)_total$/ { sub("nativerelay_cluster_", "", $1); printf "%s %s  ", $1, $2 }')"

@@ -255,6 +255,11 @@ internal sealed class LeaseSet : ISharedConnections
     private long _lastRenewal = Stopwatch.GetTimestamp();
     private int _limit = 1;
     private long _wantedUntil;        // Stopwatch ticks: another node was refused a slot lately
+    private long _settleUntil;        // Stopwatch ticks: Redis came back lately
+    private bool _confirming;         // the leases held are being renewed after Redis came back
+
+    /// <summary>After Redis comes back, a node stays within its share this long (the other nodes see Redis again meanwhile).</summary>
+    private static readonly long SettleTicks = Stopwatch.Frequency * 2;
     private (SynchronizationContext Loop, Action Call)? _follower;
 
     /// <summary>How long a refusal elsewhere counts (refused nodes ask again at least once a second, and at every freed slot).</summary>
@@ -327,6 +332,10 @@ internal sealed class LeaseSet : ISharedConnections
             f.Loop.Post(static s => ((Action)s!)(), f.Call);
     }
 
+    // Just back from Redis's absence, at the share already: wait (see TryUse).
+    private bool SettlingLocked() =>
+        (_confirming || Stopwatch.GetTimestamp() < _settleUntil) && _used.Count + _unleased >= FallbackShare;
+
     // Whether to ask Redis for another lease: not while another node waits for a slot and this
     // one has a connection already (so the fleet's connections go round the nodes that want them).
     private bool MayAskLocked() => _owner.Shared && !(_used.Count > 0 && OthersWant);
@@ -345,7 +354,10 @@ internal sealed class LeaseSet : ISharedConnections
                 _free.RemoveAt(_free.Count - 1);
                 _unleased--;
             }
-            if (_free.Count > 0 && !(shared && _unleased > 0))
+            // Just back from Redis's absence: no more connections than the share until the fleet
+            // has settled (this node's leases renewed, the others back), only replacements.
+            bool settling = shared && SettlingLocked();
+            if (_free.Count > 0 && !(shared && _unleased > 0) && !settling)
             {
                 _used.Add(_free[^1].Member);
                 _free.RemoveAt(_free.Count - 1);
@@ -354,14 +366,24 @@ internal sealed class LeaseSet : ISharedConnections
             }
             if (!shared)
             {
+                // Redis away: the share is the rule (a lease in hand from before counts as one of it).
                 if (_used.Count + _unleased < FallbackShare)
                 {
-                    _unleased++;
-                    _lastWasLease = false;
+                    if (_free.Count > 0)
+                    {
+                        _used.Add(_free[^1].Member);
+                        _free.RemoveAt(_free.Count - 1);
+                        _lastWasLease = true;
+                    }
+                    else
+                    {
+                        _unleased++;
+                        _lastWasLease = false;
+                    }
                     return true;
                 }
             }
-            else if (!_asking && MayAskLocked())
+            else if (!_asking && !settling && MayAskLocked())
             {
                 _asking = ask = true;
             }
@@ -411,9 +433,41 @@ internal sealed class LeaseSet : ISharedConnections
         _ = GiveAsync([member]);
     }
 
-    /// <summary>Redis is back: connections opened without it ask for leases now (before they would close for want of one).</summary>
+    /// <summary>
+    /// Redis is back: the leases held are renewed at once (a Redis that restarted empty learns
+    /// of them, or says they are lost: their connections close after their message), and the
+    /// connections opened without it ask for leases; meanwhile no new connection opens.
+    /// </summary>
     internal void Returned()
     {
+        string[] held;
+        lock (_lock)
+        {
+            _settleUntil = Stopwatch.GetTimestamp() + SettleTicks;
+            held = _used.Concat(_free.Select(f => f.Member)).ToArray();
+            _confirming = held.Length > 0;
+        }
+        _ = ConfirmAsync(held);
+    }
+
+    private async Task ConfirmAsync(string[] held)
+    {
+        if (held.Length > 0)
+        {
+            try
+            {
+                await RenewAsync(held).ConfigureAwait(false);
+            }
+            catch (Exception e)
+            {
+                _owner.Log.Error($"cluster: renewing the connection leases of {Key} after Redis came back failed: {e.Message}");
+            }
+            finally
+            {
+                lock (_lock)
+                    _confirming = false;
+            }
+        }
         bool ask;
         lock (_lock)
         {
@@ -421,7 +475,9 @@ internal sealed class LeaseSet : ISharedConnections
             _asking |= ask;
         }
         if (ask)
-            _ = AcquireAsync();
+            await AcquireAsync().ConfigureAwait(false);
+        else
+            WakeAll();
     }
 
     /// <summary>A slot of the path came free somewhere in the fleet: ask again if a lane waits here.</summary>
@@ -544,7 +600,7 @@ internal sealed class LeaseSet : ISharedConnections
                 renew = _used.Concat(_free.Select(f => f.Member)).ToArray();
                 _lastRenewal = now;
             }
-            if (((_waiters.Count > 0 && MayAskLocked()) || _unleased > 0) && !_asking)
+            if (((_waiters.Count > 0 && _free.Count == 0 && !SettlingLocked() && MayAskLocked()) || _unleased > 0) && !_asking)
                 _asking = ask = true;
         }
         if (unused is not null)
