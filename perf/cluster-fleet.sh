@@ -10,7 +10,7 @@
 #   R=20 C=2 M=200 bash perf/cluster-fleet.sh
 #   R=20 C=2 M=200 OUTAGE=8:12 bash perf/cluster-fleet.sh
 #
-# Every wait is bounded; only the processes this script starts are stopped, by pid.
+# KEEP=1 keeps the work directory (relay logs, delivery logs). Every wait is bounded; only the processes this script starts are stopped, by pid.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 BIN=${NATIVERELAY_BIN:-$here/../out/nativerelay}
@@ -25,7 +25,7 @@ redis=
 cleanup() {
   for p in "${pids[@]}" $redis; do kill "$p" 2>/dev/null; done
   for p in "${pids[@]}" $redis; do wait "$p" 2>/dev/null; done
-  rm -rf "$work"
+  if [ -n "${KEEP:-}" ]; then echo "kept $work"; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
 start_redis() {

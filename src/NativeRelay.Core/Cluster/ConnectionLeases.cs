@@ -257,6 +257,7 @@ internal sealed class LeaseSet : ISharedConnections
     private long _wantedUntil;        // Stopwatch ticks: another node was refused a slot lately
     private long _settleUntil;        // Stopwatch ticks: Redis came back lately
     private bool _confirming;         // the leases held are being renewed after Redis came back
+    private int _settleShare;
 
     /// <summary>After Redis comes back, a node stays within its share this long (the other nodes see Redis again meanwhile).</summary>
     private static readonly long SettleTicks = Stopwatch.Frequency * 2;
@@ -333,8 +334,10 @@ internal sealed class LeaseSet : ISharedConnections
     }
 
     // Just back from Redis's absence, at the share already: wait (see TryUse).
+    // (The share as it was when Redis came back: a Redis that restarted empty counts one live
+    // node until the others' next heartbeats.)
     private bool SettlingLocked() =>
-        (_confirming || Stopwatch.GetTimestamp() < _settleUntil) && _used.Count + _unleased >= FallbackShare;
+        (_confirming || Stopwatch.GetTimestamp() < _settleUntil) && _used.Count + _unleased >= _settleShare;
 
     // Whether to ask Redis for another lease: not while another node waits for a slot and this
     // one has a connection already (so the fleet's connections go round the nodes that want them).
@@ -444,6 +447,7 @@ internal sealed class LeaseSet : ISharedConnections
         lock (_lock)
         {
             _settleUntil = Stopwatch.GetTimestamp() + SettleTicks;
+            _settleShare = FallbackShare;
             held = _used.Concat(_free.Select(f => f.Member)).ToArray();
             _confirming = held.Length > 0;
         }
