@@ -360,7 +360,7 @@ internal sealed class LeaseSet : ISharedConnections
             // Just back from Redis's absence: no more connections than the share until the fleet
             // has settled (this node's leases renewed, the others back), only replacements.
             bool settling = shared && SettlingLocked();
-            if (_free.Count > 0 && !(shared && _unleased > 0) && !settling)
+            if (shared && _free.Count > 0 && _unleased == 0 && !settling)
             {
                 _used.Add(_free[^1].Member);
                 _free.RemoveAt(_free.Count - 1);
