@@ -31,6 +31,9 @@ public sealed class ApiHost : IAsyncDisposable
     private readonly IPEndPoint? _apiEndpoint;
     private readonly IPEndPoint? _metricsEndpoint;
     private readonly TokenRateLimiter _rates = new();
+
+    /// <summary>Requests per second per token (shared by the fleet on a node of a cluster).</summary>
+    internal TokenRateLimiter TokenRates => _rates;
     private ApiConfiguration? _config;
     private Attached? _attached;
 
@@ -240,7 +243,8 @@ public sealed class ApiHost : IAsyncDisposable
             await WriteAsync(context, refusal).ConfigureAwait(false);
             return;
         }
-        if (!_rates.TryTake(token.Name, token.RequestsPerSecond ?? config.Settings.RequestsPerSecond, out int retryAfter))
+        var (allowed, retryAfter) = await _rates.TakeAsync(token.Name, token.RequestsPerSecond ?? config.Settings.RequestsPerSecond).ConfigureAwait(false);
+        if (!allowed)
         {
             context.Response.Headers.RetryAfter = retryAfter.ToString(System.Globalization.CultureInfo.InvariantCulture);
             await WriteAsync(context, InjectionService.Error(429, $"token '{token.Name}' is over its rate of requests per second")).ConfigureAwait(false);

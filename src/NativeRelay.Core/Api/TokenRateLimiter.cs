@@ -1,14 +1,20 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
+using NativeRelay.Traffic.Shaping;
 
 namespace NativeRelay.Api;
 
 /// <summary>
 /// Requests per second per token: a token bucket per token name holding up to one second of
 /// requests, refilled continuously. Kept across reloads (keyed by name, the rate read per request).
+/// On a node of a fleet (<see cref="Shared"/>) the rate is the fleet's: the same batched bucket
+/// in Redis as the message rates, keyed by the token's name, at this node's share while Redis is away.
 /// </summary>
 public sealed class TokenRateLimiter
 {
+    /// <summary>A request waits this long at most for the fleet's next batch before it is told to come back.</summary>
+    private static readonly long FleetWaitTicks = Stopwatch.Frequency / 4;
+
     private readonly ConcurrentDictionary<string, Bucket> _buckets = new(StringComparer.Ordinal);
 
     private sealed class Bucket
@@ -17,7 +23,42 @@ public sealed class TokenRateLimiter
         public long Stamp;
     }
 
-    /// <summary>True when the request may go ahead; false with the seconds to wait (for Retry-After).</summary>
+    /// <summary>The fleet's rates (set once at start on a node of a cluster; null: this relay's alone).</summary>
+    internal ISharedLimits? Shared { get; set; }
+
+    /// <summary>
+    /// Whether the request may go ahead, and otherwise the seconds to wait (for Retry-After). On a
+    /// fleet a request may wait a moment for the batch of tokens being fetched (never long: a
+    /// fleet at its rate answers "later" at once).
+    /// </summary>
+    public async ValueTask<(bool Allowed, int RetryAfterSeconds)> TakeAsync(string token, int perSecond)
+    {
+        if (perSecond <= 0)
+            return (true, 0);
+        if (Shared is not { } fleet)
+            return TryTake(token, perSecond, out int retry) ? (true, 0) : (false, retry);
+        var rate = fleet.Rate("token:" + token, perSecond, null, null, null)!;
+        for (int i = 0; i < 3; i++)
+        {
+            long now = Stopwatch.GetTimestamp();
+            if (rate.TryTake(now, out long ready))
+                return (true, 0);
+            if (ready - now > FleetWaitTicks)
+                return (false, Math.Max(1, (int)Math.Ceiling((ready - now) / (double)Stopwatch.Frequency)));
+            using var cancel = new CancellationTokenSource(TimeSpan.FromTicks(TimeSpan.TicksPerSecond / 4));
+            try
+            {
+                await rate.WhenReady(cancel.Token).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException)
+            {
+                break;
+            }
+        }
+        return (false, 1);
+    }
+
+    /// <summary>True when the request may go ahead; false with the seconds to wait (for Retry-After). This relay's bucket alone.</summary>
     public bool TryTake(string token, int perSecond, out int retryAfterSeconds)
     {
         retryAfterSeconds = 0;

@@ -37,4 +37,31 @@ public static class ClusterMetrics
 
     public static readonly Counter DegradedTransitions = RelayMetrics.Registry.Counter(
         "nativerelay_cluster_redis_transitions_total", "Times Redis went away or came back, as this node saw it.");
+
+    public static readonly Counter RateRoundTrips = RelayMetrics.Registry.Counter(
+        "nativerelay_cluster_rate_round_trips_total", "Round trips to Redis for shared rate tokens (a batch each, or a \"wait\").");
+
+    public static readonly Counter RateTokensGranted = RelayMetrics.Registry.Counter(
+        "nativerelay_cluster_rate_tokens_granted_total", "Message (or HTTP request) tokens the fleet's rates granted this node.");
+
+    public static readonly Counter RateTokensSpent = RelayMetrics.Registry.Counter(
+        "nativerelay_cluster_rate_tokens_spent_total", "Granted tokens spent; round trips / spent is the Redis cost per message.");
+
+    public static readonly Counter RateWaits = RelayMetrics.Registry.Counter(
+        "nativerelay_cluster_rate_waits_total", "Times Redis answered \"wait\": the fleet is at a rate.");
+
+    public static readonly Counter RateFallbackTokens = RelayMetrics.Registry.Counter(
+        "nativerelay_cluster_rate_fallback_tokens_total", "Messages let through by this node's share of a rate while Redis was away.");
+
+    public static readonly Counter LeasesAcquired = RelayMetrics.Registry.Counter(
+        "nativerelay_cluster_leases_acquired_total", "Connection leases the fleet granted this node.");
+
+    public static readonly Counter LeasesRefused = RelayMetrics.Registry.Counter(
+        "nativerelay_cluster_leases_refused_total", "Connection leases refused: the fleet was at the path's connection limit.");
+
+    public static readonly Counter LeasesLost = RelayMetrics.Registry.Counter(
+        "nativerelay_cluster_leases_lost_total", "Leases that lapsed while Redis was away and were taken by others (their connections close).");
+
+    public static readonly Gauge LeasesHeld = RelayMetrics.Registry.Gauge(
+        "nativerelay_cluster_leases_held", "Connection leases this node holds now.");
 }

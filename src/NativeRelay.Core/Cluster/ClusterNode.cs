@@ -12,11 +12,12 @@ namespace NativeRelay.Cluster;
 /// </summary>
 public sealed class ClusterNode : IAsyncDisposable
 {
-    private ClusterNode(ClusterSettings settings, RedisLink link, ClusterMembership membership)
+    private ClusterNode(ClusterSettings settings, RedisLink link, ClusterMembership membership, Log log)
     {
         Settings = settings;
         Link = link;
         Membership = membership;
+        Limits = new SharedLimits(link, () => membership.LiveNodes, log);
         link.AvailabilityChanged += available =>
         {
             if (available)
@@ -27,6 +28,9 @@ public sealed class ClusterNode : IAsyncDisposable
     public ClusterSettings Settings { get; }
     public RedisLink Link { get; }
     public ClusterMembership Membership { get; }
+
+    /// <summary>The fleet's rate and connection limits, as the traffic stage and the HTTP API reach them.</summary>
+    internal SharedLimits Limits { get; }
 
     /// <summary>This node's name in the fleet.</summary>
     public string Node => Settings.Node;
@@ -39,7 +43,7 @@ public sealed class ClusterNode : IAsyncDisposable
     {
         var link = await RedisLink.ConnectAsync(settings, log).ConfigureAwait(false);
         var membership = new ClusterMembership(link, facts, log);
-        var node = new ClusterNode(settings, link, membership);
+        var node = new ClusterNode(settings, link, membership, log);
         await membership.StartAsync().ConfigureAwait(false);
         return node;
     }
@@ -90,6 +94,7 @@ public sealed class ClusterNode : IAsyncDisposable
         await StopSharingSuppressionAsync().ConfigureAwait(false);
         if (Actions is not null)
             await Actions.DisposeAsync().ConfigureAwait(false);
+        await Limits.DisposeAsync().ConfigureAwait(false);
         await Membership.DisposeAsync().ConfigureAwait(false);
         await Link.DisposeAsync().ConfigureAwait(false);
     }

@@ -261,10 +261,14 @@ internal sealed class Destination : IShapedLane
                         _shaper.WaitForSlot(this, next);
                         break;
                     }
-                    await WaitForRateAsync(context.Stopping);
+                    if (!await WaitForRateAsync(context.Stopping))
+                        break; // the fleet's rate has no token for a while: closed, called back before it does
                 }
                 if (!_queue.TryDequeue(out var job))
+                {
+                    _shaper.ReturnFleet(); // the fleet's token goes to the next message, not to waste
                     continue; // another connection took it while this one waited its turn
+                }
                 _lastActiveMs = Environment.TickCount64;
                 if (job.Message.IsStopped)
                 {
@@ -375,8 +379,13 @@ internal sealed class Destination : IShapedLane
     /// <summary>
     /// The rate limits: each transaction takes the next free slot of the route's own rate, then of
     /// the path's and its source's token buckets (reserved, so the next connection queues behind it).
+    /// <para>
+    /// On a node of a fleet, each message also takes a token of the fleet's rate (from the batch
+    /// in hand; a batch is fetched in the background). Without one, the connection waits for the
+    /// batch if it comes soon, else it closes (false) and the lane is called back before it does.
+    /// </para>
     /// </summary>
-    private async Task WaitForRateAsync(CancellationToken stopping)
+    private async Task<bool> WaitForRateAsync(CancellationToken stopping)
     {
         long now = Stopwatch.GetTimestamp();
         long slot = Math.Max(now, _nextSendTicks);
@@ -386,6 +395,18 @@ internal sealed class Destination : IShapedLane
         // Less than a millisecond early is on time: no timer for it (a limit far from reached costs nothing).
         if (slot - now > Stopwatch.Frequency / 1000)
             await Task.Delay(Stopwatch.GetElapsedTime(now, slot), stopping);
+        if (!_shaper.SharesMessages)
+            return true;
+        while (!_shaper.TryTakeFleet(now = Stopwatch.GetTimestamp(), out long ready))
+        {
+            if (ready - now > SiteShaper.HoldTicks)
+            {
+                _shaper.WaitForSlot(this, ready);
+                return false;
+            }
+            await _shaper.FleetReady(stopping);
+        }
+        return true;
     }
 
     /// <summary>

@@ -136,6 +136,9 @@ public sealed class RelayHost : IAsyncDisposable
                 var (active, deferred, held) = scheduler.Counts();
                 return new NativeRelay.Cluster.NodeFacts(active, deferred, held, NativeRelay.Cluster.ClusterMembership.RelayVersion());
             }, _log);
+            _scheduler.Traffic.Shared = _cluster.Limits; // rates and connection limits become the fleet's
+            if (_api is not null)
+                _api.TokenRates.Shared = _cluster.Limits; // and the HTTP tokens' request rates
             // Automation actions and resumes hold for the fleet (the ones in force loaded now).
             _scheduler.Traffic.Sync = await _cluster.ShareActionsAsync(_scheduler.Traffic.Actions, _log);
         }

@@ -78,6 +78,9 @@ public sealed class TrafficController : ITrafficControl, ITrafficAdmin, IDisposa
     /// <summary>The fleet, when this relay is a node of one: actions and resumes are told to the other nodes (null: none).</summary>
     public IActionSync? Sync { get; set; }
 
+    /// <summary>The fleet's side of the limits (set once at start on a node of a cluster; null: every limit is this relay's alone).</summary>
+    internal ISharedLimits? Shared { get; set; }
+
     public TrafficSettings Settings => Volatile.Read(ref _config).Settings;
 
     /// <summary>Applies a reloaded configuration; a configuration equal to the running one changes nothing (paths, state and limits stay).</summary>

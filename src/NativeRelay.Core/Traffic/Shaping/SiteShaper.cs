@@ -65,6 +65,16 @@ internal sealed class SiteShaper
     private ShapingLimits _limits;
     private LocalRates? _rates;
     private LocalRates? _connectionRate;
+    // On a node of a fleet (null otherwise): the path's and its source's rates and the path's
+    // connection limit as the fleet shares them, on top of the local ones (which keep spacing
+    // this node's own messages).
+    private ISharedRate? _fleetRate;
+    private ISharedRate? _fleetSourceRate;
+    private ISharedRate? _refusedBy;
+    private ISharedConnections? _leases;
+    private bool _leasesEnforced;
+    private Action? _leaseWake;
+    private Action? _othersWant;
     private ActionSlot _slot;
     private TrafficAction[] _seen = [];
     private long _recheckAtMs = long.MaxValue;
@@ -83,6 +93,7 @@ internal sealed class SiteShaper
         _base = _limits = path.Config.Settings.Shaping.Resolve(path.Site, path.Source);
         _rates = LocalRates.For(_limits);
         _connectionRate = LocalRates.PerMinute(_limits.ConnectionsPerMinute);
+        Share(_limits);
         LastActiveMs = Environment.TickCount64;
     }
 
@@ -203,6 +214,47 @@ internal sealed class SiteShaper
         var oldConnections = _connectionRate;
         _connectionRate = LocalRates.PerMinute(limits.ConnectionsPerMinute);
         _connectionRate?.CarryFrom(oldConnections);
+        Share(limits);
+    }
+
+    /// <summary>
+    /// On a node of a fleet: the fleet's side of these limits, named by the path's (and the
+    /// source's) names, which every node shares. A lowered limit (a throttle) lowers the same
+    /// bucket; a connection limit once shared stays known here so the leases of open
+    /// connections are given back when they close.
+    /// </summary>
+    private void Share(ShapingLimits limits)
+    {
+        if (_traffic.Shared is not { } fleet)
+            return;
+        string path = _path.Source.Name + "|" + _path.Site.Name;
+        _fleetRate = fleet.Rate("path:" + path, limits.MessagesPerSecond, limits.MessagesPerMinute, limits.MessagesPerHour, limits.MessagesPerDay);
+        var own = _path.Source.Limits;
+        _fleetSourceRate = _path.Source.HasRates
+            ? fleet.Rate("source:" + _path.Source.Name, own.MessagesPerSecond, own.MessagesPerMinute, own.MessagesPerHour, own.MessagesPerDay)
+            : null;
+        _leasesEnforced = limits.MaxConnections is not null;
+        if (limits.MaxConnections is { } max)
+        {
+            _leases = fleet.Connections("path:" + path, max);
+            _leaseWake ??= OnLeaseWake;
+            _leases.Follow(_loop, _othersWant ??= OnOthersWant);
+        }
+    }
+
+    // Another node waits for a slot of the path: connections parked idle here give theirs up now.
+    private void OnOthersWant()
+    {
+        if (Removed)
+            return;
+        foreach (var lane in _lanes.ToArray())
+            lane.ReleaseIdle();
+    }
+
+    private void OnLeaseWake()
+    {
+        if (!Removed)
+            WakeWaiting();
     }
 
     // ---- Connections -------------------------------------------------------------------------
@@ -232,7 +284,9 @@ internal sealed class SiteShaper
             WakeAt(nextConnection);
             return OpenDecision.Wait;
         }
-        long nextSend = NextSend(now);
+        // A look only: tokens of the fleet's rate are fetched by connections that will send, not
+        // for a lane that may not get a connection (they would sit here, lost to the fleet).
+        long nextSend = NextSend(now, fetch: false);
         if (nextSend - now > HoldTicks)
         {
             if (nextSend - now > DeferTicks)
@@ -242,8 +296,17 @@ internal sealed class SiteShaper
             WakeAt(nextSend - HoldTicks / 2);
             return OpenDecision.Wait;
         }
+        if (_leasesEnforced && !_leases!.TryUse(_loop, _leaseWake!))
+        {
+            // The fleet is at the path's limit, or a lease is being asked for: woken when it may have come.
+            RelayMetrics.TrafficWaits.Add(RelayMetrics.WaitConnections, 1);
+            Enlist(lane);
+            return OpenDecision.Wait;
+        }
         if (!_path.Source.TryTakeConnection())
         {
+            if (_leasesEnforced)
+                _leases!.Unuse();
             RelayMetrics.TrafficWaits.Add(RelayMetrics.WaitSource, 1);
             Enlist(lane);
             WakeAt(now + SourceRetryTicks);
@@ -260,6 +323,7 @@ internal sealed class SiteShaper
     {
         Volatile.Write(ref _connections, _connections - 1);
         _path.Source.ReleaseConnection();
+        _leases?.Release();
         LastActiveMs = Environment.TickCount64;
         WakeWaiting();
     }
@@ -267,12 +331,14 @@ internal sealed class SiteShaper
     /// <summary>
     /// Another lane of the path waits for a connection slot: a lane that has delivered on its
     /// connection gives the slot up (closes) rather than keep it for its next job or park it idle,
-    /// so the site's next-hop sets take turns under the site's connection limit.
+    /// so the site's next-hop sets take turns under the site's connection limit (and on a fleet,
+    /// the nodes under its shared limit).
     /// </summary>
-    public bool OthersWaiting(IShapedLane lane) => _waiting.Count > 1 || (_waiting.Count == 1 && !ReferenceEquals(_waiting[0], lane));
+    public bool OthersWaiting(IShapedLane lane) => _waiting.Count > 1 || (_waiting.Count == 1 && !ReferenceEquals(_waiting[0], lane))
+        || (_leasesEnforced && _leases!.OthersWant);
 
     /// <summary>Whether a lane's open connection should stay for another job (the path's limit may have been lowered).</summary>
-    public bool OverConnectionLimit => _connections > (_limits.MaxConnections ?? int.MaxValue);
+    public bool OverConnectionLimit => _connections > (_limits.MaxConnections ?? int.MaxValue) || (_leasesEnforced && _leases!.Unleased > 0);
 
     // ---- Messages ----------------------------------------------------------------------------
 
@@ -280,11 +346,52 @@ internal sealed class SiteShaper
     public bool LimitsMessages => _rates is not null || _path.Source.HasRates;
 
     /// <summary>When the next message may go (Stopwatch ticks), without reserving it.</summary>
-    public long NextSend(long now)
+    public long NextSend(long now) => NextSend(now, fetch: true);
+
+    private long NextSend(long now, bool fetch)
     {
         long slot = _rates?.Next(now) ?? now;
-        return _path.Source.HasRates ? _path.Source.NextSend(slot) : slot;
+        slot = _path.Source.HasRates ? _path.Source.NextSend(slot) : slot;
+        if (_fleetRate is not null)
+            slot = Math.Max(slot, _fleetRate.Ready(now, fetch));
+        if (_fleetSourceRate is not null)
+            slot = Math.Max(slot, _fleetSourceRate.Ready(now, fetch));
+        return slot;
     }
+
+    /// <summary>Whether the fleet shares a rate of this path (its own or its source's): each message also takes a token of it.</summary>
+    public bool SharesMessages => _fleetRate is not null || _fleetSourceRate is not null;
+
+    /// <summary>
+    /// Takes the fleet's token(s) for one message: true, or false with when to look again (then
+    /// <see cref="FleetReady"/> says when it is worth it). Never waits for Redis.
+    /// </summary>
+    public bool TryTakeFleet(long now, out long readyAt)
+    {
+        readyAt = now;
+        if (_fleetRate is { } path && !path.TryTake(now, out readyAt))
+        {
+            _refusedBy = path;
+            return false;
+        }
+        if (_fleetSourceRate is { } source && !source.TryTake(now, out readyAt))
+        {
+            _fleetRate?.Return();
+            _refusedBy = source;
+            return false;
+        }
+        return true;
+    }
+
+    /// <summary>A message that took the fleet's token(s) did not go after all (another connection took it): the tokens stay in hand.</summary>
+    public void ReturnFleet()
+    {
+        _fleetRate?.Return();
+        _fleetSourceRate?.Return();
+    }
+
+    /// <summary>Completes when the rate that refused last may give a token (a batch came, or its time to ask did).</summary>
+    public Task FleetReady(CancellationToken cancel) => _refusedBy?.WhenReady(cancel) ?? Task.CompletedTask;
 
     /// <summary>Reserves the next message slot (the path's buckets, then the source's) at <paramref name="notBefore"/> or later.</summary>
     public long TakeSend(long notBefore)
