@@ -15,6 +15,9 @@ public sealed class TokenRateLimiter
     /// <summary>A request waits this long at most for the fleet's next batch before it is told to come back.</summary>
     private static readonly long FleetWaitTicks = Stopwatch.Frequency / 4;
 
+    /// <summary>How long a request waits for Redis's answer about its token at most (a round trip, or the script sent the first time).</summary>
+    private static readonly TimeSpan FleetAnswerWait = TimeSpan.FromSeconds(1.5);
+
     private readonly ConcurrentDictionary<string, Bucket> _buckets = new(StringComparer.Ordinal);
 
     private sealed class Bucket
@@ -37,7 +40,7 @@ public sealed class TokenRateLimiter
             return (true, 0);
         if (Shared is not { } fleet)
             return TryTake(token, perSecond, out int retry) ? (true, 0) : (false, retry);
-        var rate = fleet.Rate("token:" + token, perSecond, null, null, null)!;
+        var rate = fleet.RequestRate("token:" + token, perSecond);
         for (int i = 0; i < 3; i++)
         {
             long now = Stopwatch.GetTimestamp();
@@ -45,7 +48,9 @@ public sealed class TokenRateLimiter
                 return (true, 0);
             if (ready - now > FleetWaitTicks)
                 return (false, Math.Max(1, (int)Math.Ceiling((ready - now) / (double)Stopwatch.Frequency)));
-            using var cancel = new CancellationTokenSource(TimeSpan.FromTicks(TimeSpan.TicksPerSecond / 4));
+            // The answer to the round trip just started (bounded by the Redis timeout, after which
+            // the node is degraded and its local share answers).
+            using var cancel = new CancellationTokenSource(FleetAnswerWait);
             try
             {
                 await rate.WhenReady(cancel.Token).ConfigureAwait(false);

@@ -59,9 +59,11 @@ public sealed class ClusterMembership : IAsyncDisposable
     /// <summary>Live nodes as last seen (at least 1: this one). The fallback share of a limit is limit / this.</summary>
     public int LiveNodes => Math.Max(1, Volatile.Read(ref _liveNodes));
 
-    internal RedisKey MembersKey => _link.Key("nodes");
+    // One hash tag for both: the heartbeat script writes the two keys at once, which Redis Cluster
+    // allows only for keys of one slot.
+    internal RedisKey MembersKey => _link.Key("{nodes}");
 
-    internal RedisKey NodeKey(string node) => _link.Key("node:" + node);
+    internal RedisKey NodeKey(string node) => _link.Key("{nodes}:" + node);
 
     /// <summary>Sends the first heartbeat (when Redis answers) and keeps beating until disposed.</summary>
     public async Task StartAsync()

@@ -22,7 +22,10 @@ namespace NativeRelay.Cluster;
 internal sealed class FleetRates
 {
     // KEYS[1]: the limit's hash. ARGV[1]: tokens wanted; ARGV[2]: how far ahead of its slot a batch
-    // may be handed out (µs); then pairs of (period field, interval in µs).
+    // may be handed out (µs); ARGV[3]: the burst tolerance (µs: how far the theoretical arrival
+    // time may run ahead of now with the tokens still due at once; 0 for message rates, which are
+    // smooth; a second's worth for HTTP request rates, a bucket that holds a second of requests);
+    // then pairs of (period field, interval in µs).
     // A batch's tokens all fall due at one slot (the latest theoretical arrival time of any
     // period, or now): it is granted only when that slot is at most "ahead" away, and the node
     // spends none of it before the slot. So the fleet never spends ahead of the rate by more than
@@ -35,26 +38,29 @@ internal sealed class FleetRates
         local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
         local want = tonumber(ARGV[1])
         local ahead = tonumber(ARGV[2])
-        local n = (#ARGV - 2) / 2
+        local tolerance = tonumber(ARGV[3])
+        local n = (#ARGV - 3) / 2
         local slot = now
         for i = 1, n do
-          local tat = tonumber(redis.call('HGET', KEYS[1], ARGV[2 * i + 1]) or '0') or 0
+          local tat = tonumber(redis.call('HGET', KEYS[1], ARGV[2 * i + 2]) or '0') or 0
           if tat > slot then slot = tat end
         end
-        if slot - now > ahead then return {0, math.ceil(slot - now - ahead), 0} end
+        if slot - now > ahead + tolerance then return {0, math.ceil(slot - now - ahead - tolerance), 0} end
         local clear = 0
         local fields = {}
         for i = 1, n do
-          local tat = slot + want * tonumber(ARGV[2 * i + 2])
-          fields[#fields + 1] = ARGV[2 * i + 1]
+          local tat = slot + want * tonumber(ARGV[2 * i + 3])
+          fields[#fields + 1] = ARGV[2 * i + 2]
           fields[#fields + 1] = string.format('%.0f', tat)
           if tat - now > clear then clear = tat - now end
         end
         redis.call('HSET', KEYS[1], unpack(fields))
         redis.call('PEXPIRE', KEYS[1], math.ceil(clear / 1000) + 1000)
-        local again = clear - ahead
+        local again = clear - ahead - tolerance
         if again < 0 then again = 0 end
-        return {want, math.ceil(again), math.ceil(slot - now)}
+        local due = slot - tolerance - now
+        if due < 0 then due = 0 end
+        return {want, math.ceil(again), math.ceil(due)}
         """);
 
     /// <summary>A batch may be handed out this long before it falls due at most (less: one batch's worth of time).</summary>
@@ -91,13 +97,21 @@ internal sealed class FleetRates
     /// <summary>Messages let through by the local share while Redis was away.</summary>
     public long FallbackSpent => Interlocked.Read(ref _fallbackSpent);
 
-    public FleetRate? Rate(string key, double? perSecond, double? perMinute, double? perHour, double? perDay)
+    public FleetRate? Rate(string key, double? perSecond, double? perMinute, double? perHour, double? perDay) =>
+        Rate(key, perSecond, perMinute, perHour, perDay, burstSeconds: 0);
+
+    /// <summary>
+    /// A rate with a burst: up to <paramref name="burstSeconds"/> of it may go at once (a bucket
+    /// that holds that much), taken one token per round trip so that no node holds tokens another
+    /// could use at once (HTTP request rates: a request is refused only when the fleet is over).
+    /// </summary>
+    public FleetRate? Rate(string key, double? perSecond, double? perMinute, double? perHour, double? perDay, double burstSeconds)
     {
         var periods = Periods(perSecond, perMinute, perHour, perDay);
         if (periods is null)
             return null;
         var rate = _rates.GetOrAdd(key, static (k, self) => new FleetRate(self, self.Link.Key("rate:" + k)), this);
-        rate.Configure(periods);
+        rate.Configure(periods, burstSeconds);
         return rate;
     }
 
@@ -165,7 +179,9 @@ internal sealed class FleetRate : ISharedRate
     private long[] _intervalTicks = [];
     private long[] _fallbackTat = [];
     private int _batch = 1;
+    private double _burstSeconds = -1;
     private long _aheadMicroseconds;
+    private long _toleranceMicroseconds;
     private int _tokens;              // in hand, due
     private int _pending;             // in hand, due at _pendingAt (a batch handed out ahead of its slot)
     private long _pendingAt;
@@ -204,11 +220,11 @@ internal sealed class FleetRate : ISharedRate
         }
     }
 
-    internal void Configure((string Field, double Count, double Seconds)[] periods)
+    internal void Configure((string Field, double Count, double Seconds)[] periods, double burstSeconds)
     {
         lock (_lock)
         {
-            if (_fields.Length == periods.Length)
+            if (_fields.Length == periods.Length && _burstSeconds == burstSeconds)
             {
                 bool same = true;
                 for (int i = 0; i < periods.Length && same; i++)
@@ -224,6 +240,17 @@ internal sealed class FleetRate : ISharedRate
             Array.Fill(tat, latest);
             _fallbackTat = tat;
             double slowest = periods.Min(p => p.Count / p.Seconds);
+            _burstSeconds = burstSeconds;
+            if (burstSeconds > 0)
+            {
+                // A bucket of burstSeconds: the theoretical arrival time may run that far ahead
+                // (less one token) with every token still due at once; one token per round trip.
+                _batch = 1;
+                _aheadMicroseconds = 0;
+                _toleranceMicroseconds = Math.Max(0, (long)(burstSeconds * 1_000_000) - _intervalMicroseconds.Max());
+                return;
+            }
+            _toleranceMicroseconds = 0;
             _batch = (int)Math.Clamp(Math.Floor(slowest * FleetRates.BatchSeconds), 1, _owner.MaxBatch);
             // Ahead by one batch's time at most, and never long: a batch held for later is one no other node can have.
             _aheadMicroseconds = (long)Math.Min(_batch / slowest * 1_000_000, FleetRates.AheadSeconds * 1_000_000);
@@ -437,13 +464,14 @@ internal sealed class FleetRate : ISharedRate
         {
             // Half a batch may still be in hand: ask for what tops it up to one and a half.
             int want = Math.Max(1, _batch + _batch / 2 - _tokens);
-            args = new RedisValue[2 + 2 * _fields.Length];
+            args = new RedisValue[3 + 2 * _fields.Length];
             args[0] = Math.Min(want, _batch);
             args[1] = _aheadMicroseconds;
+            args[2] = _toleranceMicroseconds;
             for (int i = 0; i < _fields.Length; i++)
             {
-                args[2 + 2 * i] = _fields[i];
-                args[3 + 2 * i] = _intervalMicroseconds[i];
+                args[3 + 2 * i] = _fields[i];
+                args[4 + 2 * i] = _intervalMicroseconds[i];
             }
         }
         long granted = 0, clearMicroseconds = 0, dueMicroseconds = 0;

@@ -34,6 +34,9 @@ internal sealed class SharedLimits : ISharedLimits, IAsyncDisposable
     public ISharedRate? Rate(string key, double? perSecond, double? perMinute, double? perHour, double? perDay) =>
         Rates.Rate(key, perSecond, perMinute, perHour, perDay);
 
+    public ISharedRate RequestRate(string key, double perSecond) =>
+        Rates.Rate(key, perSecond, null, null, null, burstSeconds: 1)!;
+
     public ISharedConnections Connections(string key, int limit) => Leases.Connections(key, limit);
 
     public ValueTask DisposeAsync() => Leases.DisposeAsync();

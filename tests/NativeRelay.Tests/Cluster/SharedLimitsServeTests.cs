@@ -39,7 +39,7 @@ public sealed class SharedLimitsServeTests(ITestOutputHelper log)
         // path's name, and the node in the fleet's members.
         string rate = await redis.CommandAsync("HGET", "nativerelay:rate:path:default|mx.fleet.test", "s");
         Assert.True(long.TryParse(rate, NumberStyles.Integer, CultureInfo.InvariantCulture, out _), $"rate bucket: {rate}");
-        Assert.Contains("smoke", await redis.CommandAsync("ZRANGE", "nativerelay:nodes", "0", "-1"));
+        Assert.Contains("smoke", await redis.CommandAsync("ZRANGE", "nativerelay:{nodes}", "0", "-1"));
         Assert.Contains("cluster: node smoke connected to Redis", relay.Process.Output);
     }
 }

@@ -282,7 +282,7 @@ public sealed class FleetTests(ITestOutputHelper log)
         foreach (var node in fleet.Nodes)
             await Waits.UntilAsync(async () => (await node.MetricsAsync())["nativerelay_cluster_redis_up"] == 1,
                 TimeSpan.FromSeconds(30), $"{node.Name}'s metrics say Redis is back");
-        await Waits.UntilAsync(async () => (await fleet.Redis.CommandAsync("ZRANGE", "nativerelay:nodes", "0", "-1")).Split('\n').Length == 3,
+        await Waits.UntilAsync(async () => (await fleet.Redis.CommandAsync("ZRANGE", "nativerelay:{nodes}", "0", "-1")).Split('\n').Length == 3,
             TimeSpan.FromSeconds(10), "all three nodes' heartbeats are in the new Redis");
         var back = await fleet.Nodes[1].ClusterStatusAsync();
         Assert.False((bool)back["degraded"]!, back.ToJsonString());

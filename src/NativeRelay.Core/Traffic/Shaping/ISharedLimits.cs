@@ -12,6 +12,13 @@ internal interface ISharedLimits
     /// <summary>The fleet's budget of these rates under <paramref name="key"/> (null when no rate is set); the same object for the same key, its rates updated.</summary>
     ISharedRate? Rate(string key, double? perSecond, double? perMinute, double? perHour, double? perDay);
 
+    /// <summary>
+    /// The fleet's budget of requests under <paramref name="key"/>: a bucket that holds a second's
+    /// worth (a burst goes at once), taken a token per round trip so a request is refused only
+    /// when the fleet as a whole is over the rate (HTTP token rates).
+    /// </summary>
+    ISharedRate RequestRate(string key, double perSecond);
+
     /// <summary>The fleet's connection leases under <paramref name="key"/> with <paramref name="limit"/> at most open at once; the same object for the same key.</summary>
     ISharedConnections Connections(string key, int limit);
 }
