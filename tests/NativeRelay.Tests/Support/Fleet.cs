@@ -26,7 +26,7 @@ public sealed class Fleet : IAsyncDisposable
     public const string FlowDomain = "flow.test";
     public const string Source = "out";
 
-    private Fleet(TestRedis redis, TestDnsServer dns, FleetSinks sinks, List<FleetNode> nodes)
+    private Fleet(TestRedis redis, TestDnsServer dns, SinkSet sinks, List<FleetNode> nodes)
     {
         Redis = redis;
         Dns = dns;
@@ -36,7 +36,7 @@ public sealed class Fleet : IAsyncDisposable
 
     public TestRedis Redis { get; }
     public TestDnsServer Dns { get; }
-    public FleetSinks Sinks { get; }
+    public SinkSet Sinks { get; }
     public IReadOnlyList<FleetNode> Nodes { get; }
 
     /// <summary>fleet.test's MX host (127.0.0.21): the site the shaping rules limit.</summary>
@@ -56,12 +56,12 @@ public sealed class Fleet : IAsyncDisposable
     {
         TestRedis? redis = null;
         TestDnsServer? dns = null;
-        FleetSinks? sinks = null;
+        SinkSet? sinks = null;
         var nodes = new List<FleetNode>();
         try
         {
             redis = await TestRedis.StartAsync();
-            sinks = FleetSinks.Start("127.0.0.21", "127.0.0.22", "127.0.0.23");
+            sinks = SinkSet.Start("127.0.0.21", "127.0.0.22", "127.0.0.23");
             dns = new TestDnsServer();
             dns.Mx(RatedDomain, (10, RatedSite)).A(RatedSite, "127.0.0.21")
                .Mx(SoloDomain, (10, SoloSite)).A(SoloSite, "127.0.0.22")
@@ -299,48 +299,6 @@ public sealed class FleetNode : IAsyncDisposable
         Process.Dispose();
         await Task.CompletedTask;
         Dir.Dispose();
-    }
-}
-
-/// <summary>Test sinks on several loopback addresses, all on one port (the relays' --remote-port).</summary>
-public sealed class FleetSinks : IAsyncDisposable
-{
-    private readonly List<TestSmtpSink> _sinks;
-
-    private FleetSinks(List<TestSmtpSink> sinks)
-    {
-        _sinks = sinks;
-        Port = sinks[0].Port;
-    }
-
-    public int Port { get; }
-
-    public TestSmtpSink this[int i] => _sinks[i];
-
-    public static FleetSinks Start(params string[] addresses)
-    {
-        for (int attempt = 0; ; attempt++)
-        {
-            var sinks = new List<TestSmtpSink>();
-            try
-            {
-                sinks.Add(new TestSmtpSink(IPAddress.Parse(addresses[0]), 0));
-                foreach (var address in addresses.Skip(1))
-                    sinks.Add(new TestSmtpSink(IPAddress.Parse(address), sinks[0].Port));
-                return new FleetSinks(sinks);
-            }
-            catch (SocketException) when (attempt < 5)
-            {
-                foreach (var s in sinks)
-                    s.Dispose(); // that port is taken on one of the addresses: another one
-            }
-        }
-    }
-
-    public async ValueTask DisposeAsync()
-    {
-        foreach (var s in _sinks)
-            await s.DisposeAsync();
     }
 }
 
