@@ -138,6 +138,8 @@ public sealed class RedisDeploymentTests : IAsyncLifetime
         Assert.Equal(0, b.Cluster.Limits.Rates.TokensGranted);
         Assert.DoesNotContain("b", (await redis.CommandAsync("ZRANGE", "nativerelay:{nodes}", "0", "-1")).Split('\n'));
         Assert.Contains("cannot reach Redis", b.LogText);
+        await Waits.UntilAsync(() => b.LogText.Contains("cannot use Redis: SimpleError: NOAUTH Authentication required"), Soon,
+            "node b logs why it cannot use Redis (the password is refused), not only that it cannot reach it");
 
         foreach (var node in new[] { a, b })
         {
@@ -166,9 +168,13 @@ public sealed class RedisDeploymentTests : IAsyncLifetime
         var untrusting = await StartNodeAsync("untrusting", connection);
         Assert.True(untrusting.Cluster.Degraded);
         Assert.Contains("cannot reach Redis", untrusting.LogText);
+        await Waits.UntilAsync(() => untrusting.LogText.Contains("(CN=redis.fleet.test, issued by CN=NativeRelay Test Root CA) is not signed by a CA of the system store"),
+            Soon, "the node logs that the server's certificate is not trusted");
         // The right CA but another name: a name mismatch is never forgiven.
         var misnamed = await StartNodeAsync("misnamed", $"127.0.0.1:{redis.Port},ssl=true,sslHost=other.fleet.test", caFile: ca);
         Assert.True(misnamed.Cluster.Degraded);
+        await Waits.UntilAsync(() => misnamed.LogText.Contains("(CN=redis.fleet.test) is not for the name asked for"), Soon,
+            "the node logs that the certificate is for another name");
         await untrusting.Cluster.Membership.BeatOnceAsync();
         await misnamed.Cluster.Membership.BeatOnceAsync();
         Assert.Equal(["a"], (await redis.CommandAsync("ZRANGE", "nativerelay:{nodes}", "0", "-1")).Split('\n'));
