@@ -101,6 +101,16 @@ public sealed class RedisDeploymentTests : IAsyncLifetime
 
     private static FleetRate Rate(Node node) => node.Cluster.Limits.Rates.Rate("path:default|example.com", 50, null, null, null)!;
 
+    /// <summary>Waits (bounded) for a log line holding <paramref name="start"/> and one of the |-separated reasons; fails showing the log.</summary>
+    private static async Task LoggedAsync(Node node, string start, string reasons, string what)
+    {
+        bool Found() => node.LogText.Split('\n').Any(line => line.Contains(start) && reasons.Split('|').Any(line.Contains));
+        var deadline = DateTime.UtcNow + Soon;
+        while (!Found() && DateTime.UtcNow < deadline)
+            await Task.Delay(50);
+        Assert.True(Found(), $"{what}; the log:\n{node.LogText}");
+    }
+
     /// <summary>Nothing at error level, and no Redis error a key layout could cause on Redis Cluster.</summary>
     private static void AssertNoErrors(Node node)
     {
@@ -138,7 +148,7 @@ public sealed class RedisDeploymentTests : IAsyncLifetime
         Assert.Equal(0, b.Cluster.Limits.Rates.TokensGranted);
         Assert.DoesNotContain("b", (await redis.CommandAsync("ZRANGE", "nativerelay:{nodes}", "0", "-1")).Split('\n'));
         Assert.Contains("cannot reach Redis", b.LogText);
-        await Waits.UntilAsync(() => b.LogText.Contains("cannot use Redis: SimpleError: NOAUTH Authentication required"), Soon,
+        await LoggedAsync(b, "cannot use Redis: ", "AuthenticationFailure|NOAUTH|WRONGPASS",
             "node b logs why it cannot use Redis (the password is refused), not only that it cannot reach it");
 
         foreach (var node in new[] { a, b })
@@ -193,6 +203,22 @@ public sealed class RedisDeploymentTests : IAsyncLifetime
         Assert.True(a.Cluster.Limits.Rates.TokensGranted > 0);
         Assert.Equal("1", await deployment.Master.CommandAsync("EXISTS", "nativerelay:rate:path:default|example.com"));
         AssertNoErrors(a);
+    }
+
+    [Fact]
+    public async Task Through_sentinel_with_a_password_file_the_node_authenticates_to_sentinel_and_master_and_never_logs_it()
+    {
+        const string password = "sentinel-and-master-5e1d";
+        var deployment = Server(await SentinelRedis.StartAsync(_dir.Path, password));
+        string file = _dir.File("redis.pass");
+        File.WriteAllText(file, password + "\n");
+
+        var a = await StartNodeAsync("a", deployment.ConnectionString, passwordFile: file);
+        Assert.False(a.Cluster.Degraded);
+        await a.Cluster.Membership.BeatOnceAsync();
+        Assert.Contains("a", (await deployment.Master.CommandAsync("ZRANGE", "nativerelay:{nodes}", "0", "-1")).Split('\n'));
+        AssertNoErrors(a);
+        Assert.DoesNotContain(password, a.LogText);
     }
 
     [Fact]

@@ -89,7 +89,7 @@ public sealed class RedisProcess : IAsyncDisposable
 /// <summary>A test's own look into a Redis server over RESP, in plain TCP or in TLS trusting one CA.</summary>
 public static class RedisCommand
 {
-    public static async Task<string> RunAsync(int port, string[] args, X509Certificate2? ca = null, string? sslHost = null)
+    public static async Task<string> RunAsync(int port, string[] args, X509Certificate2? ca = null, string? sslHost = null, string? password = null)
     {
         using var client = new TcpClient();
         await client.ConnectAsync("127.0.0.1", port);
@@ -110,8 +110,11 @@ public static class RedisCommand
             stream = tls;
         }
         await using var owned = stream;
-        await stream.WriteAsync(System.Text.Encoding.UTF8.GetBytes(TestRedis.Resp(args)));
+        string request = (password is null ? "" : TestRedis.Resp("AUTH", password)) + TestRedis.Resp(args);
+        await stream.WriteAsync(System.Text.Encoding.UTF8.GetBytes(request));
         using var reader = new StreamReader(stream);
+        if (password is not null)
+            await TestRedis.ReadReplyAsync(reader);
         return await TestRedis.ReadReplyAsync(reader);
     }
 }
@@ -170,26 +173,53 @@ public sealed class SentinelRedis : IAsyncDisposable
     /// <summary>What a node is given: the sentinel and the service, never the master's address.</summary>
     public string ConnectionString => $"127.0.0.1:{SentinelPort},serviceName={Service}";
 
-    public static async Task<SentinelRedis> StartAsync(string directory)
+    /// <summary>
+    /// With a password, the master requires it, Sentinel uses it to watch the master (auth-pass)
+    /// and requires it of its own clients too (the client library sends one password to both).
+    /// </summary>
+    public static async Task<SentinelRedis> StartAsync(string directory, string? password = null)
     {
-        var master = await TestRedis.StartAsync();
-        int port = FreePort.Get();
-        // Sentinel rewrites its config file (what it learnt): a file of its own in the test's directory.
-        string config = Path.Combine(directory, "sentinel.conf");
-        File.WriteAllText(config, $"""
-            bind 127.0.0.1
-            protected-mode no
-            dir {directory}
-            sentinel monitor {Service} 127.0.0.1 {master.Port} 1
-            sentinel down-after-milliseconds {Service} 5000
+        var master = await TestRedis.StartAsync(password);
+        try
+        {
+            int port = FreePort.Get();
+            // Sentinel rewrites its config file (what it learnt): a file of its own in the test's
+            // directory. The password goes in that file (mode 0600), never on the command line.
+            string config = Path.Combine(directory, $"sentinel-{port}.conf");
+            File.WriteAllText(config, $"""
+                bind 127.0.0.1
+                protected-mode no
+                dir {directory}
+                sentinel monitor {Service} 127.0.0.1 {master.Port} 1
+                sentinel down-after-milliseconds {Service} 5000
 
-            """);
-        var sentinel = RedisProcess.Start(port, [config, "--sentinel", "--port", port.ToString(), "--daemonize", "no", "--loglevel", "warning"]);
-        var deployment = new SentinelRedis(master, sentinel);
-        await sentinel.WaitAsync(async () =>
-                (await RedisCommand.RunAsync(port, ["SENTINEL", "get-master-addr-by-name", Service])).EndsWith("\n" + master.Port, StringComparison.Ordinal),
-            "naming the master");
-        return deployment;
+                """ + (password is null ? "" : $"""
+                sentinel auth-pass {Service} "{password}"
+                requirepass "{password}"
+
+                """));
+            if (!OperatingSystem.IsWindows())
+                File.SetUnixFileMode(config, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+            var sentinel = RedisProcess.Start(port, [config, "--sentinel", "--port", port.ToString(), "--daemonize", "no", "--loglevel", "warning"]);
+            var deployment = new SentinelRedis(master, sentinel);
+            try
+            {
+                await sentinel.WaitAsync(async () =>
+                        (await RedisCommand.RunAsync(port, ["SENTINEL", "get-master-addr-by-name", Service], password: password)).EndsWith("\n" + master.Port, StringComparison.Ordinal),
+                    "naming the master");
+                return deployment;
+            }
+            catch
+            {
+                await deployment.DisposeAsync();
+                throw;
+            }
+        }
+        catch
+        {
+            await master.DisposeAsync();
+            throw;
+        }
     }
 
     public async ValueTask DisposeAsync()
