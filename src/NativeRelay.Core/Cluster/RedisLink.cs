@@ -137,17 +137,26 @@ public sealed class RedisLink : IAsyncDisposable
     // once. The start does not wait for it.
     private async Task ExplainAsync()
     {
-        try
+        // A PING may time out before the library has recorded the failure (no inner exception,
+        // nothing to tell): a few tries, each bounded by the command timeout.
+        for (int attempt = 1; attempt <= 3; attempt++)
         {
-            await _mux.GetDatabase().PingAsync().ConfigureAwait(false);
-        }
-        catch (Exception e) when (Volatile.Read(ref _disposed) == 0)
-        {
-            ConnectionFailed(FirstSentence(Innermost(e)?.Message));
-        }
-        catch (Exception)
-        {
-            // Stopped meanwhile: nothing to say.
+            try
+            {
+                await _mux.GetDatabase().PingAsync().ConfigureAwait(false);
+                return;
+            }
+            catch (Exception e) when (Volatile.Read(ref _disposed) == 0)
+            {
+                if (e.InnerException is null && attempt < 3)
+                    continue;
+                ConnectionFailed(FirstSentence(Innermost(e)?.Message));
+                return;
+            }
+            catch (Exception)
+            {
+                return; // stopped meanwhile: nothing to say
+            }
         }
     }
 
