@@ -269,5 +269,11 @@ public sealed class RedisDeploymentTests : IAsyncLifetime
         AssertNoErrors(a);
         AssertNoErrors(b);
         Assert.False(a.Cluster.Degraded || b.Cluster.Degraded);
+        // The keys are spread over the cluster's masters (a single slot would prove nothing).
+        int holding = 0;
+        foreach (int port in trio.Ports)
+            if (long.Parse(await RedisCommand.RunAsync(port, ["DBSIZE"]), System.Globalization.CultureInfo.InvariantCulture) > 0)
+                holding++;
+        Assert.True(holding >= 2, $"the fleet's keys are on {holding} of the three masters");
     }
 }
