@@ -19,15 +19,39 @@ public sealed class RedisLink : IAsyncDisposable
     private readonly ConnectionMultiplexer _mux;
     private int _available;
 
-    private RedisLink(ClusterSettings settings, Log log, ConnectionMultiplexer mux)
+    private readonly TlsTrust? _tls;
+    // 1 once why Redis cannot be used has been logged (reset when it answers): see ConnectionFailed.
+    private int _whyLogged;
+    private int _disposed;
+
+    private RedisLink(ClusterSettings settings, Log log, ConnectionMultiplexer mux, TlsTrust? tls)
     {
         _settings = settings;
         _log = log;
         _mux = mux;
+        _tls = tls;
         _available = mux.IsConnected ? 1 : 0;
-        mux.ConnectionFailed += (_, e) => SetAvailable(false, $"{e.FailureType} at {e.EndPoint}: {FirstSentence(e.Exception?.Message)}");
+        mux.ConnectionFailed += (_, e) => ConnectionFailed($"{e.FailureType} at {e.EndPoint}: {FirstSentence(Innermost(e.Exception)?.Message)}");
         mux.ConnectionRestored += (_, e) => SetAvailable(_mux.IsConnected, null);
         ClusterMetrics.RedisUp.SetSource(() => Available ? 1 : 0);
+    }
+
+    // A node that never reached Redis (a wrong password file, a server certificate it does not
+    // trust) is already marked away, so SetAvailable would say nothing and the operator would see
+    // only "cannot reach Redis yet", as if the server were down: the first failure's reason (the
+    // client library's, and why the certificate was refused) is logged once. Never the password:
+    // the client library does not put it in its messages.
+    private void ConnectionFailed(string why)
+    {
+        if (_tls?.LastRefusal is { } refusal)
+            why += " (" + refusal + ")";
+        if (Volatile.Read(ref _available) == 1)
+        {
+            SetAvailable(false, why);
+            return;
+        }
+        if (Interlocked.Exchange(ref _whyLogged, 1) == 0)
+            _log.Warn($"cluster: node {_settings.Node} cannot use Redis: {why}; it keeps trying, at its share of each limit meanwhile");
     }
 
     public ClusterSettings Settings => _settings;
@@ -75,41 +99,72 @@ public sealed class RedisLink : IAsyncDisposable
                 throw new Config.ConfigException($"cluster.passwordFile: cannot read {file}: {e.Message}");
             }
         }
-        if (settings.CaFile is { } ca)
+        TlsTrust? tls = null;
+        if (options.Ssl)
         {
             var anchors = new X509Certificate2Collection();
-            try
+            if (settings.CaFile is { } ca)
             {
-                anchors.ImportFromPemFile(ca);
+                try
+                {
+                    anchors.ImportFromPemFile(ca);
+                }
+                catch (Exception e) when (e is IOException or UnauthorizedAccessException or System.Security.Cryptography.CryptographicException)
+                {
+                    throw new Config.ConfigException($"cluster.caFile: cannot read {ca}: {e.Message}");
+                }
             }
-            catch (Exception e) when (e is IOException or UnauthorizedAccessException or System.Security.Cryptography.CryptographicException)
-            {
-                throw new Config.ConfigException($"cluster.caFile: cannot read {ca}: {e.Message}");
-            }
-            options.CertificateValidation += (_, certificate, _, errors) => TrustedBy(anchors, certificate, errors);
+            // Always our own check with ssl=true (the system store, then cluster.caFile): the
+            // same verdict as the default one, but it can say why a certificate was refused.
+            tls = new TlsTrust(anchors, settings.CaFile is not null);
+            options.CertificateValidation += tls.Validate;
         }
         var mux = await ConnectionMultiplexer.ConnectAsync(options, TextWriter.Null);
-        var link = new RedisLink(settings, log, mux);
+        var link = new RedisLink(settings, log, mux, tls);
         if (link.Available)
             log.Info($"cluster: node {settings.Node} connected to Redis at {RedisConnectionString.Redact(settings.Redis)}");
         else
             log.Warn($"cluster: node {settings.Node} cannot reach Redis at {RedisConnectionString.Redact(settings.Redis)} yet: "
                      + "using its share of each limit until it answers");
+        if (!link.Available)
+            _ = link.ExplainAsync();
         return link;
     }
 
-    private static bool TrustedBy(X509Certificate2Collection anchors, X509Certificate? certificate, SslPolicyErrors errors)
+    // Why the first connection failed is known only to the client library (its first failure
+    // event fires before the link can listen): a PING in the background fails with it as its
+    // innermost exception (NOAUTH for a wrong password, the refused certificate), and it is logged
+    // once. The start does not wait for it.
+    private async Task ExplainAsync()
     {
-        if (errors == SslPolicyErrors.None)
-            return true;
-        if (certificate is null || (errors & ~SslPolicyErrors.RemoteCertificateChainErrors) != 0)
-            return false; // a name mismatch is never forgiven
-        using var chain = new X509Chain();
-        chain.ChainPolicy.TrustMode = X509ChainTrustMode.CustomRootTrust;
-        chain.ChainPolicy.CustomTrustStore.AddRange(anchors);
-        chain.ChainPolicy.RevocationMode = X509RevocationMode.NoCheck;
-        using var leaf = new X509Certificate2(certificate);
-        return chain.Build(leaf);
+        // A PING may time out before the library has recorded the failure (no inner exception,
+        // nothing to tell): a few tries, each bounded by the command timeout.
+        for (int attempt = 1; attempt <= 3; attempt++)
+        {
+            try
+            {
+                await _mux.GetDatabase().PingAsync().ConfigureAwait(false);
+                return;
+            }
+            catch (Exception e) when (Volatile.Read(ref _disposed) == 0)
+            {
+                if (e.InnerException is null && attempt < 3)
+                    continue;
+                ConnectionFailed(FirstSentence(Innermost(e)?.Message));
+                return;
+            }
+            catch (Exception)
+            {
+                return; // stopped meanwhile: nothing to say
+            }
+        }
+    }
+
+    private static Exception? Innermost(Exception? e)
+    {
+        while (e?.InnerException is { } inner)
+            e = inner;
+        return e;
     }
 
     /// <summary>A command failed for want of Redis (timeout, connection): the node falls back until it answers again.</summary>
@@ -155,6 +210,7 @@ public sealed class RedisLink : IAsyncDisposable
         int value = available ? 1 : 0;
         if (Interlocked.Exchange(ref _available, value) == value)
             return;
+        Volatile.Write(ref _whyLogged, available ? 0 : 1);
         if (available)
             _log.Info($"cluster: Redis answers again: shared limits, actions and suppression are back in force on node {_settings.Node}");
         else
@@ -222,6 +278,7 @@ public sealed class RedisLink : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
+        Volatile.Write(ref _disposed, 1);
         ClusterMetrics.RedisUp.SetSource(null);
         try
         {
@@ -246,4 +303,46 @@ public sealed class RedisScript
 
     public string Text { get; }
     public byte[] Hash { get; }
+}
+
+/// <summary>
+/// Whether the Redis server's certificate is trusted with ssl=true: by the system store, or by a
+/// CA of cluster.caFile (a chain built on those anchors alone). A name other than the one asked
+/// for (sslHost, or the host) is never forgiven. Remembers why it last refused, for the log.
+/// </summary>
+internal sealed class TlsTrust(X509Certificate2Collection anchors, bool caFile)
+{
+    private string? _lastRefusal;
+
+    /// <summary>Why the last certificate was refused (null once one is trusted).</summary>
+    public string? LastRefusal => Volatile.Read(ref _lastRefusal);
+
+    public bool Validate(object sender, X509Certificate? certificate, X509Chain? chain, SslPolicyErrors errors)
+    {
+        string? refusal = Refusal(certificate, errors);
+        Volatile.Write(ref _lastRefusal, refusal);
+        return refusal is null;
+    }
+
+    private string? Refusal(X509Certificate? certificate, SslPolicyErrors errors)
+    {
+        if (errors == SslPolicyErrors.None)
+            return null;
+        if (certificate is null || (errors & SslPolicyErrors.RemoteCertificateNotAvailable) != 0)
+            return "the server sent no certificate";
+        if ((errors & SslPolicyErrors.RemoteCertificateNameMismatch) != 0)
+            return $"the server's certificate ({certificate.Subject}) is not for the name asked for (sslHost in cluster.redis)";
+        string where = caFile ? "cluster.caFile or the system store" : "the system store (cluster.caFile names a private CA)";
+        if (anchors.Count == 0)
+            return $"the server's certificate ({certificate.Subject}, issued by {certificate.Issuer}) is not signed by a CA of {where}";
+        using var custom = new X509Chain();
+        custom.ChainPolicy.TrustMode = X509ChainTrustMode.CustomRootTrust;
+        custom.ChainPolicy.CustomTrustStore.AddRange(anchors);
+        custom.ChainPolicy.RevocationMode = X509RevocationMode.NoCheck;
+        using var leaf = new X509Certificate2(certificate);
+        if (custom.Build(leaf))
+            return null;
+        string status = string.Join(", ", custom.ChainStatus.Select(s => s.Status.ToString()).Distinct());
+        return $"the server's certificate ({certificate.Subject}, issued by {certificate.Issuer}) is not trusted by {where}: {status}";
+    }
 }

@@ -105,7 +105,7 @@ public sealed class TestRedis : IAsyncDisposable
         return await ReadReplyAsync(reader);
     }
 
-    private static string Resp(params string[] args)
+    internal static string Resp(params string[] args)
     {
         var sb = new System.Text.StringBuilder($"*{args.Length}\r\n");
         foreach (var a in args)
@@ -114,7 +114,7 @@ public sealed class TestRedis : IAsyncDisposable
     }
 
     /// <summary>One reply, flattened: arrays as their elements one per line, nil as "(nil)", errors as "ERR ...".</summary>
-    private static async Task<string> ReadReplyAsync(StreamReader reader)
+    internal static async Task<string> ReadReplyAsync(StreamReader reader)
     {
         string line = await reader.ReadLineAsync() ?? throw new IOException("redis closed the connection");
         switch (line[0])
