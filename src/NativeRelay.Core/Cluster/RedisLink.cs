@@ -96,7 +96,7 @@ public sealed class RedisLink : IAsyncDisposable
             }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException)
             {
-                throw new Config.ConfigException($"cluster.passwordFile: cannot read {file}: {e.Message}");
+                throw new Config.ConfigException($"cluster.passwordFile: cannot read {file}: {NativeRelay.Telemetry.ExceptionText.Reason(e)}");
             }
         }
         TlsTrust? tls = null;
@@ -111,7 +111,7 @@ public sealed class RedisLink : IAsyncDisposable
                 }
                 catch (Exception e) when (e is IOException or UnauthorizedAccessException or System.Security.Cryptography.CryptographicException)
                 {
-                    throw new Config.ConfigException($"cluster.caFile: cannot read {ca}: {e.Message}");
+                    throw new Config.ConfigException($"cluster.caFile: cannot read {ca}: {NativeRelay.Telemetry.ExceptionText.Reason(e)}");
                 }
             }
             // Always our own check with ssl=true (the system store, then cluster.caFile): the

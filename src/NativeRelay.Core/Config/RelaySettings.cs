@@ -71,7 +71,7 @@ public sealed record RelaySettings
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
-            throw new ConfigException($"cannot read config file {path}: {e.Message}");
+            throw new ConfigException($"cannot read config file {path}: {NativeRelay.Telemetry.ExceptionText.Reason(e)}");
         }
         return ParseText(text, path);
     }

@@ -298,11 +298,11 @@ public sealed class EventJournal : IDisposable
                     {
                         // Stopping with a disk that refuses: the spool is closed already, so what
                         // these events describe is not recorded either and will happen again.
-                        _log.Error($"event journal: cannot write {_directory} at the stop: {e.Message}; {end - first} event(s) not kept");
+                        _log.Error($"event journal: cannot write {_directory} at the stop: {NativeRelay.Telemetry.ExceptionText.Reason(e)}; {end - first} event(s) not kept");
                         break;
                     }
                     if (!warned)
-                        _log.Error($"event journal: cannot write {_directory}: {e.Message}; retrying every second");
+                        _log.Error($"event journal: cannot write {_directory}: {NativeRelay.Telemetry.ExceptionText.Reason(e)}; retrying every second");
                     warned = true;
                     Thread.Sleep(1000);
                 }

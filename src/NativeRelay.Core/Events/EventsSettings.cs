@@ -124,7 +124,7 @@ public sealed class WebhookSettings
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
-            throw new ConfigException($"webhook {Name}: cannot read its secret file {SecretFile}: {e.Message}");
+            throw new ConfigException($"webhook {Name}: cannot read its secret file {SecretFile}: {NativeRelay.Telemetry.ExceptionText.Reason(e)}");
         }
         int n = bytes.Length;
         while (n > 0 && bytes[n - 1] is (byte)'\n' or (byte)'\r')

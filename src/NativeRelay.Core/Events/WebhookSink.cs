@@ -178,7 +178,7 @@ internal sealed class WebhookSink : IAsyncDisposable
             }
             catch (IOException e)
             {
-                _log.Warn($"webhook {Name}: cannot write its cursor at the stop: {e.Message} (the last batches will be sent again)");
+                _log.Warn($"webhook {Name}: cannot write its cursor at the stop: {NativeRelay.Telemetry.ExceptionText.Reason(e)} (the last batches will be sent again)");
             }
         }
     }

@@ -43,7 +43,7 @@ public sealed class AliasTable
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
-            throw new ConfigException($"cannot read aliases file {path}: {e.Message}");
+            throw new ConfigException($"cannot read aliases file {path}: {NativeRelay.Telemetry.ExceptionText.Reason(e)}");
         }
         return Parse(text, path);
     }

@@ -153,7 +153,7 @@ public sealed class LocalDeliveryAgent : ILocalDeliveryAgent
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
             // Disk full, permissions, a missing mount: the operator can fix it, so the mail waits.
-            return SmtpReply.Local(451, $"4.3.0 cannot write to maildir {maildir}: {e.Message}");
+            return SmtpReply.Local(451, $"4.3.0 cannot write to maildir {maildir}: {NativeRelay.Telemetry.ExceptionText.Reason(e)}");
         }
     }
 

@@ -92,7 +92,7 @@ public sealed class TlsCertificateStore
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
-            throw new ConfigException($"cannot read the TLS certificate or key: {e.Message}");
+            throw new ConfigException($"cannot read the TLS certificate or key: {NativeRelay.Telemetry.ExceptionText.Reason(e)}");
         }
     }
 

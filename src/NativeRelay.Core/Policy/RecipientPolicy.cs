@@ -240,7 +240,7 @@ public sealed class RecipientPolicy
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
-            throw new ConfigException($"cannot read localRecipientsFile {path}: {e.Message}");
+            throw new ConfigException($"cannot read localRecipientsFile {path}: {NativeRelay.Telemetry.ExceptionText.Reason(e)}");
         }
         var entries = new List<string>();
         for (int i = 0; i < lines.Length; i++)

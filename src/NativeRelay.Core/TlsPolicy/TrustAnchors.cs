@@ -30,7 +30,7 @@ public sealed class TrustAnchors
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or CryptographicException)
         {
-            throw new ConfigException($"{what}: cannot read CA certificates from {full}: {e.Message}");
+            throw new ConfigException($"{what}: cannot read CA certificates from {full}: {NativeRelay.Telemetry.ExceptionText.Reason(e)}");
         }
         if (certificates.Count == 0)
             throw new ConfigException($"{what}: {full} holds no PEM certificate");

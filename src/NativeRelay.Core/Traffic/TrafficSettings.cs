@@ -183,7 +183,7 @@ public sealed class TrafficSettings
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
-            throw new ConfigException($"traffic.shaping: cannot read {path}: {e.Message}");
+            throw new ConfigException($"traffic.shaping: cannot read {path}: {NativeRelay.Telemetry.ExceptionText.Reason(e)}");
         }
     }
 

@@ -99,7 +99,7 @@ internal static class DkimCommand
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
-            throw new ConfigException($"cannot read {file}: {e.Message}");
+            throw new ConfigException($"cannot read {file}: {NativeRelay.Telemetry.ExceptionText.Reason(e)}");
         }
         message = WithCrlf(message);
         var verifier = DkimVerifier.Create(new DnsClientResolver(settings.Routing.DnsServers, settings.Routing.DnsTimeout), settings.Dkim);

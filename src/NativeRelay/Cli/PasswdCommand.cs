@@ -162,7 +162,7 @@ internal static class PasswdCommand
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
-            throw new ConfigException($"cannot write {path}: {e.Message}");
+            throw new ConfigException($"cannot write {path}: {NativeRelay.Telemetry.ExceptionText.Reason(e)}");
         }
     }
 }

@@ -134,7 +134,7 @@ internal static class SendmailCommand
         }
         catch (IOException e)
         {
-            Console.Error.WriteLine($"sendmail: cannot read the message from standard input: {e.Message}");
+            Console.Error.WriteLine($"sendmail: cannot read the message from standard input: {NativeRelay.Telemetry.ExceptionText.Reason(e)}");
             return ExIoErr;
         }
 

@@ -178,7 +178,7 @@ internal static class ServeCommand
         {
             log.Dispose();
             await host.DisposeAsync();
-            throw new ConfigException($"cannot open the spool {settings.SpoolDirectory}: {e.Message}");
+            throw new ConfigException($"cannot open the spool {settings.SpoolDirectory}: {NativeRelay.Telemetry.ExceptionText.Reason(e)}");
         }
         log.Flush();
 

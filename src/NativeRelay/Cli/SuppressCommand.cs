@@ -184,7 +184,7 @@ internal static class SuppressCommand
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
-            Console.Error.WriteLine($"nativerelay suppress: cannot read {file}: {e.Message}");
+            Console.Error.WriteLine($"nativerelay suppress: cannot read {file}: {NativeRelay.Telemetry.ExceptionText.Reason(e)}");
             return QueueCommand.ExitFailed;
         }
         await using (input)

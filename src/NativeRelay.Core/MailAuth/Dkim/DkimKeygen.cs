@@ -39,7 +39,7 @@ public static class DkimKeygen
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
-            throw new ConfigException($"cannot write {file}: {e.Message}");
+            throw new ConfigException($"cannot write {file}: {NativeRelay.Telemetry.ExceptionText.Reason(e)}");
         }
         using var key = DkimSigningKey.Load(domain, selector, file);
         return (file, Record(selector, domain, key.KeyRecord()));

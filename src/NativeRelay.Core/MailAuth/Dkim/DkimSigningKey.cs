@@ -61,7 +61,7 @@ public sealed class DkimSigningKey : IDisposable
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
-            throw new ConfigException($"dkim key {file}: cannot read it: {e.Message}");
+            throw new ConfigException($"dkim key {file}: cannot read it: {NativeRelay.Telemetry.ExceptionText.Reason(e)}");
         }
         return FromPem(domain, selector, file, pem);
     }

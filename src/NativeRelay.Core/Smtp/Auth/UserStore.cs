@@ -140,7 +140,7 @@ public sealed class UserStore
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
-            throw new ConfigException($"cannot read the users file {path}: {e.Message}");
+            throw new ConfigException($"cannot read the users file {path}: {NativeRelay.Telemetry.ExceptionText.Reason(e)}");
         }
         return Parse(lines, path);
     }

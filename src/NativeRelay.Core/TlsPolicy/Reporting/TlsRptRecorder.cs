@@ -109,7 +109,7 @@ public sealed class TlsRptRecorder : IDisposable
                 }
                 catch (Exception e) when (e is IOException or UnauthorizedAccessException)
                 {
-                    _log?.Invoke($"TLS-RPT: cannot write the counts of {domain} for {date}: {e.Message}");
+                    _log?.Invoke($"TLS-RPT: cannot write the counts of {domain} for {date}: {NativeRelay.Telemetry.ExceptionText.Reason(e)}");
                     lock (_days)
                         _dirty.Add((date, domain));
                 }

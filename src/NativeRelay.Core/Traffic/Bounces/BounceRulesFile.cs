@@ -75,7 +75,7 @@ public static class BounceRulesReader
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
-            throw new ConfigException($"bounces.classRules: cannot read {path}: {e.Message}");
+            throw new ConfigException($"bounces.classRules: cannot read {path}: {NativeRelay.Telemetry.ExceptionText.Reason(e)}");
         }
         return Parse(text, path);
     }

@@ -117,7 +117,7 @@ public static class ShapingFile
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
-            throw new ConfigException($"traffic.shaping: cannot read {path}: {e.Message}");
+            throw new ConfigException($"traffic.shaping: cannot read {path}: {NativeRelay.Telemetry.ExceptionText.Reason(e)}");
         }
         return Parse(text, path);
     }
