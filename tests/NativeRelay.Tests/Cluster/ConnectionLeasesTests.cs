@@ -51,7 +51,9 @@ public sealed class ConnectionLeasesTests : IAsyncLifetime
     /// <summary>A lane: asks for a lease until it has one (woken by the lease set), or the deadline.</summary>
     private async Task<bool> UseAsync(LeaseSet set, DateTime until)
     {
-        using var woken = new SemaphoreSlim(0);
+        // Not disposed: the lease set may still post a wake after the lane has its lease (or gave
+        // up), and a Release on a disposed semaphore in a thread-pool item ends the process.
+        var woken = new SemaphoreSlim(0);
         Action wake = () => woken.Release();
         while (DateTime.UtcNow < until)
         {
@@ -122,7 +124,7 @@ public sealed class ConnectionLeasesTests : IAsyncLifetime
         Assert.Equal(2, await HeldInRedisAsync(key));
 
         // Held past the lease time: the renewals keep them, and the other node is refused.
-        using var woken = new SemaphoreSlim(0);
+        var woken = new SemaphoreSlim(0); // not disposed, as in UseAsync
         Action wake = () => woken.Release();
         var refusedUntil = DateTime.UtcNow.AddSeconds(4.5);
         while (DateTime.UtcNow < refusedUntil)
