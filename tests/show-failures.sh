@@ -11,4 +11,10 @@ awk '
   /^  (Passed|Skipped) / || /^\[xUnit/ || /^Test Run / || /^Total tests/ { keep = 0 }
   keep && lines < 60 { print; lines++ }
 ' "$log" | head -400
+# A crashed test host fails no test by name: say why it crashed and which tests were running.
+if grep -q "Test Run Aborted" "$log"; then
+  echo "--- the test host crashed:"
+  grep -m1 -A8 "The active test run was aborted" "$log"
+  grep -A6 "The test running when the crash occurred" "$log" | head -8
+fi
 echo "==================================================================="
