@@ -52,7 +52,12 @@ public sealed class TestSmtpSink : IAsyncDisposable, IDisposable
     /// <summary>"IP:port", the form the relay's --relay-to takes.</summary>
     public string Endpoint => $"{Address}:{Port}";
 
-    /// <summary>The most connections open at once (from accept to close).</summary>
+    /// <summary>
+    /// The most connections open at once: a connection counts from its accept until the client
+    /// ends it with QUIT (or it closes). Not until the socket's close is seen: a client that
+    /// renews a connection gets 221, closes, and connects again, and this side may accept the new
+    /// connection before it reads the old one's end.
+    /// </summary>
     public int MaxConcurrentConnections => Volatile.Read(ref _maxOpen);
 
     /// <summary>Connections open now (from accept to close).</summary>
@@ -277,9 +282,21 @@ public sealed class TestSmtpSink : IAsyncDisposable, IDisposable
         {
         }
         Record($"conn {number}: open from {client.Client.RemoteEndPoint}");
+        // A session leaves the count once: at QUIT, before the 221 (the client may release its
+        // slot and another client connect as soon as it has the 221, before this task runs
+        // again), or when the session ends any other way.
+        int ended = 0;
+        void End()
+        {
+            if (Interlocked.Exchange(ref ended, 1) == 0)
+            {
+                Interlocked.Decrement(ref _open);
+                lock (_lock) { _openByPeer[peer]--; }
+            }
+        }
         try
         {
-            await RunSessionAsync(client.GetStream(), number, peer, _stop.Token).ConfigureAwait(false);
+            await RunSessionAsync(client.GetStream(), number, peer, End, _stop.Token).ConfigureAwait(false);
         }
         catch (Exception ex) when (ex is OperationCanceledException or IOException or SocketException or ObjectDisposedException or InvalidDataException)
         {
@@ -287,15 +304,14 @@ public sealed class TestSmtpSink : IAsyncDisposable, IDisposable
         }
         finally
         {
-            Interlocked.Decrement(ref _open);
-            lock (_lock) { _openByPeer[peer]--; }
+            End();
         }
 
         Record($"conn {number}: closed");
         Signal();
     }
 
-    private async Task RunSessionAsync(NetworkStream stream, int number, string peer, CancellationToken ct)
+    private async Task RunSessionAsync(NetworkStream stream, int number, string peer, Action quit, CancellationToken ct)
     {
         // No session may outlive a broken test for long.
         using var sessionCts = CancellationTokenSource.CreateLinkedTokenSource(ct);
@@ -444,6 +460,7 @@ public sealed class TestSmtpSink : IAsyncDisposable, IDisposable
                     await Reply("250 2.0.0 Ok").ConfigureAwait(false);
                     break;
                 case "QUIT":
+                    quit();
                     await Reply("221 2.0.0 Bye").ConfigureAwait(false);
                     return;
                 default:
