@@ -12,9 +12,10 @@
 #   cmd/msg    commands Redis executed per message during the run (INFO commandstats, summed),
 #              which also counts the scripts' inner calls as one EVALSHA each
 # then the medians per variant. The issue's target: at most one round trip per 20 messages at
-# full speed (cluster.rateBatch, 20 by default: one token batch per 20 messages).
+# full speed (cluster.rateBatch, 32 by default: one token batch per 32 messages, the rest of the
+# round trips connection leases and heartbeats).
 #
-#   bash perf/cluster-cost.sh [BIN]        (REPS=3 N=20000 S=10 SIZE=1024 PORT=27125 RATE_BATCH=20)
+#   bash perf/cluster-cost.sh [BIN]        (REPS=3 N=20000 S=10 SIZE=1024 PORT=27125 RATE_BATCH=32)
 #
 # Bounded: every wait has a time limit (a run that does not finish in 120 s is reported and
 # stopped); only the processes this script starts are stopped, by pid; the work directory is
@@ -23,7 +24,7 @@ set -uo pipefail
 
 BIN=${1:-$(dirname "$0")/../out/nativerelay}
 REPS=${REPS:-3}; N=${N:-20000}; S=${S:-10}; SIZE=${SIZE:-1024}; PORT=${PORT:-27125}
-RATE_BATCH=${RATE_BATCH:-20}
+RATE_BATCH=${RATE_BATCH:-32}
 SINK_PORT=$((PORT + 1)); METRICS_PORT=$((PORT + 2)); REDIS_PORT=$((PORT + 3))
 command -v redis-server >/dev/null || { echo "cluster-cost.sh: redis-server not found (apt-get install redis-server)" >&2; exit 2; }
 command -v redis-cli >/dev/null || { echo "cluster-cost.sh: redis-cli not found (apt-get install redis-tools)" >&2; exit 2; }
