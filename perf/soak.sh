@@ -56,8 +56,16 @@ start_sink() {
   sink=$!
 }
 
+# The sink draws its refusals per attempt, not per address, and blast sends to the same four
+# addresses all along: the relay's automatic suppression of hard-bounced recipients (on by
+# default) would soon refuse every message at RCPT. The soak is about bounces, DSNs and retries,
+# so it turns the automatic additions off (the list itself stays on and is consulted).
+cat > "$WORK/relay.json" <<'JSON'
+{ "suppression": { "autoAdd": [] } }
+JSON
+
 start_relay() {
-  "$BIN" serve --listen "127.0.0.1:$RELAY_PORT" --spool "$SPOOL" --relay-to "127.0.0.1:$SINK_PORT" \
+  "$BIN" serve --config "$WORK/relay.json" --listen "127.0.0.1:$RELAY_PORT" --spool "$SPOOL" --relay-to "127.0.0.1:$SINK_PORT" \
     --hostname soak.nativerelay.test --metrics "127.0.0.1:$METRICS_PORT" \
     --tls-cert "$WORK/cert.pem" --tls-key "$WORK/key.pem" > "$WORK/relay.log" 2>&1 &
   relay=$!
