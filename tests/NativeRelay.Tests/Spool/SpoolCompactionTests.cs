@@ -122,6 +122,30 @@ public sealed class SpoolCompactionTests : IDisposable
     }
 
     [Fact]
+    public async Task While_compaction_finds_messages_to_move_it_runs_at_every_housekeeping_tick_not_once_an_interval()
+    {
+        await using var spool = _kit.Open();
+        // Four deferred messages, each followed by more than a segment of finished traffic: each
+        // pins its own segment, so each takes a compaction run of its own.
+        for (ulong deferred = 1; deferred <= 4; deferred++)
+        {
+            await SpoolTestKit.AppendCommittedAsync(spool, deferred, SpoolTestKit.Message(3000, (int)deferred));
+            await DeliveredTrafficAsync(spool, 100 * deferred, 60);
+        }
+        await DeliveredTrafficAsync(spool, 1000, 200);
+        await spool.WaitForCommitAsync(spool.TailAddress - 1);
+
+        // The host's one-second ticks, called back to back (well inside CompactionInterval): the
+        // first run moves message 1, and since it moved something the next tick runs again.
+        for (int tick = 0; tick < 6; tick++)
+            await spool.MaintainAsync();
+        int runs = _kit.LogText.Split("compaction copied").Length - 1;
+        Assert.True(runs >= 4, $"{runs} compaction run(s) moved messages in six ticks; expected one per deferred message\n{_kit.LogText}");
+        for (ulong deferred = 1; deferred <= 4; deferred++)
+            Assert.True(spool.Index.TryGet(deferred, out _), $"message {deferred} is still queued after its move");
+    }
+
+    [Fact]
     public async Task A_log_that_is_mostly_live_is_left_alone()
     {
         await using var spool = _kit.Open();
