@@ -109,7 +109,7 @@ public static class RelayMetrics
         "destination", DefaultMaxDestinations);
 
     public static readonly SiteClassCounter BounceClasses = Registry.Add(new SiteClassCounter(
-        "nativerelay_bounce_class_total", "Failed and deferred recipients by site (for now the next-hop host, or the recipient domain when none was reached), bounce class and outcome.",
+        "nativerelay_bounce_class_total", "Failed and deferred recipients by traffic site (local for local delivery, the recipient domain when no next hop was tried), bounce class and outcome.",
         NativeRelay.Traffic.Bounces.BounceClassNames.All, DefaultMaxDestinations));
 
     public static readonly BoundedCounterVec TlsConnections = Registry.BoundedCounterVec(

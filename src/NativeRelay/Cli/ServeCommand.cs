@@ -131,7 +131,7 @@ internal static class ServeCommand
         "deliver this domain's mail into Maildirs under --maildir-root instead of relaying it", shown: "none");
 
     private static readonly Option<string> MaildirRoot = Flags.Text("--maildir-root", "DIR",
-        "root of the Maildirs of the --local-domain domains (DIR/DOMAIN/USER)");
+        "root of the Maildirs of the --local-domain domains: user U of any of them goes to DIR/U/");
 
     private static FlagSetter<RelayOptions> Flag<T>(Option<T> option, Action<RelayOptions, T> apply) => FlagSetter<RelayOptions>.Of(option, apply);
 
