@@ -56,7 +56,8 @@ public sealed class FileUnsubscribeRecorder : IUnsubscribeRecorder
         return ValueTask.CompletedTask;
     }
 
-    public bool IsUnsubscribed(string recipient, string senderDomain) => Volatile.Read(ref _pairs).Contains(Key(recipient, senderDomain));
+    /// <summary>Only unsubscribes are kept here (the suppression list is off), and they are per sender domain, whatever the pool.</summary>
+    public bool IsSuppressed(string recipient, string? pool, string senderDomain) => Volatile.Read(ref _pairs).Contains(Key(recipient, senderDomain));
 
     private static string Key(string recipient, string domain) => recipient.ToLowerInvariant() + " " + domain.ToLowerInvariant();
 }

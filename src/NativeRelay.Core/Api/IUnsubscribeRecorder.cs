@@ -10,6 +10,10 @@ public interface IUnsubscribeRecorder
     /// <summary>Records (durably) that <paramref name="recipient"/> wants no more mail from <paramref name="senderDomain"/>'s <paramref name="listId"/>.</summary>
     ValueTask RecordAsync(string recipient, string senderDomain, string listId);
 
-    /// <summary>True when the recipient unsubscribed from this sender domain (any of its lists).</summary>
-    bool IsUnsubscribed(string recipient, string senderDomain);
+    /// <summary>
+    /// True when mail from <paramref name="senderDomain"/> in <paramref name="pool"/> (null: no
+    /// pool) must not go to the recipient: an unsubscribe from that domain, or (with the
+    /// suppression list) any entry whose scope covers the message, global, pool or domain.
+    /// </summary>
+    bool IsSuppressed(string recipient, string? pool, string senderDomain);
 }

@@ -313,9 +313,10 @@ public sealed class InjectionService
                 response.Rejected.Add(new RejectedRecipient { Email = email, Error = $"invalid address: {why}" });
                 continue;
             }
-            if (_host.Unsubscribes.IsUnsubscribed(email, c.FromDomain))
+            // The message's pool counts: a pool-scoped entry refuses here, not only at delivery.
+            if (_host.Unsubscribes.IsSuppressed(email, c.Pool == "default" ? null : c.Pool, c.FromDomain))
             {
-                response.Rejected.Add(new RejectedRecipient { Email = email, Error = $"suppressed: {email} unsubscribed from {c.FromDomain}" });
+                response.Rejected.Add(new RejectedRecipient { Email = email, Error = $"suppressed: {email} is on this relay's suppression list for mail from {c.FromDomain}" });
                 continue;
             }
             ulong id = _host.Ids.Next();

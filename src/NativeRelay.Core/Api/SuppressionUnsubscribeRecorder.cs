@@ -19,6 +19,6 @@ public sealed class SuppressionUnsubscribeRecorder(ISuppressionList list) : IUns
             list.Commit();
         }));
 
-    public bool IsUnsubscribed(string recipient, string senderDomain) =>
-        list.IsSuppressed(Encoding.UTF8.GetBytes(recipient), null, Encoding.UTF8.GetBytes(senderDomain));
+    public bool IsSuppressed(string recipient, string? pool, string senderDomain) =>
+        list.IsSuppressed(Encoding.UTF8.GetBytes(recipient), pool, Encoding.UTF8.GetBytes(senderDomain));
 }

@@ -441,6 +441,30 @@ public sealed class HttpApiEndToEndTests(ITestOutputHelper log) : IAsyncLifetime
     }
 
     [Fact]
+    public async Task A_pool_scoped_suppression_refuses_injection_into_that_pool_and_no_other()
+    {
+        var token = await AddTokenAsync("mixed");
+        await StartAsync();
+        var add = await CliRun.RunAsync(["suppress", "add", "carol@example.org", "--scope", "pool:news", "--reason", "complained", "--spool", _dir.Spool], [], _dir.Path, log);
+        Assert.True(add.ExitCode == 0, add.ToString());
+        string Body(string pool) => $$"""{"from":"n@example.test","recipients":[{"email":"carol@example.org"},{"email":"dan@example.org"}],"subject":"s","text":"t","pool":"{{pool}}"}""";
+
+        // In the pool the entry names, Carol is refused at injection (not only at delivery), Dan is not.
+        var (status, answer, _) = await PostAsync(token, Body("news"));
+        Assert.Equal(HttpStatusCode.Accepted, status);
+        Assert.Equal("dan@example.org", (string?)Assert.Single(answer["accepted"]!.AsArray())!["email"]);
+        var refused = Assert.Single(answer["rejected"]!.AsArray())!;
+        Assert.Equal("carol@example.org", (string?)refused["email"]);
+        Assert.Equal("suppressed: carol@example.org is on this relay's suppression list for mail from example.test", (string?)refused["error"]);
+
+        // Another pool: both are taken.
+        var (otherStatus, other, _) = await PostAsync(token, Body("other"));
+        Assert.Equal(HttpStatusCode.Accepted, otherStatus);
+        Assert.Equal(2, other["accepted"]!.AsArray().Count);
+        Assert.Null(other["rejected"] is JsonArray r && r.Count > 0 ? r : null);
+    }
+
+    [Fact]
     public async Task Injected_messages_carry_their_pool_tags_and_metadata_into_every_event_and_an_unsubscribe_is_an_event()
     {
         const string secret = "webhook-secret-for-the-api-test";
