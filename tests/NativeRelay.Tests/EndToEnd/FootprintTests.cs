@@ -306,6 +306,32 @@ public sealed class FootprintTests(ITestOutputHelper log)
         Assert.DoesNotContain("Unhandled", relay.Output);
     }
 
+    /// <summary>
+    /// `nativerelay sendmail` makes a Message-ID for a message without one and, when the relay
+    /// cannot be reached, a maildrop file with a random name: random bytes that came from
+    /// RandomNumberGenerator, which is OpenSSL's on Linux, and aborted the verb in a root without
+    /// it. They come from getrandom(2) now: no OpenSSL, no /dev/urandom (the root has no /dev).
+    /// </summary>
+    [Fact]
+    public async Task Without_openssl_sendmail_makes_a_message_id_and_leaves_the_message_in_the_maildrop()
+    {
+        using var dir = new TempDir();
+        var root = MakeRoot(dir);
+        foreach (var lib in new[] { "libssl.so.3", "libcrypto.so.3" })
+            File.Delete(root + Lib + lib);
+        Assert.False(Directory.Exists(root + "/dev"));
+
+        // Port 9 on loopback: nothing listens, so the message goes to the maildrop.
+        using var sendmail = ChrootProcess.Start(root, ["sendmail", "--server", "127.0.0.1:9", "--spool", Spool, "-f", "alice@image.test", "bob@example.test"], log,
+            stdin: "Subject: no message id\n\nhello\n");
+        Assert.True(await sendmail.WaitForExitAsync() == 0, sendmail.Output);
+        Assert.DoesNotContain("No usable version", sendmail.Output);
+        string maildrop = root + Spool + "/maildrop";
+        var file = Assert.Single(Directory.GetFiles(maildrop), f => !Path.GetFileName(f).StartsWith("tmp.", StringComparison.Ordinal));
+        Assert.Matches("^[0-9a-f]{32}$", Path.GetFileName(file));
+        Assert.Matches(@"Message-ID: <\d+\.[0-9a-f]{16}@", File.ReadAllText(file));
+    }
+
     // --- the root --------------------------------------------------------------------------
 
     /// <summary>A fresh copy of the root under test in DIR/root: rootfs.sh's, or NATIVERELAY_ROOTFS.</summary>
@@ -435,7 +461,7 @@ public sealed class FootprintTests(ITestOutputHelper log)
         public string Stderr { get { lock (_stderr) return _stderr.ToString(); } }
         public string Output { get { lock (_stdout) lock (_stderr) return $"{_describe}\nstdout:\n{_stdout}\nstderr:\n{_stderr}"; } }
 
-        public static ChrootProcess Start(string root, string[] args, ITestOutputHelper log, string? straceTo = null)
+        public static ChrootProcess Start(string root, string[] args, ITestOutputHelper log, string? straceTo = null, string? stdin = null)
         {
             var psi = new ProcessStartInfo { RedirectStandardError = true, RedirectStandardOutput = true, RedirectStandardInput = true, UseShellExecute = false, WorkingDirectory = "/" };
             psi.Environment.Clear();
@@ -459,6 +485,8 @@ public sealed class FootprintTests(ITestOutputHelper log)
             p.Start();
             p.BeginOutputReadLine();
             p.BeginErrorReadLine();
+            if (stdin is not null)
+                p.StandardInput.Write(stdin);
             p.StandardInput.Close();
             return self;
         }

@@ -243,3 +243,19 @@ public sealed class SystemDnsServersTests
         Assert.Equal($"no DNS servers: {file} names none; give --dns IP[:PORT] or routing.dns", DnsClientResolver.SystemServersProblem(file));
     }
 }
+
+/// <summary>Random bytes without OpenSSL (RandomNumberGenerator is OpenSSL's on Linux) or /dev/urandom: getrandom(2).</summary>
+public sealed class KernelRandomTests
+{
+    [Fact]
+    public void Any_length_is_filled_from_the_kernel_and_two_draws_differ()
+    {
+        var a = NativeRelay.Interop.KernelRandom.GetBytes(4096);
+        var b = NativeRelay.Interop.KernelRandom.GetBytes(4096);
+        Assert.False(a.AsSpan().SequenceEqual(b));
+        // 4096 random bytes take nearly all 256 values (a buffer left unfilled would be zeros).
+        Assert.True(a.Distinct().Count() > 200);
+        Assert.True(b.Distinct().Count() > 200);
+        Assert.Empty(NativeRelay.Interop.KernelRandom.GetBytes(0));
+    }
+}
