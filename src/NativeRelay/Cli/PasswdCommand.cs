@@ -47,7 +47,7 @@ internal static class PasswdCommand
             throw new ConfigException($"user name '{user}' may not contain ':', white space or control characters");
 
         if (!delete)
-            NativeRelay.Net.OpenSslLibrary.Require("nativerelay passwd"); // PBKDF2-HMAC-SHA256
+            NativeRelay.Net.OpenSslLibrary.Require("passwd"); // PBKDF2-HMAC-SHA256
         if (delete)
         {
             if (file is null)

@@ -332,6 +332,26 @@ public sealed class FootprintTests(ITestOutputHelper log)
         Assert.Matches(@"Message-ID: <\d+\.[0-9a-f]{16}@", File.ReadAllText(file));
     }
 
+    /// <summary>The verbs that hash, sign or make keys refuse in one line in a root without OpenSSL, where they aborted.</summary>
+    [Theory]
+    [InlineData("passwd", "passwd alice --file /var/spool/nativerelay/users")]
+    [InlineData("token add", "token add api --file /var/spool/nativerelay/tokens")]
+    [InlineData("dkim keygen", "dkim keygen --domain image.test --selector s1 --algorithm ed25519 --out /var/spool/nativerelay")]
+    public async Task Without_openssl_a_verb_that_hashes_or_signs_refuses_in_one_line(string verb, string commandLine)
+    {
+        using var dir = new TempDir();
+        var root = MakeRoot(dir);
+        foreach (var lib in new[] { "libssl.so.3", "libcrypto.so.3" })
+            File.Delete(root + Lib + lib);
+        using var run = ChrootProcess.Start(root, commandLine.Split(' '), log, stdin: "secret\n");
+        int code = await run.WaitForExitAsync();
+        var errors = run.Stderr.TrimEnd('\n').Split('\n');
+        Assert.True(errors.Length == 1, run.Output);
+        Assert.StartsWith($"nativerelay: {verb} needs OpenSSL 3, which cannot be loaded: libcrypto.so.3 is missing", errors[0]);
+        Assert.Equal(2, code);
+        Assert.Empty(Directory.GetFiles(root + Spool));
+    }
+
     // --- the root --------------------------------------------------------------------------
 
     /// <summary>A fresh copy of the root under test in DIR/root: rootfs.sh's, or NATIVERELAY_ROOTFS.</summary>
