@@ -38,7 +38,9 @@ public sealed partial class DeliveryScheduler
             ? NativeRelay.TlsPolicies.CertificateVerifier.SystemOnly
             : new NativeRelay.TlsPolicies.CertificateVerifier(routing.TrustAnchors);
         NativeRelay.TlsPolicies.MtaSts.MtaStsPolicies? sts = null;
-        if (routing.MtaSts && routing.MtaStsDirectory is { } directory && router is Router withDns)
+        // Without OpenSSL no policy is fetched or used (StartupChecks.FetchesMtaSts; start-up says so once).
+        if (NativeRelay.Hosting.StartupChecks.FetchesMtaSts(routing, NativeRelay.Net.OpenSslLibrary.Problem)
+            && routing.MtaStsDirectory is { } directory && router is Router withDns)
             sts = new NativeRelay.TlsPolicies.MtaSts.MtaStsPolicies(
                 new NativeRelay.TlsPolicies.MtaSts.MtaStsStore(directory),
                 new NativeRelay.TlsPolicies.MtaSts.MtaStsFetcher(withDns.Dns, verifier, routing.MtaStsPort, routing.MtaStsFetchTimeout),

@@ -106,10 +106,18 @@ public sealed class WebhookSettings
         };
     }
 
-    /// <summary>The URL's host and the first 8 hex digits of its SHA-256: stable across restarts, so the cursor follows the URL.</summary>
+    /// <summary>
+    /// The URL's host and the first 8 hex digits of its SHA-256: stable across restarts, so the
+    /// cursor follows the URL. BouncyCastle's SHA-256, not .NET's: .NET's needs OpenSSL on Linux,
+    /// and validation must not, so that a host without it gets StartupChecks' one line.
+    /// </summary>
     private static string DefaultName(Uri url)
     {
-        var hash = System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(url.AbsoluteUri));
+        var sha256 = new Org.BouncyCastle.Crypto.Digests.Sha256Digest();
+        var bytes = System.Text.Encoding.UTF8.GetBytes(url.AbsoluteUri);
+        sha256.BlockUpdate(bytes, 0, bytes.Length);
+        var hash = new byte[sha256.GetDigestSize()];
+        sha256.DoFinal(hash, 0);
         string host = new(url.Host.Where(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '.').Take(40).ToArray());
         return (host.Length == 0 ? "webhook" : host) + "-" + Convert.ToHexStringLower(hash, 0, 4);
     }

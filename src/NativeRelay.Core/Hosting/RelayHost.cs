@@ -219,6 +219,8 @@ public sealed class RelayHost : IAsyncDisposable
         if (_settings.Traffic.IsConfigured)
             foreach (var (key, value) in _settings.Traffic.Describe())
                 _log.Info($"traffic: {key}: {value}");
+        foreach (var line in StartupChecks.Warnings(_settings))
+            _log.Warn(line);
         _log.Info($"{_settings.Hostname} ready: spool {_settings.SpoolDirectory}, {_scheduler.LoopCount} delivery loop(s), "
                   + (_settings.RelayTo is null ? "no relay-to" : $"relay-to {_settings.RelayTo}"));
     }

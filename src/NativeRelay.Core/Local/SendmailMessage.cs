@@ -1,4 +1,3 @@
-using System.Security.Cryptography;
 using System.Text;
 using NativeRelay.Message;
 
@@ -148,9 +147,10 @@ public static class SendmailMessage
             int n = Rfc5322Date.Write(now, date);
             added.Append("Date: ").Append(Encoding.ASCII.GetString(date[..n])).Append("\r\n");
         }
+        // The random part from the kernel, not RandomNumberGenerator (OpenSSL's): sendmail runs without OpenSSL.
         if (!hasMessageId)
             added.Append("Message-ID: <").Append(now.ToUnixTimeMilliseconds()).Append('.')
-                .Append(Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(8))).Append('@').Append(hostname).Append(">\r\n");
+                .Append(Convert.ToHexStringLower(NativeRelay.Interop.KernelRandom.GetBytes(8))).Append('@').Append(hostname).Append(">\r\n");
 
         var output = new MemoryStream(normalized.Length + added.Length + 2);
         foreach (var field in kept)

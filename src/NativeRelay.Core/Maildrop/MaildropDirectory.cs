@@ -1,5 +1,4 @@
 using System.Runtime.InteropServices;
-using System.Security.Cryptography;
 using NativeRelay.Interop;
 
 namespace NativeRelay.Maildrop;
@@ -94,7 +93,8 @@ public static class MaildropDirectory
         string directory = PathOf(spoolDirectory);
         if (!Directory.Exists(directory))
             Ensure(spoolDirectory);
-        string name = Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(16));
+        // From the kernel, not RandomNumberGenerator (OpenSSL's): sendmail must work without OpenSSL.
+        string name = Convert.ToHexStringLower(KernelRandom.GetBytes(16));
         string temp = Path.Combine(directory, TempPrefix + name);
         string final = Path.Combine(directory, name);
         try

@@ -41,6 +41,16 @@ public static class OpenSslLibrary
 
     internal delegate bool TryLoad(string name, out IntPtr handle);
 
+    /// <summary>
+    /// For a verb that hashes or signs (.NET's hashes, HMAC, PBKDF2 and RSA are OpenSSL's on
+    /// Linux): the one-line refusal when OpenSSL cannot be loaded, rather than the shim's abort.
+    /// </summary>
+    public static void Require(string what)
+    {
+        if (Problem is { } problem)
+            throw new NativeRelay.Config.ConfigException(Refusal(what, problem));
+    }
+
     /// <summary>The one line start-up prints when TLS is configured and OpenSSL cannot be loaded.</summary>
     public static string Refusal(string what, string problem) =>
         $"{what} needs OpenSSL 3, which cannot be loaded: {problem} (install libssl3 on Debian/Ubuntu, openssl on Alpine; on distroless use a base with OpenSSL, e.g. base-debian12; see docs/deploy/FOOTPRINT.md)";

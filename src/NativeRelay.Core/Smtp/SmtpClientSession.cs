@@ -183,10 +183,15 @@ public sealed class SmtpClientSession : IAsyncDisposable
 
         if (options.Tls == TlsPolicy.None)
             return;
-        // Without OpenSSL a handshake would abort the process: opportunistic TLS is then skipped
-        // (start-up refuses a configuration that requires TLS, so only Opportunistic gets here).
-        if (options.Tls == TlsPolicy.Opportunistic && !NativeRelay.Net.OpenSslLibrary.IsAvailable)
-            return;
+        // Without OpenSSL a handshake would abort the process: opportunistic TLS is then skipped.
+        // Start-up refuses a configuration that requires TLS, but a policy may still ask for it
+        // (DANE, MTA-STS, REQUIRETLS, from remote input): that delivery fails temporarily instead.
+        if (!NativeRelay.Net.OpenSslLibrary.IsAvailable)
+        {
+            if (options.Tls == TlsPolicy.Opportunistic)
+                return;
+            throw new SmtpSessionException(SmtpReply.Local(451, $"4.7.4 TLS is required, but OpenSSL 3 cannot be loaded on this host ({NativeRelay.Net.OpenSslLibrary.Problem})"), SmtpFailureStage.Tls);
+        }
         if ((Capabilities & SmtpCapabilities.StartTls) == 0)
         {
             if (options.Tls >= TlsPolicy.Required)

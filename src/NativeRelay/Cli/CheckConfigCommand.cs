@@ -56,6 +56,8 @@ internal static class CheckConfigCommand
     /// <summary>The files the configuration names must exist (their contents are checked by loading them).</summary>
     internal static void CheckFiles(RelaySettings settings)
     {
+        // Reading keys, users and tokens needs OpenSSL: without it, one line here rather than an abort.
+        NativeRelay.Hosting.StartupChecks.CheckOpenSsl(settings);
         CheckFile(settings.Tls?.CertificatePath, "tls.certificate");
         CheckFile(settings.Tls?.KeyPath, "tls.key");
         CheckFile(settings.UsersFile, "usersFile");

@@ -79,6 +79,8 @@ internal static class DkimCommand
 
     private static int Keygen(string domain, string selector, DkimAlgorithm algorithm, int bits, string outDir)
     {
+        // RSA is OpenSSL's, and so are the random bytes of an Ed25519 seed (RandomNumberGenerator).
+        NativeRelay.Net.OpenSslLibrary.Require("dkim keygen");
         var (file, record) = DkimKeygen.Generate(domain, selector, algorithm, bits, outDir);
         Console.Error.WriteLine($"wrote {file} (mode 0600); publish this record:");
         Console.WriteLine(record);
@@ -88,6 +90,7 @@ internal static class DkimCommand
     /// <summary>Prints one line per signature; exit 0 when there is at least one and all pass, 1 otherwise.</summary>
     private static async Task<int> VerifyAsync(string file, string[]? dns, string? configFile)
     {
+        NativeRelay.Net.OpenSslLibrary.Require("dkim verify"); // SHA-256, RSA
         var options = configFile is null ? new RelayOptions() : RelaySettings.LoadFile(configFile);
         if (dns is { Length: > 0 })
             options.Routing.Dns = [.. dns];

@@ -46,6 +46,8 @@ internal static class PasswdCommand
         if (!UserStore.IsValidName(user))
             throw new ConfigException($"user name '{user}' may not contain ':', white space or control characters");
 
+        if (!delete)
+            NativeRelay.Net.OpenSslLibrary.Require("passwd"); // PBKDF2-HMAC-SHA256
         if (delete)
         {
             if (file is null)

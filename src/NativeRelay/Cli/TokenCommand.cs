@@ -62,6 +62,7 @@ internal static class TokenCommand
 
     private static int Add(string name, string file, string[] pools, string[] domains, int? rate)
     {
+        NativeRelay.Net.OpenSslLibrary.Require("token add"); // only the token's SHA-256 is stored
         var (token, line) = TokenStore.Create(name, pools, domains, rate);
         bool replaced = PasswdCommand.Rewrite(file, name, line);
         Console.Out.WriteLine(token);

@@ -205,6 +205,153 @@ public sealed class FootprintTests(ITestOutputHelper log)
         }
     }
 
+    /// <summary>
+    /// A feature the operator turned on that cannot work without OpenSSL (its cryptography is
+    /// OpenSSL's on Linux): in a root without libssl/libcrypto, check-config and serve refuse it in
+    /// one line naming the option, exit 2, where the relay used to abort ("No usable version of
+    /// libssl was found") when the key, the users or the webhook's name was first computed.
+    /// </summary>
+    [Theory]
+    [InlineData("dkim")]
+    [InlineData("usersFile")]
+    [InlineData("webhook")]
+    public async Task Without_openssl_a_feature_that_needs_it_is_refused_in_one_line(string feature)
+    {
+        using var dir = new TempDir();
+        var root = MakeRoot(dir);
+        foreach (var lib in new[] { "libssl.so.3", "libcrypto.so.3" })
+            File.Delete(root + Lib + lib);
+        int port = FreePort.Get();
+        string etc = root + "/etc/nativerelay/";
+        (string extra, string option) = feature switch
+        {
+            "dkim" => Write(etc + "dkim.pem", System.Security.Cryptography.RSA.Create(2048).ExportPkcs8PrivateKeyPem(),
+                "\"dkim\": { \"keys\": [ { \"domain\": \"image.test\", \"selector\": \"s1\", \"keyFile\": \"/etc/nativerelay/dkim.pem\" } ] },", "dkim.keys"),
+            "usersFile" => Write(etc + "users", "alice:" + NativeRelay.Smtp.Auth.PasswordHash.Create("secret", 1000) + "\n",
+                "\"usersFile\": \"/etc/nativerelay/users\",", "usersFile"),
+            // No name: the default one is the URL's SHA-256, computed while the options are validated.
+            _ => Write(etc + "webhook.secret", "s3cret\n",
+                "\"events\": { \"webhooks\": [ { \"url\": \"http://127.0.0.1:9/hook\", \"secretFile\": \"/etc/nativerelay/webhook.secret\" } ] },", "events.webhooks"),
+        };
+        WriteConfig(root, port, tls: false, relayTo: "127.0.0.1:9", extra: extra);
+
+        foreach (var args in new[] { new[] { "check-config", ConfigPath }, ["serve", "--config", ConfigPath] })
+        {
+            using var relay = ChrootProcess.Start(root, args, log);
+            int code = await relay.WaitForExitAsync();
+            var errors = relay.Stderr.TrimEnd('\n').Split('\n');
+            Assert.True(errors.Length == 1, $"{args[0]}: one line expected:\n{relay.Output}");
+            Assert.StartsWith($"nativerelay: ", errors[0]);
+            Assert.Contains($"{option} needs OpenSSL 3, which cannot be loaded: libcrypto.so.3 is missing (install libssl3 on Debian/Ubuntu", errors[0]);
+            Assert.True(code == 2, relay.Output);
+            Assert.DoesNotContain("No usable version", relay.Output);
+        }
+
+        static (string, string) Write(string file, string text, string extra, string option)
+        {
+            File.WriteAllText(file, text);
+            Run("chown", [$"{Uid}:{Uid}", file]);
+            return (extra, option);
+        }
+    }
+
+    /// <summary>
+    /// MTA-STS is on by default and a recipient domain decides, by publishing "_mta-sts", whether
+    /// the relay fetches a policy over HTTPS: without OpenSSL that handshake would abort the relay
+    /// on remote input. In a root without libssl/libcrypto the relay says once at start that
+    /// MTA-STS is off, looks the record up, fetches nothing, delivers to the domain's MX in plain
+    /// text (its STARTTLS is not tried), and keeps running.
+    /// </summary>
+    [Fact]
+    public async Task Without_openssl_a_domain_publishing_mta_sts_gets_its_mail_and_the_relay_lives_on()
+    {
+        using var dir = new TempDir();
+        var root = MakeRoot(dir);
+        foreach (var lib in new[] { "libssl.so.3", "libcrypto.so.3" })
+            File.Delete(root + Lib + lib);
+
+        using var pki = new TestPki();
+        await using var dns = new TestDnsServer();
+        await using var peers = PeerGroup.Start("127.0.0.2");
+        peers[0].StartTls = true;
+        peers[0].ServerCertificate = pki.Issue(["mx.sts.test"]);
+        // The policy would name the MX and enforce TLS: it is served, and must not be asked for.
+        await using var policy = new TestHttpsServer("127.0.0.5", pki.Issue(["mta-sts.sts.test"]))
+            { Body = "version: STSv1\r\nmode: enforce\r\nmx: mx.sts.test\r\nmax_age: 86400\r\n" };
+        dns.Mx("sts.test", (10, "mx.sts.test")).A("mx.sts.test", "127.0.0.2")
+           .Txt("_mta-sts.sts.test", "v=STSv1; id=20261207;")
+           .A("mta-sts.sts.test", "127.0.0.5");
+
+        int port = FreePort.Get();
+        WriteConfig(root, port, tls: false, relayTo: null,
+            extra: $"\"routing\": {{ \"dns\": [\"{dns.Address}\"], \"remotePort\": {peers.Port} }}, \"outboundTls\": {{ \"mtaStsPort\": {policy.Port} }},");
+        using var relay = ChrootProcess.Start(root, ["serve", "--config", ConfigPath], log);
+        await relay.WaitUntilGreetingAsync(port);
+        for (int i = 1; i <= 2; i++)
+        {
+            await using (var client = await SecureSmtpClient.ConnectEhloAsync(port))
+            {
+                var queued = await client.SendMessageAsync("alice@client.test", ["bob@sts.test"], MessageText.Simple($"sts-{i}@client.test"));
+                Assert.True(queued.Code == 250, queued.ToString());
+            }
+            var got = await peers[0].WaitForMessageAsync(m => m.Header("Message-ID") == $"<sts-{i}@client.test>", $"message {i} at the MX of sts.test");
+            Assert.False(got.Tls);
+        }
+        Assert.True(dns.Queries("_mta-sts.sts.test", "TXT") >= 1, "the relay never looked up the domain's _mta-sts record");
+        Assert.Empty(policy.Requests);
+        Assert.Equal(0, await relay.StopAsync());
+        Assert.Contains("MTA-STS: off, OpenSSL 3 cannot be loaded (libcrypto.so.3 is missing)", relay.Output);
+        Assert.Single(Regex.Matches(relay.Output, "MTA-STS: off"));
+        Assert.DoesNotContain("No usable version", relay.Output);
+        Assert.DoesNotContain("Unhandled", relay.Output);
+    }
+
+    /// <summary>
+    /// `nativerelay sendmail` makes a Message-ID for a message without one and, when the relay
+    /// cannot be reached, a maildrop file with a random name: random bytes that came from
+    /// RandomNumberGenerator, which is OpenSSL's on Linux, and aborted the verb in a root without
+    /// it. They come from getrandom(2) now: no OpenSSL, no /dev/urandom (the root has no /dev).
+    /// </summary>
+    [Fact]
+    public async Task Without_openssl_sendmail_makes_a_message_id_and_leaves_the_message_in_the_maildrop()
+    {
+        using var dir = new TempDir();
+        var root = MakeRoot(dir);
+        foreach (var lib in new[] { "libssl.so.3", "libcrypto.so.3" })
+            File.Delete(root + Lib + lib);
+        Assert.False(Directory.Exists(root + "/dev"));
+
+        // Port 9 on loopback: nothing listens, so the message goes to the maildrop.
+        using var sendmail = ChrootProcess.Start(root, ["sendmail", "--server", "127.0.0.1:9", "--spool", Spool, "-f", "alice@image.test", "bob@example.test"], log,
+            stdin: "Subject: no message id\n\nhello\n");
+        Assert.True(await sendmail.WaitForExitAsync() == 0, sendmail.Output);
+        Assert.DoesNotContain("No usable version", sendmail.Output);
+        string maildrop = root + Spool + "/maildrop";
+        var file = Assert.Single(Directory.GetFiles(maildrop), f => !Path.GetFileName(f).StartsWith("tmp.", StringComparison.Ordinal));
+        Assert.Matches("^[0-9a-f]{32}$", Path.GetFileName(file));
+        Assert.Matches(@"Message-ID: <\d+\.[0-9a-f]{16}@", File.ReadAllText(file));
+    }
+
+    /// <summary>The verbs that hash, sign or make keys refuse in one line in a root without OpenSSL, where they aborted.</summary>
+    [Theory]
+    [InlineData("passwd", "passwd alice --file /var/spool/nativerelay/users")]
+    [InlineData("token add", "token add api --file /var/spool/nativerelay/tokens")]
+    [InlineData("dkim keygen", "dkim keygen --domain image.test --selector s1 --algorithm ed25519 --out /var/spool/nativerelay")]
+    public async Task Without_openssl_a_verb_that_hashes_or_signs_refuses_in_one_line(string verb, string commandLine)
+    {
+        using var dir = new TempDir();
+        var root = MakeRoot(dir);
+        foreach (var lib in new[] { "libssl.so.3", "libcrypto.so.3" })
+            File.Delete(root + Lib + lib);
+        using var run = ChrootProcess.Start(root, commandLine.Split(' '), log, stdin: "secret\n");
+        int code = await run.WaitForExitAsync();
+        var errors = run.Stderr.TrimEnd('\n').Split('\n');
+        Assert.True(errors.Length == 1, run.Output);
+        Assert.StartsWith($"nativerelay: {verb} needs OpenSSL 3, which cannot be loaded: libcrypto.so.3 is missing", errors[0]);
+        Assert.Equal(2, code);
+        Assert.Empty(Directory.GetFiles(root + Spool));
+    }
+
     // --- the root --------------------------------------------------------------------------
 
     /// <summary>A fresh copy of the root under test in DIR/root: rootfs.sh's, or NATIVERELAY_ROOTFS.</summary>
@@ -334,7 +481,7 @@ public sealed class FootprintTests(ITestOutputHelper log)
         public string Stderr { get { lock (_stderr) return _stderr.ToString(); } }
         public string Output { get { lock (_stdout) lock (_stderr) return $"{_describe}\nstdout:\n{_stdout}\nstderr:\n{_stderr}"; } }
 
-        public static ChrootProcess Start(string root, string[] args, ITestOutputHelper log, string? straceTo = null)
+        public static ChrootProcess Start(string root, string[] args, ITestOutputHelper log, string? straceTo = null, string? stdin = null)
         {
             var psi = new ProcessStartInfo { RedirectStandardError = true, RedirectStandardOutput = true, RedirectStandardInput = true, UseShellExecute = false, WorkingDirectory = "/" };
             psi.Environment.Clear();
@@ -358,6 +505,8 @@ public sealed class FootprintTests(ITestOutputHelper log)
             p.Start();
             p.BeginOutputReadLine();
             p.BeginErrorReadLine();
+            if (stdin is not null)
+                p.StandardInput.Write(stdin);
             p.StandardInput.Close();
             return self;
         }

@@ -92,6 +92,105 @@ public sealed class StartupChecksTests
         StartupChecks.Check(Settings(o => o.Delivery.TlsPolicy = "none"), () => Fails("OpenSSL"), () => null, () => "/home");
     }
 
+    /// <summary>A change to the options that turns on a feature needing OpenSSL, and the option the refusal names.</summary>
+    public static TheoryData<string, string> OpenSslFeatures() => new()
+    {
+        { "dane", "outboundTls.dane (on, with routing.dnssec)" },
+        { "dkim", "dkim.keys" },
+        { "inboundAuth", "inboundAuth.mode \"annotate\"" },
+        { "listenerInboundAuth", "listeners[127.0.0.1:2526].inboundAuth \"enforce\"" },
+        { "usersFile", "usersFile" },
+        { "http", "http.listen" },
+        { "webhook", "events.webhooks" },
+        { "cluster", "cluster.redis" },
+    };
+
+    private static void TurnOn(RelayOptions o, string feature)
+    {
+        switch (feature)
+        {
+            case "dane": o.Routing.Dnssec = true; break;
+            case "dkim": o.Dkim.Keys.Add(new DkimKeyOptions { Domain = "example.com", Selector = "s1", KeyFile = "/nonexistent/s1.pem" }); break;
+            case "inboundAuth": o.InboundAuth.Mode = "annotate"; break;
+            case "listenerInboundAuth": o.Listeners.Add(new ListenerOptions { Address = "127.0.0.1:2526", InboundAuth = "enforce" }); break;
+            case "usersFile": o.UsersFile = "/nonexistent/users"; break;
+            case "http": o.Http = new HttpOptions { Listen = "127.0.0.1:8080", TokensFile = "/nonexistent/tokens" }; break;
+            case "webhook": o.Events.Webhooks.Add(new WebhookOptions { Url = "https://hooks.example.net/relay", SecretFile = "/nonexistent/secret" }); break;
+            case "cluster": o.Cluster.Redis = "127.0.0.1:6379"; break;
+            default: throw new ArgumentException(feature);
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(OpenSslFeatures))]
+    public void A_feature_that_needs_openssl_is_refused_without_it_in_one_line_naming_the_option(string feature, string option)
+    {
+        // A smarthost by address: nothing else (DNS) is asked of the machine.
+        var settings = Settings(o => { o.RelayTo = "192.0.2.1:25"; TurnOn(o, feature); });
+        Assert.Equal(option, StartupChecks.OpenSslNeededBy(settings));
+
+        var e = Assert.Throws<ConfigException>(() => StartupChecks.Check(settings, () => "libcrypto.so.3 is missing", () => null, () => "/home"));
+        Assert.DoesNotContain('\n', e.Message);
+        Assert.StartsWith($"{option} needs OpenSSL 3, which cannot be loaded: libcrypto.so.3 is missing (install libssl3 on Debian/Ubuntu", e.Message);
+        // check-config and a reload read keys, users and tokens only after this check.
+        e = Assert.Throws<ConfigException>(() => StartupChecks.CheckOpenSsl(settings, () => "libssl.so.3 is missing"));
+        Assert.StartsWith($"{option} needs OpenSSL 3, which cannot be loaded: libssl.so.3 is missing", e.Message);
+
+        // With OpenSSL the same configuration passes.
+        StartupChecks.Check(settings, () => null, () => null, () => "/home");
+    }
+
+    [Fact]
+    public void Without_those_features_nothing_needs_openssl_and_dane_off_lifts_the_dnssec_refusal()
+    {
+        Assert.Null(StartupChecks.OpenSslNeededBy(Settings()));
+        // DANE is on by default but takes effect only with routing.dnssec; turned off, dnssec alone needs no OpenSSL.
+        Assert.Equal("outboundTls.dane (on, with routing.dnssec)", StartupChecks.OpenSslNeededBy(Settings(o => o.Routing.Dnssec = true)));
+        Assert.Null(StartupChecks.OpenSslNeededBy(Settings(o => { o.Routing.Dnssec = true; o.OutboundTls.Dane = false; })));
+        Assert.Null(StartupChecks.OpenSslNeededBy(Settings(o => o.InboundAuth.Mode = "off")));
+        StartupChecks.Check(Settings(o => { o.RelayTo = "192.0.2.1:25"; o.Routing.Dnssec = true; o.OutboundTls.Dane = false; }),
+            () => "libssl.so.3 is missing", () => null, () => "");
+    }
+
+    [Fact]
+    public void A_webhooks_default_name_is_still_its_urls_sha256_though_validation_no_longer_uses_dotnets()
+    {
+        // Validation runs before the OpenSSL check, so the name's SHA-256 is BouncyCastle's; the
+        // names key the cursor files, so they must stay what .NET's SHA-256 made them.
+        const string url = "https://hooks.example.net/relay?x=1";
+        var settings = Settings(o => o.Events.Webhooks.Add(new WebhookOptions { Url = url, SecretFile = "/nonexistent/secret" }));
+        string expected = "hooks.example.net-" + Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(new Uri(url).AbsoluteUri)), 0, 4);
+        Assert.Equal(expected, Assert.Single(settings.Events.Webhooks).Name);
+    }
+
+    [Fact]
+    public void Mta_sts_on_by_default_is_skipped_without_openssl_with_one_warning_not_refused()
+    {
+        const string missing = "libssl.so.3 is missing";
+        var settings = Settings();
+        Assert.True(settings.Routing.MtaSts);
+        Assert.True(StartupChecks.FetchesMtaSts(settings.Routing, null));
+        Assert.False(StartupChecks.FetchesMtaSts(settings.Routing, missing));
+        Assert.False(StartupChecks.FetchesMtaSts(Settings(o => o.OutboundTls.MtaSts = false).Routing, null));
+
+        // Not refused: the relay starts (MX delivery, so DNS is asked for; the servers are given).
+        StartupChecks.Check(Settings(o => o.Routing.Dns = ["192.0.2.53"]), () => missing, () => Fails("DNS"), () => "");
+
+        // Said once at start, with the reason; nothing said when OpenSSL is there.
+        Assert.Empty(StartupChecks.Warnings(settings, null));
+        var warnings = StartupChecks.Warnings(settings, missing);
+        var sts = Assert.Single(warnings, w => w.StartsWith("MTA-STS:", StringComparison.Ordinal));
+        Assert.StartsWith("MTA-STS: off, OpenSSL 3 cannot be loaded (libssl.so.3 is missing): recipient domains' policies are not fetched", sts);
+        Assert.Contains(warnings, w => w.Contains("STARTTLS to next hops is not attempted", StringComparison.Ordinal));
+        Assert.All(warnings, w => Assert.DoesNotContain('\n', w));
+        // Turned off by the operator: no MTA-STS line.
+        Assert.DoesNotContain(StartupChecks.Warnings(Settings(o => o.OutboundTls.MtaSts = false), missing), w => w.StartsWith("MTA-STS:", StringComparison.Ordinal));
+        // TLS-RPT's daily sending skips https: addresses, and says so.
+        Assert.DoesNotContain(warnings, w => w.StartsWith("TLS-RPT:", StringComparison.Ordinal));
+        Assert.Contains(StartupChecks.Warnings(Settings(o => o.TlsRpt.SendDaily = true), missing),
+            w => w.StartsWith("TLS-RPT: OpenSSL 3 cannot be loaded (libssl.so.3 is missing): reports are not sent to https: addresses", StringComparison.Ordinal));
+    }
+
     [Fact]
     public void The_probe_names_the_missing_file()
     {
@@ -142,5 +241,21 @@ public sealed class SystemDnsServersTests
 
         File.WriteAllText(file, "search example.com\n");
         Assert.Equal($"no DNS servers: {file} names none; give --dns IP[:PORT] or routing.dns", DnsClientResolver.SystemServersProblem(file));
+    }
+}
+
+/// <summary>Random bytes without OpenSSL (RandomNumberGenerator is OpenSSL's on Linux) or /dev/urandom: getrandom(2).</summary>
+public sealed class KernelRandomTests
+{
+    [Fact]
+    public void Any_length_is_filled_from_the_kernel_and_two_draws_differ()
+    {
+        var a = NativeRelay.Interop.KernelRandom.GetBytes(4096);
+        var b = NativeRelay.Interop.KernelRandom.GetBytes(4096);
+        Assert.False(a.AsSpan().SequenceEqual(b));
+        // 4096 random bytes take nearly all 256 values (a buffer left unfilled would be zeros).
+        Assert.True(a.Distinct().Count() > 200);
+        Assert.True(b.Distinct().Count() > 200);
+        Assert.Empty(NativeRelay.Interop.KernelRandom.GetBytes(0));
     }
 }

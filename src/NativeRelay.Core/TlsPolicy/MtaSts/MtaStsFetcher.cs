@@ -45,6 +45,10 @@ public sealed class MtaStsFetcher
 
     public async Task<MtaStsFetchResult> FetchAsync(string domain, CancellationToken cancel)
     {
+        // The relay does not fetch without OpenSSL (StartupChecks.FetchesMtaSts); this keeps any
+        // other caller from a handshake that would abort the process.
+        if (NativeRelay.Net.OpenSslLibrary.Problem is { } noSsl)
+            return new MtaStsFetchResult(null, $"not fetched: OpenSSL 3 cannot be loaded ({noSsl})", TlsFailureType.StsPolicyFetchError);
         string host = PolicyHost(domain);
         CertificateProblem problem = CertificateProblem.None;
         using var handler = new SocketsHttpHandler

@@ -13,7 +13,8 @@ public static class TlsRptMail
 {
     public static byte[] Build(string from, string to, TlsRptDay day, string submitter, string reportId, byte[] gzip, DateTimeOffset now)
     {
-        string boundary = "tlsrpt-" + Convert.ToHexString(System.Security.Cryptography.RandomNumberGenerator.GetBytes(12)).ToLowerInvariant();
+        // From the kernel, not RandomNumberGenerator (OpenSSL's): mailed reports need no OpenSSL.
+        string boundary = "tlsrpt-" + Convert.ToHexString(NativeRelay.Interop.KernelRandom.GetBytes(12)).ToLowerInvariant();
         var m = new StringBuilder();
         void Line(string text) => m.Append(text).Append("\r\n");
         Line($"From: {from}");

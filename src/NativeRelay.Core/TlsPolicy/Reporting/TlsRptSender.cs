@@ -116,6 +116,10 @@ public sealed class TlsRptSender
 
     private async Task<string?> PostAsync(Uri uri, byte[] gzip, CancellationToken cancel)
     {
+        // An https: rua is the recipient domain's choice: without OpenSSL the handshake would
+        // abort the process, so the report is not sent there (start-up says so once).
+        if (NativeRelay.Net.OpenSslLibrary.Problem is { } noSsl)
+            return $"not sent: OpenSSL 3 cannot be loaded ({noSsl})";
         CertificateProblem problem = CertificateProblem.None;
         using var handler = new SocketsHttpHandler
         {
