@@ -777,13 +777,19 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
                     }
                 }
             }
-            last = --round.Outstanding == 0;
         }
 
         if (results is not null)
             for (int k = 0; k < results.Length; k++)
                 if (results[k].Code != 0)
                     LogOutcome(message, job.Recipients[k], results[k], attempt, info);
+
+        // The job leaves the round only after its outcomes are logged: the round's last job cools
+        // the message, which drops its envelope, and a job still logging then failed on it ("the
+        // envelope is not loaded"), so its deliveries were never recorded and the retry sent them
+        // again (the soak saw this three times an hour at 5,700 msg/s).
+        lock (message)
+            last = --message.Round!.Outstanding == 0;
 
         if (last)
         {
