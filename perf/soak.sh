@@ -177,10 +177,7 @@ awk -v acc="$((acked_msgs * 4))" '
     else printf "accounting: MISMATCH: %d acknowledged, %d accounted for\n", acc, total
   }' "$SPOOL/delivery.log"
 
-# 5. Flat after warm-up? Judged on five-minute medians: a leak drifts, while a single sample's
-#    spike is a collection, or a burst of 100 KiB messages in flight, gone ten seconds later.
-#    Every sample's min and max are printed beside. Columns 2-4 are judged; the spool's size
-#    follows the retry backlog and the thread pool's workers follow the load: shown only.
+# 5. Flat after warm-up? (perf/soak-flat.awk says how it judges, and which series)
 warm=$(( DURATION >= 3600 ? 600 : DURATION / 6 ))
 awk -v warm="$warm" -f "$HERE/soak-flat.awk" "$CSV"
 

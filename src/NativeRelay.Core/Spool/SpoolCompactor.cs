@@ -39,7 +39,7 @@ internal sealed class SpoolCompactor(SpoolLog spool)
         // Copies are appended one after another and made durable by one commit at the end: a
         // wait for each message's own commit held a run to one commit latency per message (600
         // messages of a segment took ~5 s under load, and the log outgrew compaction).
-        var pending = new List<(ulong Id, SpoolIndex.Entry Old, long First, long Head, long Bytes)>();
+        var pending = new List<(ulong Id, long OldFirst, long First, long Head)>();
         foreach (var (id, entry) in candidates)
         {
             if (copied >= budget)
@@ -49,7 +49,7 @@ internal sealed class SpoolCompactor(SpoolLog spool)
                 var copy = await CopyAsync(id, entry);
                 if (copy.Head >= 0)
                 {
-                    pending.Add((id, entry, copy.First, copy.Head, copy.Bytes));
+                    pending.Add((id, entry.First, copy.First, copy.Head));
                     copied += copy.Bytes;
                 }
             }
@@ -66,8 +66,8 @@ internal sealed class SpoolCompactor(SpoolLog spool)
             Hosting.CrashPoints.Reach(Hosting.CrashPoints.CompactionHeadCopied);
             // Only now does the index point at the copies (a message that finished or moved
             // meanwhile keeps its entry; its copy is garbage for truncation).
-            foreach (var (id, old, first, head, _) in pending)
-                if (spool.Index.Relocate(id, old.First, first, head))
+            foreach (var (id, oldFirst, first, head) in pending)
+                if (spool.Index.Relocate(id, oldFirst, first, head))
                     moved++;
         }
         if (moved > 0)

@@ -76,15 +76,21 @@ public sealed class TestRedis : IAsyncDisposable
     /// <summary>Stops the server at once (SIGKILL: Redis gone as after a crash or a partition).</summary>
     public async Task StopAsync()
     {
-        if (_process is null)
-            return;
-        if (!_process.HasExited)
-        {
-            _process.Kill();
-            await _process.WaitForExitAsync();
-        }
-        _process.Dispose();
+        await KillAsync(_process);
         _process = null;
+    }
+
+    /// <summary>SIGKILL to a redis-server this test started (if still running), waited for and disposed.</summary>
+    internal static async Task KillAsync(System.Diagnostics.Process? process)
+    {
+        if (process is null)
+            return;
+        if (!process.HasExited)
+        {
+            process.Kill();
+            await process.WaitForExitAsync();
+        }
+        process.Dispose();
     }
 
     /// <summary>Runs a command with redis-cli semantics over RESP (a test's own look at what the fleet stored).</summary>

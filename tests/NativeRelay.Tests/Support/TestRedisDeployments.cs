@@ -74,14 +74,7 @@ public sealed class RedisProcess : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
-        if (_process is null)
-            return;
-        if (!_process.HasExited)
-        {
-            _process.Kill();
-            await _process.WaitForExitAsync();
-        }
-        _process.Dispose();
+        await TestRedis.KillAsync(_process);
         _process = null;
     }
 }
