@@ -25,6 +25,8 @@ namespace NativeRelay.Tests.Spool;
 public sealed class SpoolTornTailSweepTests(ITestOutputHelper output) : IDisposable
 {
     private const int Window = 64 * 1024;
+    // Far beyond a cut's few milliseconds (tens under load): only a cut that hangs reaches it.
+    private static readonly TimeSpan CutTimeout = TimeSpan.FromSeconds(60);
     // One segment holds the whole log, so a cut is one truncated file; 64 KiB pages as in production.
     private static readonly SpoolOptions Options = new() { PageSizeBits = 16, MemorySizeBits = 20, SegmentSizeBits = 20 };
     // On tmpfs when there is one: the sweep opens thousands of spools, and the disk adds nothing to what it checks.
@@ -65,6 +67,8 @@ public sealed class SpoolTornTailSweepTests(ITestOutputHelper output) : IDisposa
         int stride = int.TryParse(Environment.GetEnvironmentVariable("NATIVERELAY_TORN_STRIDE"), out int s) && s > 0 ? s : 61;
         long from = Math.Max(0, tail - Window);
         long dense = tail - 4096; // every byte from here on, whatever the stride
+        // NATIVERELAY_TORN_PROGRESS=FILE: a line per 1,000 cuts, for the long full sweep.
+        string? progress = Environment.GetEnvironmentVariable("NATIVERELAY_TORN_PROGRESS");
         var clock = Stopwatch.StartNew();
         int cuts = 0;
         long tOpen = 0, tClose = 0;
@@ -84,13 +88,23 @@ public sealed class SpoolTornTailSweepTests(ITestOutputHelper output) : IDisposa
                 log.SetLength(cut);
 
             // 3. Recovery yields exactly the messages acknowledged before the cut.
-            var copyKit = new SpoolTestKit(Options, copy);
             long t0 = clock.ElapsedTicks;
-            var spool = copyKit.Open(out var _);
+            // A cut that makes the open or the recovery loop for ever must fail here, naming the
+            // cut, not leave the sweep running until someone stops it.
+            var opening = Task.Run(() =>
+            {
+                // Log.Null, not a Log per cut: a Log's flush timer keeps it alive until it is
+                // disposed, and tens of thousands of them firing every 100 ms made the full sweep
+                // slow down cut after cut until it seemed to hang.
+                var opened = SpoolLog.Open(copy, Options, Log.Null);
+                return (Spool: opened, Recovered: SpoolRecovery.Recover(opened, new QueueIdGenerator(), Log.Null));
+            });
+            if (await Task.WhenAny(opening, Task.Delay(CutTimeout)) != opening)
+                Assert.Fail($"cut at {cut} (tail {tail}): opening and recovering the spool did not finish in {CutTimeout.TotalSeconds:0} s");
+            var (spool, recovered) = await opening;
             tOpen += clock.ElapsedTicks - t0;
             try
             {
-                var recovered = SpoolRecovery.Recover(spool, new QueueIdGenerator(), new Log(TextWriter.Null, LogLevel.Error));
                 var expected = written.Where(w => w.End <= cut).Select(w => w.Id).ToArray();
                 var ids = recovered.Select(m => m.Id).Order().ToArray();
                 if (!expected.SequenceEqual(ids))
@@ -116,8 +130,10 @@ public sealed class SpoolTornTailSweepTests(ITestOutputHelper output) : IDisposa
                 tClose += clock.ElapsedTicks - t1;
             }
             cuts++;
+            if (progress is not null && cuts % 1000 == 0)
+                File.AppendAllText(progress, $"{DateTime.UtcNow:HH:mm:ss} {cuts} cuts, at {cut} of {from}..{tail}, {clock.Elapsed.TotalSeconds:0.0} s\n");
         }
-        output.WriteLine($"{cuts} cuts from {from} to {tail} (stride {stride}) in {clock.Elapsed.TotalSeconds:0.0} s; open {tOpen * 1000.0 / Stopwatch.Frequency:0} ms, close {tClose * 1000.0 / Stopwatch.Frequency:0} ms");
+        output.WriteLine($"{cuts} cuts from {from} to {tail} (stride {stride}) in {clock.Elapsed.TotalSeconds:0.0} s; open and recover {tOpen * 1000.0 / Stopwatch.Frequency:0} ms, close {tClose * 1000.0 / Stopwatch.Frequency:0} ms");
     }
 
     private static string Range(ulong[] ids) => ids.Length == 0 ? "none" : $"{ids[0]}..{ids[^1]}";
