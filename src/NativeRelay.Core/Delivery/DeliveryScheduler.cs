@@ -743,6 +743,14 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
     // ---- Results of a job -----------------------------------------------------------------
 
     /// <summary>
+    /// Test seam, null in production (one null check per job): awaited by <see cref="CompleteJobAsync"/>
+    /// between recording a job's results in its round and logging its outcomes, so a test can hold
+    /// one job there while another job of the same round reports and ends the round (the
+    /// interleaving that once lost a job's deliveries and sent them twice).
+    /// </summary>
+    internal Func<DeliveryJob, Task>? AfterJobResultsRecorded { get; set; }
+
+    /// <summary>
     /// A job reports (on its loop's thread): replies per job recipient (null or code 0: not
     /// attempted, e.g. the message was held meanwhile). Deliveries are recorded at once; the
     /// rest waits for the end of the round, which the last job to report runs.
@@ -778,6 +786,9 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
                 }
             }
         }
+
+        if (AfterJobResultsRecorded is { } testSeam)
+            await testSeam(job);
 
         if (results is not null)
             for (int k = 0; k < results.Length; k++)

@@ -23,6 +23,8 @@ public sealed class DeliveryWorld : IAsyncDisposable
         Dns = dns;
         Peers = peers;
         _configure = configure;
+        _errorsWriter = TextWriter.Synchronized(_errors);
+        _log = new Log(_errorsWriter, LogLevel.Error);
     }
 
     public TempDir Dir { get; }
@@ -34,8 +36,23 @@ public sealed class DeliveryWorld : IAsyncDisposable
     public QueueIdGenerator Ids { get; } = new();
     public List<RecoveredMessage> Recovered { get; private set; } = new();
     private DeliveryLog _deliveryLog = DeliveryLog.Null;
+    // The scheduler's error lines (over restarts), for tests that assert nothing went wrong.
+    private readonly StringWriter _errors = new();
+    private readonly TextWriter _errorsWriter; // synchronized: its writes hold its own lock
+    private readonly Log _log;
 
     public string DeliveryLogPath => Dir.File("delivery.log");
+
+    /// <summary>What the scheduler logged at error level so far.</summary>
+    public string LoggedErrors
+    {
+        get
+        {
+            _log.Flush();
+            lock (_errorsWriter)
+                return _errors.ToString();
+        }
+    }
 
     /// <summary>
     /// DNS: origin.test (the senders' domain) → 127.0.0.4 and dest.test → 127.0.0.2; peers on
@@ -75,7 +92,7 @@ public sealed class DeliveryWorld : IAsyncDisposable
         Spool = SpoolLog.Open(Settings.SpoolDirectory, Settings.SpoolTuning, Log.Null);
         Recovered = SpoolRecovery.Recover(Spool, Ids, Log.Null);
         _deliveryLog = DeliveryLog.Open(Settings.Routing.DeliveryLogPath);
-        Scheduler = new DeliveryScheduler(Settings, Spool, new Router(Settings.Routing, Settings.Hostname), Log.Null, Ids, _deliveryLog);
+        Scheduler = new DeliveryScheduler(Settings, Spool, new Router(Settings.Routing, Settings.Hostname), _log, Ids, _deliveryLog);
         Scheduler.Start();
         await Scheduler.EnqueueRecoveredAsync(Recovered).ConfigureAwait(false);
     }
@@ -164,6 +181,7 @@ public sealed class DeliveryWorld : IAsyncDisposable
         {
             await Peers.DisposeAsync().ConfigureAwait(false);
             await Dns.DisposeAsync().ConfigureAwait(false);
+            _log.Dispose();
             Dir.Dispose();
         }
     }
