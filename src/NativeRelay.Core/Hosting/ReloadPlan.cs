@@ -28,7 +28,7 @@ public sealed class ReloadPlan
         var restart = ConfigDiff.Compare(startedOptions, nextOptions).Where(ConfigDiff.NeedsRestart).ToList();
 
         // The parts built at start keep their values: listeners and the connection limiter, the
-        // spool, the delivery loops and log, the metrics endpoint, the user. The host name goes into
+        // spool, the delivery loops and log, the metrics endpoint, the user, events and the cluster. The host name goes into
         // the new parts too (greeting, EHLO, Received:, bounces), so it is carried over explicitly.
         var settings = next with
         {
@@ -45,6 +45,10 @@ public sealed class ReloadPlan
                 : next.Http with { Listen = started.Http.Listen, Tls = started.Http.Tls, MaxRequestBytes = started.Http.MaxRequestBytes },
             Suppression = next.Suppression with { Enabled = started.Suppression.Enabled },
             Lifecycle = next.Lifecycle with { User = started.Lifecycle.User },
+            // The event journal, its webhook senders and the publisher every component holds are
+            // started once (RelayHost.StartAsync), like the cluster node: the running settings say
+            // what runs, and a changed "events" option is a "needs a restart" line.
+            Events = started.Events,
             Cluster = started.Cluster,
         };
         return new ReloadPlan { Settings = settings, Changed = changed, NeedsRestart = restart };

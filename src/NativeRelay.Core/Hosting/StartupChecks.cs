@@ -128,7 +128,9 @@ public static class StartupChecks
         var routing = settings.Routing;
         if (routing.DefaultTls == TlsPolicy.Opportunistic || routing.Routes.All.Any(r => r.Tls == TlsPolicy.Opportunistic))
             lines.Add($"OpenSSL 3 cannot be loaded ({openSslProblem}): STARTTLS to next hops is not attempted, mail goes in plain text (see docs/deploy/FOOTPRINT.md)");
-        if (routing.MtaSts && !FetchesMtaSts(routing, openSslProblem))
+        // MTA-STS applies to MX delivery only: a relay whose routes send every domain to fixed
+        // hosts (a smarthost, relayTo) or local delivery skips nothing worth a line.
+        if (routing.MtaSts && !FetchesMtaSts(routing, openSslProblem) && DeliversByMx(routing))
             lines.Add($"MTA-STS: off, OpenSSL 3 cannot be loaded ({openSslProblem}): recipient domains' policies are not fetched (HTTPS), mail goes as to domains without one (outboundTls.mtaSts false, --no-mta-sts, turns it off knowingly)");
         if (routing.TlsRpt && routing.TlsRptSendDaily)
             lines.Add($"TLS-RPT: OpenSSL 3 cannot be loaded ({openSslProblem}): reports are not sent to https: addresses, only to mailto: ones");
@@ -143,17 +145,28 @@ public static class StartupChecks
     /// </summary>
     public static bool NeedsDns(RoutingSettings routing)
     {
-        bool everythingElseRouted = false;
+        if (DeliversByMx(routing))
+            return true;
         foreach (var route in routing.Routes.All)
-        {
             if (!route.Local)
-            {
-                if (!route.HasHosts)
-                    return true;
                 foreach (var host in route.Hosts)
                     if (!IPAddress.TryParse(host.Host, out _))
                         return true;
-            }
+        return false;
+    }
+
+    /// <summary>
+    /// True when some mail may go by MX lookup (where MTA-STS applies, RFC 8461): no smarthost
+    /// ("*" route or relayTo) or local "*" route takes every domain the other routes do not, or
+    /// a route names no hosts (MX with overrides). Routes to fixed hosts never use MX.
+    /// </summary>
+    public static bool DeliversByMx(RoutingSettings routing)
+    {
+        bool everythingElseRouted = false;
+        foreach (var route in routing.Routes.All)
+        {
+            if (!route.Local && !route.HasHosts)
+                return true;
             if (route.Pattern == "*")
                 everythingElseRouted = true;
         }

@@ -37,13 +37,19 @@ public sealed class Router : IRouter
     private readonly Func<string, Task<(RouteResult, TimeSpan)>> _loadDomain;
     private readonly Func<string, Task<(AddressAnswer, TimeSpan)>> _loadHost;
     private readonly IdnMapping _idn = new();
+    /// <summary>MTA-STS is on and can be used: its record is asked and its policies route a domain to a destination of its own.</summary>
+    private readonly bool _mtaSts;
 
     /// <summary>The resolver this router asks (shared with the TLS policy stage's DANE lookups).</summary>
     public IDnsResolver Dns => _dns;
 
-    public Router(RoutingSettings settings, string hostname, IDnsResolver? dns = null, Func<long>? nowMs = null)
+    /// <param name="openSslProblem">Why OpenSSL cannot be loaded, or null when it can (by default, the process's own probe).</param>
+    public Router(RoutingSettings settings, string hostname, IDnsResolver? dns = null, Func<long>? nowMs = null, Func<string?>? openSslProblem = null)
     {
         _settings = settings;
+        // MTA-STS skipped without OpenSSL (StartupChecks.FetchesMtaSts) is off here too: its
+        // "_mta-sts" record would only be asked to be ignored, a DNS query per domain for nothing.
+        _mtaSts = NativeRelay.Hosting.StartupChecks.FetchesMtaSts(settings, (openSslProblem ?? (static () => NativeRelay.Net.OpenSslLibrary.Problem))());
         _hostname = hostname.TrimEnd('.');
         _dns = dns ?? new DnsClientResolver(settings.DnsServers, settings.DnsTimeout, dnssec: settings.Dnssec);
         nowMs ??= static () => Environment.TickCount64;
@@ -219,7 +225,7 @@ public sealed class Router : IRouter
             return (RouteResult.Fail(550, $"5.1.2 {domain} is not a valid domain name"), MaxTtl);
 
         // The policy records are asked beside the MX (never after it), and only when their feature is on.
-        var stsTxt = _settings.MtaSts ? SafeTxtAsync("_mta-sts." + ascii) : null;
+        var stsTxt = _mtaSts ? SafeTxtAsync("_mta-sts." + ascii) : null;
         var rptTxt = _settings.TlsRpt ? SafeTxtAsync("_smtp._tls." + ascii) : null;
         var mx = await _dns.QueryMxAsync(ascii, CancellationToken.None).ConfigureAwait(false);
         switch (mx.Status)
@@ -328,7 +334,7 @@ public sealed class Router : IRouter
                 ttl = Min(ttl, answer.Ttl);
             }
         }
-        bool cachedSts = _settings.MtaSts && stsId is null && _settings.MtaStsDirectory is { } directory
+        bool cachedSts = _mtaSts && stsId is null && _settings.MtaStsDirectory is { } directory
                          && File.Exists(Path.Combine(directory, ascii + ".policy"));
         string? policyDomain = stsId is not null || rpt is not null || cachedSts ? ascii : null;
         if (policyDomain is not null)

@@ -55,6 +55,8 @@ public sealed class ReloadPlanTests
     [InlineData("cluster.redis", true)]
     [InlineData("cluster.node", true)]
     [InlineData("cluster.leaseSeconds", true)]
+    [InlineData("events", true)]
+    [InlineData("events.webhooks", true)]
     [InlineData("relayNetworks", false)]
     [InlineData("limits.maxRecipients", false)]
     [InlineData("limits.maxConnectionsPerIpX", false)]
@@ -125,6 +127,28 @@ public sealed class ReloadPlanTests
         Assert.Empty(plan.Changed);
         Assert.Equal("n1", plan.Settings.Cluster!.Node);
         Assert.Equal("127.0.0.1:6379", plan.Settings.Cluster.Redis);
+    }
+
+    [Fact]
+    public void The_events_section_needs_a_restart_and_the_running_events_settings_are_kept()
+    {
+        // Webhooks added by a reload: nothing starts sending, so the settings must not say so
+        // (StartupChecks would also refuse the reload without OpenSSL for a feature not running).
+        var started = Settings();
+        var added = ReloadPlan.Create(started, started, Settings(o => o.Events.Webhooks.Add(new WebhookOptions { Url = "http://127.0.0.1:9/hook", SecretFile = "/etc/nativerelay/hook-secret" })));
+
+        Assert.Contains(added.NeedsRestart, p => p.StartsWith("events", StringComparison.Ordinal));
+        Assert.DoesNotContain(added.Changed, p => p.StartsWith("events", StringComparison.Ordinal));
+        Assert.False(added.Settings.Events.Enabled);
+        Assert.Same(started.Events, added.Settings.Events);
+
+        // Webhooks removed by a reload: the running ones keep sending until a restart.
+        var withHook = Settings(o => o.Events.Webhooks.Add(new WebhookOptions { Url = "http://127.0.0.1:9/hook", SecretFile = "/etc/nativerelay/hook-secret" }));
+        var removed = ReloadPlan.Create(withHook, withHook, Settings());
+
+        Assert.Contains(removed.NeedsRestart, p => p.StartsWith("events", StringComparison.Ordinal));
+        Assert.True(removed.Settings.Events.Enabled);
+        Assert.Same(withHook.Events, removed.Settings.Events);
     }
 
     [Fact]

@@ -16,7 +16,7 @@ public sealed class RoutingTests : IDisposable
 
     public void Dispose() => _dns.Dispose();
 
-    private Router Router(Action<RelayOptions>? configure = null, string hostname = "relay.test")
+    private Router Router(Action<RelayOptions>? configure = null, string hostname = "relay.test", string? openSslProblem = null)
     {
         var options = new RelayOptions { Hostname = hostname, Listen = ["127.0.0.1:2525"], Spool = "/tmp/unused-spool" };
         options.Routing.Dns = [_dns.Address];
@@ -24,7 +24,24 @@ public sealed class RoutingTests : IDisposable
         options.Routing.RemotePort = 2525;
         configure?.Invoke(options);
         var settings = RelaySettings.Validate(options);
-        return new Router(settings.Routing, hostname, nowMs: () => _now);
+        return new Router(settings.Routing, hostname, nowMs: () => _now, openSslProblem: () => openSslProblem);
+    }
+
+    [Theory]
+    [InlineData(true, null, 1)]                          // on: asked beside the MX
+    [InlineData(false, null, 0)]                         // outboundTls.mtaSts false / --no-mta-sts
+    [InlineData(true, "libcrypto.so.3 is missing", 0)]   // skipped without OpenSSL: not asked either
+    public async Task The_mta_sts_record_is_asked_only_when_mta_sts_is_on_and_usable(bool mtaSts, string? openSslProblem, int queries)
+    {
+        _dns.Mx("sts.test", (10, "mx.sts.test")).A("mx.sts.test", "192.0.2.1")
+            .Txt("_mta-sts.sts.test", "v=STSv1; id=20261207;");
+
+        var route = (await Router(o => o.OutboundTls.MtaSts = mtaSts, openSslProblem: openSslProblem).ResolveAsync("sts.test")).Route!;
+
+        Assert.Equal(queries, _dns.Queries("_mta-sts.sts.test", "TXT"));
+        Assert.Equal(["mx.sts.test"], route.Hosts.Select(h => h.Name));
+        // The record's id is what gives the domain a destination of its own (for its policy).
+        Assert.Equal(queries == 1 ? "20261207" : null, route.StsRecordId);
     }
 
     [Fact]

@@ -192,6 +192,37 @@ public sealed class StartupChecksTests
     }
 
     [Fact]
+    public void The_mta_sts_warning_is_only_for_a_relay_where_some_mail_goes_by_mx()
+    {
+        const string missing = "libcrypto.so.3 is missing";
+        static bool WarnsMtaSts(RelaySettings s) => StartupChecks.Warnings(s, missing).Any(w => w.StartsWith("MTA-STS:", StringComparison.Ordinal));
+
+        // A smarthost takes every domain (MTA-STS applies to MX delivery only): nothing is skipped,
+        // but STARTTLS to the smarthost still is, and that is said.
+        var smarthost = Settings(o => o.RelayTo = "192.0.2.1:25");
+        Assert.False(StartupChecks.DeliversByMx(smarthost.Routing));
+        Assert.False(WarnsMtaSts(smarthost));
+        Assert.Contains(StartupChecks.Warnings(smarthost, missing), w => w.Contains("STARTTLS to next hops is not attempted", StringComparison.Ordinal));
+        Assert.False(WarnsMtaSts(Settings(o => o.RelayTo = "smarthost.example.net:25"))); // by name: A lookup, not MX
+        Assert.False(WarnsMtaSts(Settings(o => o.Routing.Routes["*"] = new RouteOptions { Hosts = ["10.0.0.1", "smarthost.example.net"] })));
+        Assert.False(WarnsMtaSts(Settings(o => o.Routing.Routes["*"] = new RouteOptions { Local = true })));
+        Assert.False(WarnsMtaSts(Settings(o =>
+        {
+            o.Routing.Routes["*"] = new RouteOptions { Hosts = ["10.0.0.1"] };
+            o.Routing.Routes["example.com"] = new RouteOptions { Hosts = ["mx.partner.test"] };
+        })));
+
+        // Some mail goes by MX: the default, a domain no route takes, a route that only overrides.
+        Assert.True(WarnsMtaSts(Settings()));
+        Assert.True(WarnsMtaSts(Settings(o => o.Routing.Routes["example.com"] = new RouteOptions { Hosts = ["10.0.0.2"] })));
+        Assert.True(WarnsMtaSts(Settings(o =>
+        {
+            o.RelayTo = "192.0.2.1:25";
+            o.Routing.Routes["example.com"] = new RouteOptions { Connections = 2 };
+        })));
+    }
+
+    [Fact]
     public void The_probe_names_the_missing_file()
     {
         static OpenSslLibrary.TryLoad Having(params string[] files) => (string name, out IntPtr handle) =>
