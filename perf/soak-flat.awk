@@ -4,7 +4,8 @@
 # later. Every sample's min and max are printed beside. RSS, descriptors and the relay's own
 # threads are judged; the spool's size (it follows the retry backlog) and the thread pool's
 # workers (the runtime adds and retires them with the load) are shown only. Columns:
-# elapsed_s,rss_kib,fds,threads,spool_bytes,queued[,pool_workers].
+# elapsed_s,rss_kib,fds,threads,spool_bytes,queued[,pool_workers[,delivery_log_bytes]] (the
+# spool's size is its queue log and commits; older runs' CSVs counted the delivery log in it).
 BEGIN { FS = ","; split("2 3 4 5 7", cols, " "); split("rss_kib fds threads spool_bytes pool_workers", names, " ") }
 NR > 1 && $1 >= warm {
   w = int(($1 - warm) / 300)
