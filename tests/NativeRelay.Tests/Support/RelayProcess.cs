@@ -33,7 +33,7 @@ public sealed class RelayProcess : IDisposable
     {
         _log = log;
         Arguments = arguments;
-        var psi = new ProcessStartInfo(RelayBinary.Path)
+        var psi = new ProcessStartInfo(InheritsIgnoredSigint ? "/usr/bin/env" : RelayBinary.Path)
         {
             WorkingDirectory = workingDirectory,
             RedirectStandardOutput = true,
@@ -41,6 +41,12 @@ public sealed class RelayProcess : IDisposable
             RedirectStandardInput = true,
             UseShellExecute = false,
         };
+        if (InheritsIgnoredSigint)
+        {
+            // env resets SIGINT to its default and then execs the relay (same pid).
+            psi.ArgumentList.Add("--default-signal=INT");
+            psi.ArgumentList.Add(RelayBinary.Path);
+        }
         foreach (var arg in arguments)
         {
             psi.ArgumentList.Add(arg);
@@ -66,6 +72,23 @@ public sealed class RelayProcess : IDisposable
     }
 
     public int Pid { get; }
+
+    /// <summary>
+    /// Whether this test process ignores SIGINT, which every relay it starts would inherit: a
+    /// shell without job control starts its background jobs so (`make test &amp;` in a script), and
+    /// .NET, like a shell, leaves an inherited ignored SIGINT ignored, so the relay's SIGINT
+    /// shutdown could not be tested. The relay is then started through <c>env
+    /// --default-signal=INT</c>, as from a terminal.
+    /// </summary>
+    private static readonly bool InheritsIgnoredSigint = ReadInheritsIgnoredSigint();
+
+    private static bool ReadInheritsIgnoredSigint()
+    {
+        foreach (var line in File.ReadLines("/proc/self/status"))
+            if (line.StartsWith("SigIgn:", StringComparison.Ordinal))
+                return (Convert.ToUInt64(line["SigIgn:".Length..].Trim(), 16) & (1UL << (2 - 1))) != 0;
+        return false;
+    }
 
     public IReadOnlyList<string> Arguments { get; }
 
