@@ -51,6 +51,8 @@ public static class Targets
         ["bounce-rules"] = BounceRules,
         ["suppression-journal"] = SuppressionJournalTarget,
         ["shaping"] = Shaping,
+        ["api"] = Api,
+        ["tlsa"] = Tlsa,
     };
 
     /// <summary>Splits input into a sequence of segments at lengths drawn from a seed byte, so line and reply readers meet every split.</summary>
@@ -535,5 +537,58 @@ public static class Targets
         psl.GetRegistrableDomain(name);
         psl.GetOrganizationalDomain(name);
         RelaySettings.IsValidHostname(name);
+    }
+
+    // The API target's token may use any pool and send as any domain, so every check is reached.
+    private static readonly NativeRelay.Api.ApiToken FuzzToken = new("fuzz", [], [], null);
+    private static readonly NativeRelay.Api.ApiConfiguration FuzzApi = new(
+        new NativeRelay.Api.HttpSettings(new IPEndPoint(IPAddress.Loopback, 0), false, "tokens", 1 << 20, 100, 0, null),
+        NativeRelay.Api.TokenStore.Empty("tokens"), null);
+    private static readonly DateTimeOffset FuzzNow = new(2026, 12, 7, 12, 0, 0, TimeSpan.Zero);
+
+    /// <summary>
+    /// An HTTP API injection body: the JSON parse, every check a request meets and the copies
+    /// composed (MimeKit) for its first recipients, as the API does before it queues anything. An
+    /// answer (400, 403, 413 or 422 with its error) or null is the documented outcome.
+    /// </summary>
+    public static void Api(byte[] data) =>
+        NativeRelay.Api.InjectionService.CheckForFuzzing(data, FuzzToken, FuzzApi, 256 * 1024, FuzzNow);
+
+    // A fixed chain for the TLSA target: a CA and the end-entity certificate it signed.
+    private static readonly Lazy<(System.Security.Cryptography.X509Certificates.X509Certificate2 Leaf,
+        System.Security.Cryptography.X509Certificates.X509Certificate2 Ca)> DaneChain = new(() =>
+    {
+        using var caKey = System.Security.Cryptography.ECDsa.Create(System.Security.Cryptography.ECCurve.NamedCurves.nistP256);
+        var caRequest = new System.Security.Cryptography.X509Certificates.CertificateRequest("CN=fuzz CA", caKey, System.Security.Cryptography.HashAlgorithmName.SHA256);
+        caRequest.CertificateExtensions.Add(new System.Security.Cryptography.X509Certificates.X509BasicConstraintsExtension(true, false, 0, true));
+        var ca = caRequest.CreateSelfSigned(FuzzNow.AddDays(-1), FuzzNow.AddYears(10));
+        using var leafKey = System.Security.Cryptography.ECDsa.Create(System.Security.Cryptography.ECCurve.NamedCurves.nistP256);
+        var leafRequest = new System.Security.Cryptography.X509Certificates.CertificateRequest("CN=mx.fuzz.test", leafKey, System.Security.Cryptography.HashAlgorithmName.SHA256);
+        var leaf = leafRequest.Create(ca, FuzzNow.AddDays(-1), FuzzNow.AddYears(5), [1, 2, 3, 4]);
+        return (leaf, ca);
+    });
+
+    /// <summary>
+    /// TLSA records as DNS gives them (DANE): the input is records, each a length byte and then
+    /// its RDATA (usage, selector, matching type, association data), through the usable filter
+    /// and the check against a fixed chain (the leaf and its CA as presented). A certificate
+    /// problem or none is the documented outcome.
+    /// </summary>
+    public static void Tlsa(byte[] data)
+    {
+        var records = new List<NativeRelay.Routing.TlsaRecordData>();
+        for (int i = 0; i < data.Length && records.Count < 8;)
+        {
+            int length = data[i++];
+            if (length < 3 || i + length > data.Length)
+                break;
+            records.Add(new NativeRelay.Routing.TlsaRecordData(data[i], data[i + 1], data[i + 2], data.AsSpan(i + 3, length - 3).ToArray()));
+            i += length;
+        }
+        var usable = NativeRelay.TlsPolicies.DaneMatcher.Usable(records);
+        var (leaf, ca) = DaneChain.Value;
+        NativeRelay.TlsPolicies.DaneMatcher.Check(usable, leaf, [ca], "mx.fuzz.test");
+        foreach (var record in records)
+            NativeRelay.TlsPolicies.DaneMatcher.Matches(record, leaf);
     }
 }

@@ -45,7 +45,7 @@ public sealed class InjectionService
             return parseFailure;
 
         var now = DateTimeOffset.UtcNow;
-        var checkedRequest = Check(request, token, config, now, out var failure);
+        var checkedRequest = Check(request, token, config, now, _host.PoolExists, _host.MaxMessageSize, out var failure);
         if (checkedRequest is null)
             return failure;
 
@@ -137,7 +137,8 @@ public sealed class InjectionService
         byte[] Metadata,
         InjectionMetadata MetadataObject);
 
-    private Checked? Check(InjectionRequest r, ApiToken token, ApiConfiguration config, DateTimeOffset now, out Answer failure)
+    private static Checked? Check(InjectionRequest r, ApiToken token, ApiConfiguration config, DateTimeOffset now,
+        Func<string, bool>? poolExists, long maxMessageSize, out Answer failure)
     {
         failure = default;
         if (string.IsNullOrEmpty(r.From))
@@ -151,7 +152,7 @@ public sealed class InjectionService
             return Fail(out failure, 422, "pool: letters, digits, '-', '_' and '.', at most 64", "$.pool");
         if (!token.MayUsePool(pool))
             return Fail(out failure, 403, $"token '{token.Name}' may not use pool '{pool}'", "$.pool");
-        if (_host.PoolExists is { } exists && !exists(pool))
+        if (poolExists is { } exists && !exists(pool))
             return Fail(out failure, 422, $"pool '{pool}' is not configured (traffic.pools)", "$.pool");
 
         if (r.Recipients is null || r.Recipients.Count == 0)
@@ -188,7 +189,7 @@ public sealed class InjectionService
         {
             if (r.Subject is not null || r.Text is not null || r.Html is not null || r.Headers is not null || r.Attachments is not null)
                 return Fail(out failure, 422, "raw is a whole message: it cannot be combined with subject, text, html, headers or attachments", "$.raw");
-            raw = CheckRaw(r.Raw, token, config, out failure);
+            raw = CheckRaw(r.Raw, token, maxMessageSize, out failure);
             if (raw is null)
                 return null;
         }
@@ -212,7 +213,7 @@ public sealed class InjectionService
         return new Checked(r, r.From, fromDomain, pool, parts, raw, notBefore, metadata, metadataObject);
     }
 
-    private MessageComposer.Parts? CheckParts(InjectionRequest r, out Answer failure)
+    private static MessageComposer.Parts? CheckParts(InjectionRequest r, out Answer failure)
     {
         failure = default;
         if (r.Text is null && r.Html is null)
@@ -261,15 +262,15 @@ public sealed class InjectionService
     }
 
     /// <summary>A raw message: CRLF line ends, a header section with one From whose domain the token may use, no line over 998.</summary>
-    private byte[]? CheckRaw(string raw, ApiToken token, ApiConfiguration config, out Answer failure)
+    private static byte[]? CheckRaw(string raw, ApiToken token, long maxMessageSize, out Answer failure)
     {
         failure = default;
         var text = raw.ReplaceLineEndings("\r\n");
         if (!text.EndsWith("\r\n", StringComparison.Ordinal))
             text += "\r\n";
         var bytes = Encoding.UTF8.GetBytes(text);
-        if (bytes.Length > _host.MaxMessageSize)
-            return FailRaw(out failure, 413, $"raw: {bytes.Length} bytes; limits.maxMessageSize is {_host.MaxMessageSize}");
+        if (bytes.Length > maxMessageSize)
+            return FailRaw(out failure, 413, $"raw: {bytes.Length} bytes; limits.maxMessageSize is {maxMessageSize}");
         int lineStart = 0;
         for (int i = 0; i < bytes.Length; i++)
         {
@@ -320,30 +321,11 @@ public sealed class InjectionService
                 continue;
             }
             ulong id = _host.Ids.Next();
-            byte[] message;
-            if (c.Raw is not null)
+            var message = ComposeFor(c, rcpt, email, MessageId(id), now, _host.MaxMessageSize, ref shared, out var refusal);
+            if (message is null)
             {
-                message = shared ??= WithMissingHeaders(c.Raw, id, now);
-            }
-            else
-            {
-                var values = rcpt.Substitutions;
-                var subject = Substitutions.Apply(c.Parts!.Subject, values, html: false, out var unknown);
-                var text = unknown is null ? Substitutions.Apply(c.Parts.Text, values, html: false, out unknown) : null;
-                var html = unknown is null ? Substitutions.Apply(c.Parts.Html, values, html: true, out unknown) : null;
-                if (unknown is not null)
-                {
-                    response.Rejected.Add(new RejectedRecipient { Email = email, Error = $"no substitution for the placeholder {{{{ {unknown} }}}}" });
-                    continue;
-                }
-                var headers = c.Parts.Headers;
-                var parts = c.Parts with { Subject = subject, Text = text, Html = html };
-                message = MessageComposer.Build(parts, new MailboxAddress(rcpt.Name ?? "", email), MessageId(id), now);
-                if (message.Length > _host.MaxMessageSize)
-                {
-                    response.Rejected.Add(new RejectedRecipient { Email = email, Error = $"over a limit: the message is {message.Length} bytes, limits.maxMessageSize is {_host.MaxMessageSize}" });
-                    continue;
-                }
+                response.Rejected.Add(new RejectedRecipient { Email = email, Error = refusal! });
+                continue;
             }
             copies.Add((email, message, id));
         }
@@ -433,10 +415,62 @@ public sealed class InjectionService
         return new Answer(status, JsonSerializer.SerializeToUtf8Bytes(response, ApiJsonContext.Default.InjectionResponse));
     }
 
+    /// <summary>
+    /// One recipient's copy of a checked request: the raw message (one copy for all, with the
+    /// fields it lacks), or the composed one with the recipient's substitutions; null and why when
+    /// a placeholder has no value or the copy is over the size limit.
+    /// </summary>
+    private static byte[]? ComposeFor(Checked c, InjectionRecipient rcpt, string email, string messageId, DateTimeOffset now,
+        long maxMessageSize, ref byte[]? shared, out string? refusal)
+    {
+        refusal = null;
+        if (c.Raw is not null)
+            return shared ??= WithMissingHeaders(c.Raw, messageId, now);
+        var values = rcpt.Substitutions;
+        var subject = Substitutions.Apply(c.Parts!.Subject, values, html: false, out var unknown);
+        var text = unknown is null ? Substitutions.Apply(c.Parts.Text, values, html: false, out unknown) : null;
+        var html = unknown is null ? Substitutions.Apply(c.Parts.Html, values, html: true, out unknown) : null;
+        if (unknown is not null)
+        {
+            refusal = $"no substitution for the placeholder {{{{ {unknown} }}}}";
+            return null;
+        }
+        var parts = c.Parts with { Subject = subject, Text = text, Html = html };
+        var message = MessageComposer.Build(parts, new MailboxAddress(rcpt.Name ?? "", email), messageId, now);
+        if (message.Length > maxMessageSize)
+        {
+            refusal = $"over a limit: the message is {message.Length} bytes, limits.maxMessageSize is {maxMessageSize}";
+            return null;
+        }
+        return message;
+    }
+
+    /// <summary>
+    /// For the fuzz target ("api" in tests/NativeRelay.Fuzz): a body through the parse and every
+    /// check a request meets, then the copies of its first recipients composed, as
+    /// <see cref="InjectAsync"/> does before it queues anything; no host (no pool list), nothing
+    /// queued. The documented outcomes: an answer (a status and a JSON error), or null when the
+    /// request would be taken.
+    /// </summary>
+    internal static Answer? CheckForFuzzing(byte[] body, ApiToken token, ApiConfiguration config, long maxMessageSize, DateTimeOffset now)
+    {
+        var request = Parse(body, out var failure);
+        if (request is null)
+            return failure;
+        var c = Check(request, token, config, now, null, maxMessageSize, out failure);
+        if (c is null)
+            return failure;
+        byte[]? shared = null;
+        foreach (var rcpt in c.Request.Recipients!.Take(3))
+            if (TryCheckAddress(rcpt.Email ?? "", out _, out _))
+                ComposeFor(c, rcpt, rcpt.Email!, "fuzz.1@relay.test", now, maxMessageSize, ref shared, out _);
+        return null;
+    }
+
     private string MessageId(ulong id) => $"{QueueIdGenerator.ToString(id)}.{Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(6))}@{_host.Hostname}";
 
     /// <summary>A raw message without Message-ID or Date gets them (RFC 5322 3.6 requires Date; RFC 6409 8 lets a submission server add both).</summary>
-    private byte[] WithMissingHeaders(byte[] raw, ulong id, DateTimeOffset now)
+    private static byte[] WithMissingHeaders(byte[] raw, string messageId, DateTimeOffset now)
     {
         bool hasId = HeaderScanner.TryFindFirst(raw, "Message-ID"u8, out _);
         bool hasDate = HeaderScanner.TryFindFirst(raw, "Date"u8, out _);
@@ -444,7 +478,7 @@ public sealed class InjectionService
             return raw;
         var extra = new StringBuilder();
         if (!hasId)
-            extra.Append("Message-ID: <").Append(MessageId(id)).Append(">\r\n");
+            extra.Append("Message-ID: <").Append(messageId).Append(">\r\n");
         if (!hasDate)
             extra.Append("Date: ").Append(now.ToString("ddd, d MMM yyyy HH:mm:ss +0000", CultureInfo.InvariantCulture)).Append("\r\n");
         return [.. Encoding.ASCII.GetBytes(extra.ToString()), .. raw];
