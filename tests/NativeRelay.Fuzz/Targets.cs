@@ -540,10 +540,15 @@ public static class Targets
     }
 
     // The API target's token may use any pool and send as any domain, so every check is reached.
-    private static readonly NativeRelay.Api.ApiToken FuzzToken = new("fuzz", [], [], null);
-    private static readonly NativeRelay.Api.ApiConfiguration FuzzApi = new(
-        new NativeRelay.Api.HttpSettings(new IPEndPoint(IPAddress.Loopback, 0), false, "tokens", 1 << 20, 100, 0, null),
-        NativeRelay.Api.TokenStore.Empty("tokens"), null);
+    // In a class of its own: Targets' static constructor runs before the fuzzer's coverage map is
+    // set up, and building these runs instrumented code (an access violation under afl).
+    private static class ApiFixture
+    {
+        public static readonly NativeRelay.Api.ApiToken Token = new("fuzz", [], [], null);
+        public static readonly NativeRelay.Api.ApiConfiguration Configuration = new(
+            new NativeRelay.Api.HttpSettings(new IPEndPoint(IPAddress.Loopback, 0), false, "tokens", 1 << 20, 100, 0, null),
+            NativeRelay.Api.TokenStore.Empty("tokens"), null);
+    }
     private static readonly DateTimeOffset FuzzNow = new(2026, 12, 7, 12, 0, 0, TimeSpan.Zero);
 
     /// <summary>
@@ -552,7 +557,7 @@ public static class Targets
     /// answer (400, 403, 413 or 422 with its error) or null is the documented outcome.
     /// </summary>
     public static void Api(byte[] data) =>
-        NativeRelay.Api.InjectionService.CheckForFuzzing(data, FuzzToken, FuzzApi, 256 * 1024, FuzzNow);
+        NativeRelay.Api.InjectionService.CheckForFuzzing(data, ApiFixture.Token, ApiFixture.Configuration, 256 * 1024, FuzzNow);
 
     // A fixed chain for the TLSA target: a CA and the end-entity certificate it signed.
     private static readonly Lazy<(System.Security.Cryptography.X509Certificates.X509Certificate2 Leaf,
