@@ -86,7 +86,7 @@ public sealed class RelayProcess : IDisposable
     {
         foreach (var line in File.ReadLines("/proc/self/status"))
             if (line.StartsWith("SigIgn:", StringComparison.Ordinal))
-                return (Convert.ToUInt64(line["SigIgn:".Length..].Trim(), 16) & (1UL << (2 - 1))) != 0;
+                return (Convert.ToUInt64(line["SigIgn:".Length..].Trim(), 16) & (1UL << (SIGINT - 1))) != 0; // bit n-1 is signal n
         return false;
     }
 
