@@ -16,6 +16,9 @@
 #   REPS=5 N=20000 S=10 SIZE=1024 MODE=reuse bash perf/ab.sh "base|/tmp/nr-a||" "new|/tmp/nr-b||"
 #   bash perf/ab.sh "c32|out/nativerelay||" "c10|out/nativerelay|--config /tmp/c10.json|"
 #   bash perf/ab.sh "gc|out/nativerelay||DOTNET_GCgen0size=0x4000000"
+#   bash perf/ab.sh "ceiling|ceiling||" "nr|out/nativerelay||"   # BINARY "ceiling": no relay, smtp-source
+#                                     straight into smtp-sink (the ceiling), measured the same way
+#   bash perf/floor/build.sh && bash perf/ab.sh "floor|perf/floor/floor-relay||"   # the floor probe
 #   THREADS=1 adds the relay's CPU and context switches per message by thread name.
 #
 # KEEP=1 keeps each run's directory (relay.log, sink.out). MODE=conn opens a connection per message. Every wait is bounded; only the processes this
@@ -102,6 +105,11 @@ one_run() { # LABEL BINARY RELAY_ARGS ENV
   # The relay must not start delivering before the sink listens (a refused connection defers the
   # mail for a minute and spoils the run).
   for _ in $(seq 200); do (echo > "/dev/tcp/127.0.0.1/$SINK_PORT") 2>/dev/null && break; sleep 0.05; done
+  local target=$RELAY_PORT relay=""
+  if [ "$bin" = ceiling ]; then
+    # No relay: smtp-source straight into smtp-sink, the ceiling, measured the same way.
+    target=$SINK_PORT
+  else
   # shellcheck disable=SC2086  # args and envs are word lists on purpose
   env $envs "$bin" serve --listen "127.0.0.1:$RELAY_PORT" --spool "$work/spool" \
     --relay-to "$RELAY_TO" --hostname ab.nativerelay.test --metrics "127.0.0.1:$METRICS_PORT" \
@@ -112,16 +120,17 @@ one_run() { # LABEL BINARY RELAY_ARGS ENV
     echo "$label: the relay did not start: $(tail -3 "$work/relay.log")"
     kill "$sink"; wait "$sink" 2>/dev/null; rm -rf "$work"; return
   fi
-  [ -n "${THREADS:-}" ] && thread_table "$relay" > "$work/threads.0"
+  fi
+  [ -n "${THREADS:-}" ] && [ -n "$relay" ] && thread_table "$relay" > "$work/threads.0"
   local r0 s0 i0 t0 t1 t2 r1 s1 i1 got flags=""
   local gc0 gc1
   gc0=$(gc_figures)
-  r0=$(cpu_ticks "$relay"); s0=$(cpu_ticks "$sink"); i0=$(idle_ticks)
+  r0=0; [ -n "$relay" ] && r0=$(cpu_ticks "$relay"); s0=$(cpu_ticks "$sink"); i0=$(idle_ticks)
   [ "$MODE" = reuse ] && flags=-d
   local c0 c1
   times > "$work/times.0"; c0=$(children_cpu_us "$work/times.0")
   t0=$(date +%s.%N)
-  timeout 600 smtp-source $flags -s "$S" -m "$N" -l "$SIZE" -f a@ab.test -t b@dest.test "127.0.0.1:$RELAY_PORT"
+  timeout 600 smtp-source $flags -s "$S" -m "$N" -l "$SIZE" -f a@ab.test -t b@dest.test "127.0.0.1:$target"
   t1=$(date +%s.%N)
   times > "$work/times.1"; c1=$(children_cpu_us "$work/times.1")
   for _ in $(seq 6000); do
@@ -131,7 +140,7 @@ one_run() { # LABEL BINARY RELAY_ARGS ENV
     [ "${got:-0}" -ge "$N" ] && break; sleep 0.01
   done
   t2=$(date +%s.%N)
-  r1=$(cpu_ticks "$relay"); s1=$(cpu_ticks "$sink"); i1=$(idle_ticks)
+  r1=0; [ -n "$relay" ] && r1=$(cpu_ticks "$relay"); s1=$(cpu_ticks "$sink"); i1=$(idle_ticks)
   gc1=$(gc_figures)
   awk -v l="$label" -v n="$N" -v a="$t0" -v b="$t1" -v c="$t2" -v r=$((r1 - r0)) -v s=$((s1 - s0)) \
  -v src=$((c1 - c0)) \
@@ -145,13 +154,13 @@ one_run() { # LABEL BINARY RELAY_ARGS ENV
     ru = r / hz * 1e6 / n; su = s / hz * 1e6 / n; cu = src / n
     printf "%s accept %.0f e2e %.0f relay_us %.0f sink_us %.0f source_us %.0f all_us %.0f idle %.0f%% alloc_B %s gc %s got %d\n",
       l, n / (b - a), n / (c - a), ru, su, cu, ru + su + cu, i / hz / (c - a) / 2 * 100, alloc, gc, got }'
-  if [ -n "${THREADS:-}" ]; then
+  if [ -n "${THREADS:-}" ] && [ -n "$relay" ]; then
     thread_table "$relay" > "$work/threads.1"
     join -a2 -e 0 -o 0,1.2,1.3,1.4,2.2,2.3,2.4 "$work/threads.0" "$work/threads.1" |
       awk -v n="$N" -v hz="$HZ" '{ printf "    %-18s cpu_us %6.1f voluntary %5.2f involuntary %5.2f\n",
         $1, ($5 - $2) / hz * 1e6 / n, ($6 - $3) / n, ($7 - $4) / n }'
   fi
-  kill "$relay"; wait "$relay" 2>/dev/null
+  [ -n "$relay" ] && { kill "$relay"; wait "$relay" 2>/dev/null; }
   kill "$sink"; wait "$sink" 2>/dev/null
   if [ -n "${KEEP:-}" ]; then echo "    kept $work"; else rm -rf "$work"; fi
 }

@@ -1,4 +1,8 @@
 using System.Buffers;
+using System.Numerics;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 
 namespace NativeRelay.Message;
 
@@ -51,6 +55,24 @@ public static class DotStuffer
         int i = 0;
         while (i < src.Length)
         {
+            // The common stretch of a message, CRLF lines none of which starts with a dot, needs
+            // nothing inserted: skip it in one vectorised pass instead of a search per line (at
+            // 100 KiB that was 1,300 searches a message). A bare LF here (no CR before it, since
+            // the state is neither after a CR nor at a line start) is left to the byte-wise path.
+            if (!state.LastWasCr && !state.AtLineStart && src[i] != Lf)
+            {
+                int plain = PlainLength(src[i..]);
+                if (plain > 0)
+                {
+                    i += plain;
+                    // The state the byte-wise path would have after src[i - 1]: a CR waits for its
+                    // LF, and after a CRLF (PlainLength saw both) the next byte begins a line.
+                    state.LastWasCr = src[i - 1] == Cr;
+                    state.AtLineStart = src[i - 1] == Lf;
+                    continue;
+                }
+            }
+
             if (state.LastWasCr)
             {
                 state.LastWasCr = false;
@@ -101,6 +123,67 @@ public static class DotStuffer
         }
 
         WriteRun(dst, src[runStart..]);
+    }
+
+    /// <summary>
+    /// How many bytes from the start of <paramref name="s"/> can be copied as they are: the offset
+    /// of the first pair of adjacent bytes where one is a CR without its LF, an LF without its CR,
+    /// or an LF followed by a dot (a line that needs its dot doubled). Without such a pair, all but
+    /// the last byte (whose partner is in the next piece). The caller has made sure s[0] is not a
+    /// bare LF; the byte-wise path handles the byte at the returned offset.
+    /// </summary>
+    internal static int PlainLength(ReadOnlySpan<byte> s)
+    {
+        int k = 0;
+        int last = s.Length - 1;
+        ref byte start = ref MemoryMarshal.GetReference(s);
+        if (Vector256.IsHardwareAccelerated)
+        {
+            var cr = Vector256.Create(Cr);
+            var lf = Vector256.Create(Lf);
+            var dot = Vector256.Create(Dot);
+            // Each step compares 32 bytes with the 32 after them by one, so it reads s[k..k+32].
+            for (; k + Vector256<byte>.Count < s.Length; k += Vector256<byte>.Count)
+            {
+                var here = Vector256.LoadUnsafe(ref start, (nuint)k);
+                var next = Vector256.LoadUnsafe(ref start, (nuint)k + 1);
+                var odd = (Vector256.Equals(here, cr) ^ Vector256.Equals(next, lf))
+                    | (Vector256.Equals(here, lf) & Vector256.Equals(next, dot));
+                if (odd != Vector256<byte>.Zero)
+                {
+                    return k + BitOperations.TrailingZeroCount(odd.ExtractMostSignificantBits());
+                }
+            }
+        }
+        else if (Vector128.IsHardwareAccelerated)
+        {
+            var cr = Vector128.Create(Cr);
+            var lf = Vector128.Create(Lf);
+            var dot = Vector128.Create(Dot);
+            for (; k + Vector128<byte>.Count < s.Length; k += Vector128<byte>.Count)
+            {
+                var here = Vector128.LoadUnsafe(ref start, (nuint)k);
+                var next = Vector128.LoadUnsafe(ref start, (nuint)k + 1);
+                var odd = (Vector128.Equals(here, cr) ^ Vector128.Equals(next, lf))
+                    | (Vector128.Equals(here, lf) & Vector128.Equals(next, dot));
+                if (odd != Vector128<byte>.Zero)
+                {
+                    return k + BitOperations.TrailingZeroCount(odd.ExtractMostSignificantBits());
+                }
+            }
+        }
+
+        for (; k < last; k++)
+        {
+            byte here = Unsafe.Add(ref start, k);
+            byte next = Unsafe.Add(ref start, k + 1);
+            if ((here == Cr) != (next == Lf) || (here == Lf && next == Dot))
+            {
+                return k;
+            }
+        }
+
+        return Math.Max(last, 0);
     }
 
     // An empty write would still ask the writer for a span, and a full writer grows for it.

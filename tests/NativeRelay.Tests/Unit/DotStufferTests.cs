@@ -233,4 +233,110 @@ public class DotStufferTests
         // An empty chunk at the end must be harmless.
         yield return ReadOnlyMemory<byte>.Empty;
     }
+
+    // A byte at a time, the rules and nothing else: what the vectorised skip of plain stretches
+    // must agree with, whatever the input and wherever it is cut.
+    private static string StuffByteWise(byte[] input)
+    {
+        var output = new StringBuilder();
+        bool atLineStart = true, lastWasCr = false;
+        foreach (byte b in input)
+        {
+            if (lastWasCr)
+            {
+                lastWasCr = false;
+                atLineStart = true;
+                output.Append('\n');
+                if (b == (byte)'\n')
+                {
+                    continue;
+                }
+            }
+
+            if (atLineStart)
+            {
+                atLineStart = false;
+                if (b == (byte)'.')
+                {
+                    output.Append('.');
+                }
+            }
+
+            if (b == (byte)'\r')
+            {
+                output.Append('\r');
+                lastWasCr = true;
+            }
+            else if (b == (byte)'\n')
+            {
+                output.Append("\r\n");
+                atLineStart = true;
+            }
+            else
+            {
+                output.Append((char)b);
+            }
+        }
+
+        output.Append(lastWasCr ? "\n.\r\n" : atLineStart ? ".\r\n" : "\r\n.\r\n");
+        return output.ToString();
+    }
+
+    [Fact]
+    public void AgreesWithTheByteWiseRulesOnRandomInputCutAnywhere()
+    {
+        // Mostly plain CRLF lines (the vectorised path's case) with dots, lone CRs and lone LFs
+        // sprinkled at every position relative to the 16- and 32-byte steps, in random pieces.
+        var random = new Random(29);
+        byte[] rare = Bytes(".\r\n");
+        for (int round = 0; round < 3000; round++)
+        {
+            int length = random.Next(0, 400);
+            var input = new byte[length];
+            double oddness = random.NextDouble() * 0.2;
+            for (int i = 0; i < length; i++)
+            {
+                input[i] = random.NextDouble() < oddness ? rare[random.Next(rare.Length)] : (byte)('a' + random.Next(3));
+                if (input[i] == (byte)'a' && random.Next(40) == 0 && i + 1 < length)
+                {
+                    input[i] = (byte)'\r';
+                    input[++i] = (byte)'\n';
+                }
+            }
+
+            var pieces = new List<string>();
+            for (int at = 0; at < length;)
+            {
+                int take = Math.Min(length - at, random.Next(1, 120));
+                pieces.Add(Text(input.AsSpan(at, take)));
+                at += take;
+            }
+
+            Assert.Equal(StuffByteWise(input), Stuff(pieces.ToArray()));
+        }
+    }
+
+    [Fact]
+    public void ALongPlainMessageIsCopiedAsItIsAndDotsPastTheVectorStepsAreDoubled()
+    {
+        string line = new string('x', 77) + "\r\n";
+        string plain = string.Concat(Enumerable.Repeat(line, 40));
+        Assert.Equal(plain + ".\r\n", Stuff(plain));
+        // A dot line, a lone LF and a lone CR deep into the message, each after many plain lines.
+        Assert.Equal(plain + "..x\r\n" + plain + "a\r\nb\r\nc\r\n" + plain + ".\r\n",
+            Stuff(plain + ".x\r\n" + plain + "a\nb\rc\r\n" + plain));
+    }
+
+    [Theory]
+    [InlineData("", 0)]
+    [InlineData("a", 0)]
+    [InlineData("ab", 1)]
+    [InlineData("a\r\nb", 3)]
+    [InlineData("a\rb", 1)]
+    [InlineData("ab\nc", 1)]
+    [InlineData("a\r\n.b", 2)]
+    public void PlainLengthStopsAtTheFirstPairThatNeedsWork(string input, int expected)
+    {
+        Assert.Equal(expected, DotStuffer.PlainLength(Bytes(input)));
+    }
 }
