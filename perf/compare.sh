@@ -13,7 +13,10 @@
 # over its processes, sampled every 0.5 s), how it makes mail durable before its 250, and the CPU
 # per message of smtp-source and smtp-sink themselves (the load's own cost, which the relay
 # shares the cores with). Then, for NativeRelay alone: idle RSS, peak RSS, start-up time to
-# listening, and accept latency p99 at half the peak rate (nativerelay blast --rate). Prints every
+# listening, and accept latency p99 at half the peak rate (nativerelay blast --rate). Beside the
+# peers, on every load, the floor probe (perf/floor/floor-relay.c, built here with cc): the least
+# a relay with NativeRelay's durability does, in C, so the targets can be read against what the
+# work itself costs on this machine (FLOOR=0 leaves it out). Prints every
 # figure as "name: value" lines and the ratios; keeps the raw output under perf/runs/.
 #
 #   bash perf/peers/install.sh        once: puts Exim, OpenSMTPD and Haraka in place (this script
@@ -38,6 +41,9 @@ RELAY_PORT=${RELAY_PORT:-12027}                # NativeRelay under test
 EXIM_PORT=${EXIM_PORT:-12028}
 OPENSMTPD_PORT=${OPENSMTPD_PORT:-12029}
 HARAKA_PORT=${HARAKA_PORT:-12030}
+FLOOR_PORT=${FLOOR_PORT:-12031}                # the floor probe
+FLOOR_BIN=perf/floor/floor-relay
+FLOOR_PID=""
 ALL_PEERS="postfix exim opensmtpd haraka"
 PEERS=${PEERS:-$ALL_PEERS}
 for p in $PEERS; do
@@ -76,6 +82,7 @@ cleanup() {
   stop_pid "$SAMPLER_PID"; SAMPLER_PID=""
   peer_stop
   stop_pid "$RELAY_PID"; RELAY_PID=""
+  stop_pid "$FLOOR_PID"; FLOOR_PID=""
   stop_pid "$SINK_PID"; SINK_PID=""
   bash "$MTA_BENCH" stop >/dev/null 2>&1 || true
   rm -rf "$WORK"
@@ -122,6 +129,7 @@ root_pid() {
   local pid=""
   case $1 in
     nativerelay) pid=$RELAY_PID ;;
+    floor)       pid=$FLOOR_PID ;;
     postfix)     pid=$(tr -dc '0-9' < "$PF_MASTER_PID_FILE" 2>/dev/null || true) ;;
     exim|opensmtpd|haraka) pid=$PEER_PID ;;
   esac
@@ -212,6 +220,7 @@ mta() {
     PEER_LOG_TAG=$name-$try
     case $prog in
       nativerelay) start_relay "$name-$try" ;;
+      floor) start_floor ;;
       exim|opensmtpd|haraka)
         if ! peer_start "$prog" "$(peer_port "$prog")" 2> "$out.start-err"; then
           START_ERR[$name.$prog]=$(tr '\n' ' ' < "$out.start-err")
@@ -242,6 +251,7 @@ mta() {
         local hwm; hwm=$(kib VmHWM "$RELAY_PID")   # exact for one process, where sampling may miss the peak
         [ "${hwm:-0}" -gt "${RSS_PEAK[$name.$prog]:-0}" ] && RSS_PEAK[$name.$prog]=$hwm
         stop_relay ;;
+      floor) stop_pid "$FLOOR_PID"; FLOOR_PID=""; rm -rf "$WORK/spool-floor" ;;
       exim|opensmtpd|haraka) peer_stop ;;
     esac
     grep -q "^$key: " "$out" && return 0
@@ -260,6 +270,17 @@ start_relay() {
   RELAY_PID=$!
   for _ in $(seq 200); do port_open "$RELAY_PORT" && return 0; kill -0 "$RELAY_PID" 2>/dev/null || break; sleep 0.05; done
   echo "compare.sh: nativerelay did not start listening; see $RUN_DIR/relay-$1.log" >&2
+  exit 1
+}
+
+# start_floor: the floor probe, with its commit thread, on FLOOR_PORT, relaying to SINK_PORT.
+start_floor() {
+  rm -rf "$WORK/spool-floor"
+  FLOOR_COMMIT_THREAD=1 "$FLOOR_BIN" serve --listen "127.0.0.1:$FLOOR_PORT" --spool "$WORK/spool-floor" \
+    --relay-to "127.0.0.1:$SINK_PORT" > "$RUN_DIR/floor.log" 2>&1 &
+  FLOOR_PID=$!
+  for _ in $(seq 200); do port_open "$FLOOR_PORT" && return 0; kill -0 "$FLOOR_PID" 2>/dev/null || break; sleep 0.05; done
+  echo "compare.sh: the floor probe did not start listening; see $RUN_DIR/floor.log" >&2
   exit 1
 }
 
@@ -298,6 +319,11 @@ for p in $PEERS; do
   if [ -n "$why" ]; then SKIP[$p]=$why; else RUN_PEERS="$RUN_PEERS $p"; fi
 done
 PROGRAMS="$RUN_PEERS nativerelay"
+FLOOR_PROG=""
+if [ "${FLOOR:-1}" != 0 ]; then
+  if bash perf/floor/build.sh 2> "$RUN_DIR/floor-build.err"; then FLOOR_PROG=floor
+  else note "floor: not run (perf/floor/build.sh failed: $(tr '\n' ' ' < "$RUN_DIR/floor-build.err"))"; fi
+fi
 
 # name  messages  sessions  size  smtp-source flags  (-d: reuse connections)
 LOADS=(
@@ -337,7 +363,7 @@ for load in "${LOADS[@]}"; do
   note "ceiling_smtp_source_cpu_us_per_msg: ${SRC_US[$name.ceiling]}"
   note "ceiling_smtp_sink_cpu_us_per_msg: ${SINK_US[$name.ceiling]}"
 
-  for prog in $PEERS nativerelay; do
+  for prog in $PEERS nativerelay $FLOOR_PROG; do
     if [ -n "${SKIP[$prog]:-}" ]; then
       note "${prog}_e2e_msgs_per_s: n/a (not run: ${SKIP[$prog]})"
       continue
@@ -347,6 +373,7 @@ for load in "${LOADS[@]}"; do
     case $prog in
       postfix)     mta postfix_e2e_msgs_per_s "$out.$prog" postfix postfix "$n" "$s" "$size" $flags ;;
       nativerelay) mta relay_e2e_msgs_per_s "$out.$prog" nativerelay relay "$RELAY_PORT" "$n" "$s" "$size" $flags ;;
+      floor)       mta relay_e2e_msgs_per_s "$out.$prog" floor relay "$FLOOR_PORT" "$n" "$s" "$size" $flags ;;
       *)           mta relay_e2e_msgs_per_s "$out.$prog" "$prog" relay "$(peer_port "$prog")" "$n" "$s" "$size" $flags ;;
     esac
     if [ -f "$out.$prog" ]; then sed -i "s/^relay_/${prog}_/" "$out.$prog"; fi
@@ -457,7 +484,7 @@ verdict() { awk -v v="${1:-0}" -v t="$2" -v op="$3" 'BEGIN { if (v == "" || v ==
     echo ""
     echo "$name: ceiling ${CEIL[$name]:-n/a} msg/s; smtp-source ${SRC_US[$name.nativerelay]:-n/a} µs/msg, smtp-sink ${SINK_US[$name.nativerelay]:-n/a} µs/msg (NativeRelay's run)"
     printf '  %-12s %6s %8s %8s %8s %8s %8s %8s %8s\n' program msgs accept e2e e2e/ceil cpu_us pss_MiB "e2e x" "cpu x"
-    for prog in $PEERS nativerelay; do
+    for prog in $PEERS nativerelay $FLOOR_PROG; do
       if [ -n "${SKIP[$prog]:-}" ]; then printf '  %-12s not run: %s\n' "$prog" "${SKIP[$prog]}"; continue; fi
       printf '  %-12s %6s %8s %8s %8s %8s %8s %8s %8s\n' "$prog" "$(prog_count "$prog" "${load_n[$name]}" "${load_size[$name]}")" "${ACC[$name.$prog]:-n/a}" "${E2E[$name.$prog]:-n/a}" \
         "$(pct "${E2E[$name.$prog]}" "${CEIL[$name]}")" "${CPU[$name.$prog]:-n/a}" "$(( ${PSS[$name.$prog]:-0} / 1024 ))" \
@@ -467,9 +494,9 @@ verdict() { awk -v v="${1:-0}" -v t="$2" -v op="$3" 'BEGIN { if (v == "" || v ==
   done
   echo ""
   echo "durability before the 250 (same for every load):"
-  for prog in $PEERS nativerelay; do [ -n "${SKIP[$prog]:-}" ] || echo "  $prog: $(peer_durability "$prog")"; done
+  for prog in $PEERS nativerelay $FLOOR_PROG; do [ -n "${SKIP[$prog]:-}" ] || echo "  $prog: $(peer_durability "$prog")"; done
   echo "notes:"
-  for prog in $RUN_PEERS; do pn=$(peer_note "$prog"); [ -z "$pn" ] || echo "  $prog: $pn"; done
+  for prog in $RUN_PEERS $FLOOR_PROG; do pn=$(peer_note "$prog"); [ -z "$pn" ] || echo "  $prog: $pn"; done
   echo ""
   echo "targets (the peers issue: ratios in this run):"
   for load in "${LOADS[@]}"; do
@@ -489,6 +516,14 @@ verdict() { awk -v v="${1:-0}" -v t="$2" -v op="$3" 'BEGIN { if (v == "" || v ==
   done
   c=$(awk -v a="${NR_E2E[100k-s10-reuse]:-0}" -v b="${CEIL[100k-s10-reuse]:-0}" 'BEGIN { if (a > 0 && b > 0) printf "%.2f", a / b; else print "n/a" }')
   echo "  100k-s10-reuse: $(pct "${NR_E2E[100k-s10-reuse]}" "${CEIL[100k-s10-reuse]}") of the ceiling (>= 85%: $(verdict "$c" 0.85 '>='))"
+  if [ -n "$FLOOR_PROG" ]; then
+    echo "  the floor probe (perf/floor) on the same targets in this run, what the work itself costs here:"
+    echo "    1k-s10-reuse: $(pct "${E2E[1k-s10-reuse.floor]:-}" "${CEIL[1k-s10-reuse]}") of the ceiling"
+    for name in 1k-s10-reuse 1k-s10-conn 1k-s50-reuse 1k-s50-conn; do
+      echo "    $name: ${CPU[$name.floor]:-n/a} µs per relayed message, smtp-sink ${SINK_US[$name.floor]:-n/a} µs in its run: $(ratio "${CPU[$name.floor]:-}" "${SINK_US[$name.floor]:-}")x; NativeRelay's CPU $(ratio "${NR_CPU[$name]:-}" "${CPU[$name.floor]:-}")x the floor's"
+    done
+    echo "    100k-s10-reuse: $(pct "${E2E[100k-s10-reuse.floor]:-}" "${CEIL[100k-s10-reuse]}") of the ceiling"
+  fi
   echo ""
   echo "targets (issue 6):"
   for name in 1k-s10-reuse 1k-s10-conn 1k-s50-reuse 1k-s50-conn; do

@@ -59,6 +59,7 @@ peer_durability() {
   case $1 in
     postfix)     echo "fsync of the queue file by cleanup before smtpd's 250 (always; not configurable); run as mta-bench.sh configures it" ;;
     nativerelay) echo "O_DSYNC group-commit write of the spool before 250 (always)" ;;
+    floor)       echo "O_DSYNC group-commit pwrite of the spool before 250 (always; the floor probe, perf/floor)" ;;
     exim)        echo "fsync of the -D (body) and -H (header) spool files and of the spool directory before 250 (always: this build has no disable_fsync option)" ;;
     opensmtpd)   echo "NO fsync before 250: the message and envelope are written and renamed into /var/spool/smtpd/queue, never fsynced (nothing in smtpd.conf 6.8 asks for it): a crash can lose acknowledged mail, so its figures are not for the same promise" ;;
     haraka)      echo "fsync of its queue file (queue/ under its config dir) before 250 (Haraka 3.3 FsyncWriteStream; not configurable); the directory is not fsynced after the rename into the queue" ;;
@@ -70,6 +71,7 @@ peer_note() {
   case $1 in
     opensmtpd) echo "listen backlog 5 (SMTPD_BACKLOG, compiled in; ss shows Send-Q 5): with a new connection per message and 10 or more clients, connection attempts overflow it and wait for the 1 s SYN retransmit; queue directory /var/spool/smtpd, compiled in" ;;
     haraka)    echo "nodes=${HARAKA_NODES:-cpus} (cluster workers)" ;;
+    floor)     echo "not a peer: the least a durable relay does, in C (perf/floor/floor-relay.c), one event loop and a commit thread, 10 connections to the next hop; a floor for any relay's figures" ;;
   esac
 }
 
