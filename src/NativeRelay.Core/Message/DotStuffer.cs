@@ -2,7 +2,6 @@ using System.Buffers;
 using System.Numerics;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
-using System.Runtime.Intrinsics;
 
 namespace NativeRelay.Message;
 
@@ -137,53 +136,49 @@ public static class DotStuffer
         int k = 0;
         int last = s.Length - 1;
         ref byte start = ref MemoryMarshal.GetReference(s);
-        if (Vector256.IsHardwareAccelerated)
+        if (Vector.IsHardwareAccelerated)
         {
-            var cr = Vector256.Create(Cr);
-            var lf = Vector256.Create(Lf);
-            var dot = Vector256.Create(Dot);
-            // Each step compares 32 bytes with the 32 after them by one, so it reads s[k..k+32].
-            for (; k + Vector256<byte>.Count < s.Length; k += Vector256<byte>.Count)
-            {
-                var here = Vector256.LoadUnsafe(ref start, (nuint)k);
-                var next = Vector256.LoadUnsafe(ref start, (nuint)k + 1);
-                var odd = (Vector256.Equals(here, cr) ^ Vector256.Equals(next, lf))
-                    | (Vector256.Equals(here, lf) & Vector256.Equals(next, dot));
-                if (odd != Vector256<byte>.Zero)
-                {
-                    return k + BitOperations.TrailingZeroCount(odd.ExtractMostSignificantBits());
-                }
-            }
-        }
-        else if (Vector128.IsHardwareAccelerated)
-        {
-            var cr = Vector128.Create(Cr);
-            var lf = Vector128.Create(Lf);
-            var dot = Vector128.Create(Dot);
-            for (; k + Vector128<byte>.Count < s.Length; k += Vector128<byte>.Count)
-            {
-                var here = Vector128.LoadUnsafe(ref start, (nuint)k);
-                var next = Vector128.LoadUnsafe(ref start, (nuint)k + 1);
-                var odd = (Vector128.Equals(here, cr) ^ Vector128.Equals(next, lf))
-                    | (Vector128.Equals(here, lf) & Vector128.Equals(next, dot));
-                if (odd != Vector128<byte>.Zero)
-                {
-                    return k + BitOperations.TrailingZeroCount(odd.ExtractMostSignificantBits());
-                }
-            }
+            k = WholeVectorsWithoutOddPairs(ref start, s.Length);
         }
 
         for (; k < last; k++)
         {
-            byte here = Unsafe.Add(ref start, k);
-            byte next = Unsafe.Add(ref start, k + 1);
-            if ((here == Cr) != (next == Lf) || (here == Lf && next == Dot))
+            if (IsOddPair(Unsafe.Add(ref start, k), Unsafe.Add(ref start, k + 1)))
             {
                 return k;
             }
         }
 
         return Math.Max(last, 0);
+    }
+
+    private static bool IsOddPair(byte here, byte next) => (here == Cr) != (next == Lf) || (here == Lf && next == Dot);
+
+    /// <summary>
+    /// The vector part of <see cref="PlainLength"/>: skips whole vectors of bytes in which no pair
+    /// is odd and returns where it stopped, at the vector holding the first odd pair or where too
+    /// few bytes are left; the byte loop finds the pair itself. Each step compares a vector of
+    /// bytes with the one a byte after it, so it reads one byte past the vector, which must
+    /// still be inside the span.
+    /// </summary>
+    private static int WholeVectorsWithoutOddPairs(ref byte start, int length)
+    {
+        var cr = new Vector<byte>(Cr);
+        var lf = new Vector<byte>(Lf);
+        var dot = new Vector<byte>(Dot);
+        int k = 0;
+        for (; k + Vector<byte>.Count < length; k += Vector<byte>.Count)
+        {
+            var here = Vector.LoadUnsafe(ref start, (nuint)k);
+            var next = Vector.LoadUnsafe(ref start, (nuint)k + 1);
+            var odd = (Vector.Equals(here, cr) ^ Vector.Equals(next, lf)) | (Vector.Equals(here, lf) & Vector.Equals(next, dot));
+            if (odd != Vector<byte>.Zero)
+            {
+                break;
+            }
+        }
+
+        return k;
     }
 
     // An empty write would still ask the writer for a span, and a full writer grows for it.
