@@ -181,6 +181,14 @@ public sealed class DeliveryOptions
     /// costs its envelope and recipient states in memory; the rest wait in the spool index.
     /// </summary>
     public int ActiveLimit { get; set; } = 20_000;
+    /// <summary>
+    /// Inflow control (as Postfix's in_flow_delay): while more new messages than this wait for the
+    /// end of their first delivery attempt, a receiver pauses before taking the next one. 256: the
+    /// bodies a destination keeps in memory, beyond which queued mail is read back from the spool.
+    /// </summary>
+    public int InFlowBacklog { get; set; } = 256;
+    /// <summary>The longest such pause per message, then the message is taken anyway; 0 turns inflow control off.</summary>
+    public double InFlowDelaySeconds { get; set; } = 1;
     public int IdleConnectionSeconds { get; set; } = 10;
     /// <summary>Delay before the first retry of a deferred message; later retries back off exponentially.</summary>
     public int RetryInitialSeconds { get; set; } = 60;

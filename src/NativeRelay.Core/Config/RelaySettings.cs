@@ -143,6 +143,9 @@ public sealed record RelaySettings
         Positive(d.InitialConnectionsPerDestination, "delivery.initialConnectionsPerDestination");
         Positive(d.MessagesPerConnection, "delivery.messagesPerConnection");
         Positive(d.ActiveLimit, "delivery.activeLimit");
+        Positive(d.InFlowBacklog, "delivery.inFlowBacklog");
+        if (!(d.InFlowDelaySeconds >= 0 && d.InFlowDelaySeconds <= 60))
+            throw new ConfigException("delivery.inFlowDelaySeconds: 0 (off) to 60");
         Positive(d.IdleConnectionSeconds, "delivery.idleConnectionSeconds");
         Positive(d.RetryInitialSeconds, "delivery.retryInitialSeconds");
         Positive(d.RetryMaxSeconds, "delivery.retryMaxSeconds");

@@ -26,6 +26,7 @@ public sealed partial class DeliveryScheduler
         _traffic.Reconfigure(settings.Traffic, settings.Routing.RemotePort);
         Volatile.Write(ref _settings, settings);
         Volatile.Write(ref _activeLimit, Math.Max(1, settings.Delivery.ActiveLimit));
+        _inFlow.Reconfigure(settings.Delivery.InFlowBacklog, settings.Delivery.InFlowDelaySeconds);
     }
 
     /// <summary>

@@ -52,6 +52,7 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
     private readonly SemaphoreSlim _wakeup = new(0, 1);
     private int _activeLimit; // replaced by a reload (Reconfigure); read without a lock: a stale value for one decision is harmless
     private int _freshHot;
+    private readonly InFlowGate _inFlow;
     // _hot's size, kept by hand (ConcurrentDictionary.Count takes every lock of the dictionary).
     private int _hotCount;
     private int _activePeak;
@@ -85,6 +86,7 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
         _spool = spool;
         _index = spool.Index;
         _activeLimit = Math.Max(1, settings.Delivery.ActiveLimit);
+        _inFlow = new InFlowGate(() => Volatile.Read(ref _freshHot), settings.Delivery.InFlowBacklog, settings.Delivery.InFlowDelaySeconds);
         _deliveryLog = deliveryLog ?? DeliveryLog.Null;
         _retry = new RetryPolicy(settings.Delivery);
         _ids = ids;
@@ -299,9 +301,15 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
             _hot.TryRemove(message.Id, out _);
             Interlocked.Decrement(ref _hotCount);
             if (message.Fresh)
+            {
                 Interlocked.Decrement(ref _freshHot);
+                _inFlow.BacklogShrank();
+            }
         }
     }
+
+    /// <inheritdoc />
+    public ValueTask WaitForInFlowRoomAsync() => _inFlow.WaitForRoomAsync();
 
     /// <summary>
     /// Back to cold: the object goes, the index slot keeps the next attempt time and the last

@@ -174,4 +174,10 @@ public interface IQueueIntake
 
     /// <summary>Takes ownership of the message (and its body reference). May wait when delivery is saturated.</summary>
     ValueTask EnqueueAsync(QueuedMessage message);
+
+    /// <summary>
+    /// Called by a receiver before it takes a new message: completes when delivery has room for
+    /// more new mail, or when the longest pause is up (inflow control, <see cref="InFlowGate"/>).
+    /// </summary>
+    ValueTask WaitForInFlowRoomAsync() => default;
 }

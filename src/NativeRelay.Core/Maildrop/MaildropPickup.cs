@@ -204,7 +204,9 @@ public sealed class MaildropPickup : IAsyncDisposable
         body.Write(Encoding.UTF8.GetBytes(ReceivedLine(user, uid, id, DateTimeOffset.FromUnixTimeMilliseconds(envelope.ArrivalUnixMs))));
         body.Write(entry.Message.Span);
 
-        // Step 2: durable in the spool.
+        // Step 2: durable in the spool, once delivery has room for more new mail (inflow control,
+        // as Postfix's pickup waits for cleanup's token).
+        await _intake.WaitForInFlowRoomAsync();
         long head, first;
         _intake.ReserveSpool(id);
         try

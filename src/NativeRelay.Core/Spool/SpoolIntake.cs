@@ -26,6 +26,8 @@ public sealed class SpoolIntake(SpoolLog spool, IQueueIntake queue)
     /// <exception cref="SpoolFullException">Taking it would leave the disk too full.</exception>
     public async ValueTask<SpooledMessage> AppendAsync(ulong id, Envelope envelope, MessageBuffer body)
     {
+        // Inflow control: a sender that outruns delivery waits here, before its mail is taken.
+        await queue.WaitForInFlowRoomAsync().ConfigureAwait(false);
         queue.ReserveSpool(id);
         try
         {
