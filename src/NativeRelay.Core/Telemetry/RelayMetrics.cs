@@ -58,16 +58,18 @@ public static class RelayMetrics
         "nativerelay_spool_commit_seconds", "Time of one group commit (the synchronous write that makes appended messages durable).",
         0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1);
 
+    public static readonly Histogram SpoolCommitBatchSize = Registry.Histogram(
+        "nativerelay_spool_commit_batch_messages", "Messages made durable by one group commit (sessions waiting on it; 0 when it carried only status records).",
+        1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024);
+
+    // Inflow control (delivery.inFlowBacklog) ----------------------------------------------------
+
     public static readonly Counter InFlowPauses = Registry.Counter(
         "nativerelay_inflow_pauses_total", "Messages a receiver paused before taking, because more new mail waited for delivery than delivery.inFlowBacklog.");
 
     public static readonly Histogram InFlowPauseSeconds = Registry.Histogram(
         "nativerelay_inflow_pause_seconds", "How long one such pause lasted (at most delivery.inFlowDelaySeconds).",
         0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10);
-
-    public static readonly Histogram SpoolCommitBatchSize = Registry.Histogram(
-        "nativerelay_spool_commit_batch_messages", "Messages made durable by one group commit (sessions waiting on it; 0 when it carried only status records).",
-        1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024);
 
     /// <summary>
     /// Messages in the queue by state; index with <see cref="QueueActive"/>, <see cref="QueueDeferred"/>
