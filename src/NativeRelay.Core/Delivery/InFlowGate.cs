@@ -15,8 +15,8 @@ namespace NativeRelay.Delivery;
 /// out: the receiving threads take the cores that delivery needs, and a destination keeps only its
 /// first 256 queued bodies in memory, so the rest are read back from the spool (at 100 KiB that
 /// read-back was 9.5 % of the relay's samples). Measured with 100 KiB messages, 10 reused
-/// sessions: 78-85 % of the ceiling without the gate, 83-90 % with it at a backlog of 256
-/// (perf/RESULTS.md). Only new mail counts: a deferred message has left the backlog, so a next
+/// sessions: 78-82 % of the ceiling without the gate, 81.8-87.9 % with it at a backlog of 256
+/// (median 85.4 % over ten runs; perf/RESULTS.md). Only new mail counts: a deferred message has left the backlog, so a next
 /// hop that is down does not hold the senders back. DSNs and the queue's own re-injections do not
 /// pass the gate. With room, the check is a read and a compare.
 /// </remarks>
