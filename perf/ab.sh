@@ -110,16 +110,16 @@ one_run() { # LABEL BINARY RELAY_ARGS ENV
     # No relay: smtp-source straight into smtp-sink, the ceiling, measured the same way.
     target=$SINK_PORT
   else
-  # shellcheck disable=SC2086  # args and envs are word lists on purpose
-  env $envs "$bin" serve --listen "127.0.0.1:$RELAY_PORT" --spool "$work/spool" \
-    --relay-to "$RELAY_TO" --hostname ab.nativerelay.test --metrics "127.0.0.1:$METRICS_PORT" \
-    ${SINK_TLS:+--dns 127.0.0.1:$DNS_PORT} $(eval echo "$args") > "$work/relay.log" 2>&1 &
-  relay=$!
-  for _ in $(seq 200); do (echo > "/dev/tcp/127.0.0.1/$RELAY_PORT") 2>/dev/null && break; sleep 0.05; done
-  if ! kill -0 "$relay" 2>/dev/null; then
-    echo "$label: the relay did not start: $(tail -3 "$work/relay.log")"
-    kill "$sink"; wait "$sink" 2>/dev/null; rm -rf "$work"; return
-  fi
+    # shellcheck disable=SC2086  # args and envs are word lists on purpose
+    env $envs "$bin" serve --listen "127.0.0.1:$RELAY_PORT" --spool "$work/spool" \
+      --relay-to "$RELAY_TO" --hostname ab.nativerelay.test --metrics "127.0.0.1:$METRICS_PORT" \
+      ${SINK_TLS:+--dns 127.0.0.1:$DNS_PORT} $(eval echo "$args") > "$work/relay.log" 2>&1 &
+    relay=$!
+    for _ in $(seq 200); do (echo > "/dev/tcp/127.0.0.1/$RELAY_PORT") 2>/dev/null && break; sleep 0.05; done
+    if ! kill -0 "$relay" 2>/dev/null; then
+      echo "$label: the relay did not start: $(tail -3 "$work/relay.log")"
+      kill "$sink"; wait "$sink" 2>/dev/null; rm -rf "$work"; return
+    fi
   fi
   [ -n "${THREADS:-}" ] && [ -n "$relay" ] && thread_table "$relay" > "$work/threads.0"
   local r0 s0 i0 t0 t1 t2 r1 s1 i1 got flags=""

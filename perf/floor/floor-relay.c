@@ -67,7 +67,7 @@ static void buf_drop(buf *b, size_t n) { memmove(b->p, b->p + n, b->len - n); b-
 
 typedef struct msg { struct msg *next; buf env; int nrcpt; buf body; } msg;
 
-enum kind { LISTENER, INBOUND, OUTBOUND };
+enum kind { LISTENER, INBOUND, OUTBOUND, LANDED /* the commit thread's eventfd */ };
 enum in_state { IN_CMD, IN_DATA, IN_COMMIT };
 enum out_state { OUT_IDLE, OUT_ENVELOPE, OUT_FINAL };
 
@@ -196,8 +196,11 @@ static void batch_durable(conn *list) {
 
 /* FLOOR_COMMIT_THREAD=1: the write runs on a thread of its own, so the loop goes on receiving and
    delivering while the device works; the next batch starts as soon as the last is durable. It
-   costs a wake-up each way per commit. */
+   costs a wake-up each way per commit. Only the loop's thread touches in_flight: a batch is in
+   flight from its hand-over until the loop reads the commit thread's eventfd, so no batch's 250s
+   can be sent on another batch's completion. */
 static int commit_thread, done_fd, in_flight;
+static int requested;       /* under flight_lock: the loop handed over a batch */
 static buf flight;          /* the batch being written */
 static conn *flight_waiters;
 static pthread_mutex_t flight_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -207,13 +210,11 @@ static void *committer(void *arg) {
   (void)arg;
   for (;;) {
     pthread_mutex_lock(&flight_lock);
-    while (!in_flight) pthread_cond_wait(&flight_start, &flight_lock);
+    while (!requested) pthread_cond_wait(&flight_start, &flight_lock);
+    requested = 0;
     pthread_mutex_unlock(&flight_lock);
     write_batch(&flight);
     uint64_t one = 1;
-    pthread_mutex_lock(&flight_lock);
-    in_flight = 0;
-    pthread_mutex_unlock(&flight_lock);
     if (write(done_fd, &one, sizeof one) != sizeof one) die("eventfd");
   }
   return NULL;
@@ -223,14 +224,15 @@ static void *committer(void *arg) {
 static void run_commit(void) {
   if (!commit_due) return;
   if (commit_thread) {
-    if (flight_waiters || in_flight) return; /* one in flight; this batch goes when it is done */
+    if (in_flight) return; /* one in flight; this batch goes when it is done */
     buf t = flight; flight = commit; commit = t;
     commit.len = 0;
     commit_due = 0;
     flight_waiters = waiting;
     waiting = NULL;
-    pthread_mutex_lock(&flight_lock);
     in_flight = 1;
+    pthread_mutex_lock(&flight_lock);
+    requested = 1;
     pthread_cond_signal(&flight_start);
     pthread_mutex_unlock(&flight_lock);
     return;
@@ -247,6 +249,7 @@ static void run_commit(void) {
 static void flight_landed(void) {
   uint64_t count;
   if (read(done_fd, &count, sizeof count) != sizeof count) die("eventfd");
+  in_flight = 0;
   conn *list = flight_waiters;
   flight_waiters = NULL;
   batch_durable(list);
@@ -410,7 +413,7 @@ int main(int argc, char **argv) {
 
   if ((ep = epoll_create1(0)) < 0) die("epoll_create1");
   commit_thread = getenv("FLOOR_COMMIT_THREAD") && *getenv("FLOOR_COMMIT_THREAD") == '1';
-  conn landed = { .kind = LISTENER };
+  conn landed = { .kind = LANDED };
   if (commit_thread) {
     if ((done_fd = eventfd(0, 0)) < 0) die("eventfd");
     landed.fd = done_fd;
@@ -437,7 +440,7 @@ int main(int argc, char **argv) {
     if (n == 0 && commit.len) commit_due = 1;
     for (int i = 0; i < n; i++) {
       conn *c = evs[i].data.ptr;
-      if (c == &landed) { flight_landed(); continue; }
+      if (c->kind == LANDED) { flight_landed(); continue; }
       if (c->kind == LISTENER) {
         int fd;
         while ((fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK)) >= 0) {

@@ -40,7 +40,8 @@ public sealed class InFlowGate
     {
         Volatile.Write(ref _limit, Math.Max(1, limit));
         Volatile.Write(ref _maxPauseTicks, TimeSpan.FromSeconds(Math.Max(0, maxPauseSeconds)).Ticks);
-        // A wider limit or no pause at all: whoever waits should not wait for it.
+        // Whoever waits goes on, as after a pause: simpler than telling a wider limit from a
+        // narrower one, and a reload is rare; the next receivers meet the new limit.
         Release();
     }
 
