@@ -114,6 +114,9 @@ public sealed class SpoolLog : IAsyncDisposable
     internal SpoolOptions Options => _options;
     internal Log Logger => _logger;
 
+    /// <summary>How many pages the current log's head lags its tail by (<see cref="PageTurnHeadroom"/>; for tests).</summary>
+    internal long HeadLagPages => PageTurnHeadroom.HeadLagPages(_handle.Log);
+
     /// <summary>
     /// Opens (or creates) the spool. Takes an exclusive lock on the directory so two relays can
     /// never write one log. FasterLog recovers to its last commit while opening.
@@ -175,6 +178,7 @@ public sealed class SpoolLog : IAsyncDisposable
         try
         {
             log = new FasterLog(settings);
+            PageTurnHeadroom.Apply(log, _logger);
         }
         catch
         {

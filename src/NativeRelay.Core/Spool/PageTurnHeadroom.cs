@@ -1,0 +1,86 @@
+using System.Reflection;
+using System.Runtime.CompilerServices;
+using FASTER.core;
+using NativeRelay.Telemetry;
+
+namespace NativeRelay.Spool;
+
+/// <summary>
+/// Makes FasterLog close its oldest in-memory page one page turn early, so the appender that turns
+/// to a new page never waits for the close it has just asked for.
+/// </summary>
+/// <remarks>
+/// FasterLog keeps a ring of pages in memory. When an append fills the tail page, it moves the
+/// log's head on so the oldest page can be reused, and closes that page through an epoch action:
+/// the action runs only once every thread inside the log (other appenders copying their records
+/// in, the group commit) has left it or refreshed its epoch. With the head lagging the tail by the
+/// whole ring less one page (FASTER's default), the page being turned to is the very page that
+/// must first be closed, so the thread that turns the page spins in <c>TryAllocateRetryNow</c>,
+/// scanning the epoch table again and again, until the others leave. On two cores a thread inside
+/// the log may be waiting for the core that spins, so one such spin can last a scheduler slice.
+/// At 100 KiB messages (a page turn every ten messages) FasterLog's own code was 29 % of the
+/// relay's samples, most of it that spin; with one page of headroom it is 9 %, and the relay's CPU
+/// per message fell by a fifth (perf/RESULTS.md). At 1 KiB, with a page turn every thousand
+/// messages, it makes no difference.
+/// <para>
+/// One empty page means the close a page turn needs is the one asked for at the turn before, long
+/// since done. It costs one page of the ring, and the ring only holds records already written to
+/// the disk, kept for reads. FasterLog's settings do not offer it (its allocator's
+/// <c>EmptyPageCount</c> is internal), so the head's lag is set on the allocator directly; the
+/// allocator is found by reflection on a field named at compile time, which native AOT keeps.
+/// If a FASTER upgrade moves either, the spool still opens, with a warning, and only this gain
+/// is lost; <c>SpoolLogTests</c> check it against the pinned version.
+/// </para>
+/// </remarks>
+internal static class PageTurnHeadroom
+{
+    private const string AllocatorBase =
+        "FASTER.core.AllocatorBase`2[[FASTER.core.Empty, FASTER.core],[System.Byte, System.Private.CoreLib]], FASTER.core";
+
+    /// <summary>
+    /// The smallest ring it applies to: with fewer pages, giving one up would leave the head on the
+    /// tail's own page.
+    /// </summary>
+    public const int MinRingPages = 4;
+
+    /// <summary>Gives the log one page of headroom; returns false (and warns) when it could not.</summary>
+    public static bool Apply(FasterLog log, Log logger)
+    {
+        try
+        {
+            int pageBits = log.UnsafeGetLogPageSizeBits();
+            ref long lag = ref HeadOffsetLagAddress(AllocatorOf(log));
+            long lagPages = lag >> pageBits;
+            if (lag != lagPages << pageBits || lagPages < 1)
+            {
+                logger.Warn($"spool: FasterLog's head lag is {lag} bytes, not whole pages; left as it is (appends at page turns may spin)");
+                return false;
+            }
+
+            // The default lag is the ring less one page, so the ring is lagPages + 1 pages.
+            if (lagPages + 1 < MinRingPages)
+                return false;
+            lag -= 1L << pageBits;
+            return true;
+        }
+        catch (Exception e) when (e is MissingMemberException or NotSupportedException or InvalidCastException)
+        {
+            logger.Warn($"spool: cannot give FasterLog's page ring its headroom ({e.Message}); appends at page turns may spin");
+            return false;
+        }
+    }
+
+    /// <summary>How many pages the log's head lags its tail by (for tests and diagnostics).</summary>
+    public static long HeadLagPages(FasterLog log) =>
+        HeadOffsetLagAddress(AllocatorOf(log)) >> log.UnsafeGetLogPageSizeBits();
+
+    // A field named by a constant on a type known at compile time: native AOT keeps its metadata
+    // (an UnsafeAccessor for it, typed through UnsafeAccessorType, throws NotSupportedException
+    // under native AOT in .NET 10).
+    private static object AllocatorOf(FasterLog log) =>
+        typeof(FasterLog).GetField("allocator", BindingFlags.NonPublic | BindingFlags.Instance)?.GetValue(log)
+        ?? throw new MissingFieldException("FASTER.core.FasterLog", "allocator");
+
+    [UnsafeAccessor(UnsafeAccessorKind.Field, Name = "HeadOffsetLagAddress")]
+    private static extern ref long HeadOffsetLagAddress([UnsafeAccessorType(AllocatorBase)] object allocator);
+}
