@@ -18,9 +18,9 @@ namespace NativeRelay.Spool;
 /// must first be closed, so the thread that turns the page spins in <c>TryAllocateRetryNow</c>,
 /// scanning the epoch table again and again, until the others leave. On two cores a thread inside
 /// the log may be waiting for the core that spins, so one such spin can last a scheduler slice.
-/// At 100 KiB messages (a page turn every ten messages) FasterLog's own code was 29 % of the
-/// relay's samples, most of it that spin; with one page of headroom it is 9 %, and the relay's CPU
-/// per message fell by a fifth (perf/RESULTS.md). At 1 KiB, with a page turn every thousand
+/// At 100 KiB messages (a page turn every ten messages) FasterLog's own code was 33 % of the
+/// relay's samples, most of it that spin; with one page of headroom it is 10 %, and the relay's CPU
+/// per message fell from 170-192 to 138-167 µs (perf/RESULTS.md). At 1 KiB, with a page turn every thousand
 /// messages, it makes no difference.
 /// <para>
 /// One empty page means the close a page turn needs is the one asked for at the turn before, long
