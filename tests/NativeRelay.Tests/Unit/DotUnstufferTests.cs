@@ -408,4 +408,155 @@ public class DotUnstufferTests
         Assert.Equal(0, allocated);
         Assert.True(output.WrittenCount > 90_000);
     }
+
+    /// <summary>
+    /// The decoding rules one byte at a time, written for clarity only: what the decoder must do
+    /// whatever shortcuts it takes (the fast path that runs over whole lines in particular).
+    /// </summary>
+    private static (DataStatus Status, byte[] Output, int Consumed, bool LineTooLong, bool SizeExceeded) Reference(
+        byte[] input, int maxLineLength, long maxMessageSize)
+    {
+        const int lineStart = 0, afterDot = 1, inLine = 2, afterCr = 3, afterTerminatorCr = 4;
+        var output = new List<byte>();
+        int state = lineStart;
+        long line = 0;
+        bool tooLong = false, sizeExceeded = false;
+
+        void Emit(byte b)
+        {
+            if (output.Count < maxMessageSize)
+                output.Add(b);
+            else
+                sizeExceeded = true;
+        }
+
+        for (int k = 0; k < input.Length; k++)
+        {
+            byte b = input[k];
+            if (state == lineStart)
+            {
+                if (b == '.') { state = afterDot; continue; }
+                state = inLine;
+            }
+            else if (state == afterDot)
+            {
+                if (b == '\r') { state = afterTerminatorCr; continue; }
+                state = inLine;
+            }
+            else if (state == afterTerminatorCr)
+            {
+                return b == '\n'
+                    ? (DataStatus.Complete, output.ToArray(), k + 1, tooLong, sizeExceeded)
+                    : (DataStatus.BareLineEnding, output.ToArray(), k, tooLong, sizeExceeded);
+            }
+            else if (state == afterCr)
+            {
+                if (b != '\n')
+                    return (DataStatus.BareLineEnding, output.ToArray(), k, tooLong, sizeExceeded);
+                Emit(b);
+                line = 0;
+                state = lineStart;
+                continue;
+            }
+
+            // In a line.
+            if (b == '\n')
+                return (DataStatus.BareLineEnding, output.ToArray(), k, tooLong, sizeExceeded);
+            Emit(b);
+            if (b == '\r') { state = afterCr; continue; }
+            if (++line > maxLineLength)
+                tooLong = true;
+        }
+
+        return (DataStatus.NeedMoreData, output.ToArray(), input.Length, tooLong, sizeExceeded);
+    }
+
+    /// <summary>Mail-like data with every odd case now and then, lines around the limit, and pipelined commands after it.</summary>
+    private static byte[] RandomData(Random random, int maxLineLength)
+    {
+        var data = new List<byte>();
+        int lines = random.Next(0, 60);
+        for (int n = 0; n < lines; n++)
+        {
+            int dots = random.Next(10) == 0 ? random.Next(1, 3) : 0;
+            for (int d = 0; d < dots; d++)
+                data.Add((byte)'.');
+            int length = random.Next(4) == 0 ? random.Next(0, 3 * maxLineLength + 3) : random.Next(0, Math.Min(maxLineLength, 80) + 2);
+            for (int c = 0; c < length; c++)
+                data.Add((byte)(random.Next(200) switch { 0 => '\r', 1 => '\n', 2 => '.', _ => 'a' + random.Next(26) }));
+            switch (random.Next(40))
+            {
+                case 0: data.Add((byte)'\n'); break;
+                case 1: data.Add((byte)'\r'); break;
+                case 2: break;
+                default: data.Add((byte)'\r'); data.Add((byte)'\n'); break;
+            }
+        }
+
+        if (random.Next(4) != 0)
+            data.AddRange(".\r\nQUIT\r\n"u8.ToArray());
+        return data.ToArray();
+    }
+
+    [Fact]
+    public void MatchesTheByteWiseRulesOnRandomDataCutAnywhere()
+    {
+        var random = new Random(20261207);
+        int[] limits = [5, 31, 32, 33, 63, 64, 65, 100, 998];
+        for (int round = 0; round < 4000; round++)
+        {
+            int maxLine = limits[random.Next(limits.Length)];
+            long maxSize = random.Next(8) == 0 ? random.Next(0, 3000) : 1_000_000;
+            byte[] input = RandomData(random, maxLine);
+            var expected = Reference(input, maxLine, maxSize);
+
+            var unstuffer = new DotUnstuffer(maxLine, maxSize);
+            var cuts = new List<int>();
+            for (int left = input.Length; left > 0;)
+            {
+                int size = random.Next(3) == 0 ? random.Next(1, 8) : random.Next(1, 700);
+                cuts.Add(size);
+                left -= size;
+            }
+
+            var (status, output, consumed) = Feed(unstuffer, input, cuts);
+            string what = $"round {round}, limit {maxLine}, size limit {maxSize}, {input.Length} bytes";
+            Assert.True(expected.Status == status, $"{what}: {status}, expected {expected.Status}");
+            Assert.True(expected.Consumed == consumed, $"{what}: consumed {consumed}, expected {expected.Consumed}");
+            if (status == DataStatus.BareLineEnding)
+                continue; // refused: what was decoded before the bad byte is thrown away
+            Assert.True(Text(expected.Output) == output, $"{what}: output differs");
+            Assert.True(expected.LineTooLong == unstuffer.LineTooLong, $"{what}: LineTooLong {unstuffer.LineTooLong}");
+            Assert.True(expected.SizeExceeded == unstuffer.SizeExceeded, $"{what}: SizeExceeded {unstuffer.SizeExceeded}");
+            Assert.Equal(expected.Output.Length, unstuffer.MessageSize);
+        }
+    }
+
+    [Theory]
+    [InlineData(998, 998, false)]
+    [InlineData(998, 999, true)]
+    [InlineData(64, 64, false)]
+    [InlineData(64, 65, true)]
+    public void LongPlainStretchesAreCountedExactlyAtTheLimit(int maxLine, int longLine, bool tooLong)
+    {
+        // Lines of plain text the fast path runs over, with one line of the given length
+        // deep inside, at an offset that is no multiple of a vector width.
+        var text = new StringBuilder();
+        for (int n = 0; n < 40; n++)
+            text.Append(new string('p', 7 + n % 13)).Append("\r\n");
+        text.Append(new string('L', longLine)).Append("\r\n");
+        for (int n = 0; n < 40; n++)
+            text.Append(new string('q', 5 + n % 11)).Append("\r\n");
+        byte[] input = Bytes(text.Append(".\r\n").ToString());
+
+        foreach (int chunk in new[] { input.Length, 4096, 97, 33, 32, 31 })
+        {
+            var unstuffer = new DotUnstuffer(maxLine);
+            var (status, output, consumed) = Feed(unstuffer, input, Enumerable.Repeat(chunk, input.Length / chunk + 1));
+            Assert.Equal(DataStatus.Complete, status);
+            Assert.Equal(input.Length, consumed);
+            Assert.Equal(Text(input)[..^3], output);
+            Assert.Equal(tooLong, unstuffer.LineTooLong);
+        }
+    }
 }
