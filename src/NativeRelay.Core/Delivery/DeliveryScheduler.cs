@@ -1328,7 +1328,12 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
     }
 
     // Aggressive: compacts (the large object heap too) and decommits the freed memory at once.
-    private static void GiveMemoryBack() => GC.Collect(2, GCCollectionMode.Aggressive, blocking: true, compacting: true);
+    // The message blocks pooled beyond the quiet bound go first, so this collection frees them.
+    private static void GiveMemoryBack()
+    {
+        PinnedBlockPool.Trim();
+        GC.Collect(2, GCCollectionMode.Aggressive, blocking: true, compacting: true);
+    }
 
     internal void Completed(QueuedMessage message)
     {
