@@ -19,17 +19,19 @@ namespace NativeRelay.Spool;
 /// scanning the epoch table again and again, until the others leave. On two cores a thread inside
 /// the log may be waiting for the core that spins, so one such spin can last a scheduler slice.
 /// At 100 KiB messages (a page turn every ten messages) FasterLog's own code was 33 % of the
-/// relay's samples, most of it that spin; with one page of headroom it is 10 %, and the relay's CPU
-/// per message fell from 170-192 to 138-167 µs (perf/RESULTS.md). At 1 KiB, with a page turn every thousand
-/// messages, it makes no difference.
+/// relay's samples, most of it that spin; with one page of headroom it is 10 %, and the relay's
+/// CPU per message fell from 170-192 to 138-167 µs (perf/RESULTS.md). At 1 KiB, with a page turn
+/// every thousand messages, it makes no difference.
 /// <para>
 /// One empty page means the close a page turn needs is the one asked for at the turn before, long
-/// since done. It costs one page of the ring, and the ring only holds records already written to
-/// the disk, kept for reads. FasterLog's settings do not offer it (its allocator's
+/// since done. It costs one page of the ring: the oldest, which only holds records already on the
+/// disk, kept in memory for reads. FasterLog's settings do not offer it (its allocator's
 /// <c>EmptyPageCount</c> is internal), so the head's lag is set on the allocator directly; the
 /// allocator is found by reflection on a field named at compile time, which native AOT keeps.
 /// If a FASTER upgrade moves either, the spool still opens, with a warning, and only this gain
-/// is lost; <c>SpoolLogTests</c> check it against the pinned version.
+/// is lost. The accessor trusts the allocator to be FASTER's <c>AllocatorBase</c>, as it is in the
+/// pinned version (2.6.5): whoever upgrades FASTER re-reads <c>AllocatorBase.TryAllocate</c> and
+/// runs <c>SpoolLogTests</c>, which fail if the lag is not where this expects it.
 /// </para>
 /// </remarks>
 internal static class PageTurnHeadroom
@@ -43,7 +45,10 @@ internal static class PageTurnHeadroom
     /// </summary>
     public const int MinRingPages = 4;
 
-    /// <summary>Gives the log one page of headroom; returns false (and warns) when it could not.</summary>
+    /// <summary>
+    /// Gives the log one page of headroom. Returns false when it did not: a ring too small (no
+    /// warning: nothing is wrong), or an allocator that does not look as expected (a warning).
+    /// </summary>
     public static bool Apply(FasterLog log, Log logger)
     {
         try
@@ -63,7 +68,7 @@ internal static class PageTurnHeadroom
             lag -= 1L << pageBits;
             return true;
         }
-        catch (Exception e) when (e is MissingMemberException or NotSupportedException or InvalidCastException)
+        catch (Exception e) when (e is MissingMemberException or TypeLoadException or NotSupportedException or InvalidCastException)
         {
             logger.Warn($"spool: cannot give FasterLog's page ring its headroom ({e.Message}); appends at page turns may spin");
             return false;
