@@ -1331,7 +1331,7 @@ public sealed partial class DeliveryScheduler : IQueueIntake, IAsyncDisposable
     // The message blocks pooled beyond the quiet bound go first, so this collection frees them.
     private static void GiveMemoryBack()
     {
-        PinnedBlockPool.Trim();
+        PinnedBlockPool.Shared.Trim();
         GC.Collect(2, GCCollectionMode.Aggressive, blocking: true, compacting: true);
     }
 

@@ -125,7 +125,7 @@ public sealed class MessageBuffer : IBufferWriter<byte>
         if (_blockCount == _blocks.Length)
             Array.Resize(ref _blocks, _blocks.Length * 2);
         int size = _blockCount == 0 && sizeHint <= FirstBlockSize ? FirstBlockSize : BlockSize;
-        _blocks[_blockCount++] = size == BlockSize ? PinnedBlockPool.Rent() : ArrayPool<byte>.Shared.Rent(size);
+        _blocks[_blockCount++] = size == BlockSize ? PinnedBlockPool.Shared.Rent() : ArrayPool<byte>.Shared.Rent(size);
         _lastBlockUsed = 0;
     }
 
@@ -231,7 +231,7 @@ public sealed class MessageBuffer : IBufferWriter<byte>
     private static void ReturnBlock(byte[] block)
     {
         if (block.Length == BlockSize)
-            PinnedBlockPool.Return(block);
+            PinnedBlockPool.Shared.Return(block);
         else
             ArrayPool<byte>.Shared.Return(block);
     }

@@ -10,68 +10,73 @@ namespace NativeRelay.Message;
 /// gone quiet, so a burst of big messages does not leave its whole size parked in the pool.
 /// </summary>
 /// <remarks>
-/// The bound covers what steady 100 KiB traffic holds at once: the delivery queue keeps the bodies
-/// of up to 256 messages per destination in memory, and inflow control keeps about that many
-/// waiting (delivery.inFlowBacklog), two blocks each. With a bound of 128 blocks (8 MiB), the
-/// blocks beyond it were dropped and new ones allocated for every other message; dropped pinned
-/// blocks are only collected by a full collection, so under a sustained 100 KiB load the heap grew
-/// by ~35 MB a second and the relay's resident size reached 230-280 MiB (perf/RESULTS.md).
+/// The bound covers what steady 100 KiB traffic to one destination holds at once: the delivery
+/// queue keeps the bodies of up to 256 messages per destination in memory, and inflow control
+/// (delivery.inFlowBacklog) holds the sessions back once about that many wait for their first
+/// attempt, so some 270 messages, two blocks each. With a bound of 128 blocks (8 MiB), the blocks
+/// beyond it were dropped and new ones allocated for every other message; dropped pinned blocks
+/// are only collected by a full collection, so under a sustained 100 KiB load the heap grew by
+/// ~35 MB a second and the relay's resident size reached 280 MiB (perf/RESULTS.md).
 /// </remarks>
-internal static class PinnedBlockPool
+internal sealed class PinnedBlockPool
 {
+    /// <summary>The pool every <see cref="MessageBuffer"/> uses.</summary>
+    public static readonly PinnedBlockPool Shared = new();
+
     /// <summary>Blocks kept for reuse under load: 40 MiB of 64 KiB blocks.</summary>
     internal const int Kept = 640;
 
     /// <summary>Blocks still kept after <see cref="Trim"/>: 8 MiB.</summary>
     internal const int KeptWhenQuiet = 128;
 
-    private static readonly byte[][] Stack = new byte[Kept][];
-    private static readonly object Gate = new();
-    private static int _count;
+    private readonly byte[][] _stack = new byte[Kept][];
+    private readonly object _gate = new();
+    private int _count;
 
     /// <summary>Blocks in the pool now (for tests and diagnostics).</summary>
-    internal static int Count
+    internal int Count
     {
         get
         {
-            lock (Gate)
+            lock (_gate)
                 return _count;
         }
     }
 
     /// <summary>
     /// Drops the blocks beyond <see cref="KeptWhenQuiet"/>, for a full collection to give back;
-    /// called when delivery has gone quiet, just before that collection.
+    /// called when delivery has gone quiet, just before that collection. Only blocks that were
+    /// returned are in the pool, so none in use can be dropped.
     /// </summary>
-    public static void Trim()
+    public void Trim()
     {
-        lock (Gate)
+        lock (_gate)
         {
             while (_count > KeptWhenQuiet)
-                Stack[--_count] = null!;
+                _stack[--_count] = null!;
         }
     }
 
-    public static byte[] Rent()
+    public byte[] Rent()
     {
-        lock (Gate)
+        lock (_gate)
         {
             if (_count > 0)
             {
-                var block = Stack[--_count];
-                Stack[_count] = null!;
+                var block = _stack[--_count];
+                _stack[_count] = null!;
                 return block;
             }
         }
         return GC.AllocateUninitializedArray<byte>(MessageBuffer.BlockSize, pinned: true);
     }
 
-    public static void Return(byte[] block)
+    public void Return(byte[] block)
     {
-        lock (Gate)
+        lock (_gate)
         {
             if (_count < Kept)
-                Stack[_count++] = block;
+                _stack[_count++] = block;
         }
     }
 }

@@ -40,37 +40,41 @@ internal static class PageTurnHeadroom
         "FASTER.core.AllocatorBase`2[[FASTER.core.Empty, FASTER.core],[System.Byte, System.Private.CoreLib]], FASTER.core";
 
     /// <summary>
-    /// The smallest ring it applies to: with fewer pages, giving one up would leave the head on the
-    /// tail's own page.
+    /// The smallest ring it applies to (rings are powers of two): a ring of two pages is left as
+    /// FASTER has it, with its head a page behind the tail.
     /// </summary>
     public const int MinRingPages = 4;
 
     /// <summary>
-    /// Gives the log one page of headroom. Returns false when it did not: a ring too small (no
-    /// warning: nothing is wrong), or an allocator that does not look as expected (a warning).
+    /// Gives the log one page of headroom. <paramref name="ringPages"/> is the ring the log was
+    /// made with (memory size over page size). Returns false when it did not: a ring too small (no
+    /// warning: nothing is wrong), or an allocator that does not hold FASTER's default lag where
+    /// this expects it, or any failure to reach it (a warning; the spool works on without).
     /// </summary>
-    public static bool Apply(FasterLog log, Log logger)
+    public static bool Apply(FasterLog log, long ringPages, Log logger)
     {
         try
         {
+            if (ringPages < MinRingPages)
+                return false;
             int pageBits = log.UnsafeGetLogPageSizeBits();
             ref long lag = ref HeadOffsetLagAddress(AllocatorOf(log));
-            long lagPages = lag >> pageBits;
-            if (lag != lagPages << pageBits || lagPages < 1)
+            // The accessor cannot check the allocator's type: the exact default lag (the ring less
+            // one page) read back is the sign that the field is what this expects, before writing.
+            long expected = (ringPages - 1) << pageBits;
+            if (lag != expected)
             {
-                logger.Warn($"spool: FasterLog's head lag is {lag} bytes, not whole pages; left as it is (appends at page turns may spin)");
+                logger.Warn($"spool: FasterLog's head lag reads {lag} bytes, not the {expected} expected; left as it is (appends at page turns may spin)");
                 return false;
             }
 
-            // The default lag is the ring less one page, so the ring is lagPages + 1 pages.
-            if (lagPages + 1 < MinRingPages)
-                return false;
-            lag -= 1L << pageBits;
+            lag = expected - (1L << pageBits);
             return true;
         }
-        catch (Exception e) when (e is MissingMemberException or TypeLoadException or NotSupportedException or InvalidCastException)
+        catch (Exception e)
         {
-            logger.Warn($"spool: cannot give FasterLog's page ring its headroom ({e.Message}); appends at page turns may spin");
+            // Only a gain is lost: the log is whole and opens as FASTER made it.
+            logger.Warn($"spool: cannot give FasterLog's page ring its headroom ({e.GetType().Name}: {e.Message}); appends at page turns may spin");
             return false;
         }
     }

@@ -178,7 +178,7 @@ public sealed class SpoolLog : IAsyncDisposable
         try
         {
             log = new FasterLog(settings);
-            PageTurnHeadroom.Apply(log, _logger);
+            PageTurnHeadroom.Apply(log, 1L << (_options.MemorySizeBits - _options.PageSizeBits), _logger);
         }
         catch
         {

@@ -120,7 +120,8 @@ public sealed class SpoolLogTests : IDisposable
     {
         // A ring of 4 pages of 64 KiB and three appenders at once: 120 messages of 20-30 KiB turn
         // the page about 50 times, each turn closing a page one turn early (PageTurnHeadroom).
-        // The early messages are read back after their pages left memory, the late ones from it.
+        // Every message is then read back (from the segment files, as the spool reads committed
+        // records), and again after a reopen, whose recovery must find all 120.
         var options = new SpoolOptions { PageSizeBits = 16, MemorySizeBits = 18, SegmentSizeBits = 22 };
         var written = new System.Collections.Concurrent.ConcurrentDictionary<ulong, (long Head, byte[] Bytes)>();
         await using (var spool = Open(options))

@@ -471,8 +471,11 @@ public class DotUnstufferTests
         return (DataStatus.NeedMoreData, output.ToArray(), input.Length, tooLong, sizeExceeded);
     }
 
-    /// <summary>Mail-like data with every odd case now and then, lines around the limit, and pipelined commands after it.</summary>
-    private static byte[] RandomData(Random random, int maxLineLength)
+    /// <summary>
+    /// Mail-like data: lines around the limit, dot lines, and pipelined commands after the end; with
+    /// <paramref name="strays"/>, lone CRs and LFs now and then, which get the data refused.
+    /// </summary>
+    private static byte[] RandomData(Random random, int maxLineLength, bool strays)
     {
         var data = new List<byte>();
         int lines = random.Next(0, 60);
@@ -483,8 +486,8 @@ public class DotUnstufferTests
                 data.Add((byte)'.');
             int length = random.Next(4) == 0 ? random.Next(0, 3 * maxLineLength + 3) : random.Next(0, Math.Min(maxLineLength, 80) + 2);
             for (int c = 0; c < length; c++)
-                data.Add((byte)(random.Next(200) switch { 0 => '\r', 1 => '\n', 2 => '.', _ => 'a' + random.Next(26) }));
-            switch (random.Next(40))
+                data.Add((byte)(random.Next(200) switch { 0 when strays => '\r', 1 when strays => '\n', 2 => '.', _ => 'a' + random.Next(26) }));
+            switch (strays ? random.Next(40) : 3)
             {
                 case 0: data.Add((byte)'\n'); break;
                 case 1: data.Add((byte)'\r'); break;
@@ -502,12 +505,15 @@ public class DotUnstufferTests
     public void MatchesTheByteWiseRulesOnRandomDataCutAnywhere()
     {
         var random = new Random(20261207);
+        int refused = 0, completed = 0;
         int[] limits = [5, 31, 32, 33, 63, 64, 65, 100, 998];
         for (int round = 0; round < 4000; round++)
         {
             int maxLine = limits[random.Next(limits.Length)];
             long maxSize = random.Next(8) == 0 ? random.Next(0, 3000) : 1_000_000;
-            byte[] input = RandomData(random, maxLine);
+            // One round in five has stray line endings; the rest decode to the end (or to a
+            // line limit or size limit), so output and flags are compared there.
+            byte[] input = RandomData(random, maxLine, strays: random.Next(5) == 0);
             var expected = Reference(input, maxLine, maxSize);
 
             var unstuffer = new DotUnstuffer(maxLine, maxSize);
@@ -524,12 +530,22 @@ public class DotUnstufferTests
             Assert.True(expected.Status == status, $"{what}: {status}, expected {expected.Status}");
             Assert.True(expected.Consumed == consumed, $"{what}: consumed {consumed}, expected {expected.Consumed}");
             if (status == DataStatus.BareLineEnding)
+            {
+                refused++;
                 continue; // refused: what was decoded before the bad byte is thrown away
+            }
+
+            if (status == DataStatus.Complete)
+                completed++;
             Assert.True(Text(expected.Output) == output, $"{what}: output differs");
             Assert.True(expected.LineTooLong == unstuffer.LineTooLong, $"{what}: LineTooLong {unstuffer.LineTooLong}");
             Assert.True(expected.SizeExceeded == unstuffer.SizeExceeded, $"{what}: SizeExceeded {unstuffer.SizeExceeded}");
             Assert.Equal(expected.Output.Length, unstuffer.MessageSize);
         }
+
+        // Both kinds of ending were exercised, most rounds to their end.
+        Assert.InRange(refused, 300, 1000);
+        Assert.InRange(completed, 2000, 3700);
     }
 
     [Theory]
