@@ -7,7 +7,7 @@ namespace NativeRelay.Spool;
 
 /// <summary>
 /// Makes FasterLog close its oldest in-memory page one page turn early, so the appender that turns
-/// to a new page never waits for the close it has just asked for.
+/// to a new page does not wait for the close it has just asked for (while the disk keeps up).
 /// </summary>
 /// <remarks>
 /// FasterLog keeps a ring of pages in memory. When an append fills the tail page, it moves the
