@@ -177,7 +177,11 @@ public sealed class RelayProcess : IDisposable
                 var greeting = await client.TryReadReplyAsync().ConfigureAwait(false);
                 if (greeting?.Code == 220)
                 {
+                    // Wait for the relay to close this probe: it frees the connection's slot before
+                    // it closes the socket, so a test that allows one connection per address and
+                    // connects right after this returns is not refused with 421 for the probe's.
                     await client.SendRawAsync("QUIT\r\n").ConfigureAwait(false);
+                    await client.ReadUntilClosedAsync(TimeSpan.FromSeconds(10)).ConfigureAwait(false);
                     return;
                 }
 
