@@ -16,7 +16,7 @@ namespace NativeRelay.Message;
 /// attempt, so some 270 messages, two blocks each. With a bound of 128 blocks (8 MiB), the blocks
 /// beyond it were dropped and new ones allocated for every other message; dropped pinned blocks
 /// are only collected by a full collection, so under a sustained 100 KiB load the heap grew by
-/// ~35 MB a second and the relay's resident size reached 280 MiB (perf/RESULTS.md).
+/// 20-30 MB a second and the relay's resident size reached 274 MiB (perf/RESULTS.md).
 /// </remarks>
 internal sealed class PinnedBlockPool
 {

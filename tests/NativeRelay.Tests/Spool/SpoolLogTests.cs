@@ -108,7 +108,7 @@ public sealed class SpoolLogTests : IDisposable
     [Theory]
     [InlineData(20, 24, 14)] // the default ring of 16 pages: the head lags by 14, not FASTER's 15
     [InlineData(16, 18, 2)]  // the smallest ring it applies to, 4 pages
-    [InlineData(16, 17, 1)]  // 2 pages: left as FASTER has it, or the head would sit on the tail's page
+    [InlineData(16, 17, 1)]  // 2 pages: left as FASTER has it (PageTurnHeadroom.MinRingPages)
     public async Task The_log_closes_its_oldest_page_one_turn_early(int pageBits, int memoryBits, long lagPages)
     {
         await using var spool = Open(new SpoolOptions { PageSizeBits = pageBits, MemorySizeBits = memoryBits, SegmentSizeBits = 22 });

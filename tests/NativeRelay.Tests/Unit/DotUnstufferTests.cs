@@ -556,7 +556,7 @@ public class DotUnstufferTests
     public void LongPlainStretchesAreCountedExactlyAtTheLimit(int maxLine, int longLine, bool tooLong)
     {
         // Lines of plain text the fast path runs over, with one line of the given length
-        // deep inside, at an offset that is no multiple of a vector width.
+        // deep inside, read whole and in chunks that cut it anywhere.
         var text = new StringBuilder();
         for (int n = 0; n < 40; n++)
             text.Append(new string('p', 7 + n % 13)).Append("\r\n");
